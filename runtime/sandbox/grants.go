@@ -1,0 +1,103 @@
+package sandbox
+
+import (
+	"time"
+
+	"github.com/contractual/contractual/runtime/egress"
+)
+
+// Grants is everything a contract lets one module use. The zero value grants
+// nothing: no HTTP, no config, no logging, no WASI, and the default limits.
+type Grants struct {
+	// HTTP lists the egress rules; empty means no HTTP at all.
+	HTTP []egress.Rule
+	// Config holds the static, non-secret values the module may read; nil or
+	// empty means config is not granted.
+	Config map[string]string
+	// Log grants the Extism log functions.
+	Log bool
+	// WASI, when non-nil, grants WASI preview 1 without a filesystem, an
+	// environment or stdin, with stdout and stderr captured and capped.
+	WASI *WASI
+	// Limits bound every call.
+	Limits Limits
+}
+
+// WASI states which parts of WASI beyond the inert basics are granted.
+type WASI struct {
+	// Clock grants the host's real clocks and sleep; without it the module
+	// sees a fixed, deterministic clock.
+	Clock bool
+	// Random grants random_get, served from crypto/rand.
+	Random bool
+}
+
+// Limits bound one call. Zero fields take the defaults of DefaultLimits.
+type Limits struct {
+	// MemoryBytes caps each linear memory (the module's and the Extism
+	// kernel's, which holds input and output); rounded down to 64 KiB pages.
+	MemoryBytes uint64
+	// Timeout is the wall-clock limit of one call.
+	Timeout time.Duration
+	// OutputBytes caps the call's output.
+	OutputBytes int64
+	// HTTPRequests caps the module-initiated HTTP requests per call.
+	HTTPRequests int
+	// HTTPResponseBytes caps each HTTP response body.
+	HTTPResponseBytes int64
+	// LogBytes caps the captured log messages; the rest is dropped.
+	LogBytes int64
+	// StdioBytes caps captured stdout and stderr, each; the rest is dropped.
+	StdioBytes int64
+	// HostCalls caps the capability host calls (config, log, HTTP) per call.
+	HostCalls int
+}
+
+// DefaultLimits are the limits of a contract that states none.
+var DefaultLimits = Limits{
+	MemoryBytes:       16 << 20,
+	Timeout:           time.Second,
+	OutputBytes:       1 << 20,
+	HTTPRequests:      8,
+	HTTPResponseBytes: 1 << 20,
+	LogBytes:          16 << 10,
+	StdioBytes:        16 << 10,
+	HostCalls:         10_000,
+}
+
+const pageSize = 64 << 10
+
+// withDefaults returns l with every zero field set to its default.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = d.MemoryBytes
+	}
+	if l.Timeout == 0 {
+		l.Timeout = d.Timeout
+	}
+	if l.OutputBytes == 0 {
+		l.OutputBytes = d.OutputBytes
+	}
+	if l.HTTPRequests == 0 {
+		l.HTTPRequests = d.HTTPRequests
+	}
+	if l.HTTPResponseBytes == 0 {
+		l.HTTPResponseBytes = d.HTTPResponseBytes
+	}
+	if l.LogBytes == 0 {
+		l.LogBytes = d.LogBytes
+	}
+	if l.StdioBytes == 0 {
+		l.StdioBytes = d.StdioBytes
+	}
+	if l.HostCalls == 0 {
+		l.HostCalls = d.HostCalls
+	}
+	return l
+}
+
+// memoryPages is the memory limit in Wasm pages (at least one).
+func (l Limits) memoryPages() uint32 {
+	return uint32(max(l.MemoryBytes/pageSize, 1))
+}

@@ -1,0 +1,356 @@
+// Package sandbox runs Extism tool modules under a contract's grants.
+//
+// An Engine compiles modules (once per module, with wazero's compilation
+// cache, optionally on disk so that a restart is cheap). A Module is one
+// module bound to one set of Grants; each Call runs in a fresh, isolated
+// instance whose linear memory comes from a pool and is zeroed between calls.
+// Every call is interruptible, bounded by the contract's limits, and sees only
+// what the contract grants: the capability host functions (config, log, HTTP)
+// are Contractual's own, HTTP leaves only through the egress package, and WASI
+// has no filesystem, no environment and no stdin.
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/wasmbin"
+)
+
+// MaxModuleBytes caps the size of a module the engine accepts.
+const MaxModuleBytes = 64 << 20
+
+// Options configure an Engine.
+type Options struct {
+	// CacheDir, if set, keeps compiled modules on disk so that a restarted
+	// process skips compiling them again.
+	CacheDir string
+	// Egress is the template of every call's egress configuration: the rules
+	// and limits come from the module's grants, the rest (dialer, secret
+	// source, TLS roots) from here. The zero value dials public addresses only.
+	Egress egress.Config
+	// Logger receives the engine's own diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// Engine compiles and runs modules. It is safe for concurrent use.
+type Engine struct {
+	opts  Options
+	cache wazero.CompilationCache
+	log   *slog.Logger
+}
+
+// NewEngine returns an Engine; Close releases its compilation cache.
+func NewEngine(opts Options) (*Engine, error) {
+	e := &Engine{opts: opts, log: opts.Logger}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if opts.CacheDir != "" {
+		cache, err := wazero.NewCompilationCacheWithDir(opts.CacheDir)
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "compilation cache in %s", opts.CacheDir)
+		}
+		e.cache = cache
+	} else {
+		e.cache = wazero.NewCompilationCache()
+	}
+	return e, nil
+}
+
+// Close releases the engine's compilation cache. Modules loaded from the
+// engine must be closed first.
+func (e *Engine) Close(ctx context.Context) error { return e.cache.Close(ctx) }
+
+// Module is a compiled module bound to the grants it runs under. Calls may
+// run concurrently; each gets its own instance.
+type Module struct {
+	digest   string
+	grants   Grants
+	rt       wazero.Runtime
+	compiled wazero.CompiledModule
+	exports  map[string]bool
+	// init is the guest runtime's initializer (_initialize for a WASI
+	// reactor, __wasm_call_ctors for C-like modules), or "".
+	init   string
+	memory memoryPool
+	egress egress.Config
+}
+
+// Digest returns the module's digest, sha256:<hex> of its bytes.
+func (m *Module) Digest() string { return m.digest }
+
+// HasExport reports whether the module exports a function named name.
+func (m *Module) HasExport(name string) bool { return m.exports[name] }
+
+// Close releases the compiled module.
+func (m *Module) Close(ctx context.Context) error { return m.rt.Close(ctx) }
+
+// Digest returns sha256:<hex> of wasm, the name of a module everywhere.
+func Digest(wasm []byte) string {
+	sum := sha256.Sum256(wasm)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// CheckImports refuses a module whose imports ask for anything g does not
+// grant; the error names every such import. Load calls it; policy calls it
+// at publish time.
+func CheckImports(wasm []byte, g Grants) error {
+	imports, err := wasmbin.Imports(wasm)
+	if err != nil {
+		return errs.Wrap(errs.Invalid, err, "reading the module's imports")
+	}
+	return checkImports(imports, &g)
+}
+
+// Load checks wasm against g and compiles it. Compiling is cached by the
+// module's bytes: loading the same module under other grants, or again after
+// a restart with a CacheDir, skips the compiler.
+func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, error) {
+	if len(wasm) > MaxModuleBytes {
+		return nil, errs.E(errs.Invalid, "module is %d bytes, over the %d byte limit", len(wasm), MaxModuleBytes)
+	}
+	g.Limits = g.Limits.withDefaults()
+	if err := CheckImports(wasm, g); err != nil {
+		return nil, err
+	}
+	exports, err := exportedFunctions(wasm)
+	if err != nil {
+		return nil, err
+	}
+	routed, err := wasmbin.Rename(wasm, routeCapabilities)
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "rewriting the module's imports")
+	}
+	start := time.Now()
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
+		WithCompilationCache(e.cache).
+		WithCloseOnContextDone(true).
+		WithMemoryLimitPages(g.Limits.memoryPages()))
+	m := &Module{digest: Digest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress}
+	if err := m.link(ctx, routed); err != nil {
+		rt.Close(ctx)
+		return nil, err
+	}
+	e.log.Debug("module loaded", "digest", m.digest, "took", time.Since(start))
+	return m, nil
+}
+
+// link provides the host modules and compiles the module.
+func (m *Module) link(ctx context.Context, wasm []byte) error {
+	if err := hostModule(ctx, m.rt); err != nil {
+		return errs.Wrap(errs.Internal, err, "host module")
+	}
+	if m.grants.WASI != nil {
+		if _, err := wasi_snapshot_preview1.Instantiate(ctx, m.rt); err != nil {
+			return errs.Wrap(errs.Internal, err, "WASI host module")
+		}
+	}
+	compiled, err := m.rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return errs.Wrap(errs.Invalid, err, "compiling module")
+	}
+	m.compiled = compiled
+	for _, name := range []string{"_initialize", "__wasm_call_ctors"} {
+		if def, ok := compiled.ExportedFunctions()[name]; ok && len(def.ParamTypes()) == 0 {
+			m.init = name
+			break
+		}
+	}
+	return nil
+}
+
+// exportedFunctions lists the module's function exports.
+func exportedFunctions(wasm []byte) (map[string]bool, error) {
+	exports, err := wasmbin.Exports(wasm)
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "reading the module's exports")
+	}
+	out := make(map[string]bool, len(exports))
+	for _, e := range exports {
+		if e.Kind == wasmbin.KindFunc {
+			out[e.Name] = true
+		}
+	}
+	return out, nil
+}
+
+// Result is what a call produced. Call returns it even when the call failed,
+// so that the egress record and the logs of a failed call can be audited.
+type Result struct {
+	Output   []byte
+	Egress   []egress.Record
+	Logs     []LogEntry
+	Stdout   string
+	Stderr   string
+	Duration time.Duration
+	// PeakMemory is the largest linear memory the call used, in bytes.
+	PeakMemory uint64
+	// HostCalls counts the capability host calls the module made.
+	HostCalls int
+	// Released holds the secret values released to the egress client during
+	// the call, for the output sanitizer. Never log or store them.
+	Released [][]byte `json:"-"`
+}
+
+// MaxInputBytes caps a call's input.
+const MaxInputBytes = 8 << 20
+
+// Call runs export with input in a fresh instance of the module.
+func (m *Module) Call(ctx context.Context, export string, input []byte) (*Result, error) {
+	res := &Result{}
+	def, ok := m.compiled.ExportedFunctions()[export]
+	if !ok || export == m.init {
+		return res, errs.E(errs.NotFound, "module %s exports no function %q", m.digest, export)
+	}
+	if len(def.ParamTypes()) != 0 || len(def.ResultTypes()) > 1 {
+		return res, errs.E(errs.Invalid, "export %q is not an Extism function: it takes %d parameters and returns %d results",
+			export, len(def.ParamTypes()), len(def.ResultTypes()))
+	}
+	lim := m.grants.Limits
+	if len(input) > MaxInputBytes || uint64(len(input)) > lim.MemoryBytes/2 {
+		return res, errs.E(errs.Invalid, "input of %d bytes is too large for this tool", len(input))
+	}
+	c := &call{limits: lim, grants: &m.grants}
+	c.k = newKernel(c, lim.MemoryBytes)
+	if !c.k.setInput(input) {
+		return res, errs.E(errs.ResourceExhausted, "input of %d bytes does not fit the memory limit", len(input))
+	}
+	if len(m.grants.HTTP) > 0 {
+		cfg := m.egress
+		cfg.Rules = m.grants.HTTP
+		cfg.MaxRequests = lim.HTTPRequests
+		cfg.MaxResponseBytes = lim.HTTPResponseBytes
+		s, err := egress.NewSession(cfg)
+		if err != nil {
+			return res, err
+		}
+		defer s.Close()
+		c.egress = s
+	}
+	stdout := &cappedWriter{max: lim.StdioBytes}
+	stderr := &cappedWriter{max: lim.StdioBytes}
+	mc := wazero.NewModuleConfig().
+		WithName(""). // anonymous: any number of instances at once
+		WithStartFunctions().
+		WithStdout(stdout).
+		WithStderr(stderr).
+		WithStdin(bytes.NewReader(nil)).
+		WithRandSource(rand.Reader)
+	if w := m.grants.WASI; w != nil && w.Clock {
+		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
+	}
+
+	callCtx, cancel := context.WithTimeout(ctx, lim.Timeout)
+	defer cancel()
+	mem := &callMemory{pool: &m.memory}
+	callCtx = experimental.WithMemoryAllocator(callCtx, mem)
+	callCtx = context.WithValue(callCtx, callKey{}, c)
+	c.ctx = callCtx
+
+	start := time.Now()
+	rc, err := m.run(callCtx, mc, export)
+	res.Duration = time.Since(start)
+	res.PeakMemory, _ = mem.peak()
+	res.HostCalls = c.hostCalls
+	res.Logs = c.logs
+	res.Stdout, res.Stderr = stdout.String(), stderr.String()
+	if c.egress != nil {
+		res.Egress = c.egress.Records()
+		res.Released = c.egress.Released()
+	}
+	if err != nil {
+		return res, m.classify(ctx, callCtx, c, mem, err)
+	}
+	if msg := c.k.errorMessage(); msg != "" {
+		return res, errs.E(errs.ToolFailed, "tool error: %s", msg)
+	}
+	if rc != 0 {
+		return res, errs.E(errs.ToolFailed, "tool returned %d without an error message", rc)
+	}
+	if c.k.outputLen > uint64(lim.OutputBytes) {
+		return res, errs.E(errs.ResourceExhausted,
+			"output of %d bytes exceeds the contract's limit of %d bytes", c.k.outputLen, lim.OutputBytes)
+	}
+	res.Output = bytes.Clone(c.k.outputBytes())
+	return res, nil
+}
+
+// run instantiates the module, initializes its guest runtime, calls export
+// and closes the instance. It returns the export's result code.
+func (m *Module) run(ctx context.Context, mc wazero.ModuleConfig, export string) (rc uint32, err error) {
+	inst, err := m.rt.InstantiateModule(ctx, m.compiled, mc)
+	if err != nil {
+		return 0, err
+	}
+	// Close with a fresh context: the call's may be done, and closing must
+	// still release the instance (and return its memory to the pool).
+	defer inst.Close(context.Background())
+	if m.init != "" {
+		if _, err := inst.ExportedFunction(m.init).Call(ctx); err != nil {
+			return 0, err
+		}
+	}
+	results, err := inst.ExportedFunction(export).Call(ctx)
+	var exit *sys.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 0 {
+		return 0, nil // a WASI command that exits 0 succeeded
+	}
+	if err != nil || len(results) == 0 {
+		return 0, err
+	}
+	return api.DecodeU32(results[0]), nil
+}
+
+// classify turns what wazero reports into one clear error.
+func (m *Module) classify(parent, callCtx context.Context, c *call, mem *callMemory, err error) error {
+	lim := m.grants.Limits
+	if c.violation != nil {
+		return c.violation
+	}
+	if parent.Err() != nil {
+		return errs.Wrap(errs.Unavailable, parent.Err(), "call canceled")
+	}
+	if errors.Is(callCtx.Err(), context.DeadlineExceeded) {
+		return errs.E(errs.DeadlineExceeded, "tool exceeded its %s timeout", lim.Timeout)
+	}
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		return errs.E(errs.ToolFailed, "tool exited with code %d", exit.ExitCode())
+	}
+	msg := firstLine(err.Error())
+	if strings.Contains(msg, "stack overflow") {
+		return errs.E(errs.ResourceExhausted, "tool exhausted its call stack (deep recursion): %s", msg)
+	}
+	if _, atMax := mem.peak(); atMax {
+		return errs.E(errs.ResourceExhausted, "tool reached its memory limit of %d MiB: %s", lim.MemoryBytes>>20, msg)
+	}
+	if strings.HasPrefix(msg, "wasm error:") {
+		return errs.E(errs.ToolFailed, "tool trapped: %s", msg)
+	}
+	return errs.E(errs.ToolFailed, "tool failed: %s", msg)
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return strings.TrimSpace(s)
+}
+
+// String describes the module for logs.
+func (m *Module) String() string { return fmt.Sprintf("module %s", m.digest) }
