@@ -1,0 +1,214 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	extism "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/contractual/contractual/runtime/egress"
+)
+
+// The benchmarks report each figure next to a baseline measured in the same
+// run, interleaved call by call so that machine noise hits both alike:
+//
+//	go test -run '^$' -bench . -benchtime 2000x ./runtime/sandbox
+//
+// p50 figures are in microseconds; ratios are sandbox / baseline.
+
+var countInput = []byte("the quick brown fox jumps over the lazy dog")
+
+// bareHost is the least host the count fixture needs: its five kernel
+// imports over a plain byte slice, with no limits, no pooling and no
+// interruption. It is the "bare wazero instantiate + call" baseline.
+type bareHost struct {
+	input, kmem []byte
+	out         [2]uint64
+}
+
+func newBareRuntime(b *testing.B, wasm []byte) (wazero.Runtime, wazero.CompiledModule, *bareHost) {
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	h := &bareHost{}
+	env := rt.NewHostModuleBuilder(extismEnv)
+	def := func(name string, f api.GoModuleFunc, params, results []api.ValueType) {
+		env.NewFunctionBuilder().WithGoModuleFunction(f, params, results).Export(name)
+	}
+	I64, I32 := api.ValueTypeI64, api.ValueTypeI32
+	def("input_length", func(_ context.Context, _ api.Module, s []uint64) { s[0] = uint64(len(h.input)) }, nil, []api.ValueType{I64})
+	def("input_load_u8", func(_ context.Context, _ api.Module, s []uint64) { s[0] = uint64(h.input[s[0]]) }, []api.ValueType{I64}, []api.ValueType{I32})
+	def("alloc", func(_ context.Context, _ api.Module, s []uint64) {
+		off := uint64(len(h.kmem))
+		h.kmem = append(h.kmem, make([]byte, s[0])...)
+		s[0] = off
+	}, []api.ValueType{I64}, []api.ValueType{I64})
+	def("store_u8", func(_ context.Context, _ api.Module, s []uint64) { h.kmem[s[0]] = byte(s[1]) }, []api.ValueType{I64, I32}, nil)
+	def("output_set", func(_ context.Context, _ api.Module, s []uint64) { h.out = [2]uint64{s[0], s[1]} }, []api.ValueType{I64, I64}, nil)
+	if _, err := env.Instantiate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	cm, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return rt, cm, h
+}
+
+func (h *bareHost) call(b *testing.B, rt wazero.Runtime, cm wazero.CompiledModule) []byte {
+	ctx := context.Background()
+	h.input, h.kmem = countInput, h.kmem[:0]
+	mod, err := rt.InstantiateModule(ctx, cm, wazero.NewModuleConfig().WithName(""))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := mod.ExportedFunction("count_vowels").Call(ctx); err != nil {
+		b.Fatal(err)
+	}
+	out := h.kmem[h.out[0] : h.out[0]+h.out[1]]
+	mod.Close(ctx)
+	return out
+}
+
+// p50 returns the median of d in microseconds.
+func p50(d []time.Duration) float64 {
+	slices.Sort(d)
+	return float64(d[len(d)/2]) / float64(time.Microsecond)
+}
+
+// BenchmarkFreshInstance measures a fresh sandboxed instance + call of a
+// small, non-Go Extism tool against a bare wazero instantiate + call of the
+// same module, and against the stock go-sdk with a timeout (what a user of
+// the SDK gets for an interruptible call).
+func BenchmarkFreshInstance(b *testing.B) {
+	wasm := fixture(b, "hostile/count.wasm")
+	ctx := context.Background()
+	e := newEngine(b, egress.Config{})
+	m := load(b, e, wasm, Grants{})
+	rt, cm, host := newBareRuntime(b, wasm)
+	defer rt.Close(ctx)
+	sdk, err := extism.NewCompiledPlugin(ctx, extism.Manifest{
+		Wasm:    []extism.Wasm{extism.WasmData{Data: wasm}},
+		Timeout: 1000,
+	}, extism.PluginConfig{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sdk.Close(ctx)
+
+	want := `{"count": 11}`
+	var sandbox, bare, gosdk []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		res, err := m.Call(ctx, "count_vowels", countInput)
+		t1 := time.Now()
+		out := host.call(b, rt, cm)
+		t2 := time.Now()
+		p, err2 := sdk.Instance(ctx, extism.PluginInstanceConfig{})
+		if err2 != nil {
+			b.Fatal(err2)
+		}
+		_, sdkOut, err3 := p.CallWithContext(ctx, "count_vowels", countInput)
+		p.Close(ctx)
+		t3 := time.Now()
+		if err != nil || err3 != nil || string(res.Output) != want || string(out) != want || string(sdkOut) != want {
+			b.Fatalf("outputs %q %q %q, errors %v %v", res.Output, out, sdkOut, err, err3)
+		}
+		sandbox = append(sandbox, t1.Sub(t0))
+		bare = append(bare, t2.Sub(t1))
+		gosdk = append(gosdk, t3.Sub(t2))
+	}
+	b.StopTimer()
+	s, bb, g := p50(sandbox), p50(bare), p50(gosdk)
+	b.ReportMetric(s, "sandbox-p50-µs")
+	b.ReportMetric(bb, "bare-p50-µs")
+	b.ReportMetric(g, "gosdk-p50-µs")
+	b.ReportMetric(s/bb, "sandbox/bare")
+	b.ReportMetric(s/g, "sandbox/gosdk")
+}
+
+// BenchmarkGoTool measures a fresh instance + call of a Go-built tool (the
+// Go runtime initializes in every fresh instance), next to the small tool.
+func BenchmarkGoTool(b *testing.B) {
+	ctx := context.Background()
+	e := newEngine(b, egress.Config{})
+	small := load(b, e, fixture(b, "hostile/count.wasm"), Grants{})
+	goWasm, err := os.ReadFile(filepath.Join("..", "..", "tools", "textkit", "textkit.wasm"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	goTool := load(b, e, goWasm, Grants{WASI: &WASI{Clock: true, Random: true}, Limits: Limits{MemoryBytes: 64 << 20}})
+	input := []byte(`{"text": "Hello, Contractual World!"}`)
+	var goTimes, smallTimes []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		res, err := goTool.Call(ctx, "slugify", input)
+		t1 := time.Now()
+		if _, err2 := small.Call(ctx, "count_vowels", countInput); err != nil || err2 != nil {
+			b.Fatal(err, err2)
+		}
+		t2 := time.Now()
+		if string(res.Output) == "" {
+			b.Fatal("no output")
+		}
+		goTimes = append(goTimes, t1.Sub(t0))
+		smallTimes = append(smallTimes, t2.Sub(t1))
+	}
+	b.StopTimer()
+	g, s := p50(goTimes), p50(smallTimes)
+	b.ReportMetric(g, "go-p50-µs")
+	b.ReportMetric(s, "small-p50-µs")
+	b.ReportMetric(g/s, "go/small")
+}
+
+// BenchmarkRestart measures loading a 3 MB Go-built tool and making its
+// first call with a cold compiler against a "restarted" engine that finds
+// the module in its on-disk compilation cache.
+func BenchmarkRestart(b *testing.B) {
+	ctx := context.Background()
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "tools", "textkit", "textkit.wasm"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := Grants{WASI: &WASI{Clock: true, Random: true}, Limits: Limits{MemoryBytes: 64 << 20}}
+	input := []byte(`{"text": "restart"}`)
+	first := func(dir string) time.Duration {
+		start := time.Now()
+		e, err := NewEngine(Options{CacheDir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := e.Load(ctx, wasm, g)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.Call(ctx, "slugify", input); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		m.Close(ctx)
+		e.Close(ctx)
+		return d
+	}
+	var cold, warm []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		dir := filepath.Join(b.TempDir(), fmt.Sprint(i))
+		cold = append(cold, first(dir))
+		warm = append(warm, first(dir))
+	}
+	b.StopTimer()
+	c, w := p50(cold), p50(warm)
+	b.ReportMetric(c/1000, "cold-p50-ms")
+	b.ReportMetric(w/1000, "restart-p50-ms")
+	b.ReportMetric(c/w, "cold/restart")
+	b.ReportMetric(float64(len(wasm))/(1<<20), "module-MiB")
+}

@@ -1,0 +1,244 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/egress/egresstest"
+)
+
+// TestHostile runs each hostile fixture under a contract that grants what it
+// imports, checks that it gets a clear error of the right kind, and that the
+// same module still serves a well-behaved call right after.
+func TestHostile(t *testing.T) {
+	e := newEngine(t, egress.Config{})
+	short := Limits{Timeout: 300 * time.Millisecond}
+	tests := []struct {
+		name, file, export string
+		grants             Grants
+		kind               errs.Kind
+		want               []string
+		// after is an export that must then succeed on the same module.
+		after string
+	}{
+		{name: "infinite loop", file: "loop", export: "run", grants: Grants{Limits: short},
+			kind: errs.DeadlineExceeded, want: []string{"timeout"}, after: "ok"},
+		{name: "memory growth", file: "memory", export: "run", grants: Grants{Limits: Limits{MemoryBytes: 4 << 20}},
+			kind: errs.ResourceExhausted, want: []string{"memory limit of 4 MiB"}, after: "ok"},
+		{name: "deep recursion", file: "recursion", export: "run",
+			kind: errs.ResourceExhausted, want: []string{"call stack"}, after: "ok"},
+		{name: "huge output", file: "output", export: "run", grants: Grants{Limits: Limits{MemoryBytes: 128 << 20, OutputBytes: 1 << 20}},
+			kind: errs.ResourceExhausted, want: []string{"67108864 bytes", "limit of 1048576"}, after: "output_small"},
+		{name: "output past its block", file: "output", export: "output_lie",
+			kind: errs.ToolFailed, want: []string{"output_set", "out of bounds"}, after: "output_small"},
+		{name: "output that cannot be allocated", file: "output", export: "run",
+			kind: errs.ToolFailed, want: []string{"output_set"}, after: "output_small"},
+		{name: "host-call flood", file: "hostflood", export: "run",
+			grants: Grants{Config: map[string]string{"k": "v"}, Log: true, Limits: Limits{HostCalls: 1000}},
+			kind:   errs.ResourceExhausted, want: []string{"limit of 1000 host calls", "config_get"}, after: "ok"},
+		{name: "log flood", file: "hostflood", export: "logflood",
+			grants: Grants{Config: map[string]string{"k": "v"}, Log: true},
+			kind:   errs.ResourceExhausted, want: []string{"host calls"}, after: "ok"},
+		{name: "trap", file: "trap", export: "run", kind: errs.ToolFailed, want: []string{"trapped", "unreachable"}, after: "ok"},
+		{name: "divide by zero", file: "trap", export: "divzero", kind: errs.ToolFailed, want: []string{"integer divide by zero"}, after: "ok"},
+		{name: "unknown export", file: "trap", export: "nope", kind: errs.NotFound, want: []string{`"nope"`}, after: "ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := load(t, e, fixture(t, "hostile/"+tt.file+".wasm"), tt.grants)
+			start := time.Now()
+			res, err := m.Call(context.Background(), tt.export, nil)
+			wantErr(t, err, tt.kind, tt.want...)
+			if res == nil {
+				t.Fatal("a failed call must still return its Result")
+			}
+			if limit := m.grants.Limits.Timeout; time.Since(start) > limit+500*time.Millisecond {
+				t.Errorf("call took %v, beyond its timeout %v + 0.5s", time.Since(start), limit)
+			}
+			if _, err := m.Call(context.Background(), tt.after, nil); err != nil {
+				t.Errorf("the module no longer serves %s: %v", tt.after, err)
+			}
+		})
+	}
+}
+
+// TestHostileLoopLeavesNoGoroutine runs infinite loops concurrently with
+// well-behaved calls: each loop ends at its timeout, the other calls are
+// served meanwhile, and no goroutine is left behind.
+func TestHostileLoopLeavesNoGoroutine(t *testing.T) {
+	e := newEngine(t, egress.Config{})
+	loop := load(t, e, fixture(t, "hostile/loop.wasm"), Grants{Limits: Limits{Timeout: 200 * time.Millisecond}})
+	count := load(t, e, fixture(t, "hostile/count.wasm"), Grants{})
+	before := runtime.NumGoroutine()
+
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			_, err := loop.Call(context.Background(), "run", nil)
+			if errs.KindOf(err) != errs.DeadlineExceeded {
+				t.Errorf("loop: %v", err)
+			}
+		})
+	}
+	for range 50 {
+		res, err := count.Call(context.Background(), "count_vowels", []byte("aeiou"))
+		if err != nil || string(res.Output) != `{"count": 5}` {
+			t.Fatalf("served %q, %v while loops run", res.Output, err)
+		}
+	}
+	wg.Wait()
+	// Goroutines of finished calls exit promptly; give the scheduler a
+	// moment rather than asserting on an instant.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<16)
+		t.Errorf("%d goroutines before, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestHostileCancel(t *testing.T) {
+	e := newEngine(t, egress.Config{})
+	m := load(t, e, fixture(t, "hostile/loop.wasm"), Grants{Limits: Limits{Timeout: time.Minute}})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err := m.Call(ctx, "run", nil)
+	wantErr(t, err, errs.Unavailable, "canceled")
+}
+
+// TestHostileImports checks load-time refusal, naming the import.
+func TestHostileImports(t *testing.T) {
+	e := newEngine(t, egress.Config{})
+	tests := []struct {
+		file   string
+		grants Grants
+		want   []string
+	}{
+		{"badimport", Grants{WASI: &WASI{Clock: true, Random: true}, Log: true}, []string{"env.system", "no contract can grant"}},
+		{"sneaky_http", Grants{}, []string{"extism:host/env.http_request", "grants no http egress"}},
+		{"hostflood", Grants{Log: true}, []string{"extism:host/env.config_get", "grants no config"}},
+		{"hostflood", Grants{Config: map[string]string{"k": "v"}}, []string{"extism:host/env.log_info", "does not grant log"}},
+		{"wasi_fs", Grants{}, []string{"wasi_snapshot_preview1.path_open", "does not grant wasi"}},
+		{"wasi_env", Grants{}, []string{"wasi_snapshot_preview1.environ_get", "does not grant wasi"}},
+		{"random", Grants{WASI: &WASI{Clock: true}}, []string{"wasi_snapshot_preview1.random_get", "wasi.random"}},
+		{"clock", Grants{WASI: &WASI{Random: true}}, []string{"wasi_snapshot_preview1.clock_time_get", "wasi.clock"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			_, err := e.Load(context.Background(), fixture(t, "hostile/"+tt.file+".wasm"), tt.grants)
+			wantErr(t, err, errs.PermissionDenied, tt.want...)
+		})
+	}
+}
+
+// TestHostileWASI checks that WASI, when granted, has no filesystem, no
+// environment, no arguments and no stdin, that stdout is captured and capped
+// rather than reaching the host's, and that random and clock are real.
+func TestHostileWASI(t *testing.T) {
+	t.Setenv("SECRET_FOR_TEST", "hunter2")
+	e := newEngine(t, egress.Config{})
+	all := Grants{WASI: &WASI{Clock: true, Random: true}, Limits: Limits{StdioBytes: 1024}}
+	call := func(file, export string) (*Result, error) {
+		t.Helper()
+		return load(t, e, fixture(t, "hostile/"+file+".wasm"), all).Call(context.Background(), export, nil)
+	}
+	for _, export := range []string{"run", "relative", "dotdot", "prestat"} {
+		res, err := call("wasi_fs", export)
+		if err != nil {
+			t.Fatalf("wasi_fs %s: %v", export, err)
+		}
+		if errno, err := strconv.Atoi(string(res.Output)); err != nil || errno == 0 {
+			t.Errorf("wasi_fs %s opened something: %q", export, res.Output)
+		}
+	}
+	for export, want := range map[string]string{"run": "0", "dump": "", "args": "0", "stdin": "0"} {
+		res, err := call("wasi_env", export)
+		if err != nil {
+			t.Fatalf("wasi_env %s: %v", export, err)
+		}
+		if string(res.Output) != want {
+			t.Errorf("wasi_env %s = %q, want %q", export, res.Output, want)
+		}
+	}
+	res, err := call("stdout_flood", "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Stdout) > 1024+64 || !strings.Contains(res.Stdout, "bytes dropped") {
+		t.Errorf("stdout not capped: %d bytes", len(res.Stdout))
+	}
+
+	a, err1 := call("random", "run")
+	b, err2 := call("random", "run")
+	if err1 != nil || err2 != nil || len(a.Output) != 64 || bytes.Equal(a.Output, b.Output) {
+		t.Errorf("random: %q and %q (%v, %v): must be fresh crypto randomness", a.Output, b.Output, err1, err2)
+	}
+	res, err = call("clock", "run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, _ := strconv.ParseInt(string(res.Output), 10, 64)
+	if d := time.Since(time.Unix(0, ns)); d < 0 || d > time.Hour {
+		t.Errorf("clock granted but reads %v (%s)", time.Unix(0, ns), res.Output)
+	}
+}
+
+// TestMemoryDoesNotLeakBetweenCalls checks that pooled memory is zeroed:
+// each call writes a marker where the next call looks for one.
+func TestMemoryDoesNotLeakBetweenCalls(t *testing.T) {
+	e := newEngine(t, egress.Config{})
+	m := load(t, e, fixture(t, "hostile/leak.wasm"), Grants{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				res, err := m.Call(context.Background(), "run", nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(res.Output, make([]byte, 16)) {
+					t.Errorf("a call saw %q, left by an earlier one", res.Output)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestSneakyHTTP: a module with an http grant for one host may not reach the
+// metadata address, however it writes it; nothing is dialled.
+func TestSneakyHTTP(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the test server was reached: %s", r.URL)
+	}))
+	defer srv.Close()
+	dialer, _ := egresstest.New(map[string]*httptest.Server{"169.254.169.254": srv, "api.example.com": srv})
+	e := newEngine(t, egress.Config{Dialer: dialer})
+	m := load(t, e, fixture(t, "hostile/sneaky_http.wasm"), Grants{HTTP: []egress.Rule{
+		{Scheme: "http", Host: "api.example.com", PathPrefix: "/", Methods: []string{"GET"}},
+	}})
+	for _, export := range []string{"run", "decimal", "ipv6_mapped"} {
+		res, err := m.Call(context.Background(), export, nil)
+		wantErr(t, err, errs.PermissionDenied)
+		if len(res.Egress) != 1 || res.Egress[0].Allowed {
+			t.Errorf("%s: egress record %+v", export, res.Egress)
+		}
+	}
+	if d := dialer.Dialed(); len(d) != 0 {
+		t.Errorf("dialled %v", d)
+	}
+}
