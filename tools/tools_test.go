@@ -1,0 +1,155 @@
+// Package tools holds the example tool modules; this test runs each of them
+// under its own contract in the sandbox, exactly as committed.
+package tools_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/contractual/contractual/contracts/contract"
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/egress/egresstest"
+	"github.com/contractual/contractual/runtime/sandbox"
+)
+
+// load reads a tool's contract and module and loads it under the contract.
+func load(t *testing.T, e *sandbox.Engine, name string) (*sandbox.Module, *contractualv1.Contract) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(name, "contract.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := contract.Load(data, name+"/contract.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wasm, err := os.ReadFile(filepath.Join(name, name+".wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := contract.ModuleDigest(wasm); got != c.GetModule() {
+		t.Fatalf("%s.wasm is %s, its contract names %s: run tools/build.sh", name, got, c.GetModule())
+	}
+	m, err := e.Load(context.Background(), wasm, sandbox.GrantsFor(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	return m, c
+}
+
+func toolOf(c *contractualv1.Contract, export string) *contractualv1.Tool {
+	for _, t := range c.GetTools() {
+		if t.GetExport() == export {
+			return t
+		}
+	}
+	return nil
+}
+
+// call checks the input against the tool's schema, calls it and checks the
+// output against its output schema.
+func call(t *testing.T, m *sandbox.Module, c *contractualv1.Contract, export, input string) (*sandbox.Result, error) {
+	t.Helper()
+	tool := toolOf(c, export)
+	if tool == nil {
+		t.Fatalf("contract has no tool %q", export)
+	}
+	if err := contract.CheckInput(tool, []byte(input)); err != nil {
+		t.Fatalf("input %s: %v", input, err)
+	}
+	res, err := m.Call(context.Background(), export, []byte(input))
+	if err == nil {
+		if err := contract.CheckOutput(tool, res.Output); err != nil {
+			t.Errorf("output %s breaks the output schema: %v", res.Output, err)
+		}
+	}
+	return res, err
+}
+
+func newEngine(t *testing.T, cfg egress.Config) *sandbox.Engine {
+	e, err := sandbox.NewEngine(sandbox.Options{Egress: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(context.Background()) })
+	return e
+}
+
+func TestTextkit(t *testing.T) {
+	m, c := load(t, newEngine(t, egress.Config{}), "textkit")
+	tests := []struct{ export, input, want string }{
+		{"slugify", `{"text": "Héllo, Wörld! -- 2026"}`, `{"slug":"hello-world-2026"}`},
+		{"word_count", `{"text": "one two\nthree ✓"}`, `{"words":4,"lines":2,"chars":15}`},
+		{"json_pick", `{"json": {"a": {"b": [10, {"c": "deep"}]}}, "path": "a.b.1.c"}`, `{"value":"deep"}`},
+	}
+	for _, tt := range tests {
+		res, err := call(t, m, c, tt.export, tt.input)
+		if err != nil {
+			t.Errorf("%s: %v", tt.export, err)
+			continue
+		}
+		if string(res.Output) != tt.want {
+			t.Errorf("%s(%s) = %s, want %s", tt.export, tt.input, res.Output, tt.want)
+		}
+	}
+	_, err := call(t, m, c, "json_pick", `{"json": [1], "path": "5"}`)
+	if errs.KindOf(err) != errs.ToolFailed {
+		t.Errorf("json_pick of a missing path: %v", err)
+	}
+}
+
+func TestGreeter(t *testing.T) {
+	m, c := load(t, newEngine(t, egress.Config{}), "greeter")
+	res, err := call(t, m, c, "greet", `{"name": "Ada"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.Output) != `{"message":"Hello, Ada!"}` {
+		t.Errorf("output %s", res.Output)
+	}
+	if len(res.Logs) != 1 || res.Logs[0].Level != "info" {
+		t.Errorf("logs %+v", res.Logs)
+	}
+}
+
+func TestGhstars(t *testing.T) {
+	var seen []string
+	srv := egresstest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		if r.URL.Path != "/repos/tetratelabs/wazero" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"full_name": "tetratelabs/wazero", "stargazers_count": 5400, "forks_count": 290, "other": true})
+	}), "api.github.com")
+	defer srv.Close()
+	dialer, roots := egresstest.New(map[string]*httptest.Server{"api.github.com": srv})
+	m, c := load(t, newEngine(t, egress.Config{Dialer: dialer, RootCAs: roots}), "ghstars")
+
+	res, err := call(t, m, c, "repo_stars", `{"owner": "tetratelabs", "repo": "wazero"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.Output) != `{"full_name":"tetratelabs/wazero","stars":5400,"forks":290}` {
+		t.Errorf("output %s", res.Output)
+	}
+	if len(res.Egress) != 1 || res.Egress[0].URL != "https://api.github.com/repos/tetratelabs/wazero" || res.Egress[0].Status != 200 {
+		t.Errorf("egress %+v", res.Egress)
+	}
+
+	_, err = call(t, m, c, "repo_stars", `{"owner": "nobody", "repo": "nothing"}`)
+	if errs.KindOf(err) != errs.ToolFailed {
+		t.Errorf("404: %v", err)
+	}
+	if len(seen) != 2 {
+		t.Errorf("server saw %v", seen)
+	}
+}
