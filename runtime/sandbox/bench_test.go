@@ -144,7 +144,7 @@ func BenchmarkGoTool(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	goTool := load(b, e, goWasm, Grants{WASI: &WASI{Clock: true, Random: true}, Limits: Limits{MemoryBytes: 64 << 20}})
+	goTool := load(b, e, goWasm, Grants{WASI: &WASI{Clock: true, Random: true}, Limits: Limits{MemoryBytes: 16 << 20}})
 	input := []byte(`{"text": "Hello, Contractual World!"}`)
 	var goTimes, smallTimes []time.Duration
 	b.ResetTimer()

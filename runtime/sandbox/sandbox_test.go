@@ -277,3 +277,29 @@ func TestExtismHTTP(t *testing.T) {
 		t.Errorf("egress record %+v", res.Egress)
 	}
 }
+
+// TestExtismHTTPHeaders runs the go-sdk's http_headers plugin: it fetches
+// the URL in its input and returns the response headers it was given.
+func TestExtismHTTPHeaders(t *testing.T) {
+	srv := egresstest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte("<html></html>"))
+	}), "extism.org")
+	defer srv.Close()
+	dialer, roots := egresstest.New(map[string]*httptest.Server{"extism.org": srv})
+	e := newEngine(t, egress.Config{Dialer: dialer, RootCAs: roots})
+	m := load(t, e, sdkWasm(t, "http_headers.wasm"), Grants{Log: true, HTTP: []egress.Rule{
+		{Scheme: "https", Host: "extism.org", PathPrefix: "/", Methods: []string{"GET"}},
+	}})
+	res, err := m.Call(context.Background(), "http_get", []byte(`{"url": "https://extism.org"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var headers map[string]string
+	if err := json.Unmarshal(res.Output, &headers); err != nil || headers["content-type"] != "text/html; charset=utf-8" {
+		t.Errorf("headers %q (%v)", res.Output, err)
+	}
+	// Another host, even one the module names itself, is cut off.
+	_, err = m.Call(context.Background(), "http_get", []byte(`{"url": "https://example.org"}`))
+	wantErr(t, err, errs.PermissionDenied, "example.org")
+}
