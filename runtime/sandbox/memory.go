@@ -11,23 +11,28 @@ import (
 // place, and the Go runtime backs big allocations with lazily committed pages.
 const reserveLimit = 256 << 20
 
+// maxIdle bounds the idle buffers a pool keeps per capacity: enough for the
+// calls of a busy module running at once, not a cache of every peak.
+const maxIdle = 8
+
 // memoryPool recycles the backing arrays of linear memories between calls of
 // one module, so that a fresh instance per call does not cost a fresh
 // allocation of every memory. A buffer goes back to the pool only after the
 // bytes its last user touched are zeroed: no call ever sees another's data.
+// Unlike a sync.Pool, it does not empty at every garbage collection, which
+// would turn each GC into a burst of large allocations (and more GC).
 type memoryPool struct {
-	mu    sync.Mutex
-	pools map[uint64]*sync.Pool // by reserved capacity
+	mu   sync.Mutex
+	idle map[uint64][][]byte // by capacity
 }
 
 func (p *memoryPool) get(capacity uint64) []byte {
 	p.mu.Lock()
-	pool := p.pools[capacity]
-	p.mu.Unlock()
-	if pool != nil {
-		if b, ok := pool.Get().(*[]byte); ok {
-			return (*b)[:0]
-		}
+	defer p.mu.Unlock()
+	if bufs := p.idle[capacity]; len(bufs) > 0 {
+		b := bufs[len(bufs)-1]
+		p.idle[capacity] = bufs[:len(bufs)-1]
+		return b
 	}
 	return make([]byte, 0, capacity)
 }
@@ -37,16 +42,13 @@ func (p *memoryPool) put(b []byte, used uint64) {
 	clear(b[:used])
 	b = b[:0]
 	p.mu.Lock()
-	if p.pools == nil {
-		p.pools = make(map[uint64]*sync.Pool)
+	defer p.mu.Unlock()
+	if p.idle == nil {
+		p.idle = make(map[uint64][][]byte)
 	}
-	pool := p.pools[uint64(cap(b))]
-	if pool == nil {
-		pool = new(sync.Pool)
-		p.pools[uint64(cap(b))] = pool
+	if bufs := p.idle[uint64(cap(b))]; len(bufs) < maxIdle {
+		p.idle[uint64(cap(b))] = append(bufs, b)
 	}
-	p.mu.Unlock()
-	pool.Put(&b)
 }
 
 // callMemory is the experimental.MemoryAllocator of one call. It hands out

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	goruntime "runtime"
 	"strings"
 	"time"
 
@@ -47,6 +48,12 @@ type Options struct {
 	Egress egress.Config
 	// Logger receives the engine's own diagnostics; nil discards them.
 	Logger *slog.Logger
+	// MaxConcurrent bounds the calls that run guest code at once; more wait
+	// their turn. Zero means GOMAXPROCS-1 (at least 1). Guest code cannot be
+	// preempted by the Go scheduler, so calls that held every P would starve
+	// the timers and watchers that stop them, and the rest of the process;
+	// keeping one P free is what makes every call interruptible.
+	MaxConcurrent int
 }
 
 // Engine compiles and runs modules. It is safe for concurrent use.
@@ -54,11 +61,16 @@ type Engine struct {
 	opts  Options
 	cache wazero.CompilationCache
 	log   *slog.Logger
+	slots chan struct{}
 }
 
 // NewEngine returns an Engine; Close releases its compilation cache.
 func NewEngine(opts Options) (*Engine, error) {
-	e := &Engine{opts: opts, log: opts.Logger}
+	n := opts.MaxConcurrent
+	if n <= 0 {
+		n = max(goruntime.GOMAXPROCS(0)-1, 1)
+	}
+	e := &Engine{opts: opts, log: opts.Logger, slots: make(chan struct{}, n)}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -91,6 +103,7 @@ type Module struct {
 	init   string
 	memory memoryPool
 	egress egress.Config
+	slots  chan struct{}
 }
 
 // Digest returns the module's digest, sha256:<hex> of its bytes.
@@ -143,7 +156,7 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 		WithCompilationCache(e.cache).
 		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(g.Limits.memoryPages()))
-	m := &Module{digest: Digest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress}
+	m := &Module{digest: Digest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, slots: e.slots}
 	if err := m.link(ctx, routed); err != nil {
 		rt.Close(ctx)
 		return nil, err
@@ -257,6 +270,12 @@ func (m *Module) Call(ctx context.Context, export string, input []byte) (*Result
 		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
 	}
 
+	select {
+	case m.slots <- struct{}{}:
+		defer func() { <-m.slots }()
+	case <-ctx.Done():
+		return res, errs.Wrap(errs.Unavailable, ctx.Err(), "call canceled while waiting for a sandbox slot")
+	}
 	callCtx, cancel := context.WithTimeout(ctx, lim.Timeout)
 	defer cancel()
 	mem := &callMemory{pool: &m.memory}
