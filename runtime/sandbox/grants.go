@@ -70,31 +70,22 @@ const pageSize = 64 << 10
 // withDefaults returns l with every zero field set to its default.
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits
-	if l.MemoryBytes == 0 {
-		l.MemoryBytes = d.MemoryBytes
-	}
-	if l.Timeout == 0 {
-		l.Timeout = d.Timeout
-	}
-	if l.OutputBytes == 0 {
-		l.OutputBytes = d.OutputBytes
-	}
-	if l.HTTPRequests == 0 {
-		l.HTTPRequests = d.HTTPRequests
-	}
-	if l.HTTPResponseBytes == 0 {
-		l.HTTPResponseBytes = d.HTTPResponseBytes
-	}
-	if l.LogBytes == 0 {
-		l.LogBytes = d.LogBytes
-	}
-	if l.StdioBytes == 0 {
-		l.StdioBytes = d.StdioBytes
-	}
-	if l.HostCalls == 0 {
-		l.HostCalls = d.HostCalls
-	}
+	orDefault(&l.MemoryBytes, d.MemoryBytes)
+	orDefault(&l.Timeout, d.Timeout)
+	orDefault(&l.OutputBytes, d.OutputBytes)
+	orDefault(&l.HTTPRequests, d.HTTPRequests)
+	orDefault(&l.HTTPResponseBytes, d.HTTPResponseBytes)
+	orDefault(&l.LogBytes, d.LogBytes)
+	orDefault(&l.StdioBytes, d.StdioBytes)
+	orDefault(&l.HostCalls, d.HostCalls)
 	return l
+}
+
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
 }
 
 // memoryPages is the memory limit in Wasm pages (at least one).
