@@ -35,13 +35,13 @@ func runMain(t *testing.T, stdin string, args ...string) (int, string, string) {
 
 func TestRun(t *testing.T) {
 	tests := []struct {
-		name       string
-		args       []string
-		stdin      string
-		code       int
-		stdout     []string
-		stderr     []string
-		notStdout  []string
+		name      string
+		args      []string
+		stdin     string
+		code      int
+		stdout    []string
+		stderr    []string
+		notStdout []string
 	}{
 		{
 			name:   "pure tool",
