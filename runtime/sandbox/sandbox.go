@@ -14,8 +14,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +27,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
+	"github.com/contractual/contractual/contracts/contract"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/wasmbin"
@@ -115,12 +114,6 @@ func (m *Module) HasExport(name string) bool { return m.exports[name] }
 // Close releases the compiled module.
 func (m *Module) Close(ctx context.Context) error { return m.rt.Close(ctx) }
 
-// Digest returns sha256:<hex> of wasm, the name of a module everywhere.
-func Digest(wasm []byte) string {
-	sum := sha256.Sum256(wasm)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
 // CheckImports refuses a module whose imports ask for anything g does not
 // grant; the error names every such import. Load calls it; policy calls it
 // at publish time.
@@ -156,7 +149,7 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 		WithCompilationCache(e.cache).
 		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(g.Limits.memoryPages()))
-	m := &Module{digest: Digest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, slots: e.slots}
+	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, slots: e.slots}
 	if err := m.link(ctx, routed); err != nil {
 		rt.Close(ctx)
 		return nil, err
