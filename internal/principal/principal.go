@@ -1,0 +1,39 @@
+// Package principal carries who is making a call through a context: the
+// owner, a paired device, a chat session or a job. Every call is made by one.
+package principal
+
+import (
+	"context"
+	"strings"
+)
+
+// Owner is the principal of the owner's own tools (the CLI, with the owner
+// token, until device pairing lands).
+const Owner = "owner"
+
+type key struct{}
+
+// With returns ctx carrying principal p.
+func With(ctx context.Context, p string) context.Context {
+	return context.WithValue(ctx, key{}, p)
+}
+
+// From returns the principal ctx carries, or "" if none.
+func From(ctx context.Context) string {
+	p, _ := ctx.Value(key{}).(string)
+	return p
+}
+
+// Valid reports whether p is a principal name: "owner", or one of
+// "device:", "session:", "job:" followed by an id.
+func Valid(p string) bool {
+	if p == Owner {
+		return true
+	}
+	for _, prefix := range []string{"device:", "session:", "job:"} {
+		if id, ok := strings.CutPrefix(p, prefix); ok {
+			return id != "" && len(id) <= 128 && !strings.ContainsAny(id, " \t\r\n")
+		}
+	}
+	return false
+}
