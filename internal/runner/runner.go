@@ -1,0 +1,186 @@
+// Package runner is the RunnerService: it runs one tool call, and only one
+// that policy decided. Execute takes a signed decision and the input it
+// decided; it verifies the decision (signature, verdict, expiry, the input's
+// hash), spends it (a decision runs at most once), checks that the contract
+// it names is still approved and is the one the decision names, runs the
+// module in the sandbox under that contract's grants, and audits the outcome
+// before it answers. If the audit log cannot take the event, the caller gets
+// an error and never the output: nothing runs unrecorded.
+//
+// The runner persists nothing. It keeps in memory the decision verification
+// keys (fetched from policy on first use), the ids of spent decisions until
+// they expire, and a bounded cache of compiled modules keyed by contract
+// digest, so that a call of a cached tool asks policy for nothing but the
+// contract's current state.
+package runner
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/sandbox"
+)
+
+// Policy is what the runner needs from the policy service: contracts (for
+// their state and grants), modules and the decision verification keys. The
+// in-process policy service and the generated Connect client both satisfy it.
+type Policy interface {
+	GetModule(context.Context, *contractualv1.GetModuleRequest) (*contractualv1.GetModuleResponse, error)
+	GetContract(context.Context, *contractualv1.GetContractRequest) (*contractualv1.GetContractResponse, error)
+	GetVerifier(context.Context, *contractualv1.GetVerifierRequest) (*contractualv1.GetVerifierResponse, error)
+}
+
+// Auditor is what the runner needs from the audit service. Append must
+// return only once the events are durable.
+type Auditor interface {
+	Append(context.Context, *contractualv1.AppendRequest) (*contractualv1.AppendResponse, error)
+}
+
+var (
+	_ contractualv1connect.RunnerServiceHandler = (*Service)(nil)
+	_ Policy                                    = contractualv1connect.PolicyServiceClient(nil)
+	_ Auditor                                   = contractualv1connect.AuditServiceClient(nil)
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxConcurrent    = 64
+	DefaultMaxQueue         = 256
+	DefaultQueueTimeout     = time.Second
+	DefaultMaxModules       = 64
+	DefaultMaxSpent         = 1 << 20
+	DefaultAuditTimeout     = 10 * time.Second
+	DefaultKeyRefetchPeriod = 5 * time.Second
+)
+
+// Options configure a Service. Zero fields take the defaults above.
+type Options struct {
+	// MaxConcurrent bounds the calls inside Execute at once (verifying,
+	// fetching, running, auditing). The sandbox engine separately bounds
+	// the calls running guest code to what the CPUs can interrupt.
+	MaxConcurrent int
+	// MaxQueue bounds the calls waiting for one of the MaxConcurrent places;
+	// beyond it a call is refused at once.
+	MaxQueue int
+	// QueueTimeout bounds how long a call waits for a place before it is
+	// refused with errs.ResourceExhausted. Negative: do not wait at all.
+	QueueTimeout time.Duration
+	// MaxModules bounds the compiled modules kept in memory; the least
+	// recently used one is closed first.
+	MaxModules int
+	// MaxSpent bounds the ids of spent, unexpired decisions kept to refuse a
+	// replay. When it is reached, new calls are refused (fail closed) until
+	// some expire: forgetting a spent id would let it run again.
+	MaxSpent int
+	// AuditTimeout bounds the audit append of a call. The append does not
+	// end with the caller's context: a call that ran is recorded even if
+	// the caller has gone.
+	AuditTimeout time.Duration
+	// KeyRefetchPeriod is the least time between two fetches of the
+	// verification keys prompted by a decision that only fails its
+	// signature check (policy may have rotated its key).
+	KeyRefetchPeriod time.Duration
+	// Logger receives the runner's diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// withDefaults returns o with every zero field set to its default.
+func (o Options) withDefaults() Options {
+	orDefault(&o.MaxConcurrent, DefaultMaxConcurrent)
+	orDefault(&o.MaxQueue, DefaultMaxQueue)
+	orDefault(&o.QueueTimeout, DefaultQueueTimeout)
+	orDefault(&o.MaxModules, DefaultMaxModules)
+	orDefault(&o.MaxSpent, DefaultMaxSpent)
+	orDefault(&o.AuditTimeout, DefaultAuditTimeout)
+	orDefault(&o.KeyRefetchPeriod, DefaultKeyRefetchPeriod)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+func orDefault[T int | time.Duration](v *T, d T) {
+	if *v == 0 {
+		*v = d
+	}
+}
+
+// Service implements contractualv1connect.RunnerServiceHandler. It is safe
+// for concurrent use.
+type Service struct {
+	opts    Options
+	log     *slog.Logger
+	policy  Policy
+	audit   Auditor
+	keys    *keys
+	spent   *spentSet
+	modules *moduleCache
+	// now is the clock; tests replace it (and started).
+	now func() time.Time
+	// started is when the runner started: decisions issued before it are
+	// refused, since the ids it spent before a restart are forgotten.
+	started time.Time
+
+	// slots holds one token per call inside Execute; waiting counts the
+	// calls queued for one.
+	slots   chan struct{}
+	waiting atomic.Int64
+
+	closeOnce sync.Once
+}
+
+// New returns a Service that fetches from policy, records to audit and runs
+// modules on engine. It contacts neither: the verification keys and the
+// modules are fetched when a call first needs them.
+func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine, opts Options) (*Service, error) {
+	if policy == nil || audit == nil || engine == nil {
+		return nil, errs.E(errs.Invalid, "runner: policy, audit and sandbox engine are all required")
+	}
+	opts = opts.withDefaults()
+	if opts.MaxConcurrent < 0 || opts.MaxQueue < 0 || opts.MaxModules < 0 || opts.MaxSpent < 0 {
+		return nil, errs.E(errs.Invalid, "runner: MaxConcurrent, MaxQueue, MaxModules and MaxSpent must not be negative")
+	}
+	s := &Service{
+		opts:    opts,
+		log:     opts.Logger,
+		policy:  policy,
+		audit:   audit,
+		spent:   newSpentSet(opts.MaxSpent),
+		modules: newModuleCache(engine, policy, opts.MaxModules, opts.Logger),
+		now:     time.Now,
+		started: time.Now(),
+		slots:   make(chan struct{}, opts.MaxConcurrent),
+	}
+	s.keys = &keys{policy: policy, period: opts.KeyRefetchPeriod, now: s.clock, log: opts.Logger, sem: make(chan struct{}, 1)}
+	return s, nil
+}
+
+// clock returns the current time from s.now.
+func (s *Service) clock() time.Time { return s.now() }
+
+// Close releases the compiled modules, once the calls using them are done,
+// after waiting (until ctx ends) for module loads in progress. Calls made
+// after Close fail with errs.Unavailable.
+func (s *Service) Close(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() { err = s.modules.close(ctx) })
+	return err
+}
+
+// Execute runs the call req decides. See the package comment for the steps.
+func (s *Service) Execute(ctx context.Context, req *contractualv1.ExecuteRequest) (*contractualv1.ExecuteResponse, error) {
+	leave, err := s.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	c := newCall(ctx)
+	resp, err := s.execute(ctx, req, c)
+	return s.finish(ctx, c, resp, err)
+}
