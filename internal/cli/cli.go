@@ -47,6 +47,13 @@ var commands []command
 
 func init() {
 	commands = []command{
+		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700]",
+			"run every service in one process (embedded SQLite), the API on loopback", serveCmd},
+		{"publish", "publish <tool.wasm> --contract <file>", "publish a tool; its contract lands pending", publishCmd},
+		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT]",
+			"see and decide contracts", contractsCmd},
+		{"invoke", "invoke <name.export> --input <json|@file|->", "call a tool through the server", invokeCmd},
+		{"audit", "audit tail|verify [--data DIR] [--online]", "read the audit log, verify its chain and checkpoints", auditCmd},
 		{"run", "run <module.wasm> --contract <file> --input <json|@file|-> [--export NAME] [--json]",
 			"run one call of a tool locally, under its contract", runCmd},
 		{"contract", "contract check <file> [--module <module.wasm>]",
@@ -99,7 +106,7 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Contractual runs WebAssembly tools only under the contract their owner approved.\n\nusage:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  contractual %-70s %s\n", c.usage, c.summary)
+		fmt.Fprintf(w, "  contractual %-75s %s\n", c.usage, c.summary)
 	}
 }
 

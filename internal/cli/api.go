@@ -1,0 +1,298 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/audit"
+	"github.com/contractual/contractual/internal/errs"
+)
+
+// publishCmd publishes a module and its contract; it lands pending.
+func publishCmd(ctx context.Context, env *Env, args []string) error {
+	var cf connectFlags
+	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
+	cf.register(fs, env)
+	contractPath := fs.String("contract", "", "the contract file")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *contractPath == "" {
+		return usagef("want one module file and --contract")
+	}
+	wasm, err := os.ReadFile(pos[0])
+	if err != nil {
+		return errs.Wrap(errs.Invalid, err, "reading module")
+	}
+	src, err := os.ReadFile(*contractPath)
+	if err != nil {
+		return errs.Wrap(errs.Invalid, err, "reading contract")
+	}
+	c, err := cf.dial(env)
+	if err != nil {
+		return err
+	}
+	resp, err := c.policy.Publish(ctx, &contractualv1.PublishRequest{
+		Module: wasm, Contract: src, ContractFilename: filepath.Base(*contractPath),
+	})
+	if err != nil {
+		return err
+	}
+	rec := resp.GetRecord()
+	verb := "published"
+	if resp.GetExisted() {
+		verb = "already published"
+	}
+	fmt.Fprintf(env.Stdout, "%s %s %s (%s): %s\n", verb, rec.GetContract().GetName(), rec.GetContract().GetVersion(), rec.GetDigest(), stateName(rec.GetState()))
+	if p := resp.GetPredecessor(); p != "" {
+		fmt.Fprintf(env.Stdout, "changes against the approved %s:\n%s", p, formatChanges(resp.GetDiff()))
+	}
+	if rec.GetState() == contractualv1.ContractState_CONTRACT_STATE_PENDING {
+		fmt.Fprintf(env.Stdout, "approve with: contractual contracts approve %s\n", rec.GetDigest())
+	}
+	return nil
+}
+
+// contractsCmd lists, shows, diffs and decides contracts.
+func contractsCmd(ctx context.Context, env *Env, args []string) error {
+	if len(args) == 0 {
+		return usagef("want a subcommand: list, show, diff, approve, reject, revoke")
+	}
+	sub := args[0]
+	var cf connectFlags
+	fs := flag.NewFlagSet("contracts "+sub, flag.ContinueOnError)
+	cf.register(fs, env)
+	reason := fs.String("reason", "", "why (approve, reject, revoke)")
+	name := fs.String("name", "", "only contracts of this name (list)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseFlags(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	c, err := cf.dial(env)
+	if err != nil {
+		return err
+	}
+	one := func() (string, error) {
+		if len(pos) != 1 {
+			return "", usagef("want one contract digest")
+		}
+		return pos[0], nil
+	}
+	switch sub {
+	case "list":
+		resp, err := c.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{Name: *name})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env, resp)
+		}
+		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAME\tVERSION\tSTATE\tDIGEST\tPUBLISHED")
+		for _, r := range resp.GetRecords() {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.GetContract().GetName(), r.GetContract().GetVersion(),
+				stateName(r.GetState()), r.GetDigest(), r.GetPublishedAt().AsTime().Format("2006-01-02 15:04:05"))
+		}
+		return w.Flush()
+	case "show", "diff":
+		d, err := one()
+		if err != nil {
+			return err
+		}
+		resp, err := c.policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: d})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env, resp)
+		}
+		if sub == "show" {
+			if err := printJSON(env, resp.GetRecord()); err != nil {
+				return err
+			}
+		}
+		if p := resp.GetPredecessor(); p != "" {
+			fmt.Fprintf(env.Stdout, "changes against the approved %s:\n%s", p, formatChanges(resp.GetDiff()))
+		} else if sub == "diff" {
+			fmt.Fprintln(env.Stdout, "no approved predecessor: everything in it is new")
+		}
+		return nil
+	case "approve", "reject", "revoke":
+		d, err := one()
+		if err != nil {
+			return err
+		}
+		var rec *contractualv1.ContractRecord
+		switch sub {
+		case "approve":
+			var resp *contractualv1.ApproveResponse
+			resp, err = c.policy.Approve(ctx, &contractualv1.ApproveRequest{Digest: d, Reason: *reason})
+			rec = resp.GetRecord()
+		case "reject":
+			var resp *contractualv1.RejectResponse
+			resp, err = c.policy.Reject(ctx, &contractualv1.RejectRequest{Digest: d, Reason: *reason})
+			rec = resp.GetRecord()
+		default:
+			var resp *contractualv1.RevokeResponse
+			resp, err = c.policy.Revoke(ctx, &contractualv1.RevokeRequest{Digest: d, Reason: *reason})
+			rec = resp.GetRecord()
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "%s %s: %s\n", rec.GetContract().GetName(), rec.GetDigest(), stateName(rec.GetState()))
+		return nil
+	}
+	return usagef("unknown subcommand %q", sub)
+}
+
+// invokeCmd calls a tool through the server.
+func invokeCmd(ctx context.Context, env *Env, args []string) error {
+	var cf connectFlags
+	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
+	cf.register(fs, env)
+	input := fs.String("input", "", "the input: JSON, @file, or - for stdin")
+	asJSON := fs.Bool("json", false, "print the whole response as JSON")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *input == "" {
+		return usagef("want one tool (<contract name>.<export>) and --input")
+	}
+	raw, err := readArg(env, *input)
+	if err != nil {
+		return errs.Wrap(errs.Invalid, err, "reading input")
+	}
+	var v structpb.Value
+	if err := protojson.Unmarshal(raw, &v); err != nil {
+		return errs.E(errs.Invalid, "input is not JSON: %v", err)
+	}
+	c, err := cf.dial(env)
+	if err != nil {
+		return err
+	}
+	resp, err := c.tools.Invoke(ctx, &contractualv1.InvokeRequest{Tool: pos[0], Input: &v})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(env, resp)
+	}
+	if resp.GetOutput() != nil {
+		b, _ := protojson.Marshal(resp.GetOutput())
+		fmt.Fprintf(env.Stdout, "%s\n", b)
+	} else {
+		fmt.Fprintln(env.Stdout, resp.GetOutputText())
+	}
+	for _, e := range resp.GetEgress() {
+		fmt.Fprintf(env.Stderr, "egress: %s %s -> %d, %d bytes\n", e.GetMethod(), e.GetUrl(), e.GetStatus(), e.GetBytes())
+	}
+	return nil
+}
+
+// auditCmd shows and verifies the audit log.
+func auditCmd(ctx context.Context, env *Env, args []string) error {
+	if len(args) == 0 {
+		return usagef("want a subcommand: tail, verify")
+	}
+	sub := args[0]
+	var cf connectFlags
+	fs := flag.NewFlagSet("audit "+sub, flag.ContinueOnError)
+	cf.register(fs, env)
+	data := fs.String("data", defaultDataDir(env), "the data directory (verify reads its audit log directly)")
+	online := fs.Bool("online", false, "verify through the server instead of reading the data directory")
+	limit := fs.Uint("n", 20, "how many events (tail)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	switch sub {
+	case "tail":
+		c, err := cf.dial(env)
+		if err != nil {
+			return err
+		}
+		resp, err := c.audit.Tail(ctx, &contractualv1.TailRequest{Limit: uint32(*limit)})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env, resp)
+		}
+		for _, e := range resp.GetEvents() {
+			fmt.Fprintf(env.Stdout, "%6d %s %-8s %-18s %-10s %-18s %s %s\n", e.GetIndex(), e.GetTime().AsTime().Format("15:04:05.000"),
+				e.GetService(), e.GetAction(), e.GetPrincipal(), e.GetOutcome(), e.GetTool(), e.GetDetail())
+		}
+		return nil
+	case "verify":
+		var resp *contractualv1.VerifyResponse
+		var err error
+		if *online {
+			c, derr := cf.dial(env)
+			if derr != nil {
+				return derr
+			}
+			resp, err = c.audit.Verify(ctx, &contractualv1.VerifyRequest{})
+		} else {
+			resp, err = audit.VerifyFile(ctx, filepath.Join(*data, "audit"))
+		}
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			if err := printJSON(env, resp); err != nil {
+				return err
+			}
+		}
+		if !resp.GetOk() {
+			fmt.Fprintf(env.Stderr, "audit log NOT intact: first bad index %d: %s\n", resp.GetFirstBadIndex(), resp.GetProblem())
+			return errReported
+		}
+		if !*asJSON {
+			fmt.Fprintf(env.Stdout, "audit log intact: %d events, %d signed checkpoints\n", resp.GetEvents(), resp.GetCheckpoints())
+		}
+		return nil
+	}
+	return usagef("unknown subcommand %q", sub)
+}
+
+func stateName(s contractualv1.ContractState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "CONTRACT_STATE_"))
+}
+
+func formatChanges(changes []*contractualv1.ContractChange) string {
+	var b strings.Builder
+	for _, c := range changes {
+		fmt.Fprintf(&b, "  %-9s %s: %s -> %s\n", c.GetKind(), c.GetPath(), orNone(c.GetOld()), orNone(c.GetNew()))
+	}
+	return b.String()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+func printJSON(env *Env, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(env.Stdout, "%s\n", b)
+	return err
+}

@@ -1,0 +1,44 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/contractual/contractual/internal/server"
+)
+
+// serveCmd runs the all-in-one server until the context ends.
+func serveCmd(ctx context.Context, env *Env, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	data := fs.String("data", defaultDataDir(env), "the data directory ($CONTRACTUAL_DATA)")
+	addr := fs.String("addr", DefaultAddr, "the loopback address to listen on")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
+	s, err := server.Start(ctx, server.Config{DataDir: *data, Addr: *addr, Log: log})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "contractual: serving %s\ncontractual: data in %s\ncontractual: owner token in %s\n", s.URL, *data, s.TokenPath)
+	select {
+	case <-ctx.Done():
+	case <-waitDone(s):
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Close(shutdown)
+}
+
+func waitDone(s *server.Server) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- s.Wait() }()
+	return ch
+}

@@ -1,0 +1,200 @@
+// Package policy is Contractual's PolicyService: it owns the modules
+// (content-addressed), the contracts and their approvals, and it decides
+// every tool call.
+//
+// A contract is published with its module and starts pending; the owner
+// approves or rejects it; an approved contract can be revoked. Approval
+// binds the contract's digest, which covers the module's digest: any
+// changed byte is a new pending contract, shown as a diff against the
+// approved one. At most one contract per name is approved: approving
+// another one of the same name supersedes (revokes) the one before.
+//
+// Evaluate turns one call (tool "<contract name>.<export>", JSON input,
+// principal) into a signed, short-lived Decision bound to the hash of the
+// canonical input: allow, deny (no approved contract), or approval required
+// (a high-risk tool). The runner verifies it with the public keyset that
+// GetVerifier returns.
+//
+// Every state change and every decision is recorded in the audit log
+// before it takes effect; when the log cannot record it, nothing happens
+// (errs.Unavailable). Policy's store is one SQLite file, policy.db, that
+// nothing else writes; it also holds the decision signing keyset.
+package policy
+
+import (
+	"context"
+	"database/sql"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/decision"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/principal"
+)
+
+// Auditor is what policy needs from the audit service: the in-process
+// service and the Connect client both satisfy it. Append must return only
+// once the events are durable.
+type Auditor interface {
+	Append(context.Context, *contractualv1.AppendRequest) (*contractualv1.AppendResponse, error)
+}
+
+var (
+	_ contractualv1connect.PolicyServiceHandler = (*Service)(nil)
+	_ Auditor                                   = contractualv1connect.AuditServiceClient(nil)
+	_ Auditor                                   = contractualv1connect.AuditServiceHandler(nil)
+)
+
+// Defaults of Options.
+const (
+	// DefaultDecisionTTL is how long a decision is valid.
+	DefaultDecisionTTL = 30 * time.Second
+	// DefaultAuditTimeout bounds one audit append.
+	DefaultAuditTimeout = 10 * time.Second
+)
+
+// Options configure a Service. The zero value is the production default.
+type Options struct {
+	// DecisionTTL is how long a decision stays valid after it is issued
+	// (default DefaultDecisionTTL).
+	DecisionTTL time.Duration
+	// AuditTimeout bounds each audit append (default DefaultAuditTimeout).
+	AuditTimeout time.Duration
+	// Now returns the current time (default time.Now); tests set it.
+	Now func() time.Time
+}
+
+// withDefaults fills in what o leaves unset.
+func (o Options) withDefaults() Options {
+	if o.DecisionTTL <= 0 {
+		o.DecisionTTL = DefaultDecisionTTL
+	}
+	if o.AuditTimeout <= 0 {
+		o.AuditTimeout = DefaultAuditTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Service implements contractualv1connect.PolicyServiceHandler. It is safe
+// for concurrent use.
+type Service struct {
+	opts    Options
+	db      *sql.DB
+	auditor Auditor
+	signer  *decision.Signer
+	public  []byte
+
+	// mu serializes state changes, so that the store and the approved
+	// cache change together.
+	mu sync.Mutex
+	// approved is read without locks on the hot path.
+	approved atomic.Pointer[approvedSet]
+}
+
+// Open opens (or creates) policy's store in dir, loads or creates the
+// decision signing keyset, and loads the approved contracts.
+func Open(ctx context.Context, dir string, audit Auditor, opts Options) (*Service, error) {
+	if audit == nil {
+		return nil, errs.E(errs.Invalid, "policy: no auditor")
+	}
+	db, err := openDB(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{opts: opts.withDefaults(), db: db, auditor: audit}
+	if err := s.init(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// init loads the keys and the approved contracts.
+func (s *Service) init(ctx context.Context) error {
+	var err error
+	if s.signer, s.public, err = loadKeys(ctx, s.db); err != nil {
+		return err
+	}
+	recs, err := listRecords(ctx, s.db, "", contractualv1.ContractState_CONTRACT_STATE_APPROVED)
+	if err != nil {
+		return err
+	}
+	a := &approvedSet{}
+	for _, rec := range recs {
+		if err := checkStored(rec); err != nil {
+			return err
+		}
+		a = a.with(rec.GetContract().GetName(), newEntry(rec))
+	}
+	s.approved.Store(a)
+	return nil
+}
+
+// Close closes the store.
+func (s *Service) Close(context.Context) error {
+	if err := s.db.Close(); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "policy: closing the store")
+	}
+	return nil
+}
+
+// GetVerifier returns the public keyset that verifies decisions.
+func (s *Service) GetVerifier(context.Context, *contractualv1.GetVerifierRequest) (*contractualv1.GetVerifierResponse, error) {
+	return &contractualv1.GetVerifierResponse{PublicKeyset: append([]byte(nil), s.public...)}, nil
+}
+
+// GetModule returns a module's bytes by digest.
+func (s *Service) GetModule(ctx context.Context, req *contractualv1.GetModuleRequest) (*contractualv1.GetModuleResponse, error) {
+	if err := checkDigest("module", req.GetDigest()); err != nil {
+		return nil, err
+	}
+	wasm, err := getModule(ctx, s.db, req.GetDigest())
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.GetModuleResponse{Module: wasm}, nil
+}
+
+// digestRE is what a module or contract digest looks like.
+var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// checkDigest refuses a malformed digest (errs.Invalid).
+func checkDigest(what, d string) error {
+	switch {
+	case d == "":
+		return errs.E(errs.Invalid, "%s digest is required", what)
+	case !digestRE.MatchString(d):
+		return errs.E(errs.Invalid, `%s digest %q is malformed: want "sha256:" and 64 lowercase hex digits`, what, clip(d, 100))
+	}
+	return nil
+}
+
+// owner returns the principal of ctx if it may publish and decide
+// contracts: the owner, or one of the owner's paired devices. A chat
+// session or a job never may, so that an agent cannot approve its own
+// tools.
+func owner(ctx context.Context) (string, error) {
+	who := principal.From(ctx)
+	switch {
+	case who == "":
+		return "", errs.E(errs.Unauthenticated, "no principal: contracts are published and decided by the owner")
+	case !principal.Valid(who):
+		return "", errs.E(errs.Unauthenticated, "principal %q is malformed", clip(who, 100))
+	case who != principal.Owner && !strings.HasPrefix(who, "device:"):
+		return "", errs.E(errs.PermissionDenied, "%s may not publish or decide contracts: only the owner and the owner's devices may", who)
+	}
+	return who, nil
+}
+
+// stateName is a state as a word: "pending", "approved"...
+func stateName(st contractualv1.ContractState) string {
+	return strings.ToLower(strings.TrimPrefix(st.String(), "CONTRACT_STATE_"))
+}

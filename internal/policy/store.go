@@ -1,0 +1,303 @@
+package policy
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/contractual/contractual/contracts/contract"
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/errs"
+)
+
+// DBFile is the name of policy's SQLite store inside its directory.
+const DBFile = "policy.db"
+
+// schemaVersion is stored in PRAGMA user_version.
+const schemaVersion = 1
+
+// schema is policy's store. Contracts are kept as the canonical encoding of
+// their normal form (the bytes their digest hashes); seq is the publish
+// order. The partial unique index makes "one approved contract per name" a
+// property of the store, not only of the code.
+const schema = `
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS modules (
+	digest    TEXT PRIMARY KEY,
+	wasm      BLOB NOT NULL,
+	stored_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS contracts (
+	seq          INTEGER PRIMARY KEY,
+	digest       TEXT NOT NULL UNIQUE,
+	name         TEXT NOT NULL,
+	module       TEXT NOT NULL REFERENCES modules(digest),
+	contract     BLOB NOT NULL,
+	state        INTEGER NOT NULL,
+	published_by TEXT NOT NULL,
+	published_at INTEGER NOT NULL,
+	decided_by   TEXT NOT NULL DEFAULT '',
+	decided_at   INTEGER,
+	reason       TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE INDEX IF NOT EXISTS contracts_by_name ON contracts(name, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS contracts_one_approved ON contracts(name) WHERE state = 2;
+`
+
+// keysetKey is the meta key of the signing keyset.
+const keysetKey = "signing_keyset"
+
+// openDB creates dir (0700) and policy.db in it (0600), opens it with WAL
+// and synchronous=FULL, and creates the schema.
+func openDB(ctx context.Context, dir string) (*sql.DB, error) {
+	path, err := prepareFile(dir)
+	if err != nil {
+		return nil, err
+	}
+	params := url.Values{
+		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"},
+		"_txlock": {"immediate"},
+	}
+	dsn := (&url.URL{Scheme: "file", Path: path, RawQuery: params.Encode()}).String()
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "policy: opening %s", path)
+	}
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	db.SetConnMaxLifetime(0)
+	if err := createSchema(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// prepareFile makes dir and the store file with tight permissions, and
+// returns the file's absolute path.
+func prepareFile(dir string) (string, error) {
+	if dir == "" {
+		return "", errs.E(errs.Invalid, "policy: no directory")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", errs.Wrap(errs.Invalid, err, "policy: directory %q", dir)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return "", errs.Wrap(errs.Unavailable, err, "policy: creating %s", abs)
+	}
+	path := filepath.Join(abs, DBFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return "", errs.Wrap(errs.Unavailable, err, "policy: opening %s", path)
+	}
+	defer f.Close()
+	if err := f.Chmod(0o600); err != nil {
+		return "", errs.Wrap(errs.Unavailable, err, "policy: chmod %s", path)
+	}
+	return path, nil
+}
+
+// createSchema creates the tables and checks the schema version.
+func createSchema(ctx context.Context, db *sql.DB) error {
+	var v int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "policy: reading the schema version")
+	}
+	if v > schemaVersion {
+		return errs.E(errs.FailedPrecondition, "policy: the store has schema version %d; this build knows %d", v, schemaVersion)
+	}
+	stmt := schema + fmt.Sprintf("PRAGMA user_version = %d;", schemaVersion)
+	if _, err := db.ExecContext(ctx, stmt); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "policy: creating the schema")
+	}
+	return nil
+}
+
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// recordColumns are the columns scanRecord reads, in order.
+const recordColumns = `digest, contract, state, published_by, published_at, decided_by, decided_at, reason`
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// scanRecord reads one row of recordColumns.
+func scanRecord(row scanner) (*contractualv1.ContractRecord, error) {
+	var (
+		digest, by, decidedBy, reason string
+		enc                           []byte
+		state                         int32
+		at                            int64
+		decidedAt                     sql.NullInt64
+	)
+	if err := row.Scan(&digest, &enc, &state, &by, &at, &decidedBy, &decidedAt, &reason); err != nil {
+		return nil, err
+	}
+	c := new(contractualv1.Contract)
+	if err := proto.Unmarshal(enc, c); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "policy: contract %s is damaged in the store", digest)
+	}
+	rec := &contractualv1.ContractRecord{
+		Digest:      digest,
+		Contract:    c,
+		State:       contractualv1.ContractState(state),
+		PublishedBy: by,
+		PublishedAt: timestamppb.New(time.Unix(0, at)),
+		DecidedBy:   decidedBy,
+		Reason:      reason,
+	}
+	if decidedAt.Valid {
+		rec.DecidedAt = timestamppb.New(time.Unix(0, decidedAt.Int64))
+	}
+	return rec, nil
+}
+
+// getRecord reads the contract with digest; errs.NotFound if there is none.
+func getRecord(ctx context.Context, q querier, digest string) (*contractualv1.ContractRecord, error) {
+	row := q.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM contracts WHERE digest = ?`, digest)
+	rec, err := scanRecord(row)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, errs.E(errs.NotFound, "no contract %s", digest)
+	case err != nil:
+		return nil, storeErr(err, "reading contract %s", digest)
+	}
+	return rec, nil
+}
+
+// queryRecords runs a query selecting recordColumns and reads every row.
+func queryRecords(ctx context.Context, q querier, query string, args ...any) ([]*contractualv1.ContractRecord, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, storeErr(err, "listing contracts")
+	}
+	defer rows.Close()
+	var out []*contractualv1.ContractRecord
+	for rows.Next() {
+		rec, err := scanRecord(rows)
+		if err != nil {
+			return nil, storeErr(err, "listing contracts")
+		}
+		out = append(out, rec)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeErr(err, "listing contracts")
+	}
+	return out, nil
+}
+
+// listRecords lists contracts newest first, filtered by name and state
+// when they are set.
+func listRecords(ctx context.Context, q querier, name string, state contractualv1.ContractState) ([]*contractualv1.ContractRecord, error) {
+	return queryRecords(ctx, q, `SELECT `+recordColumns+` FROM contracts
+		WHERE (?1 = '' OR name = ?1) AND (?2 = 0 OR state = ?2)
+		ORDER BY seq DESC`, name, int32(state))
+}
+
+// approvedRecord returns the approved contract named name, or nil.
+func approvedRecord(ctx context.Context, q querier, name string) (*contractualv1.ContractRecord, error) {
+	recs, err := queryRecords(ctx, q, `SELECT `+recordColumns+` FROM contracts WHERE name = ? AND state = ?`,
+		name, int32(contractualv1.ContractState_CONTRACT_STATE_APPROVED))
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	return recs[0], nil
+}
+
+// latestRecord returns the newest contract named name, or nil.
+func latestRecord(ctx context.Context, q querier, name string) (*contractualv1.ContractRecord, error) {
+	recs, err := queryRecords(ctx, q, `SELECT `+recordColumns+` FROM contracts WHERE name = ? ORDER BY seq DESC LIMIT 1`, name)
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	return recs[0], nil
+}
+
+// insertModule stores wasm under digest unless it is there already.
+func insertModule(ctx context.Context, tx *sql.Tx, digest string, wasm []byte, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO modules (digest, wasm, stored_at) VALUES (?, ?, ?)
+		ON CONFLICT (digest) DO NOTHING`, digest, wasm, now.UnixNano())
+	return storeErr(err, "storing module %s", digest)
+}
+
+// insertContract stores a new record; enc is the contract's canonical
+// encoding.
+func insertContract(ctx context.Context, tx *sql.Tx, rec *contractualv1.ContractRecord, enc []byte) error {
+	c := rec.GetContract()
+	_, err := tx.ExecContext(ctx, `INSERT INTO contracts
+		(digest, name, module, contract, state, published_by, published_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		rec.GetDigest(), c.GetName(), c.GetModule(), enc, int32(rec.GetState()),
+		rec.GetPublishedBy(), rec.GetPublishedAt().AsTime().UnixNano())
+	return storeErr(err, "storing contract %s", rec.GetDigest())
+}
+
+// updateState moves the contract digest from state from to rec's state,
+// decision and reason. It fails unless exactly that row was in from.
+func updateState(ctx context.Context, tx *sql.Tx, rec *contractualv1.ContractRecord, from contractualv1.ContractState) error {
+	res, err := tx.ExecContext(ctx, `UPDATE contracts SET state = ?, decided_by = ?, decided_at = ?, reason = ?
+		WHERE digest = ? AND state = ?`,
+		int32(rec.GetState()), rec.GetDecidedBy(), rec.GetDecidedAt().AsTime().UnixNano(), rec.GetReason(),
+		rec.GetDigest(), int32(from))
+	if err != nil {
+		return storeErr(err, "updating contract %s", rec.GetDigest())
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return errs.E(errs.Internal, "policy: contract %s was not %s when updated", rec.GetDigest(), stateName(from))
+	}
+	return nil
+}
+
+// getModule reads a module's bytes; errs.NotFound if there is none.
+func getModule(ctx context.Context, q querier, digest string) ([]byte, error) {
+	var wasm []byte
+	err := q.QueryRowContext(ctx, `SELECT wasm FROM modules WHERE digest = ?`, digest).Scan(&wasm)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, errs.E(errs.NotFound, "no module %s", digest)
+	case err != nil:
+		return nil, storeErr(err, "reading module %s", digest)
+	}
+	return wasm, nil
+}
+
+// storeErr wraps a store failure as errs.Unavailable; nil stays nil.
+func storeErr(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	var e *errs.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	return errs.Wrap(errs.Unavailable, err, "policy store: "+format, args...)
+}
+
+// checkStored checks that a stored contract still hashes to its digest, so
+// that a damaged or edited store cannot make policy approve or run what the
+// owner did not see.
+func checkStored(rec *contractualv1.ContractRecord) error {
+	d, err := contract.Digest(rec.GetContract())
+	if err != nil || d != rec.GetDigest() {
+		return errs.E(errs.FailedPrecondition, "policy: contract %s in the store does not hash to its digest (got %s): the store is damaged", rec.GetDigest(), d)
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+// Package rpc is where Contractual's errors meet Connect: the one mapping
+// from errs.Kind to connect.Code (and back, for clients), and the server and
+// client options every service uses.
+package rpc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"connectrpc.com/connect"
+
+	"github.com/contractual/contractual/internal/errs"
+)
+
+var kindToCode = map[errs.Kind]connect.Code{
+	errs.Internal:           connect.CodeInternal,
+	errs.Invalid:            connect.CodeInvalidArgument,
+	errs.NotFound:           connect.CodeNotFound,
+	errs.AlreadyExists:      connect.CodeAlreadyExists,
+	errs.PermissionDenied:   connect.CodePermissionDenied,
+	errs.Unauthenticated:    connect.CodeUnauthenticated,
+	errs.FailedPrecondition: connect.CodeFailedPrecondition,
+	errs.ResourceExhausted:  connect.CodeResourceExhausted,
+	errs.DeadlineExceeded:   connect.CodeDeadlineExceeded,
+	errs.Unavailable:        connect.CodeUnavailable,
+	// The tool ran and failed: the request was fine and policy allowed it,
+	// but the call did not complete.
+	errs.ToolFailed: connect.CodeAborted,
+}
+
+var codeToKind = func() map[connect.Code]errs.Kind {
+	m := make(map[connect.Code]errs.Kind, len(kindToCode))
+	for k, c := range kindToCode {
+		m[c] = k
+	}
+	m[connect.CodeCanceled] = errs.Unavailable
+	return m
+}()
+
+// Code returns the Connect code for err's kind.
+func Code(err error) connect.Code { return kindToCode[errs.KindOf(err)] }
+
+// ToConnect turns err into a *connect.Error with the code of its kind and
+// its message. Internal errors keep their detail out of the response: the
+// caller learns that something broke, the log learns what.
+func ToConnect(err error, log *slog.Logger) *connect.Error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	code := Code(err)
+	if code == connect.CodeInternal {
+		log.Error("internal error", "err", err)
+		return connect.NewError(code, errors.New("internal error"))
+	}
+	return connect.NewError(code, errors.New(err.Error()))
+}
+
+// FromConnect turns an error a Connect client returned into an errs error of
+// the matching kind, so that a remote service fails like a local one.
+func FromConnect(err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return errs.Wrap(errs.Unavailable, err, "rpc")
+	}
+	kind, ok := codeToKind[ce.Code()]
+	if !ok {
+		kind = errs.Internal
+	}
+	return &errs.Error{Kind: kind, Msg: ce.Message()}
+}
+
+// ErrorInterceptor maps every error a handler returns with ToConnect.
+func ErrorInterceptor(log *slog.Logger) connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			resp, err := next(ctx, req)
+			if err != nil {
+				return nil, ToConnect(err, log)
+			}
+			return resp, nil
+		}
+	})
+}

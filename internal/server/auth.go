@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/principal"
+)
+
+// TokenFile is the owner token's file name in the data directory.
+const TokenFile = "owner.token"
+
+// ownerToken reads the owner token from dir, creating it (mode 0600) on
+// first start. Until device pairing lands, this token is how the owner
+// authenticates. The server keeps only its hash.
+func ownerToken(dir string) (hash [32]byte, path string, err error) {
+	path = filepath.Join(dir, TokenFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		raw := make([]byte, 32)
+		rand.Read(raw)
+		b = []byte(base64.RawURLEncoding.EncodeToString(raw))
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return hash, path, errs.Wrap(errs.Internal, err, "creating the owner token")
+		}
+		_, werr := f.Write(append(b, '\n'))
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return hash, path, errs.Wrap(errs.Internal, werr, "writing the owner token")
+		}
+	} else if err != nil {
+		return hash, path, errs.Wrap(errs.Internal, err, "reading the owner token")
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return hash, path, errs.E(errs.FailedPrecondition, "%s is readable by others (mode %v): chmod 600 it", path, fi.Mode().Perm())
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 32 {
+		return hash, path, errs.E(errs.FailedPrecondition, "%s holds no usable token", path)
+	}
+	return sha256.Sum256([]byte(tok)), path, nil
+}
+
+// ownerProcedures are the procedures the owner may call over the API: the
+// authorization table for the one caller identity there is so far. Every
+// other procedure (policy's Evaluate, GetModule and GetVerifier, the
+// runner's Execute, audit's Append) is for services only.
+var ownerProcedures = map[string]bool{
+	contractualv1connect.PolicyServicePublishProcedure:       true,
+	contractualv1connect.PolicyServiceListContractsProcedure: true,
+	contractualv1connect.PolicyServiceGetContractProcedure:   true,
+	contractualv1connect.PolicyServiceApproveProcedure:       true,
+	contractualv1connect.PolicyServiceRejectProcedure:        true,
+	contractualv1connect.PolicyServiceRevokeProcedure:        true,
+	contractualv1connect.ToolServiceInvokeProcedure:          true,
+	contractualv1connect.AuditServiceTailProcedure:           true,
+	contractualv1connect.AuditServiceVerifyProcedure:         true,
+}
+
+// authInterceptor authenticates the bearer token, authorizes the procedure
+// and puts the principal in the context. Tokens travel only in the
+// Authorization header, never in a URL.
+func authInterceptor(tokenHash [32]byte) connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			tok, ok := strings.CutPrefix(req.Header().Get("Authorization"), "Bearer ")
+			if !ok || tok == "" {
+				return nil, errs.E(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token from %s>", TokenFile)
+			}
+			h := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+			if subtle.ConstantTimeCompare(h[:], tokenHash[:]) != 1 {
+				return nil, errs.E(errs.Unauthenticated, "wrong bearer token")
+			}
+			if !ownerProcedures[req.Spec().Procedure] {
+				return nil, errs.E(errs.PermissionDenied, "%s is for services, not for the owner", req.Spec().Procedure)
+			}
+			return next(principal.With(ctx, principal.Owner), req)
+		}
+	})
+}

@@ -1,0 +1,185 @@
+// Package server assembles Contractual's services into one process: the
+// all-in-one shape that `contractual serve` runs, with every service in
+// process, its SQLite stores in one data directory, and the Connect API on
+// loopback.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/audit"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/invoke"
+	"github.com/contractual/contractual/internal/policy"
+	"github.com/contractual/contractual/internal/rpc"
+	"github.com/contractual/contractual/internal/runner"
+	"github.com/contractual/contractual/runtime/sandbox"
+)
+
+// Config configures the all-in-one server.
+type Config struct {
+	// DataDir holds the stores, the owner token and the compilation cache.
+	DataDir string
+	// Addr is the listen address; it must be a loopback address until the
+	// gateway's tailnet listener lands. "127.0.0.1:0" picks a free port.
+	Addr string
+	// Log receives the server's logs; nil discards them.
+	Log *slog.Logger
+	// Runner bounds concurrent tool calls (zero: the runner's default).
+	Runner runner.Options
+}
+
+// Request size caps: a publish carries a module, everything else is small.
+const (
+	maxPublishBytes = sandbox.MaxModuleBytes + 2<<20
+	maxRequestBytes = 2 << 20
+)
+
+// Server is a running all-in-one server.
+type Server struct {
+	// URL is the API's base URL, e.g. http://127.0.0.1:7700.
+	URL string
+	// TokenPath is the owner token's file.
+	TokenPath string
+
+	log     *slog.Logger
+	ln      net.Listener
+	http    *http.Server
+	served  chan error
+	closers []func(context.Context) error
+}
+
+// Start opens the stores, builds the services and starts serving.
+func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
+	s := &Server{log: cfg.Log, served: make(chan error, 1)}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	defer func() {
+		if err != nil {
+			s.closeServices(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "data directory")
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "listen address %q", cfg.Addr)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: the API is reachable only from this machine until device pairing lands", cfg.Addr)
+	}
+	tokenHash, tokenPath, err := ownerToken(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s.TokenPath = tokenPath
+
+	mux, err := s.services(ctx, cfg, tokenHash)
+	if err != nil {
+		return nil, err
+	}
+	s.ln, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "listen")
+	}
+	s.URL = "http://" + s.ln.Addr().String()
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		Protocols:         new(http.Protocols),
+	}
+	s.http.Protocols.SetHTTP1(true)
+	s.http.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c
+	go func() { s.served <- s.http.Serve(s.ln) }()
+	s.log.Info("serving", "url", s.URL, "data", cfg.DataDir, "owner_token", tokenPath)
+	return s, nil
+}
+
+// services opens every service and mounts their handlers.
+func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (http.Handler, error) {
+	auditSvc, err := audit.OpenService(ctx, filepath.Join(cfg.DataDir, "audit"), audit.Options{})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, auditSvc.Close)
+	pol, err := policy.Open(ctx, filepath.Join(cfg.DataDir, "policy"), auditSvc, policy.Options{})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, pol.Close)
+	engine, err := sandbox.NewEngine(sandbox.Options{CacheDir: filepath.Join(cfg.DataDir, "cache"), Logger: s.log})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, engine.Close)
+	run, err := runner.New(ctx, pol, auditSvc, engine, cfg.Runner)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, run.Close)
+	tools := invoke.New(pol, run)
+
+	opts := connect.WithHandlerOptions(
+		connect.WithInterceptors(rpc.ErrorInterceptor(s.log), authInterceptor(tokenHash)),
+		connect.WithReadMaxBytes(maxRequestBytes),
+	)
+	r := http.NewServeMux()
+	mount := func(path string, h http.Handler) { r.Handle(path, h) }
+	mount(contractualv1connect.NewPolicyServiceHandler(pol, opts, connect.WithReadMaxBytes(maxPublishBytes)))
+	mount(contractualv1connect.NewToolServiceHandler(tools, opts))
+	mount(contractualv1connect.NewAuditServiceHandler(auditSvc, opts))
+	mount(contractualv1connect.NewRunnerServiceHandler(run, opts))
+	names := []string{
+		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
+		contractualv1connect.AuditServiceName, contractualv1connect.RunnerServiceName,
+	}
+	reflector := grpcreflect.NewStaticReflector(names...)
+	mount(grpcreflect.NewHandlerV1(reflector))
+	mount(grpcreflect.NewHandlerV1Alpha(reflector))
+	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...)))
+	return http.MaxBytesHandler(r, maxPublishBytes+1<<20), nil
+}
+
+// Wait blocks until the server stops serving.
+func (s *Server) Wait() error {
+	err := <-s.served
+	s.served <- err
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops serving, lets calls in flight finish (until ctx ends), and
+// closes the services in reverse order of opening.
+func (s *Server) Close(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	return errors.Join(err, s.closeServices(ctx))
+}
+
+func (s *Server) closeServices(ctx context.Context) error {
+	var err error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		err = errors.Join(err, s.closers[i](ctx))
+	}
+	s.closers = nil
+	return err
+}
+
+// String describes the server for logs.
+func (s *Server) String() string { return fmt.Sprintf("contractual at %s", s.URL) }

@@ -1,0 +1,249 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+	_ "modernc.org/sqlite"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/cli"
+	"github.com/contractual/contractual/internal/server"
+)
+
+const repo = "../.."
+
+// start runs an all-in-one server on a free loopback port with its data in
+// a fresh directory.
+func start(t *testing.T) (*server.Server, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := server.Start(context.Background(), server.Config{DataDir: dir, Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s, dir
+}
+
+// contractual runs the CLI in-process against s and returns its exit
+// status, stdout and stderr.
+func contractual(t *testing.T, s *server.Server, dir string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	args = append(args, "--server", s.URL, "--token-file", s.TokenPath)
+	if args[0] == "audit" {
+		args = append(args, "--data", dir)
+	}
+	code := cli.Main(context.Background(), args, &cli.Env{
+		Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut,
+		Getenv: func(string) string { return "" },
+	})
+	return code, out.String(), errOut.String()
+}
+
+func mustRun(t *testing.T, s *server.Server, dir string, args ...string) string {
+	t.Helper()
+	code, out, errOut := contractual(t, s, dir, args...)
+	if code != 0 {
+		t.Fatalf("contractual %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// digestIn finds the contract digest a publish printed.
+func digestIn(t *testing.T, out string) string {
+	t.Helper()
+	i := strings.Index(out, "(sha256:")
+	if i < 0 {
+		t.Fatalf("no digest in %q", out)
+	}
+	return out[i+1 : i+1+7+64]
+}
+
+func tool(name, file string) string { return filepath.Join(repo, "tools", name, file) }
+
+// TestWholeSystem is the owner's path end to end, through the CLI against
+// a real server on loopback.
+func TestWholeSystem(t *testing.T) {
+	s, dir := start(t)
+	input := `{"text": "Hello, Contractual World!"}`
+
+	out := mustRun(t, s, dir, "publish", tool("textkit", "textkit.wasm"), "--contract", tool("textkit", "contract.yaml"))
+	if !strings.Contains(out, ": pending") {
+		t.Fatalf("publish: %s", out)
+	}
+	v1 := digestIn(t, out)
+
+	code, _, errOut := contractual(t, s, dir, "invoke", "textkit.slugify", "--input", input)
+	if code == 0 || !strings.Contains(errOut, "permission_denied") || !strings.Contains(errOut, "pending") {
+		t.Fatalf("invoke before approval: exit %d: %s", code, errOut)
+	}
+
+	mustRun(t, s, dir, "contracts", "approve", v1, "--reason", "reviewed")
+	out = mustRun(t, s, dir, "invoke", "textkit.slugify", "--input", input)
+	if strings.TrimSpace(out) != `{"slug":"hello-contractual-world"}` {
+		t.Fatalf("invoke: %q", out)
+	}
+
+	// One changed byte of the contract: a new pending contract, shown as a
+	// diff; the approval of v1 does not cover it, v1 still runs.
+	changed := filepath.Join(t.TempDir(), "contract.yaml")
+	src, _ := os.ReadFile(tool("textkit", "contract.yaml"))
+	os.WriteFile(changed, bytes.Replace(src, []byte("version: 1.0.0"), []byte("version: 1.0.1"), 1), 0o600)
+	out = mustRun(t, s, dir, "publish", tool("textkit", "textkit.wasm"), "--contract", changed)
+	v2 := digestIn(t, out)
+	if v2 == v1 || !strings.Contains(out, ": pending") || !strings.Contains(out, "version") {
+		t.Fatalf("changed publish: %s", out)
+	}
+	out = mustRun(t, s, dir, "invoke", "textkit.slugify", "--input", input, "--json")
+	var inv struct {
+		ContractDigest string `json:"contract_digest"`
+	}
+	if err := json.Unmarshal([]byte(out), &inv); err != nil || inv.ContractDigest != v1 {
+		t.Fatalf("invoke ran %q, want the approved %s (%v)", inv.ContractDigest, v1, err)
+	}
+
+	out = mustRun(t, s, dir, "audit", "verify")
+	if !strings.Contains(out, "audit log intact") {
+		t.Fatalf("verify: %s", out)
+	}
+
+	// Tamper with the audit store the way an attacker with the file would:
+	// drop the guard triggers and edit a row.
+	s.Close(context.Background())
+	db, err := sql.Open("sqlite", filepath.Join(dir, "audit", "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'trigger'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var triggers []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		triggers = append(triggers, n)
+	}
+	rows.Close()
+	for _, n := range triggers {
+		if _, err := db.Exec(`DROP TRIGGER "` + n + `"`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`DELETE FROM events WHERE idx = 3`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	code, _, errOut = contractual(t, s, dir, "audit", "verify")
+	if code == 0 || !strings.Contains(errOut, "first bad index 3") {
+		t.Fatalf("verify after tampering: exit %d: %s", code, errOut)
+	}
+}
+
+// publishApproved publishes and approves textkit through a Connect client.
+func publishApproved(t *testing.T, s *server.Server, opts ...connect.ClientOption) {
+	t.Helper()
+	tok, _ := os.ReadFile(s.TokenPath)
+	opts = append(opts, connect.WithInterceptors(bearer(strings.TrimSpace(string(tok)))))
+	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, opts...)
+	wasm, _ := os.ReadFile(tool("textkit", "textkit.wasm"))
+	src, _ := os.ReadFile(tool("textkit", "contract.yaml"))
+	pub, err := pol.Publish(context.Background(), &contractualv1.PublishRequest{Module: wasm, Contract: src, ContractFilename: "contract.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pol.Approve(context.Background(), &contractualv1.ApproveRequest{Digest: pub.GetRecord().GetDigest()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func bearer(tok string) connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+tok)
+			return next(ctx, req)
+		}
+	})
+}
+
+// TestCurl invokes a tool with curl speaking Connect JSON, as the README
+// shows.
+func TestCurl(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("curl is required in CI")
+		}
+		t.Skip("curl not installed")
+	}
+	s, _ := start(t)
+	publishApproved(t, s)
+	tok, _ := os.ReadFile(s.TokenPath)
+	curl := func(auth, body string) (string, string) {
+		args := []string{"-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "-d", body}
+		if auth != "" {
+			args = append(args, "-H", "Authorization: Bearer "+auth)
+		}
+		out, err := exec.Command("curl", append(args, s.URL+"/contractual.v1.ToolService/Invoke")...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, code, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return body, code
+	}
+	body, code := curl(strings.TrimSpace(string(tok)), `{"tool": "textkit.slugify", "input": {"text": "Curl Me"}}`)
+	if code != "200" || !strings.Contains(body, `"slug":"curl-me"`) {
+		t.Errorf("curl: %s %s", code, body)
+	}
+	tests := []struct{ name, auth, body, code, msg string }{
+		{"no token", "", `{"tool": "textkit.slugify", "input": {"text": "x"}}`, "401", "unauthenticated"},
+		{"wrong token", "nope-nope-nope-nope-nope-nope-nope-nope", `{"tool": "textkit.slugify", "input": {"text": "x"}}`, "401", "wrong bearer token"},
+		{"malformed JSON", string(tok), `{"tool": "textkit.slugify", "input": `, "400", "invalid_argument"},
+		{"unknown tool", string(tok), `{"tool": "nothing.here", "input": {}}`, "404", "not_found"},
+		{"schema", string(tok), `{"tool": "textkit.slugify", "input": {"text": 1}}`, "400", "/text"},
+	}
+	for _, tt := range tests {
+		body, code := curl(strings.TrimSpace(tt.auth), tt.body)
+		if code != tt.code || !strings.Contains(body, tt.msg) {
+			t.Errorf("%s: %s %s, want %s with %q", tt.name, code, body, tt.code, tt.msg)
+		}
+	}
+}
+
+// TestGRPC drives the same API with a gRPC-protocol client over h2c.
+func TestGRPC(t *testing.T) {
+	s, _ := start(t)
+	publishApproved(t, s, connect.WithGRPC())
+	tok, _ := os.ReadFile(s.TokenPath)
+	h2c := &http.Client{Transport: &http.Transport{Protocols: func() *http.Protocols {
+		p := new(http.Protocols)
+		p.SetUnencryptedHTTP2(true)
+		return p
+	}()}}
+	tools := contractualv1connect.NewToolServiceClient(h2c, s.URL, connect.WithGRPC(),
+		connect.WithInterceptors(bearer(strings.TrimSpace(string(tok)))))
+	in, _ := structpb.NewValue(map[string]any{"text": "gRPC works"})
+	resp, err := tools.Invoke(context.Background(), &contractualv1.InvokeRequest{Tool: "textkit.slugify", Input: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetOutput().GetStructValue().GetFields()["slug"].GetStringValue(); got != "grpc-works" {
+		t.Errorf("slug %q", got)
+	}
+	_, err = tools.Invoke(context.Background(), &contractualv1.InvokeRequest{Tool: "textkit.nope", Input: in})
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("unknown export: %v", err)
+	}
+}
