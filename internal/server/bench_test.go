@@ -15,9 +15,9 @@ import (
 	"connectrpc.com/grpchealth"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
-	"github.com/contractual/contractual/contracts/contract"
 	"github.com/contractual/contractual/internal/server"
 )
 
