@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -39,7 +40,13 @@ func TestKillDurability(t *testing.T) {
 	var acked []string // decision ids of acknowledged invocations
 	for round := range 3 {
 		cmd := exec.Command(bin, "serve", "--data", dir, "--addr", addr)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		var logs bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("server round %d:\n%s", round, logs.String())
+			}
+		})
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -66,6 +73,9 @@ func TestKillDurability(t *testing.T) {
 		}
 		if len(resp.GetEvents()) == 0 {
 			break
+		}
+		if len(resp.GetEvents()) == 1000 {
+			t.Fatal("more events than one Tail page; page differently")
 		}
 		for _, e := range resp.GetEvents() {
 			if e.GetAction() == "call.run" && e.GetOutcome() == "ok" {
