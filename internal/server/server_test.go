@@ -191,18 +191,21 @@ func TestCurl(t *testing.T) {
 	s, _ := start(t)
 	publishApproved(t, s)
 	tok, _ := os.ReadFile(s.TokenPath)
-	curl := func(auth, body string) (string, string) {
-		args := []string{"-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "-d", body}
+	curlTo := func(path, auth, body string) (string, string) {
+		f := filepath.Join(t.TempDir(), "body.json")
+		os.WriteFile(f, []byte(body), 0o600)
+		args := []string{"-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@" + f}
 		if auth != "" {
 			args = append(args, "-H", "Authorization: Bearer "+auth)
 		}
-		out, err := exec.Command("curl", append(args, s.URL+"/contractual.v1.ToolService/Invoke")...).Output()
+		out, err := exec.Command("curl", append(args, s.URL+path)...).Output()
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, code, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-		return body, code
+		i := strings.LastIndex(strings.TrimSpace(string(out)), "\n")
+		return string(out[:i]), strings.TrimSpace(string(out[i+1:]))
 	}
+	curl := func(auth, body string) (string, string) { return curlTo("/contractual.v1.ToolService/Invoke", auth, body) }
 	body, code := curl(strings.TrimSpace(string(tok)), `{"tool": "textkit.slugify", "input": {"text": "Curl Me"}}`)
 	if code != "200" || !strings.Contains(body, `"slug":"curl-me"`) {
 		t.Errorf("curl: %s %s", code, body)
@@ -218,6 +221,18 @@ func TestCurl(t *testing.T) {
 		body, code := curl(strings.TrimSpace(tt.auth), tt.body)
 		if code != tt.code || !strings.Contains(body, tt.msg) {
 			t.Errorf("%s: %s %s, want %s with %q", tt.name, code, body, tt.code, tt.msg)
+		}
+	}
+	owner := strings.TrimSpace(string(tok))
+	// Over the stated 2 MiB cap for everything but a publish.
+	huge := `{"tool": "textkit.slugify", "input": {"text": "` + strings.Repeat("a", 3<<20) + `"}}`
+	if body, code := curl(owner, huge); code != "429" || !strings.Contains(body, "resource_exhausted") {
+		t.Errorf("oversized: %s %.200s", code, body)
+	}
+	// Procedures for services only are refused to the owner.
+	for _, path := range []string{"/contractual.v1.RunnerService/Execute", "/contractual.v1.AuditService/Append", "/contractual.v1.PolicyService/Evaluate"} {
+		if body, code := curlTo(path, owner, `{}`); code != "403" || !strings.Contains(body, "is for services") {
+			t.Errorf("%s: %s %s", path, code, body)
 		}
 	}
 }
