@@ -54,6 +54,9 @@ const (
 	// DefaultCheckpointEvery is the default number of events between two
 	// signed checkpoints.
 	DefaultCheckpointEvery = 1000
+	// DefaultCheckpointInterval is the default longest time events stay
+	// unsealed while the log is quiet.
+	DefaultCheckpointInterval = 10 * time.Second
 	// DefaultBusyTimeout is how long a write waits for a lock by default.
 	DefaultBusyTimeout = 5 * time.Second
 	// defaultMaxBatch caps the events the writer puts in one transaction.
@@ -69,6 +72,9 @@ type Options struct {
 	// CheckpointEvery is how many events may be appended before the next
 	// signed checkpoint; 0 or less means DefaultCheckpointEvery.
 	CheckpointEvery int
+	// CheckpointInterval is how long appended events may stay unsealed
+	// while the log is quiet; 0 or less means DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 	// BusyTimeout bounds how long a write or read waits for a lock held by
 	// another connection; 0 or less means DefaultBusyTimeout.
 	BusyTimeout time.Duration
@@ -81,6 +87,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.CheckpointEvery <= 0 {
 		o.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if o.BusyTimeout <= 0 {
 		o.BusyTimeout = DefaultBusyTimeout
@@ -320,7 +329,7 @@ func (s *Store) Close(ctx context.Context) error {
 	if !s.stop() {
 		return nil
 	}
-	err := s.finalCheckpoint(ctx)
+	err := s.seal(ctx)
 	return errors.Join(err, s.closeDBs())
 }
 

@@ -539,3 +539,29 @@ func TestOddDirectoryName(t *testing.T) {
 		t.Fatalf("verify: %v %v", res, err)
 	}
 }
+
+// TestQuietLogIsSealed: events appended to a log that then goes quiet get a
+// signed checkpoint without waiting for Close or the next write.
+func TestQuietLogIsSealed(t *testing.T) {
+	s, dir := newStore(t, Options{CheckpointInterval: 20 * time.Millisecond})
+	if _, err := s.Append(context.Background(), []*contractualv1.AuditEvent{event(1), event(2)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := VerifyFile(context.Background(), dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.GetOk() {
+			t.Fatalf("verify: %v", res)
+		}
+		if res.GetCheckpoints() >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a quiet log was never sealed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

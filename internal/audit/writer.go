@@ -72,16 +72,30 @@ func ctxErr(ctx context.Context, msg string) error {
 // run is the writer goroutine: it takes every request that is waiting (up
 // to maxBatch events), commits them in one transaction, then acknowledges
 // each one. It returns when reqs is closed and drained.
+// While the log is quiet, it seals the events appended since the last
+// checkpoint every CheckpointInterval.
 func (s *Store) run() {
 	defer close(s.exited)
 	batch := make([]*request, 0, 64)
-	for r := range s.reqs {
-		batch = s.gather(append(batch[:0], r))
-		err := s.commit(batch)
-		for _, r := range batch {
-			r.done <- err
+	tick := time.NewTicker(s.opts.CheckpointInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case r, ok := <-s.reqs:
+			if !ok {
+				return
+			}
+			batch = s.gather(append(batch[:0], r))
+			err := s.commit(batch)
+			for _, r := range batch {
+				r.done <- err
+			}
+			clear(batch)
+		case <-tick.C:
+			// A failure here leaves the events unsealed until the next
+			// commit or Close, which report it; the log stays correct.
+			_ = s.seal(context.Background())
 		}
-		clear(batch)
 	}
 }
 
@@ -209,9 +223,10 @@ func (s *Store) ready(ctx context.Context) error {
 	return nil
 }
 
-// finalCheckpoint seals the events appended since the last checkpoint. It
-// runs in Close, after the writer has exited.
-func (s *Store) finalCheckpoint(ctx context.Context) error {
+// seal writes a checkpoint over the events appended since the last one, if
+// there are any. Only the writer goroutine, or Close after it exited, calls
+// it.
+func (s *Store) seal(ctx context.Context) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
