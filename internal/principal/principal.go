@@ -11,6 +11,16 @@ import (
 // token, until device pairing lands).
 const Owner = "owner"
 
+// Service names a service's own identity ("service:runner"), as opposed to
+// the principal a call is made by. In one process it travels in the context
+// like a principal; across processes it will come from the caller's verified
+// certificate, never from a header.
+func Service(name string) string { return "service:" + name }
+
+// Runner is the runner's identity: the only caller the broker releases
+// secrets to.
+var Runner = Service("runner")
+
 type key struct{}
 
 // With returns ctx carrying principal p.
