@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/secretscan"
 )
 
 // hop is one request on the wire: the module's request or a redirect.
@@ -138,7 +139,42 @@ func (s *Session) build(ctx context.Context, h *hop, r *compiled) (*http.Request
 	if err := s.inject(ctx, req.Header, r, h.t); err != nil {
 		return nil, err
 	}
+	if err := s.guard(h); err != nil {
+		return nil, err
+	}
 	return req, nil
+}
+
+// guard blocks a hop whose module-made parts (URL, the module's headers,
+// body) carry, in any common spelling, a secret released to this call: a
+// module that got a secret echoed back must not send it anywhere, not even
+// to the audience it was released for, outside the header it is injected
+// into.
+func (s *Session) guard(h *hop) error {
+	s.mu.Lock()
+	set := secretscan.New(s.released)
+	s.mu.Unlock()
+	if set.Empty() {
+		return nil
+	}
+	where := ""
+	switch {
+	case set.Contains([]byte(h.t.u.String())):
+		where = "its URL"
+	case set.Contains(h.body):
+		where = "its body"
+	default:
+		for name, values := range h.header {
+			if set.Contains([]byte(name)) || set.Contains([]byte(strings.Join(values, "\n"))) {
+				where = "header " + name
+				break
+			}
+		}
+	}
+	if where == "" {
+		return nil
+	}
+	return errs.E(errs.PermissionDenied, "blocked: %s carries a secret released to this call", where)
 }
 
 // fail records a hop that was refused or failed and returns its error.

@@ -1,0 +1,69 @@
+package egress_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/egress"
+)
+
+// TestLeakGuard: a server echoes the request's Authorization header, so the
+// module learns the injected secret. Whatever spelling the module then puts
+// the secret in (URL, body, its own header), the request is blocked before
+// it leaves, even towards the secret's own audience.
+func TestLeakGuard(t *testing.T) {
+	const key = "sk-live-1234567890"
+	w := newWorld(t, func(rw http.ResponseWriter, r *http.Request) {
+		rw.Write([]byte(r.Header.Get("Authorization")))
+	})
+	rule := egress.Rule{Scheme: "https", Host: "api.example.com", PathPrefix: "/", Methods: []string{"GET", "POST"},
+		Secrets: []egress.SecretSpec{{Name: "API_KEY", Header: "Authorization", Format: "Bearer {{secret}}"}}}
+	other := egress.Rule{Scheme: "https", Host: "other.example.com", PathPrefix: "/", Methods: []string{"GET", "POST"}}
+	spellings := map[string]string{
+		"raw":       key,
+		"base64":    base64.StdEncoding.EncodeToString([]byte(key)),
+		"base64url": base64.RawURLEncoding.EncodeToString([]byte(key)),
+		"hex":       hex.EncodeToString([]byte(key)),
+		"urlenc":    url.QueryEscape("Bearer " + key),
+	}
+	for name, spelled := range spellings {
+		for _, target := range []string{"api.example.com", "other.example.com"} {
+			for _, place := range []string{"url", "body", "header"} {
+				cfg := w.cfg
+				cfg.Rules = []egress.Rule{rule, other}
+				cfg.Secrets = &fakeSecrets{values: map[string]string{"API_KEY": key}}
+				s := w.sessionCfg(cfg)
+				echo, err := s.Do(context.Background(), egress.Request{URL: "https://api.example.com/echo"})
+				if err != nil || !strings.Contains(string(echo.Body), key) {
+					t.Fatalf("echo: %v %v", err, echo)
+				}
+				before := len(w.requests())
+				req := egress.Request{Method: "POST", URL: "https://" + target + "/x"}
+				switch place {
+				case "url":
+					req.URL += "?k=" + url.QueryEscape(spelled)
+				case "body":
+					req.Body = []byte(`{"k":"` + spelled + `"}`)
+				case "header":
+					req.Header = http.Header{"X-Data": {spelled}}
+				}
+				_, err = s.Do(context.Background(), req)
+				if errs.KindOf(err) != errs.PermissionDenied || !strings.Contains(err.Error(), "carries a secret") {
+					t.Errorf("%s in %s to %s: %v", name, place, target, err)
+				}
+				if strings.Contains(err.Error(), key) {
+					t.Errorf("the error names the secret: %v", err)
+				}
+				if len(w.requests()) != before {
+					t.Errorf("%s in %s to %s: the request left", name, place, target)
+				}
+			}
+		}
+	}
+}

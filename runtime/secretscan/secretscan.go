@@ -1,0 +1,81 @@
+// Package secretscan finds secret values in bytes, in the spellings a module
+// could use to smuggle one past a naive check: raw, base64 (standard and URL
+// alphabets, padded or not), hex (either case), URL-encoded (query and path)
+// and JSON-escaped. The egress client uses it to block a request that would
+// carry a released secret; the runner, to redact what goes back to the
+// caller.
+package secretscan
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// Redacted replaces a secret found by Redact.
+const Redacted = "[REDACTED]"
+
+// Set is the spellings of some secrets, longest first.
+type Set struct{ spellings [][]byte }
+
+// New returns the Set of secrets' spellings; empty secrets are ignored.
+func New(secrets [][]byte) *Set {
+	seen := map[string]bool{}
+	var out [][]byte
+	for _, secret := range secrets {
+		if len(secret) == 0 {
+			continue
+		}
+		s := string(secret)
+		h := hex.EncodeToString(secret)
+		j, _ := json.Marshal(s) // a string always marshals
+		for _, f := range []string{
+			s,
+			base64.StdEncoding.EncodeToString(secret),
+			base64.RawStdEncoding.EncodeToString(secret),
+			base64.URLEncoding.EncodeToString(secret),
+			base64.RawURLEncoding.EncodeToString(secret),
+			h, strings.ToUpper(h),
+			url.QueryEscape(s), url.PathEscape(s),
+			string(j[1 : len(j)-1]),
+		} {
+			if f != "" && !seen[f] {
+				seen[f] = true
+				out = append(out, []byte(f))
+			}
+		}
+	}
+	// Longest first, so that a longer spelling is replaced before a shorter
+	// one inside it.
+	slices.SortFunc(out, func(a, b []byte) int { return cmp.Compare(len(b), len(a)) })
+	return &Set{out}
+}
+
+// Empty reports whether the set has no secret.
+func (s *Set) Empty() bool { return len(s.spellings) == 0 }
+
+// Contains reports whether b holds any spelling of any secret.
+func (s *Set) Contains(b []byte) bool {
+	for _, sp := range s.spellings {
+		if bytes.Contains(b, sp) {
+			return true
+		}
+	}
+	return false
+}
+
+// Redact returns b with every spelling of every secret replaced by
+// Redacted; b itself if there is none.
+func (s *Set) Redact(b []byte) []byte {
+	for _, sp := range s.spellings {
+		if bytes.Contains(b, sp) {
+			b = bytes.ReplaceAll(b, sp, []byte(Redacted))
+		}
+	}
+	return b
+}
