@@ -208,7 +208,9 @@ func TestCurl(t *testing.T) {
 		i := strings.LastIndex(strings.TrimSpace(string(out)), "\n")
 		return string(out[:i]), strings.TrimSpace(string(out[i+1:]))
 	}
-	curl := func(auth, body string) (string, string) { return curlTo("/contractual.v1.ToolService/Invoke", auth, body) }
+	curl := func(auth, body string) (string, string) {
+		return curlTo("/contractual.v1.ToolService/Invoke", auth, body)
+	}
 	body, code := curl(strings.TrimSpace(string(tok)), `{"tool": "textkit.slugify", "input": {"text": "Curl Me"}}`)
 	if code != "200" || !strings.Contains(body, `"slug":"curl-me"`) {
 		t.Errorf("curl: %s %s", code, body)
