@@ -85,7 +85,11 @@ func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest
 	if err := checkCall(e, d); err != nil {
 		return nil, err
 	}
-	return s.run(ctx, c, e.mod, d.GetExport(), input)
+	var opts []sandbox.CallOption
+	if s.opts.Broker != nil {
+		opts = append(opts, sandbox.WithSecrets(&handles{broker: s.opts.Broker, decision: req.GetDecision()}))
+	}
+	return s.run(ctx, c, e.mod, d.GetExport(), input, opts...)
 }
 
 // issuedSinceStart refuses a decision issued before this runner started:
@@ -165,9 +169,9 @@ func checkCall(e *moduleEntry, d *contractualv1.Decision) error {
 // run calls export in a fresh instance of mod and maps the result. Secret
 // values released to the call's egress are redacted from everything the
 // module produced before it leaves the runner.
-func (s *Service) run(ctx context.Context, c *call, mod *sandbox.Module, export string, input []byte) (*contractualv1.ExecuteResponse, error) {
+func (s *Service) run(ctx context.Context, c *call, mod *sandbox.Module, export string, input []byte, opts ...sandbox.CallOption) (*contractualv1.ExecuteResponse, error) {
 	c.ran = true
-	res, err := mod.Call(ctx, export, input)
+	res, err := mod.Call(ctx, export, input, opts...)
 	if res == nil {
 		res = &sandbox.Result{}
 	}

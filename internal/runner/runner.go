@@ -88,6 +88,9 @@ type Options struct {
 	KeyRefetchPeriod time.Duration
 	// Logger receives the runner's diagnostics; nil discards them.
 	Logger *slog.Logger
+	// Broker releases the secrets that contracts inject; nil means no
+	// secrets, and a rule that needs one fails its request.
+	Broker Broker
 }
 
 // withDefaults returns o with every zero field set to its default.

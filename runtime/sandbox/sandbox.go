@@ -218,8 +218,26 @@ type Result struct {
 // MaxInputBytes caps a call's input.
 const MaxInputBytes = 8 << 20
 
+// CallOption configures one call.
+type CallOption func(*callOptions)
+
+type callOptions struct {
+	secrets egress.SecretSource
+}
+
+// WithSecrets gives the call's egress the source of the secrets its rules
+// inject, bound to this one call (the runner's source redeems broker
+// handles for the call's decision).
+func WithSecrets(src egress.SecretSource) CallOption {
+	return func(o *callOptions) { o.secrets = src }
+}
+
 // Call runs export with input in a fresh instance of the module.
-func (m *Module) Call(ctx context.Context, export string, input []byte) (*Result, error) {
+func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...CallOption) (*Result, error) {
+	var co callOptions
+	for _, o := range opts {
+		o(&co)
+	}
 	res := &Result{}
 	def, ok := m.compiled.ExportedFunctions()[export]
 	if !ok || export == m.init {
@@ -243,6 +261,9 @@ func (m *Module) Call(ctx context.Context, export string, input []byte) (*Result
 		cfg.Rules = m.grants.HTTP
 		cfg.MaxRequests = lim.HTTPRequests
 		cfg.MaxResponseBytes = lim.HTTPResponseBytes
+		if co.secrets != nil {
+			cfg.Secrets = co.secrets
+		}
 		s, err := egress.NewSession(cfg)
 		if err != nil {
 			return res, err
