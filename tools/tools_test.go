@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/contractual/contractual/contracts/contract"
@@ -151,5 +152,55 @@ func TestGhstars(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Errorf("server saw %v", seen)
+	}
+}
+
+// keySource hands out one secret, as the broker would for a decided call.
+type keySource map[string]string
+
+func (k keySource) Secret(_ context.Context, name string, aud egress.Audience) ([]byte, error) {
+	if aud.String() != "https://api.github.com" {
+		return nil, errs.E(errs.PermissionDenied, "wrong audience %s", aud)
+	}
+	v, ok := k[name]
+	if !ok {
+		return nil, errs.E(errs.NotFound, "no secret %s", name)
+	}
+	return []byte(v), nil
+}
+
+func TestGhwhoami(t *testing.T) {
+	const token = "ghp_0123456789abcdefTESTTOKEN"
+	srv := egresstest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/user" || r.Header.Get("Authorization") != "Bearer "+token {
+			http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"login": "octo", "name": "Octo Cat", "public_repos": 8})
+	}), "api.github.com")
+	defer srv.Close()
+	dialer, roots := egresstest.New(map[string]*httptest.Server{"api.github.com": srv})
+	m, c := load(t, newEngine(t, egress.Config{Dialer: dialer, RootCAs: roots}), "ghwhoami")
+
+	tool := toolOf(c, "whoami")
+	res, err := m.Call(context.Background(), "whoami", []byte(`{}`), sandbox.WithSecrets(keySource{"GITHUB_TOKEN": token}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := contract.CheckOutput(tool, res.Output); err != nil || string(res.Output) != `{"login":"octo","name":"Octo Cat","public_repos":8}` {
+		t.Errorf("output %s (%v)", res.Output, err)
+	}
+	if len(res.Released) != 1 || string(res.Released[0]) != token {
+		t.Errorf("released %q", res.Released)
+	}
+	// Without a secret source the request cannot be made with its key.
+	_, err = m.Call(context.Background(), "whoami", []byte(`{}`))
+	if errs.KindOf(err) != errs.FailedPrecondition {
+		t.Errorf("no secrets: %v", err)
+	}
+	// A wrong key is the API's answer, not the host's.
+	_, err = m.Call(context.Background(), "whoami", []byte(`{}`), sandbox.WithSecrets(keySource{"GITHUB_TOKEN": "wrong"}))
+	if errs.KindOf(err) != errs.ToolFailed || !strings.Contains(err.Error(), "401") {
+		t.Errorf("wrong key: %v", err)
 	}
 }
