@@ -14,6 +14,7 @@ import (
 
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/secretscan"
 )
 
 // LogEntry is one message a module logged.
@@ -210,6 +211,18 @@ func httpRequest(c *call, s []uint64) {
 	resp, err := c.egress.Do(c.ctx, egress.Request{Method: req.Method, URL: req.URL, Header: header, Body: body})
 	if err != nil {
 		c.abort(err)
+	}
+	// A server may echo a secret the host injected: the module gets the
+	// response with every released secret redacted, in any spelling.
+	if released := c.egress.Released(); len(released) > 0 {
+		set := secretscan.New(released)
+		resp.Body = set.Redact(resp.Body)
+		for k, vs := range resp.Header {
+			for i, v := range vs {
+				vs[i] = string(set.Redact([]byte(v)))
+			}
+			resp.Header[k] = vs
+		}
 	}
 	c.lastStatus, c.lastHeader = int32(resp.Status), resp.Header
 	if len(resp.Body) == 0 {

@@ -2,7 +2,10 @@ package sandbox
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -303,4 +306,41 @@ func TestExtismHTTPHeaders(t *testing.T) {
 	// Another host, even one the module names itself, is cut off.
 	_, err = m.Call(context.Background(), "http_get", []byte(`{"url": "https://example.org"}`))
 	wantErr(t, err, errs.PermissionDenied, "example.org")
+}
+
+type oneSecret string
+
+func (s oneSecret) Secret(context.Context, string, egress.Audience) ([]byte, error) {
+	return []byte(s), nil
+}
+
+// TestSecretEchoIsRedacted: the host injects a secret; the server echoes it
+// back in the body and a header, raw and encoded. The module (the go-sdk's
+// http.wasm, which outputs the body it got) never sees the value.
+func TestSecretEchoIsRedacted(t *testing.T) {
+	const key = "sk-echo-0123456789"
+	srv := egresstest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := r.Header.Get("X-Api-Key")
+		w.Header().Set("X-Echo", got)
+		fmt.Fprintf(w, `{"raw": %q, "b64": %q, "hex": %q}`, got, base64.StdEncoding.EncodeToString([]byte(got)), hex.EncodeToString([]byte(got)))
+	}), "jsonplaceholder.typicode.com")
+	defer srv.Close()
+	dialer, roots := egresstest.New(map[string]*httptest.Server{"jsonplaceholder.typicode.com": srv})
+	e := newEngine(t, egress.Config{Dialer: dialer, RootCAs: roots})
+	m := load(t, e, sdkWasm(t, "http.wasm"), Grants{WASI: wasiClock, HTTP: []egress.Rule{{
+		Scheme: "https", Host: "jsonplaceholder.typicode.com", PathPrefix: "/todos/", Methods: []string{"GET"},
+		Secrets: []egress.SecretSpec{{Name: "API_KEY", Header: "X-Api-Key"}},
+	}}})
+	res, err := m.Call(context.Background(), "run_test", nil, WithSecrets(oneSecret(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, spelled := range []string{key, base64.StdEncoding.EncodeToString([]byte(key)), hex.EncodeToString([]byte(key))} {
+		if strings.Contains(string(res.Output), spelled) {
+			t.Errorf("the module saw the secret: %s", res.Output)
+		}
+	}
+	if strings.Count(string(res.Output), "[REDACTED]") != 3 {
+		t.Errorf("output %s", res.Output)
+	}
 }
