@@ -40,6 +40,7 @@ type clients struct {
 	policy contractualv1connect.PolicyServiceClient
 	tools  contractualv1connect.ToolServiceClient
 	audit  contractualv1connect.AuditServiceClient
+	broker contractualv1connect.BrokerServiceClient
 }
 
 // connectFlags are the flags of every command that talks to a server.
@@ -75,6 +76,7 @@ func (f *connectFlags) dial(env *Env) (*clients, error) {
 		policy: contractualv1connect.NewPolicyServiceClient(hc, f.server, opts),
 		tools:  contractualv1connect.NewToolServiceClient(hc, f.server, opts),
 		audit:  contractualv1connect.NewAuditServiceClient(hc, f.server, opts),
+		broker: contractualv1connect.NewBrokerServiceClient(hc, f.server, opts),
 	}, nil
 }
 
