@@ -59,7 +59,8 @@ func ownerToken(dir string) (hash [32]byte, path string, err error) {
 // ownerProcedures are the procedures the owner may call over the API: the
 // authorization table for the one caller identity there is so far. Every
 // other procedure (policy's Evaluate, GetModule and GetVerifier, the
-// runner's Execute, audit's Append) is for services only.
+// runner's Execute, audit's Append, the broker's handles) is for services
+// only.
 var ownerProcedures = map[string]bool{
 	contractualv1connect.PolicyServicePublishProcedure:       true,
 	contractualv1connect.PolicyServiceListContractsProcedure: true,
@@ -70,6 +71,10 @@ var ownerProcedures = map[string]bool{
 	contractualv1connect.ToolServiceInvokeProcedure:          true,
 	contractualv1connect.AuditServiceTailProcedure:           true,
 	contractualv1connect.AuditServiceVerifyProcedure:         true,
+	contractualv1connect.BrokerServicePutSecretProcedure:     true,
+	contractualv1connect.BrokerServiceListSecretsProcedure:   true,
+	contractualv1connect.BrokerServiceDeleteSecretProcedure:  true,
+	contractualv1connect.BrokerServiceRotateKeyProcedure:     true,
 }
 
 // authInterceptor authenticates the bearer token, authorizes the procedure

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,11 +22,13 @@ import (
 
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/audit"
+	"github.com/contractual/contractual/internal/broker"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/invoke"
 	"github.com/contractual/contractual/internal/policy"
 	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/internal/runner"
+	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
 
@@ -40,6 +43,13 @@ type Config struct {
 	Log *slog.Logger
 	// Runner bounds concurrent tool calls (zero: the runner's default).
 	Runner runner.Options
+	// KEKFile is the broker's key-encryption key; empty means broker.kek in
+	// DataDir, created at first start.
+	KEKFile string
+	// Egress is the sandbox's egress template. Only tests set it, to reach
+	// test servers through a test dialer; the zero value dials public
+	// addresses only.
+	Egress egress.Config
 }
 
 // Request size caps: a publish carries a module, everything else is small.
@@ -122,12 +132,30 @@ func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (
 		return nil, err
 	}
 	s.closers = append(s.closers, pol.Close)
-	engine, err := sandbox.NewEngine(sandbox.Options{CacheDir: filepath.Join(cfg.DataDir, "cache"), Logger: s.log})
+	kek := cfg.KEKFile
+	if kek == "" {
+		// All-in-one: the key-encryption key lives beside the data, created
+		// at first start. In compose it is a Docker secret (Config.KEKFile).
+		kek = filepath.Join(cfg.DataDir, "broker.kek")
+		if _, err := os.Stat(kek); errors.Is(err, fs.ErrNotExist) {
+			if err := broker.GenerateKEK(kek); err != nil {
+				return nil, err
+			}
+		}
+	}
+	brk, err := broker.Open(ctx, filepath.Join(cfg.DataDir, "broker"), kek, pol, auditSvc, broker.Options{})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, brk.Close)
+	engine, err := sandbox.NewEngine(sandbox.Options{CacheDir: filepath.Join(cfg.DataDir, "cache"), Logger: s.log, Egress: cfg.Egress})
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, engine.Close)
-	run, err := runner.New(ctx, pol, auditSvc, engine, cfg.Runner)
+	runOpts := cfg.Runner
+	runOpts.Broker = brk
+	run, err := runner.New(ctx, pol, auditSvc, engine, runOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -144,9 +172,11 @@ func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (
 	mount(contractualv1connect.NewToolServiceHandler(tools, opts))
 	mount(contractualv1connect.NewAuditServiceHandler(auditSvc, opts))
 	mount(contractualv1connect.NewRunnerServiceHandler(run, opts))
+	mount(contractualv1connect.NewBrokerServiceHandler(brk, opts))
 	names := []string{
 		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
 		contractualv1connect.AuditServiceName, contractualv1connect.RunnerServiceName,
+		contractualv1connect.BrokerServiceName,
 	}
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mount(grpcreflect.NewHandlerV1(reflector))
