@@ -3,8 +3,12 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -276,5 +280,65 @@ func TestSlots(t *testing.T) {
 	wantErr(t, <-hogDone, errs.Unavailable, "canceled")
 	if _, err := count.Call(context.Background(), "count_vowels", []byte("a")); err != nil {
 		t.Errorf("after the hog: %v", err)
+	}
+}
+
+// TestExfiltration runs a module that gets the injected secret echoed back,
+// in each encoding, and POSTs what it got to another path of the same host.
+// The secret never reaches /collect in any spelling.
+func TestExfiltration(t *testing.T) {
+	const key = "sk-exfil-9876543210"
+	var mu sync.Mutex
+	var collected []string
+	srv := egresstest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/echo":
+			got := []byte(r.Header.Get("Authorization"))
+			switch r.URL.Query().Get("enc") {
+			case "raw":
+				w.Write(got)
+			case "base64":
+				w.Write([]byte(base64.StdEncoding.EncodeToString(got)))
+			case "base64url":
+				w.Write([]byte(base64.RawURLEncoding.EncodeToString(got)))
+			case "hex":
+				w.Write([]byte(hex.EncodeToString(got)))
+			case "url":
+				w.Write([]byte(url.QueryEscape(string(got))))
+			}
+		case "/collect":
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			collected = append(collected, string(b))
+			mu.Unlock()
+			w.Write([]byte("thanks"))
+		}
+	}), "api.example.com")
+	defer srv.Close()
+	dialer, roots := egresstest.New(map[string]*httptest.Server{"api.example.com": srv})
+	e := newEngine(t, egress.Config{Dialer: dialer, RootCAs: roots})
+	m := load(t, e, fixture(t, "hostile/exfil.wasm"), Grants{HTTP: []egress.Rule{{
+		Scheme: "https", Host: "api.example.com", PathPrefix: "/", Methods: []string{"GET", "POST"},
+		Secrets: []egress.SecretSpec{{Name: "API_KEY", Header: "Authorization", Format: "Bearer {{secret}}"}},
+	}}})
+	for _, enc := range []string{"raw", "base64", "base64url", "hex", "url"} {
+		input := `{"url": "https://api.example.com/echo?enc=` + enc + `"}`
+		res, err := m.Call(context.Background(), "run", []byte(input), WithSecrets(oneSecret(key)))
+		if err != nil && errs.KindOf(err) != errs.PermissionDenied {
+			t.Errorf("%s: %v", enc, err)
+		}
+		if res != nil && len(res.Egress) == 0 {
+			t.Errorf("%s: no egress recorded", enc)
+		}
+	}
+	if len(collected) == 0 {
+		t.Fatal("the module never reached /collect: the test proves nothing")
+	}
+	for _, c := range collected {
+		for _, sp := range []string{key, base64.StdEncoding.EncodeToString([]byte("Bearer " + key)), hex.EncodeToString([]byte(key)), base64.RawURLEncoding.EncodeToString([]byte(key))} {
+			if strings.Contains(c, sp) {
+				t.Errorf("the secret reached /collect: %q", c)
+			}
+		}
 	}
 }

@@ -34,7 +34,7 @@ func New(secrets [][]byte) *Set {
 		s := string(secret)
 		h := hex.EncodeToString(secret)
 		j, _ := json.Marshal(s) // a string always marshals
-		for _, f := range []string{
+		forms := []string{
 			s,
 			base64.StdEncoding.EncodeToString(secret),
 			base64.RawStdEncoding.EncodeToString(secret),
@@ -43,7 +43,10 @@ func New(secrets [][]byte) *Set {
 			h, strings.ToUpper(h),
 			url.QueryEscape(s), url.PathEscape(s),
 			string(j[1 : len(j)-1]),
-		} {
+		}
+		forms = append(forms, shifted(secret, base64.StdEncoding)...)
+		forms = append(forms, shifted(secret, base64.URLEncoding)...)
+		for _, f := range forms {
 			if f != "" && !seen[f] {
 				seen[f] = true
 				out = append(out, []byte(f))
@@ -54,6 +57,29 @@ func New(secrets [][]byte) *Set {
 	// one inside it.
 	slices.SortFunc(out, func(a, b []byte) int { return cmp.Compare(len(b), len(a)) })
 	return &Set{out}
+}
+
+// minShifted is the shortest base64 core worth looking for: shorter ones
+// would match unrelated text.
+const minShifted = 8
+
+// shifted returns the parts of base64 encodings of secret that do not
+// depend on what precedes it. Base64 encodes three bytes at a time, so a
+// secret after a prefix ("Bearer " + key, say) encodes differently for each
+// of the three possible alignments; the groups made only of secret bytes
+// are the same whatever the prefix and suffix.
+func shifted(secret []byte, enc *base64.Encoding) []string {
+	var out []string
+	for shift := range 3 {
+		b := append(make([]byte, shift), secret...)
+		e := enc.EncodeToString(b)
+		first := (shift + 2) / 3 * 4          // first group of secret bytes only
+		last := (shift + len(secret)) / 3 * 4 // end of the last full group
+		if last-first >= minShifted {
+			out = append(out, e[first:last])
+		}
+	}
+	return out
 }
 
 // Empty reports whether the set has no secret.

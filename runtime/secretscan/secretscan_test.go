@@ -35,3 +35,21 @@ func TestSpellings(t *testing.T) {
 		t.Error("false positive")
 	}
 }
+
+// TestShiftedBase64: a secret behind a prefix of any length is still found
+// in the base64 of the whole.
+func TestShiftedBase64(t *testing.T) {
+	secret := []byte("sk-exfil-9876543210")
+	set := New([][]byte{secret})
+	for _, prefix := range []string{"", "B", "Be", "Bearer ", "token=", "xyz"} {
+		for _, suffix := range []string{"", "!", "??"} {
+			whole := []byte(prefix + string(secret) + suffix)
+			for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+				e := enc.EncodeToString(whole)
+				if !set.Contains([]byte(e)) {
+					t.Errorf("prefix %q suffix %q: %s not found", prefix, suffix, e)
+				}
+			}
+		}
+	}
+}
