@@ -47,7 +47,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700]",
+		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE]",
 			"run every service in one process (embedded SQLite), the API on loopback", serveCmd},
 		{"publish", "publish <tool.wasm> --contract <file>", "publish a tool; its contract lands pending", publishCmd},
 		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT]",

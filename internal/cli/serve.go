@@ -15,6 +15,8 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	data := fs.String("data", defaultDataDir(env), "the data directory ($CONTRACTUAL_DATA)")
 	addr := fs.String("addr", DefaultAddr, "the loopback address to listen on")
+	kek := fs.String("kek", env.getenv("CONTRACTUAL_KEK_FILE"),
+		"the broker's key-encryption key file ($CONTRACTUAL_KEK_FILE; default: broker.kek in the data directory, created at first start)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -23,7 +25,7 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 		return usagef("unexpected argument %q", pos[0])
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
-	s, err := server.Start(ctx, server.Config{DataDir: *data, Addr: *addr, Log: log})
+	s, err := server.Start(ctx, server.Config{DataDir: *data, Addr: *addr, Log: log, KEKFile: *kek})
 	if err != nil {
 		return err
 	}

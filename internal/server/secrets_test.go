@@ -94,3 +94,22 @@ func TestSecretWalkthrough(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWrongKEKStopsStart: a broker key-encryption key that is missing or is
+// not the one the secrets were stored under stops the server at start-up.
+func TestWrongKEKStopsStart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := server.Start(context.Background(), server.Config{DataDir: dir, Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close(context.Background())
+	other := filepath.Join(t.TempDir(), "other.kek")
+	os.WriteFile(other, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))+"\n"), 0o600)
+	for _, kek := range []string{other, filepath.Join(t.TempDir(), "missing.kek")} {
+		_, err := server.Start(context.Background(), server.Config{DataDir: dir, Addr: "127.0.0.1:0", KEKFile: kek})
+		if err == nil || !strings.Contains(err.Error(), filepath.Base(kek)) {
+			t.Errorf("start with %s: %v", filepath.Base(kek), err)
+		}
+	}
+}
