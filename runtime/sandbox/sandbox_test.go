@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -342,5 +343,20 @@ func TestSecretEchoIsRedacted(t *testing.T) {
 	}
 	if strings.Count(string(res.Output), "[REDACTED]") != 3 {
 		t.Errorf("output %s", res.Output)
+	}
+	// After the call, the module's memory (back in the pool) holds no trace.
+	m.memory.mu.Lock()
+	defer m.memory.mu.Unlock()
+	n := 0
+	for _, bufs := range m.memory.idle {
+		for _, b := range bufs {
+			n++
+			if bytes.Contains(b[:cap(b)], []byte(key)) {
+				t.Error("the secret is in the module's pooled memory")
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no pooled memory to inspect")
 	}
 }
