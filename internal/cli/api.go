@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -192,8 +194,13 @@ func invokeCmd(ctx context.Context, env *Env, args []string) error {
 		return printJSON(env, resp)
 	}
 	if resp.GetOutput() != nil {
+		// protojson varies its whitespace on purpose; print compact JSON.
 		b, _ := protojson.Marshal(resp.GetOutput())
-		fmt.Fprintf(env.Stdout, "%s\n", b)
+		var out bytes.Buffer
+		if err := json.Compact(&out, b); err != nil {
+			return errs.Wrap(errs.Internal, err, "printing the output")
+		}
+		fmt.Fprintf(env.Stdout, "%s\n", out.Bytes())
 	} else {
 		fmt.Fprintln(env.Stdout, resp.GetOutputText())
 	}

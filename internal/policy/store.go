@@ -4,19 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
-	"net/url"
-	"os"
-	"path/filepath"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/sqlitestore"
 )
 
 // DBFile is the name of policy's SQLite store inside its directory.
@@ -59,71 +55,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS contracts_one_approved ON contracts(name) WHER
 // keysetKey is the meta key of the signing keyset.
 const keysetKey = "signing_keyset"
 
-// openDB creates dir (0700) and policy.db in it (0600), opens it with WAL
-// and synchronous=FULL, and creates the schema.
+// openDB opens policy's own store (policy.db in dir) and creates the schema.
 func openDB(ctx context.Context, dir string) (*sql.DB, error) {
-	path, err := prepareFile(dir)
-	if err != nil {
-		return nil, err
-	}
-	params := url.Values{
-		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"},
-		"_txlock": {"immediate"},
-	}
-	dsn := (&url.URL{Scheme: "file", Path: path, RawQuery: params.Encode()}).String()
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, errs.Wrap(errs.Unavailable, err, "policy: opening %s", path)
-	}
-	db.SetMaxOpenConns(4)
-	db.SetMaxIdleConns(4)
-	db.SetConnMaxLifetime(0)
-	if err := createSchema(ctx, db); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return db, nil
-}
-
-// prepareFile makes dir and the store file with tight permissions, and
-// returns the file's absolute path.
-func prepareFile(dir string) (string, error) {
-	if dir == "" {
-		return "", errs.E(errs.Invalid, "policy: no directory")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", errs.Wrap(errs.Invalid, err, "policy: directory %q", dir)
-	}
-	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "policy: creating %s", abs)
-	}
-	path := filepath.Join(abs, DBFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "policy: opening %s", path)
-	}
-	defer f.Close()
-	if err := f.Chmod(0o600); err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "policy: chmod %s", path)
-	}
-	return path, nil
-}
-
-// createSchema creates the tables and checks the schema version.
-func createSchema(ctx context.Context, db *sql.DB) error {
-	var v int
-	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
-		return errs.Wrap(errs.Unavailable, err, "policy: reading the schema version")
-	}
-	if v > schemaVersion {
-		return errs.E(errs.FailedPrecondition, "policy: the store has schema version %d; this build knows %d", v, schemaVersion)
-	}
-	stmt := schema + fmt.Sprintf("PRAGMA user_version = %d;", schemaVersion)
-	if _, err := db.ExecContext(ctx, stmt); err != nil {
-		return errs.Wrap(errs.Unavailable, err, "policy: creating the schema")
-	}
-	return nil
+	return sqlitestore.Open(ctx, sqlitestore.Config{
+		Service: "policy", Dir: dir, File: DBFile,
+		Schema: schema, Version: schemaVersion,
+		Pragmas: []string{"foreign_keys(1)"},
+	})
 }
 
 // querier is a *sql.DB or a *sql.Tx.

@@ -64,8 +64,14 @@ func TestSecretWalkthrough(t *testing.T) {
 	out := run("", "publish", tool("ghwhoami", "ghwhoami.wasm"), "--contract", tool("ghwhoami", "contract.yaml"))
 	run("", "contracts", "approve", digestIn(t, out))
 	out = run("", "invoke", "ghwhoami.whoami", "--input", "{}", "--json")
-	if !strings.Contains(out, `"public_repos": 3`) || !strings.Contains(out, "[REDACTED]") {
-		t.Fatalf("invoke: %s", out)
+	var got struct {
+		Output struct {
+			Login       string  `json:"login"`
+			PublicRepos float64 `json:"public_repos"`
+		} `json:"output"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil || got.Output.PublicRepos != 3 || got.Output.Login != "octo [REDACTED]" {
+		t.Fatalf("invoke (%v): %s", err, out)
 	}
 	list := run("", "secrets", "list")
 	if !strings.Contains(list, "GITHUB_TOKEN") || strings.Contains(list, "never") {

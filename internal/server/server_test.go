@@ -212,8 +212,11 @@ func TestCurl(t *testing.T) {
 		return curlTo("/contractual.v1.ToolService/Invoke", auth, body)
 	}
 	body, code := curl(strings.TrimSpace(string(tok)), `{"tool": "textkit.slugify", "input": {"text": "Curl Me"}}`)
-	if code != "200" || !strings.Contains(body, `"slug":"curl-me"`) {
-		t.Errorf("curl: %s %s", code, body)
+	var got struct {
+		Output struct{ Slug string }
+	}
+	if err := json.Unmarshal([]byte(body), &got); code != "200" || err != nil || got.Output.Slug != "curl-me" {
+		t.Errorf("curl: %s %s (%v)", code, body, err)
 	}
 	tests := []struct{ name, auth, body, code, msg string }{
 		{"no token", "", `{"tool": "textkit.slugify", "input": {"text": "x"}}`, "401", "unauthenticated"},
