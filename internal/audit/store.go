@@ -27,8 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -36,6 +34,7 @@ import (
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/sqlitestore"
 )
 
 // File names inside the audit directory.
@@ -185,26 +184,7 @@ func (s *Store) init(ctx context.Context, dir string) error {
 // prepareDir makes dir (0700) and the database file (0600) and returns the
 // file's absolute path.
 func prepareDir(dir string) (string, error) {
-	if dir == "" {
-		return "", errs.E(errs.Invalid, "audit: no directory")
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", errs.Wrap(errs.Invalid, err, "audit: directory %q", dir)
-	}
-	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "audit: creating %s", abs)
-	}
-	path := filepath.Join(abs, DBFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "audit: opening %s", path)
-	}
-	defer f.Close()
-	if err := f.Chmod(0o600); err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "audit: chmod %s", path)
-	}
-	return path, nil
+	return sqlitestore.PrepareFile("audit", dir, DBFile)
 }
 
 // dsn builds a SQLite URI for path with the given query parameters.

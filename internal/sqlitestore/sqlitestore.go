@@ -37,7 +37,7 @@ type Config struct {
 // Open creates the directory and file if needed, opens the store and
 // creates its schema.
 func Open(ctx context.Context, c Config) (*sql.DB, error) {
-	path, err := prepare(c)
+	path, err := PrepareFile(c.Service, c.Dir, c.File)
 	if err != nil {
 		return nil, err
 	}
@@ -64,27 +64,28 @@ func Open(ctx context.Context, c Config) (*sql.DB, error) {
 	return db, nil
 }
 
-// prepare makes the directory and the store file with tight permissions,
-// and returns the file's absolute path.
-func prepare(c Config) (string, error) {
-	if c.Dir == "" {
-		return "", errs.E(errs.Invalid, "%s: no directory", c.Service)
+// PrepareFile makes dir (0700) and the store file in it (0600), for a store
+// that opens its connections itself, and returns the file's absolute path;
+// service names the owner in messages.
+func PrepareFile(service, dir, file string) (string, error) {
+	if dir == "" {
+		return "", errs.E(errs.Invalid, "%s: no directory", service)
 	}
-	abs, err := filepath.Abs(c.Dir)
+	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return "", errs.Wrap(errs.Invalid, err, "%s: directory %q", c.Service, c.Dir)
+		return "", errs.Wrap(errs.Invalid, err, "%s: directory %q", service, dir)
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "%s: creating %s", c.Service, abs)
+		return "", errs.Wrap(errs.Unavailable, err, "%s: creating %s", service, abs)
 	}
-	path := filepath.Join(abs, c.File)
+	path := filepath.Join(abs, file)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "%s: opening %s", c.Service, path)
+		return "", errs.Wrap(errs.Unavailable, err, "%s: opening %s", service, path)
 	}
 	defer f.Close()
 	if err := f.Chmod(0o600); err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "%s: chmod %s", c.Service, path)
+		return "", errs.Wrap(errs.Unavailable, err, "%s: chmod %s", service, path)
 	}
 	return path, nil
 }
