@@ -18,6 +18,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/principal"
+	"github.com/contractual/contractual/internal/rpc"
 )
 
 // handleBytes is the number of random bytes in a handle.
@@ -184,6 +185,7 @@ func (s *Service) checkGrant(ctx context.Context, d *contractualv1.Decision, sec
 		return err
 	}
 	resp, err := s.policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: d.GetContractDigest()})
+	err = rpc.FromConnect(err) // a remote policy fails like a local one
 	switch {
 	case errs.Is(err, errs.NotFound):
 		return errs.E(errs.PermissionDenied, "decision %s names contract %s, which policy does not have", d.GetId(), d.GetContractDigest())

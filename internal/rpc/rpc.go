@@ -58,14 +58,12 @@ func ToConnect(err error, log *slog.Logger) *connect.Error {
 }
 
 // FromConnect turns an error a Connect client returned into an errs error of
-// the matching kind, so that a remote service fails like a local one.
+// the matching kind, so that a remote service fails like a local one. Any
+// other error (an in-process service's) is returned as it is.
 func FromConnect(err error) error {
-	if err == nil {
-		return nil
-	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
-		return errs.Wrap(errs.Unavailable, err, "rpc")
+		return err
 	}
 	kind, ok := codeToKind[ce.Code()]
 	if !ok {

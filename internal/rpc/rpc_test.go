@@ -35,4 +35,8 @@ func TestRoundTrip(t *testing.T) {
 	if errs.KindOf(FromConnect(connect.NewError(connect.CodeCanceled, errors.New("x")))) != errs.Unavailable {
 		t.Error("canceled")
 	}
+	local := errs.E(errs.NotFound, "local")
+	if FromConnect(local) != local || FromConnect(nil) != nil {
+		t.Error("a local error must pass through unchanged")
+	}
 }

@@ -2,11 +2,8 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
-
-	"connectrpc.com/connect"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/decision"
@@ -115,7 +112,7 @@ func (s *Service) approved(ctx context.Context, d *contractualv1.Decision) (*con
 	want := d.GetContractDigest()
 	resp, err := s.policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: want})
 	if err != nil {
-		err = remote(err)
+		err = rpc.FromConnect(err)
 		if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
 			return nil, errs.E(errs.PermissionDenied, "decision %s names contract %s, which policy does not have: %v", d.GetId(), want, err)
 		}
@@ -210,7 +207,7 @@ func (s *Service) finish(ctx context.Context, c *call, resp *contractualv1.Execu
 	if aerr == nil {
 		return resp, err
 	}
-	aerr = remote(aerr)
+	aerr = rpc.FromConnect(aerr)
 	s.log.Error("audit append failed; failing the call closed", "action", ev.Action, "decision", ev.DecisionId, "err", aerr)
 	if err == nil {
 		return nil, errs.Wrap(errs.Unavailable, aerr,
@@ -252,17 +249,6 @@ func (s *Service) admit(ctx context.Context) (func(), error) {
 // busy is the error of a call refused for lack of room.
 func (s *Service) busy() error {
 	return errs.E(errs.ResourceExhausted, "runner busy: %d calls in flight; try again later", cap(s.slots))
-}
-
-// remote turns an error from a Connect client into an errs error, so that a
-// networked dependency fails like an in-process one and its Connect code
-// does not leak through ours.
-func remote(err error) error {
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return rpc.FromConnect(err)
-	}
-	return err
 }
 
 // egressRecords maps the sandbox's egress records onto the API's.

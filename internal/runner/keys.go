@@ -11,6 +11,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/rpc"
 )
 
 // keys holds the verifier of policy's decisions: fetched from policy on
@@ -92,7 +93,7 @@ func (k *keys) fetch(ctx context.Context) (*decision.Verifier, error) {
 	k.fetched = k.now()
 	resp, err := k.policy.GetVerifier(ctx, &contractualv1.GetVerifierRequest{})
 	if err != nil {
-		return nil, errs.Wrap(errs.Unavailable, remote(err), "fetching the decision verification keys from policy")
+		return nil, errs.Wrap(errs.Unavailable, rpc.FromConnect(err), "fetching the decision verification keys from policy")
 	}
 	v, err := decision.NewVerifier(resp.GetPublicKeyset())
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
 
@@ -169,7 +170,7 @@ func (c *moduleCache) build(ctx context.Context, digest string, ct *contractualv
 	}
 	resp, err := c.policy.GetModule(ctx, &contractualv1.GetModuleRequest{Digest: n.GetModule()})
 	if err != nil {
-		if err = remote(err); errs.Is(err, errs.NotFound) {
+		if err = rpc.FromConnect(err); errs.Is(err, errs.NotFound) {
 			return nil, nil, errs.E(errs.FailedPrecondition, "module %s of contract %s is not in policy: %v", n.GetModule(), digest, err)
 		}
 		return nil, nil, errs.Wrap(errs.Unavailable, err, "fetching module %s from policy", n.GetModule())

@@ -5,6 +5,7 @@ import (
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/principal"
+	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/runtime/egress"
 )
 
@@ -31,11 +32,11 @@ func (h *handles) Secret(ctx context.Context, name string, aud egress.Audience) 
 		Decision: h.decision, Secret: name, Audience: aud.String(),
 	})
 	if err != nil {
-		return nil, remote(err)
+		return nil, rpc.FromConnect(err)
 	}
 	v, err := h.broker.RedeemHandle(ctx, &contractualv1.RedeemHandleRequest{Handle: issued.GetHandle(), Audience: aud.String()})
 	if err != nil {
-		return nil, remote(err)
+		return nil, rpc.FromConnect(err)
 	}
 	return v.GetValue(), nil
 }
