@@ -1,0 +1,251 @@
+// Package pairing is the core of device pairing (design flow 5): the
+// one-time setup code that pairs the first device, pairing requests that an
+// already-paired device approves or rejects, the proof of possession of the
+// device key, and the device tokens that authenticate later calls.
+//
+// A device holds an Ed25519 key pair; its id is the fingerprint of the
+// public key (DeviceID) and its principal is "device:<id>". The flow:
+//
+//  1. the device calls Begin with its public key and a name and gets a short
+//     code (shown to the user) and a 32-byte nonce;
+//  2. the owner approves the code (Approve, from a paired device, or
+//     ApproveWithSetupCode for the very first device) or rejects it;
+//  3. the device signs SignedMessage(id, nonce) and calls Complete, which
+//     returns the device token once.
+//
+// Nothing secret is stored in clear: tokens, setup codes and nonces are kept
+// only as SHA-256 hashes. This package has no HTTP, UI or proto; the gateway
+// calls it.
+package pairing
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base32"
+	"encoding/base64"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/sqlitestore"
+)
+
+// DBFile is the name of the pairing store inside its directory.
+const DBFile = "pairing.db"
+
+// ScopeOwner is the scope of every device token for now: full owner rights.
+const ScopeOwner = "owner"
+
+// MaxNameLen is the longest device name accepted, in characters.
+const MaxNameLen = 64
+
+// signPrefix domain-separates the pairing signature from any other use of
+// the device key.
+const signPrefix = "contractual-pair-v1\n"
+
+// approvedBySetupCode is the approved_by of the device paired with the
+// setup code.
+const approvedBySetupCode = "setup-code"
+
+// Options tune a Store; zero values take the defaults.
+type Options struct {
+	// Now returns the current time (default time.Now); tests set it.
+	Now func() time.Time
+	// SetupCodeTTL is how long a setup code is valid (default 10 min).
+	SetupCodeTTL time.Duration
+	// RequestTTL is how long a pairing request waits for approval
+	// (default 5 min).
+	RequestTTL time.Duration
+	// NonceTTL is how long, after approval, the device has to sign the
+	// nonce and Complete (default 60 s).
+	NonceTTL time.Duration
+	// MaxPending bounds the live pairing requests at once (default 16).
+	MaxPending int
+	// BeginsPerMinute bounds Begin calls in any 60 s window (default 30).
+	BeginsPerMinute int
+	// AuthFailuresPerMinute bounds failed Authenticate calls per source,
+	// and failed setup codes overall, in any 60 s window (default 10).
+	AuthFailuresPerMinute int
+}
+
+// withDefaults fills the zero fields of o.
+func (o Options) withDefaults() Options {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.SetupCodeTTL <= 0 {
+		o.SetupCodeTTL = 10 * time.Minute
+	}
+	if o.RequestTTL <= 0 {
+		o.RequestTTL = 5 * time.Minute
+	}
+	if o.NonceTTL <= 0 {
+		o.NonceTTL = 60 * time.Second
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 16
+	}
+	if o.BeginsPerMinute <= 0 {
+		o.BeginsPerMinute = 30
+	}
+	if o.AuthFailuresPerMinute <= 0 {
+		o.AuthFailuresPerMinute = 10
+	}
+	return o
+}
+
+// Store is the pairing service's state: devices and pairing requests in
+// SQLite, rate-limit windows in memory.
+type Store struct {
+	db   *sql.DB
+	opts Options
+
+	// mu serializes writers, so that count-then-insert checks (pending
+	// limit, one setup code) cannot race within this process.
+	mu         sync.Mutex
+	begins     *limiter
+	authFails  *limiter
+	setupFails *limiter
+}
+
+// schema is the pairing store. Times are Unix nanoseconds. Requests are
+// keyed by the hash of their nonce; completed and rejected requests are kept
+// (for distinct replay and rejection errors) until purged a day after
+// creation.
+const schema = `
+CREATE TABLE IF NOT EXISTS setup_codes (
+	hash       BLOB PRIMARY KEY,
+	created_at INTEGER NOT NULL,
+	expires_at INTEGER NOT NULL,
+	used_at    INTEGER
+) STRICT;
+CREATE TABLE IF NOT EXISTS requests (
+	nonce_hash  BLOB PRIMARY KEY,
+	code        TEXT NOT NULL,
+	device_id   TEXT NOT NULL,
+	name        TEXT NOT NULL,
+	pub         BLOB NOT NULL,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL,
+	state       INTEGER NOT NULL,
+	decided_by  TEXT NOT NULL DEFAULT '',
+	decided_at  INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS requests_by_code ON requests(code);
+CREATE INDEX IF NOT EXISTS requests_by_device ON requests(device_id);
+CREATE TABLE IF NOT EXISTS devices (
+	id          TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	pub         BLOB NOT NULL,
+	scope       TEXT NOT NULL,
+	token_hash  BLOB NOT NULL UNIQUE,
+	paired_at   INTEGER NOT NULL,
+	approved_by TEXT NOT NULL,
+	revoked_at  INTEGER,
+	revoked_by  TEXT NOT NULL DEFAULT ''
+) STRICT;
+`
+
+// Open opens (creating if needed) the pairing store in dir.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	db, err := sqlitestore.Open(ctx, sqlitestore.Config{
+		Service: "pairing", Dir: dir, File: DBFile,
+		Schema: schema, Version: 1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	o := opts.withDefaults()
+	return &Store{
+		db:         db,
+		opts:       o,
+		begins:     newLimiter(o.BeginsPerMinute, time.Minute),
+		authFails:  newLimiter(o.AuthFailuresPerMinute, time.Minute),
+		setupFails: newLimiter(o.AuthFailuresPerMinute, time.Minute),
+	}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return errs.Wrap(errs.Internal, err, "pairing: closing the store")
+	}
+	return nil
+}
+
+// now returns the store's current time.
+func (s *Store) now() time.Time { return s.opts.Now() }
+
+// b32 is lowercase base32 without padding.
+var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// DeviceID returns the id of the device with public key pub: the first 16
+// bytes of SHA-256(pub), in lowercase base32 without padding (26 chars).
+func DeviceID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return b32.EncodeToString(sum[:16])
+}
+
+// deviceIDLen is the length of every DeviceID.
+const deviceIDLen = 26
+
+// Principal returns the principal of device id: "device:<id>".
+func Principal(deviceID string) string { return "device:" + deviceID }
+
+// SignedMessage is the exact message a device signs to complete pairing:
+// "contractual-pair-v1\n" + deviceID + "\n" + base64(nonce), base64 being
+// standard encoding with padding. The prefix keeps the signature from being
+// valid for any other protocol.
+func SignedMessage(deviceID string, nonce []byte) []byte {
+	return []byte(signPrefix + deviceID + "\n" + base64.StdEncoding.EncodeToString(nonce))
+}
+
+// checkPub refuses a public key of the wrong length.
+func checkPub(pub ed25519.PublicKey) error {
+	if len(pub) != ed25519.PublicKeySize {
+		return errs.E(errs.Invalid, "pairing: public key must be %d bytes, got %d", ed25519.PublicKeySize, len(pub))
+	}
+	return nil
+}
+
+// checkName refuses an empty, oversized or non-printable device name.
+func checkName(name string) error {
+	switch {
+	case strings.TrimSpace(name) == "":
+		return errs.E(errs.Invalid, "pairing: device name is empty")
+	case !utf8.ValidString(name):
+		return errs.E(errs.Invalid, "pairing: device name is not valid UTF-8")
+	case utf8.RuneCountInString(name) > MaxNameLen:
+		return errs.E(errs.Invalid, "pairing: device name is longer than %d characters", MaxNameLen)
+	case strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
+		return errs.E(errs.Invalid, "pairing: device name has a control or non-printable character")
+	}
+	return nil
+}
+
+// checkDeviceID refuses a string that cannot be a DeviceID.
+func checkDeviceID(id string) error {
+	if len(id) != deviceIDLen {
+		return errs.E(errs.Invalid, "pairing: device id must be %d characters, got %d", deviceIDLen, len(id))
+	}
+	if _, err := b32.DecodeString(id); err != nil {
+		return errs.E(errs.Invalid, "pairing: device id is not lowercase base32")
+	}
+	return nil
+}
+
+// storeErr wraps a database failure.
+func storeErr(err error, format string, args ...any) error {
+	return errs.Wrap(errs.Unavailable, err, "pairing: "+format, args...)
+}
+
+// nanos converts t to the stored form.
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+// fromNanos converts a stored time back.
+func fromNanos(n int64) time.Time { return time.Unix(0, n) }

@@ -1,0 +1,424 @@
+package pairing
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base32"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/contractual/contractual/internal/errs"
+)
+
+func TestDeviceID(t *testing.T) {
+	d := newDevice(t)
+	sum := sha256.Sum256(d.pub)
+	want := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:16]))
+	if d.id != want || len(d.id) != deviceIDLen {
+		t.Fatalf("DeviceID = %q, want %q", d.id, want)
+	}
+	if got := string(SignedMessage("abc", []byte{0xff, 0x00})); got != "contractual-pair-v1\nabc\n/wA=" {
+		t.Fatalf("SignedMessage = %q", got)
+	}
+}
+
+func TestFirstDeviceEndToEnd(t *testing.T) {
+	f := newFixture(t, Options{})
+	d, tok := f.pairFirst()
+	p, err := f.s.Authenticate(f.ctx, tok, "1.2.3.4")
+	if err != nil || p != "device:"+d.id {
+		t.Fatalf("Authenticate = %q, %v", p, err)
+	}
+	devs, err := f.s.Devices(f.ctx)
+	if err != nil || len(devs) != 1 {
+		t.Fatalf("Devices = %v, %v", devs, err)
+	}
+	got := devs[0]
+	if got.ID != d.id || got.Name != "laptop" || !bytes.Equal(got.PublicKey, d.pub) || got.Scope != ScopeOwner ||
+		got.ApprovedBy != "setup-code" || !got.PairedAt.Equal(f.clk.Now()) || !got.RevokedAt.IsZero() {
+		t.Fatalf("device = %+v", got)
+	}
+	if pend, _ := f.s.Pending(f.ctx); len(pend) != 0 {
+		t.Fatalf("Pending after completion = %v", pend)
+	}
+	// A restart keeps the device and its token.
+	f.s.Close()
+	s2, err := Open(f.ctx, f.dir, Options{Now: f.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if p, err := s2.Authenticate(f.ctx, tok, "1.2.3.4"); err != nil || p != "device:"+d.id {
+		t.Fatalf("Authenticate after restart = %q, %v", p, err)
+	}
+}
+
+func TestSecondDeviceApprovedByFirst(t *testing.T) {
+	f := newFixture(t, Options{})
+	first, _ := f.pairFirst()
+	d := newDevice(t)
+	r := f.begin(d, "phone")
+	pend, err := f.s.Pending(f.ctx)
+	if err != nil || len(pend) != 1 || pend[0].Code != r.Code || pend[0].Nonce != nil || pend[0].State != Pending {
+		t.Fatalf("Pending = %+v, %v", pend, err)
+	}
+	if err := f.s.Approve(f.ctx, strings.ToLower(r.Code), Principal(first.id)); err != nil {
+		t.Fatal(err)
+	}
+	tok := f.complete(d, r)
+	if p, err := f.s.Authenticate(f.ctx, tok, "src"); err != nil || p != Principal(d.id) {
+		t.Fatalf("Authenticate = %q, %v", p, err)
+	}
+	devs, _ := f.s.Devices(f.ctx)
+	if len(devs) != 2 || devs[1].ApprovedBy != Principal(first.id) {
+		t.Fatalf("Devices = %+v", devs)
+	}
+}
+
+func TestSetupCode(t *testing.T) {
+	t.Run("single use and refused once a device exists", func(t *testing.T) {
+		f := newFixture(t, Options{})
+		code, exp, err := f.s.SetupCode(f.ctx)
+		if err != nil || len(code) != setupCodeLen || !exp.Equal(f.clk.Now().Add(10*time.Minute)) {
+			t.Fatalf("SetupCode = %q, %v, %v", code, exp, err)
+		}
+		d := newDevice(t)
+		r := f.begin(d, "laptop")
+		if err := f.s.ApproveWithSetupCode(f.ctx, r.Code, code); err != nil {
+			t.Fatal(err)
+		}
+		// Used again before the device completes: the code is spent.
+		r2 := f.begin(newDevice(t), "other")
+		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r2.Code, code), errs.FailedPrecondition, "pairing: setup code already used")
+		f.complete(d, r)
+		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r2.Code, code), errs.FailedPrecondition,
+			"pairing: a device is already paired; the setup code is only for the first device")
+		_, _, err = f.s.SetupCode(f.ctx)
+		wantErr(t, err, errs.FailedPrecondition, "pairing: a device is already paired; pair more devices by approval")
+	})
+	t.Run("expired", func(t *testing.T) {
+		f := newFixture(t, Options{})
+		code, _, _ := f.s.SetupCode(f.ctx)
+		f.clk.Advance(10 * time.Minute)
+		r := f.begin(newDevice(t), "laptop")
+		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, code), errs.FailedPrecondition, "pairing: setup code expired")
+	})
+	t.Run("wrong", func(t *testing.T) {
+		f := newFixture(t, Options{})
+		f.s.SetupCode(f.ctx)
+		r := f.begin(newDevice(t), "laptop")
+		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, "ZZZZ-ZZZZ"), errs.PermissionDenied, "pairing: wrong setup code")
+	})
+	t.Run("a new code replaces the old", func(t *testing.T) {
+		f := newFixture(t, Options{})
+		old, _, _ := f.s.SetupCode(f.ctx)
+		code, _, _ := f.s.SetupCode(f.ctx)
+		r := f.begin(newDevice(t), "laptop")
+		if old != code {
+			wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, old), errs.PermissionDenied, "pairing: wrong setup code")
+		}
+		if err := f.s.ApproveWithSetupCode(f.ctx, r.Code, code); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("wrong codes are rate limited", func(t *testing.T) {
+		f := newFixture(t, Options{AuthFailuresPerMinute: 3})
+		code, _, _ := f.s.SetupCode(f.ctx)
+		r := f.begin(newDevice(t), "laptop")
+		for range 3 {
+			wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, "ZZZZZZZZ"), errs.PermissionDenied, "pairing: wrong setup code")
+		}
+		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, code), errs.ResourceExhausted,
+			"pairing: too many wrong setup codes in the last minute; try again later")
+		f.clk.Advance(time.Minute)
+		if err := f.s.ApproveWithSetupCode(f.ctx, r.Code, code); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestApproveAndReject(t *testing.T) {
+	f := newFixture(t, Options{})
+	first, _ := f.pairFirst()
+	by := Principal(first.id)
+
+	t.Run("expired request", func(t *testing.T) {
+		d := newDevice(t)
+		r := f.begin(d, "phone")
+		f.clk.Advance(5 * time.Minute)
+		wantErr(t, f.s.Approve(f.ctx, r.Code, by), errs.FailedPrecondition, "pairing: request "+r.Code+" expired")
+		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+		wantErr(t, err, errs.FailedPrecondition, "pairing: request "+r.Code+" expired before approval")
+	})
+	t.Run("rejected", func(t *testing.T) {
+		d := newDevice(t)
+		r := f.begin(d, "phone")
+		if err := f.s.Reject(f.ctx, r.Code, by); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+		wantErr(t, err, errs.PermissionDenied, "pairing: request "+r.Code+" was rejected")
+		wantErr(t, f.s.Approve(f.ctx, r.Code, by), errs.FailedPrecondition, "pairing: request "+r.Code+" is already rejected")
+	})
+	t.Run("approver must be a paired device", func(t *testing.T) {
+		r := f.begin(newDevice(t), "phone")
+		stranger := newDevice(t)
+		for _, p := range []string{"", "owner", "device:", "device:" + stranger.id, "session:x"} {
+			if err := f.s.Approve(f.ctx, r.Code, p); !errs.Is(err, errs.PermissionDenied) {
+				t.Fatalf("Approve by %q: %v", p, err)
+			}
+		}
+		if pend, _ := f.s.Pending(f.ctx); pend[len(pend)-1].State != Pending {
+			t.Fatal("request changed")
+		}
+	})
+	t.Run("unknown code", func(t *testing.T) {
+		wantErr(t, f.s.Approve(f.ctx, "222222", by), errs.NotFound, "pairing: no pairing request with code 222222")
+	})
+}
+
+func TestComplete(t *testing.T) {
+	f := newFixture(t, Options{})
+	first, _ := f.pairFirst()
+	by := Principal(first.id)
+	other := newDevice(t)
+
+	// approved returns a new device with an approved request.
+	approved := func(t *testing.T) (device, *Request) {
+		d := newDevice(t)
+		r := f.begin(d, "phone")
+		if err := f.s.Approve(f.ctx, r.Code, by); err != nil {
+			t.Fatal(err)
+		}
+		return d, r
+	}
+	t.Run("awaiting approval", func(t *testing.T) {
+		d := newDevice(t)
+		r := f.begin(d, "phone")
+		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+		wantErr(t, err, errs.FailedPrecondition, "pairing: request "+r.Code+" is awaiting approval")
+	})
+	t.Run("unknown nonce", func(t *testing.T) {
+		d, _ := approved(t)
+		nonce := bytes.Repeat([]byte{7}, NonceSize)
+		_, err := f.s.Complete(f.ctx, d.id, nonce, d.sign(nonce))
+		wantErr(t, err, errs.NotFound, "pairing: no pairing request for this nonce")
+	})
+	t.Run("device id does not match the key", func(t *testing.T) {
+		_, r := approved(t)
+		_, err := f.s.Complete(f.ctx, other.id, r.Nonce, other.sign(r.Nonce))
+		wantErr(t, err, errs.PermissionDenied, "pairing: device id "+other.id+" does not match the key of the request")
+	})
+	t.Run("bad signature", func(t *testing.T) {
+		d, r := approved(t)
+		forged := ed25519Sign(other, SignedMessage(d.id, r.Nonce))
+		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, forged)
+		wantErr(t, err, errs.Unauthenticated, "pairing: bad signature of the nonce")
+		// Signing the bare nonce, without the domain prefix, is refused too.
+		_, err = f.s.Complete(f.ctx, d.id, r.Nonce, ed25519Sign(d, r.Nonce))
+		wantErr(t, err, errs.Unauthenticated, "pairing: bad signature of the nonce")
+		f.complete(d, r) // the request is still usable by its owner
+	})
+	t.Run("replay", func(t *testing.T) {
+		d, r := approved(t)
+		sig := d.sign(r.Nonce)
+		if _, err := f.s.Complete(f.ctx, d.id, r.Nonce, sig); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, sig)
+		wantErr(t, err, errs.FailedPrecondition, "pairing: nonce already used (replayed completion)")
+	})
+	t.Run("stale nonce", func(t *testing.T) {
+		d, r := approved(t)
+		f.clk.Advance(60 * time.Second)
+		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+		wantErr(t, err, errs.FailedPrecondition, "pairing: nonce is stale (not completed within 1m0s of approval); begin again")
+		// A stale request is no longer live: the device may begin again.
+		r2 := f.begin(d, "phone")
+		if err := f.s.Approve(f.ctx, r2.Code, by); err != nil {
+			t.Fatal(err)
+		}
+		f.complete(d, r2)
+	})
+	t.Run("already paired", func(t *testing.T) {
+		_, err := f.s.Begin(f.ctx, first.pub, "again")
+		wantErr(t, err, errs.AlreadyExists, "pairing: device "+first.id+" is already paired")
+	})
+	t.Run("one live request per device", func(t *testing.T) {
+		d := newDevice(t)
+		f.begin(d, "phone")
+		_, err := f.s.Begin(f.ctx, d.pub, "phone")
+		wantErr(t, err, errs.AlreadyExists, "pairing: device "+d.id+" already has a live pairing request")
+	})
+}
+
+func TestRevoke(t *testing.T) {
+	f := newFixture(t, Options{})
+	first, firstTok := f.pairFirst()
+	second, tok := f.pairBy(first, "phone")
+	if _, err := f.s.Authenticate(f.ctx, tok, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.Revoke(f.ctx, second.id, Principal(first.id)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.s.Authenticate(f.ctx, tok, "s")
+	wantErr(t, err, errs.Unauthenticated, "pairing: invalid or revoked device token")
+	wantErr(t, f.s.Revoke(f.ctx, second.id, Principal(first.id)), errs.FailedPrecondition, "pairing: device "+second.id+" is already revoked")
+	wantErr(t, f.s.Revoke(f.ctx, first.id, Principal(second.id)), errs.PermissionDenied, "pairing: device:"+second.id+" is not a paired device")
+	unknown := newDevice(t)
+	wantErr(t, f.s.Revoke(f.ctx, unknown.id, Principal(first.id)), errs.NotFound, "pairing: no device "+unknown.id)
+	if _, err := f.s.Authenticate(f.ctx, firstTok, "s"); err != nil {
+		t.Fatalf("first device: %v", err)
+	}
+	devs, _ := f.s.Devices(f.ctx)
+	if devs[1].RevokedAt.IsZero() || devs[1].RevokedBy != Principal(first.id) {
+		t.Fatalf("revoked device = %+v", devs[1])
+	}
+	// A revoked device may pair again, with a new token.
+	r := f.begin(second, "phone")
+	if err := f.s.Approve(f.ctx, r.Code, Principal(first.id)); err != nil {
+		t.Fatal(err)
+	}
+	tok2 := f.complete(second, r)
+	if _, err := f.s.Authenticate(f.ctx, tok, "s"); err == nil {
+		t.Fatal("old token accepted after re-pairing")
+	}
+	if p, err := f.s.Authenticate(f.ctx, tok2, "s"); err != nil || p != Principal(second.id) {
+		t.Fatalf("new token: %q, %v", p, err)
+	}
+}
+
+func TestTokenNeverStoredInClear(t *testing.T) {
+	f := newFixture(t, Options{})
+	code, _, _ := f.s.SetupCode(f.ctx)
+	d := newDevice(t)
+	r := f.begin(d, "laptop")
+	if err := f.s.ApproveWithSetupCode(f.ctx, r.Code, code); err != nil {
+		t.Fatal(err)
+	}
+	tok := f.complete(d, r)
+	secrets := map[string][]byte{"token": []byte(tok), "setup code": []byte(code), "nonce": r.Nonce}
+	files, _ := filepath.Glob(filepath.Join(f.dir, DBFile+"*"))
+	if len(files) < 2 {
+		t.Fatalf("store files = %v, want the db and its WAL", files)
+	}
+	var all []byte
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b...)
+		for what, s := range secrets {
+			if bytes.Contains(b, s) {
+				t.Errorf("%s found in clear in %s", what, filepath.Base(name))
+			}
+		}
+	}
+	// Positive control: what is stored in clear is found, so the search reads
+	// the right bytes.
+	for _, s := range [][]byte{[]byte("laptop"), d.pub, hash([]byte(tok))} {
+		if !bytes.Contains(all, s) {
+			t.Errorf("control %q not found in the store files", s)
+		}
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	t.Run("pending requests", func(t *testing.T) {
+		f := newFixture(t, Options{MaxPending: 2})
+		f.begin(newDevice(t), "a")
+		f.begin(newDevice(t), "b")
+		_, err := f.s.Begin(f.ctx, newDevice(t).pub, "c")
+		wantErr(t, err, errs.ResourceExhausted, "pairing: 2 pairing requests are already pending; try again later")
+		f.clk.Advance(5 * time.Minute) // both expire
+		f.begin(newDevice(t), "c")
+	})
+	t.Run("begins per minute", func(t *testing.T) {
+		f := newFixture(t, Options{BeginsPerMinute: 3})
+		for range 3 {
+			f.begin(newDevice(t), "a")
+		}
+		_, err := f.s.Begin(f.ctx, newDevice(t).pub, "a")
+		wantErr(t, err, errs.ResourceExhausted, "pairing: too many pairing requests in the last minute; try again later")
+		f.clk.Advance(time.Minute)
+		f.begin(newDevice(t), "a")
+	})
+	t.Run("auth failures per source", func(t *testing.T) {
+		f := newFixture(t, Options{AuthFailuresPerMinute: 3})
+		_, tok := f.pairFirst()
+		for _, bad := range []string{"", "x", strings.Repeat("A", 43)} {
+			_, err := f.s.Authenticate(f.ctx, bad, "evil")
+			wantErr(t, err, errs.Unauthenticated, "pairing: invalid or revoked device token")
+		}
+		_, err := f.s.Authenticate(f.ctx, tok, "evil")
+		wantErr(t, err, errs.ResourceExhausted, "pairing: too many failed authentications from this source; try again later")
+		if _, err := f.s.Authenticate(f.ctx, tok, "good"); err != nil {
+			t.Fatalf("other source: %v", err)
+		}
+		f.clk.Advance(time.Minute)
+		if _, err := f.s.Authenticate(f.ctx, tok, "evil"); err != nil {
+			t.Fatalf("after the window: %v", err)
+		}
+	})
+}
+
+func TestMalformedInput(t *testing.T) {
+	f := newFixture(t, Options{})
+	first, _ := f.pairFirst()
+	d := newDevice(t)
+	r := f.begin(d, "phone")
+	nonce, sig := r.Nonce, d.sign(r.Nonce)
+	tests := []struct {
+		name string
+		call func() error
+		msg  string
+	}{
+		{"empty name", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, " "); return err },
+			"pairing: device name is empty"},
+		{"long name", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, strings.Repeat("é", 65)); return err },
+			"pairing: device name is longer than 64 characters"},
+		{"control char", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, "a\nb"); return err },
+			"pairing: device name has a control or non-printable character"},
+		{"bad utf-8", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, "a\xffb"); return err },
+			"pairing: device name is not valid UTF-8"},
+		{"short key", func() error { _, err := f.s.Begin(f.ctx, d.pub[:31], "x"); return err },
+			"pairing: public key must be 32 bytes, got 31"},
+		{"nil key", func() error { _, err := f.s.Begin(f.ctx, nil, "x"); return err },
+			"pairing: public key must be 32 bytes, got 0"},
+		{"short code", func() error { return f.s.Approve(f.ctx, "123", Principal(first.id)) },
+			"pairing: request code must be 6 characters"},
+		{"code alphabet", func() error { return f.s.Approve(f.ctx, "0OI1!!", Principal(first.id)) },
+			"pairing: request code has a character outside " + codeAlphabet},
+		{"reject bad code", func() error { return f.s.Reject(f.ctx, "", Principal(first.id)) },
+			"pairing: request code must be 6 characters"},
+		{"setup code length", func() error { return f.s.ApproveWithSetupCode(f.ctx, r.Code, "ABC") },
+			"pairing: setup code must be 8 characters"},
+		{"device id", func() error { _, err := f.s.Complete(f.ctx, "short", nonce, sig); return err },
+			"pairing: device id must be 26 characters, got 5"},
+		{"device id alphabet", func() error { _, err := f.s.Complete(f.ctx, strings.ToUpper(d.id), nonce, sig); return err },
+			"pairing: device id is not lowercase base32"},
+		{"nonce size", func() error { _, err := f.s.Complete(f.ctx, d.id, nonce[:8], sig); return err },
+			"pairing: nonce must be 32 bytes, got 8"},
+		{"sig size", func() error { _, err := f.s.Complete(f.ctx, d.id, nonce, sig[:10]); return err },
+			"pairing: signature must be 64 bytes, got 10"},
+		{"revoke id", func() error { return f.s.Revoke(f.ctx, "", Principal(first.id)) },
+			"pairing: device id must be 26 characters, got 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantErr(t, tt.call(), errs.Invalid, tt.msg)
+			pend, err := f.s.Pending(f.ctx)
+			if err != nil || len(pend) != 1 || pend[0].State != Pending {
+				t.Fatalf("Pending changed: %+v, %v", pend, err)
+			}
+			if devs, _ := f.s.Devices(f.ctx); len(devs) != 1 || !devs[0].RevokedAt.IsZero() {
+				t.Fatalf("Devices changed: %+v", devs)
+			}
+		})
+	}
+}
