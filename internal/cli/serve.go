@@ -30,6 +30,10 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "contractual: serving %s\ncontractual: data in %s\ncontractual: owner token in %s\n", s.URL, *data, s.TokenPath)
+	if s.SetupCode != "" {
+		fmt.Fprintf(env.Stdout, "contractual: no device is paired yet; pair the first one with setup code %s (valid until %s)\n",
+			s.SetupCode, s.SetupCodeExpires.Local().Format("15:04:05"))
+	}
 	select {
 	case <-ctx.Done():
 	case <-waitDone(s):

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,26 +76,78 @@ var ownerProcedures = map[string]bool{
 	contractualv1connect.BrokerServiceListSecretsProcedure:   true,
 	contractualv1connect.BrokerServiceDeleteSecretProcedure:  true,
 	contractualv1connect.BrokerServiceRotateKeyProcedure:     true,
+	// Deciding pairing requests and revoking devices: pairing itself checks
+	// that the caller is a paired device (the bootstrap token is not one).
+	contractualv1connect.PairingServiceApprovePairingProcedure:      true,
+	contractualv1connect.PairingServiceRejectPairingProcedure:       true,
+	contractualv1connect.PairingServiceListPairingRequestsProcedure: true,
+	contractualv1connect.PairingServiceListDevicesProcedure:         true,
+	contractualv1connect.PairingServiceRevokeDeviceProcedure:        true,
 }
 
-// authInterceptor authenticates the bearer token, authorizes the procedure
-// and puts the principal in the context. Tokens travel only in the
-// Authorization header, never in a URL.
-func authInterceptor(tokenHash [32]byte) connect.Interceptor {
+// openProcedures need no token: they are how a device gets one. Pairing
+// rate-limits them and checks every step.
+var openProcedures = map[string]bool{
+	contractualv1connect.PairingServiceBeginPairingProcedure:         true,
+	contractualv1connect.PairingServiceApproveWithSetupCodeProcedure: true,
+	contractualv1connect.PairingServiceCompletePairingProcedure:      true,
+}
+
+// Authenticator checks a device token; source names where the attempt came
+// from, for rate-limiting failures.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token, source string) (string, error)
+}
+
+// authInterceptor authenticates the bearer token (the bootstrap owner token
+// or a paired device's token), authorizes the procedure and puts the
+// principal in the context. Tokens travel only in the Authorization header,
+// never in a URL.
+func authInterceptor(tokenHash [32]byte, devices Authenticator) connect.Interceptor {
 	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			proc := req.Spec().Procedure
+			if openProcedures[proc] {
+				return next(ctx, req)
+			}
 			tok, ok := strings.CutPrefix(req.Header().Get("Authorization"), "Bearer ")
+			tok = strings.TrimSpace(tok)
 			if !ok || tok == "" {
-				return nil, errs.E(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token from %s>", TokenFile)
+				return nil, errs.E(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token> (a paired device's, or the bootstrap one in %s)", TokenFile)
 			}
-			h := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-			if subtle.ConstantTimeCompare(h[:], tokenHash[:]) != 1 {
-				return nil, errs.E(errs.Unauthenticated, "wrong bearer token")
+			who, err := authenticate(ctx, tok, tokenHash, devices, source(req))
+			if err != nil {
+				return nil, err
 			}
-			if !ownerProcedures[req.Spec().Procedure] {
-				return nil, errs.E(errs.PermissionDenied, "%s is for services, not for the owner", req.Spec().Procedure)
+			if !ownerProcedures[proc] {
+				return nil, errs.E(errs.PermissionDenied, "%s is for services, not for the owner", proc)
 			}
-			return next(principal.With(ctx, principal.Owner), req)
+			return next(principal.With(ctx, who), req)
 		}
 	})
+}
+
+// authenticate returns the principal a token stands for.
+func authenticate(ctx context.Context, tok string, ownerHash [32]byte, devices Authenticator, src string) (string, error) {
+	h := sha256.Sum256([]byte(tok))
+	if subtle.ConstantTimeCompare(h[:], ownerHash[:]) == 1 {
+		return principal.Owner, nil
+	}
+	who, err := devices.Authenticate(ctx, tok, src)
+	if err != nil {
+		if errs.Is(err, errs.Unauthenticated) {
+			return "", errs.E(errs.Unauthenticated, "wrong bearer token")
+		}
+		return "", err
+	}
+	return who, nil
+}
+
+// source is the caller's IP address, for rate limits.
+func source(req connect.AnyRequest) string {
+	host, _, err := net.SplitHostPort(req.Peer().Addr)
+	if err != nil {
+		return req.Peer().Addr
+	}
+	return host
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/contractual/contractual/internal/broker"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/invoke"
+	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/policy"
 	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/internal/runner"
@@ -64,6 +65,9 @@ type Server struct {
 	URL string
 	// TokenPath is the owner token's file.
 	TokenPath string
+	// SetupCode pairs the first device; set only while no device is paired.
+	SetupCode        string
+	SetupCodeExpires time.Time
 
 	log     *slog.Logger
 	ln      net.Listener
@@ -161,9 +165,20 @@ func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (
 	}
 	s.closers = append(s.closers, run.Close)
 	tools := invoke.New(pol, run)
+	devices, err := pairing.Open(ctx, filepath.Join(cfg.DataDir, "gateway"), pairing.Options{})
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func(context.Context) error { return devices.Close() })
+	// The first device pairs with a one-time code printed on the console.
+	if code, exp, err := devices.SetupCode(ctx); err == nil {
+		s.SetupCode, s.SetupCodeExpires = code, exp
+	} else if !errs.Is(err, errs.FailedPrecondition) {
+		return nil, err
+	}
 
 	opts := connect.WithHandlerOptions(
-		connect.WithInterceptors(rpc.ErrorInterceptor(s.log), authInterceptor(tokenHash)),
+		connect.WithInterceptors(rpc.ErrorInterceptor(s.log), authInterceptor(tokenHash, devices)),
 		connect.WithReadMaxBytes(maxRequestBytes),
 	)
 	r := http.NewServeMux()
@@ -173,10 +188,11 @@ func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (
 	mount(contractualv1connect.NewAuditServiceHandler(auditSvc, opts))
 	mount(contractualv1connect.NewRunnerServiceHandler(run, opts))
 	mount(contractualv1connect.NewBrokerServiceHandler(brk, opts))
+	mount(contractualv1connect.NewPairingServiceHandler(pairing.NewService(devices), opts))
 	names := []string{
 		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
 		contractualv1connect.AuditServiceName, contractualv1connect.RunnerServiceName,
-		contractualv1connect.BrokerServiceName,
+		contractualv1connect.BrokerServiceName, contractualv1connect.PairingServiceName,
 	}
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mount(grpcreflect.NewHandlerV1(reflector))

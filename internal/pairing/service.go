@@ -1,0 +1,114 @@
+package pairing
+
+import (
+	"context"
+	"crypto/ed25519"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/principal"
+)
+
+// Service is the PairingService over a Store: the one place where pairing's
+// protobuf messages meet its domain types.
+type Service struct{ store *Store }
+
+var _ contractualv1connect.PairingServiceHandler = (*Service)(nil)
+
+// NewService returns the PairingService for store.
+func NewService(store *Store) *Service { return &Service{store: store} }
+
+// BeginPairing asks to pair a device.
+func (s *Service) BeginPairing(ctx context.Context, req *contractualv1.BeginPairingRequest) (*contractualv1.BeginPairingResponse, error) {
+	if len(req.GetPublicKey()) != ed25519.PublicKeySize {
+		return nil, errs.E(errs.Invalid, "public_key must be a raw %d-byte Ed25519 key, not %d bytes", ed25519.PublicKeySize, len(req.GetPublicKey()))
+	}
+	r, err := s.store.Begin(ctx, ed25519.PublicKey(req.GetPublicKey()), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.BeginPairingResponse{Code: r.Code, DeviceId: r.DeviceID, Nonce: r.Nonce, ExpiresAt: timestamppb.New(r.ExpiresAt)}, nil
+}
+
+// ApproveWithSetupCode approves the first device with the setup code.
+func (s *Service) ApproveWithSetupCode(ctx context.Context, req *contractualv1.ApproveWithSetupCodeRequest) (*contractualv1.ApproveWithSetupCodeResponse, error) {
+	if err := s.store.ApproveWithSetupCode(ctx, req.GetRequestCode(), req.GetSetupCode()); err != nil {
+		return nil, err
+	}
+	return &contractualv1.ApproveWithSetupCodeResponse{}, nil
+}
+
+// CompletePairing proves possession and returns the device's token, once.
+func (s *Service) CompletePairing(ctx context.Context, req *contractualv1.CompletePairingRequest) (*contractualv1.CompletePairingResponse, error) {
+	tok, err := s.store.Complete(ctx, req.GetDeviceId(), req.GetNonce(), req.GetSignature())
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.CompletePairingResponse{Token: tok, Principal: Principal(req.GetDeviceId())}, nil
+}
+
+// ApprovePairing approves a pending request, as the calling device.
+func (s *Service) ApprovePairing(ctx context.Context, req *contractualv1.ApprovePairingRequest) (*contractualv1.ApprovePairingResponse, error) {
+	if err := s.store.Approve(ctx, req.GetCode(), principal.From(ctx)); err != nil {
+		return nil, err
+	}
+	return &contractualv1.ApprovePairingResponse{}, nil
+}
+
+// RejectPairing rejects a pending request, as the calling device.
+func (s *Service) RejectPairing(ctx context.Context, req *contractualv1.RejectPairingRequest) (*contractualv1.RejectPairingResponse, error) {
+	if err := s.store.Reject(ctx, req.GetCode(), principal.From(ctx)); err != nil {
+		return nil, err
+	}
+	return &contractualv1.RejectPairingResponse{}, nil
+}
+
+// ListPairingRequests lists pending requests.
+func (s *Service) ListPairingRequests(ctx context.Context, _ *contractualv1.ListPairingRequestsRequest) (*contractualv1.ListPairingRequestsResponse, error) {
+	rs, err := s.store.Pending(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &contractualv1.ListPairingRequestsResponse{}
+	for _, r := range rs {
+		out.Requests = append(out.Requests, &contractualv1.PairingRequest{
+			Code: r.Code, DeviceId: r.DeviceID, Name: r.Name,
+			CreatedAt: timestamppb.New(r.CreatedAt), ExpiresAt: timestamppb.New(r.ExpiresAt),
+		})
+	}
+	return out, nil
+}
+
+// ListDevices lists paired devices.
+func (s *Service) ListDevices(ctx context.Context, _ *contractualv1.ListDevicesRequest) (*contractualv1.ListDevicesResponse, error) {
+	ds, err := s.store.Devices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &contractualv1.ListDevicesResponse{}
+	for _, d := range ds {
+		out.Devices = append(out.Devices, &contractualv1.Device{
+			Id: d.ID, Name: d.Name, PairedAt: timestamppb.New(d.PairedAt), ApprovedBy: d.ApprovedBy, RevokedAt: optionalTime(d.RevokedAt),
+		})
+	}
+	return out, nil
+}
+
+// RevokeDevice revokes a device's token, at once.
+func (s *Service) RevokeDevice(ctx context.Context, req *contractualv1.RevokeDeviceRequest) (*contractualv1.RevokeDeviceResponse, error) {
+	if err := s.store.Revoke(ctx, req.GetDeviceId(), principal.From(ctx)); err != nil {
+		return nil, err
+	}
+	return &contractualv1.RevokeDeviceResponse{}, nil
+}
+
+func optionalTime(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}

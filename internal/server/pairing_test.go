@@ -1,0 +1,115 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/pairing"
+	"github.com/contractual/contractual/internal/server"
+)
+
+// pairDevice runs the device side of pairing: begin, have approve approve
+// the request (by its code), prove possession, get the token.
+func pairDevice(t *testing.T, s *server.Server, name string, approve func(code string)) string {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL)
+	begin, err := pc.BeginPairing(context.Background(), &contractualv1.BeginPairingRequest{PublicKey: pub, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before approval, possession alone gets nothing.
+	sig := ed25519.Sign(priv, pairing.SignedMessage(begin.GetDeviceId(), begin.GetNonce()))
+	if _, err := pc.CompletePairing(context.Background(), &contractualv1.CompletePairingRequest{
+		DeviceId: begin.GetDeviceId(), Nonce: begin.GetNonce(), Signature: sig,
+	}); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("complete before approval: %v", err)
+	}
+	approve(begin.GetCode())
+	done, err := pc.CompletePairing(context.Background(), &contractualv1.CompletePairingRequest{
+		DeviceId: begin.GetDeviceId(), Nonce: begin.GetNonce(), Signature: sig,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return done.GetToken()
+}
+
+// TestPairing: the first device pairs with the setup code the server
+// printed; it can then call tools and approve a second device; revoking the
+// second device refuses its next call at once.
+func TestPairing(t *testing.T) {
+	s, _ := start(t)
+	if s.SetupCode == "" {
+		t.Fatal("no setup code at first start")
+	}
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL)
+	first := pairDevice(t, s, "laptop", func(code string) {
+		if _, err := pc.ApproveWithSetupCode(context.Background(), &contractualv1.ApproveWithSetupCodeRequest{RequestCode: code, SetupCode: s.SetupCode}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	asFirst := connect.WithInterceptors(bearer(first))
+	publishApproved(t, s)
+	tools := contractualv1connect.NewToolServiceClient(http.DefaultClient, s.URL, asFirst)
+	in, _ := structpb.NewValue(map[string]any{"text": "Paired"})
+	if _, err := tools.Invoke(context.Background(), &contractualv1.InvokeRequest{Tool: "textkit.slugify", Input: in}); err != nil {
+		t.Fatalf("invoke as the first device: %v", err)
+	}
+
+	// The setup code was single-use.
+	_, err := pc.ApproveWithSetupCode(context.Background(), &contractualv1.ApproveWithSetupCodeRequest{RequestCode: "ABCDEF", SetupCode: s.SetupCode})
+	if err == nil {
+		t.Fatal("setup code reused")
+	}
+
+	asFirstPairing := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL, asFirst)
+	second := pairDevice(t, s, "phone", func(code string) {
+		if _, err := asFirstPairing.ApprovePairing(context.Background(), &contractualv1.ApprovePairingRequest{Code: code}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	tools2 := contractualv1connect.NewToolServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(second)))
+	if _, err := tools2.Invoke(context.Background(), &contractualv1.InvokeRequest{Tool: "textkit.slugify", Input: in}); err != nil {
+		t.Fatalf("invoke as the second device: %v", err)
+	}
+	devs, err := asFirstPairing.ListDevices(context.Background(), &contractualv1.ListDevicesRequest{})
+	if err != nil || len(devs.GetDevices()) != 2 {
+		t.Fatalf("devices: %v %v", devs, err)
+	}
+	var phone string
+	for _, d := range devs.GetDevices() {
+		if d.GetName() == "phone" {
+			phone = d.GetId()
+		}
+	}
+	if _, err := asFirstPairing.RevokeDevice(context.Background(), &contractualv1.RevokeDeviceRequest{DeviceId: phone}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tools2.Invoke(context.Background(), &contractualv1.InvokeRequest{Tool: "textkit.slugify", Input: in})
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("revoked device: %v", err)
+	}
+
+	// The bootstrap owner token is not a device: it cannot approve pairing.
+	tok, _ := os.ReadFile(s.TokenPath)
+	asOwner := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(strings.TrimSpace(string(tok)))))
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	third, err := pc.BeginPairing(context.Background(), &contractualv1.BeginPairingRequest{PublicKey: pub, Name: "tablet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asOwner.ApprovePairing(context.Background(), &contractualv1.ApprovePairingRequest{Code: third.GetCode()}); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("the owner token approving a pairing request: %v", err)
+	}
+}
