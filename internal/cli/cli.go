@@ -53,6 +53,8 @@ func init() {
 		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT]",
 			"see and decide contracts", contractsCmd},
 		{"invoke", "invoke <name.export> --input <json|@file|->", "call a tool through the server", invokeCmd},
+		{"pair", "pair [--setup-code CODE] [--name NAME]", "pair this device with the server (the first one with the setup code)", pairCmd},
+		{"devices", "devices list | requests | approve <CODE> | reject <CODE> | revoke <ID>", "manage paired devices (as a paired device)", devicesCmd},
 		{"secrets", "secrets put <NAME> | list | delete <NAME> | rotate-key", "write-only secrets (put reads stdin or a prompt)", secretsCmd},
 		{"audit", "audit tail|verify [--data DIR] [--online]", "read the audit log, verify its chain and checkpoints", auditCmd},
 		{"run", "run <module.wasm> --contract <file> --input <json|@file|-> [--export NAME] [--json]",

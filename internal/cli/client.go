@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -37,32 +38,44 @@ func defaultDataDir(env *Env) string {
 
 // clients are the API clients a CLI command uses.
 type clients struct {
-	policy contractualv1connect.PolicyServiceClient
-	tools  contractualv1connect.ToolServiceClient
-	audit  contractualv1connect.AuditServiceClient
-	broker contractualv1connect.BrokerServiceClient
+	policy  contractualv1connect.PolicyServiceClient
+	tools   contractualv1connect.ToolServiceClient
+	audit   contractualv1connect.AuditServiceClient
+	broker  contractualv1connect.BrokerServiceClient
+	pairing contractualv1connect.PairingServiceClient
 }
 
 // connectFlags are the flags of every command that talks to a server.
 type connectFlags struct {
 	server, tokenFile string
+	// tokenSet is true when --token-file was given: it then wins over the
+	// device token.
+	tokenSet bool
 }
 
-func (f *connectFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-}, env *Env) {
+func (f *connectFlags) register(fs *flag.FlagSet, env *Env) {
 	url := env.getenv("CONTRACTUAL_SERVER")
 	if url == "" {
 		url = "http://" + DefaultAddr
 	}
 	fs.StringVar(&f.server, "server", url, "the server's URL ($CONTRACTUAL_SERVER)")
-	fs.StringVar(&f.tokenFile, "token-file", filepath.Join(defaultDataDir(env), server.TokenFile),
-		"the owner token file ($CONTRACTUAL_TOKEN holds the token itself, if set)")
+	fs.Func("token-file", "the bootstrap owner token file (default: this device's token from `contractual pair`, else "+
+		filepath.Join(defaultDataDir(env), server.TokenFile)+"; $CONTRACTUAL_TOKEN holds a token itself)", func(v string) error {
+		f.tokenFile, f.tokenSet = v, true
+		return nil
+	})
+	f.tokenFile = filepath.Join(defaultDataDir(env), server.TokenFile)
 }
 
-// dial returns clients that authenticate as the owner.
+// dial returns clients that authenticate with $CONTRACTUAL_TOKEN, else this
+// device's token (from `contractual pair`), else the bootstrap owner token.
 func (f *connectFlags) dial(env *Env) (*clients, error) {
 	tok := env.getenv("CONTRACTUAL_TOKEN")
+	if tok == "" && !f.tokenSet {
+		if b, err := os.ReadFile(deviceTokenFile(env)); err == nil {
+			tok = strings.TrimSpace(string(b))
+		}
+	}
 	if tok == "" {
 		b, err := os.ReadFile(f.tokenFile)
 		if err != nil {
@@ -73,10 +86,11 @@ func (f *connectFlags) dial(env *Env) (*clients, error) {
 	opts := connect.WithInterceptors(bearer(tok))
 	hc := http.DefaultClient
 	return &clients{
-		policy: contractualv1connect.NewPolicyServiceClient(hc, f.server, opts),
-		tools:  contractualv1connect.NewToolServiceClient(hc, f.server, opts),
-		audit:  contractualv1connect.NewAuditServiceClient(hc, f.server, opts),
-		broker: contractualv1connect.NewBrokerServiceClient(hc, f.server, opts),
+		policy:  contractualv1connect.NewPolicyServiceClient(hc, f.server, opts),
+		tools:   contractualv1connect.NewToolServiceClient(hc, f.server, opts),
+		audit:   contractualv1connect.NewAuditServiceClient(hc, f.server, opts),
+		broker:  contractualv1connect.NewBrokerServiceClient(hc, f.server, opts),
+		pairing: contractualv1connect.NewPairingServiceClient(hc, f.server, opts),
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/cli"
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/server"
 )
@@ -111,5 +113,48 @@ func TestPairing(t *testing.T) {
 	}
 	if _, err := asOwner.ApprovePairing(context.Background(), &contractualv1.ApprovePairingRequest{Code: third.GetCode()}); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("the owner token approving a pairing request: %v", err)
+	}
+}
+
+// TestPairCLI pairs the CLI as the first device with the setup code, then
+// uses its device token (no bootstrap token) to publish, approve and invoke.
+func TestPairCLI(t *testing.T) {
+	s, _ := start(t)
+	cfg := t.TempDir()
+	run := func(args ...string) (int, string) {
+		var out, errOut strings.Builder
+		args = append(args, "--server", s.URL)
+		code := cli.Main(context.Background(), args, &cli.Env{
+			Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut,
+			Getenv: func(k string) string {
+				switch k {
+				case "CONTRACTUAL_CONFIG":
+					return cfg
+				case "CONTRACTUAL_DATA":
+					return t.TempDir() // no bootstrap token to fall back on
+				}
+				return ""
+			},
+		})
+		return code, out.String() + errOut.String()
+	}
+	if code, out := run("pair", "--setup-code", s.SetupCode, "--name", "ci-laptop"); code != 0 || !strings.Contains(out, "paired as device:") {
+		t.Fatalf("pair: %d %s", code, out)
+	}
+	if fi, err := os.Stat(filepath.Join(cfg, "device.token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("device token file: %v %v", fi, err)
+	}
+	code, out := run("publish", tool("textkit", "textkit.wasm"), "--contract", tool("textkit", "contract.yaml"))
+	if code != 0 {
+		t.Fatalf("publish as the device: %s", out)
+	}
+	if code, out := run("contracts", "approve", digestIn(t, out)); code != 0 {
+		t.Fatalf("approve: %s", out)
+	}
+	if code, out := run("invoke", "textkit.slugify", "--input", `{"text": "Device Token"}`); code != 0 || !strings.Contains(out, "device-token") {
+		t.Fatalf("invoke: %d %s", code, out)
+	}
+	if code, out := run("devices", "list"); code != 0 || !strings.Contains(out, "ci-laptop") {
+		t.Fatalf("devices list: %d %s", code, out)
 	}
 }

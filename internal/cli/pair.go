@@ -1,0 +1,216 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/pairing"
+	"github.com/contractual/contractual/internal/rpc"
+)
+
+// configDir holds this device's key and token: $CONTRACTUAL_CONFIG, else
+// the user's config directory.
+func configDir(env *Env) string {
+	if d := env.getenv("CONTRACTUAL_CONFIG"); d != "" {
+		return d
+	}
+	d, err := os.UserConfigDir()
+	if err != nil {
+		return "contractual-config"
+	}
+	return filepath.Join(d, "contractual")
+}
+
+// deviceTokenFile is where `contractual pair` keeps the device's token.
+func deviceTokenFile(env *Env) string { return filepath.Join(configDir(env), "device.token") }
+
+// pairCmd is the device side of pairing for the CLI: a key pair kept in the
+// config directory, a request, the owner's approval (on a paired device, or
+// with the server's setup code for the first device), the proof of
+// possession, and the token, kept 0600 in the config directory.
+func pairCmd(ctx context.Context, env *Env, args []string) error {
+	var cf connectFlags
+	fs := flag.NewFlagSet("pair", flag.ContinueOnError)
+	cf.register(fs, env)
+	name := fs.String("name", hostname(), "a name for this device")
+	setup := fs.String("setup-code", "", "the setup code `contractual serve` printed (first device only)")
+	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the owner's approval")
+	if _, err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	priv, err := deviceKey(configDir(env))
+	if err != nil {
+		return err
+	}
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, cf.server)
+	begin, err := pc.BeginPairing(ctx, &contractualv1.BeginPairingRequest{PublicKey: priv.Public().(ed25519.PublicKey), Name: *name})
+	if err != nil {
+		return rpc.FromConnect(err)
+	}
+	if *setup != "" {
+		if _, err := pc.ApproveWithSetupCode(ctx, &contractualv1.ApproveWithSetupCodeRequest{RequestCode: begin.GetCode(), SetupCode: *setup}); err != nil {
+			return rpc.FromConnect(err)
+		}
+	} else {
+		fmt.Fprintf(env.Stdout, "pairing request %s for device %s (%s)\napprove it on a paired device: contractual devices approve %s\n",
+			begin.GetCode(), begin.GetDeviceId(), *name, begin.GetCode())
+	}
+	req := &contractualv1.CompletePairingRequest{
+		DeviceId:  begin.GetDeviceId(),
+		Nonce:     begin.GetNonce(),
+		Signature: ed25519.Sign(priv, pairing.SignedMessage(begin.GetDeviceId(), begin.GetNonce())),
+	}
+	deadline := time.Now().Add(*wait)
+	for {
+		done, err := pc.CompletePairing(ctx, req)
+		err = rpc.FromConnect(err)
+		switch {
+		case err == nil:
+			if err := writeSecretFile(deviceTokenFile(env), []byte(done.GetToken()+"\n")); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "paired as %s; token in %s\n", done.GetPrincipal(), deviceTokenFile(env))
+			return nil
+		case !errs.Is(err, errs.FailedPrecondition) || !strings.Contains(err.Error(), "awaiting approval"):
+			return err
+		case time.Now().After(deadline):
+			return errs.E(errs.DeadlineExceeded, "no approval within %s", *wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// deviceKey reads this device's Ed25519 key, creating it (0600) at first use.
+func deviceKey(dir string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(dir, "device.key")
+	seed, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		return priv, writeSecretFile(path, priv.Seed())
+	}
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "reading the device key")
+	}
+	if len(seed) != ed25519.SeedSize {
+		return nil, errs.E(errs.FailedPrecondition, "%s is not an Ed25519 seed", path)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// writeSecretFile writes b to path, mode 0600, in a 0700 directory.
+func writeSecretFile(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return errs.Wrap(errs.Internal, err, "creating %s", filepath.Dir(path))
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return errs.Wrap(errs.Internal, err, "writing %s", path)
+	}
+	return nil
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "cli"
+	}
+	return h
+}
+
+// devicesCmd lists and decides pairing requests and devices, as a paired
+// device.
+func devicesCmd(ctx context.Context, env *Env, args []string) error {
+	if len(args) == 0 {
+		return usagef("want a subcommand: list, requests, approve, reject, revoke")
+	}
+	sub := args[0]
+	var cf connectFlags
+	fs := flag.NewFlagSet("devices "+sub, flag.ContinueOnError)
+	cf.register(fs, env)
+	pos, err := parseFlags(fs, args[1:])
+	if err != nil {
+		return err
+	}
+	c, err := cf.dial(env)
+	if err != nil {
+		return err
+	}
+	one := func(what string) (string, error) {
+		if len(pos) != 1 {
+			return "", usagef("want one %s", what)
+		}
+		return pos[0], nil
+	}
+	switch sub {
+	case "list":
+		resp, err := c.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
+		if err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "ID\tNAME\tPAIRED\tAPPROVED BY\tREVOKED")
+		for _, d := range resp.GetDevices() {
+			revoked := ""
+			if d.GetRevokedAt() != nil {
+				revoked = d.GetRevokedAt().AsTime().Format("2006-01-02 15:04:05")
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetName(), d.GetPairedAt().AsTime().Format("2006-01-02 15:04:05"), d.GetApprovedBy(), revoked)
+		}
+		return w.Flush()
+	case "requests":
+		resp, err := c.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, r := range resp.GetRequests() {
+			fmt.Fprintf(env.Stdout, "%s  %s  %s  expires %s\n", r.GetCode(), r.GetDeviceId(), r.GetName(), r.GetExpiresAt().AsTime().Format("15:04:05"))
+		}
+		return nil
+	case "approve", "reject":
+		code, err := one("request code")
+		if err != nil {
+			return err
+		}
+		if sub == "approve" {
+			_, err = c.pairing.ApprovePairing(ctx, &contractualv1.ApprovePairingRequest{Code: code})
+		} else {
+			_, err = c.pairing.RejectPairing(ctx, &contractualv1.RejectPairingRequest{Code: code})
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "%sd pairing request %s\n", strings.TrimSuffix(sub, "e"), code)
+		return nil
+	case "revoke":
+		id, err := one("device id")
+		if err != nil {
+			return err
+		}
+		if _, err := c.pairing.RevokeDevice(ctx, &contractualv1.RevokeDeviceRequest{DeviceId: id}); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "revoked %s\n", id)
+		return nil
+	}
+	return usagef("unknown subcommand %q", sub)
+}
