@@ -199,7 +199,7 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "%sd pairing request %s\n", strings.TrimSuffix(sub, "e"), code)
+		fmt.Fprintf(env.Stdout, "%s pairing request %s\n", map[string]string{"approve": "approved", "reject": "rejected"}[sub], code)
 		return nil
 	case "revoke":
 		id, err := one("device id")
