@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,7 +15,6 @@ import (
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/rpc"
-	"github.com/contractual/contractual/internal/server"
 )
 
 // DefaultAddr is where `contractual serve` listens unless told otherwise.
@@ -48,9 +49,6 @@ type clients struct {
 // connectFlags are the flags of every command that talks to a server.
 type connectFlags struct {
 	server, tokenFile string
-	// tokenSet is true when --token-file was given: it then wins over the
-	// device token.
-	tokenSet bool
 }
 
 func (f *connectFlags) register(fs *flag.FlagSet, env *Env) {
@@ -59,27 +57,21 @@ func (f *connectFlags) register(fs *flag.FlagSet, env *Env) {
 		url = "http://" + DefaultAddr
 	}
 	fs.StringVar(&f.server, "server", url, "the server's URL ($CONTRACTUAL_SERVER)")
-	fs.Func("token-file", "the bootstrap owner token file (default: this device's token from `contractual pair`, else "+
-		filepath.Join(defaultDataDir(env), server.TokenFile)+"; $CONTRACTUAL_TOKEN holds a token itself)", func(v string) error {
-		f.tokenFile, f.tokenSet = v, true
-		return nil
-	})
-	f.tokenFile = filepath.Join(defaultDataDir(env), server.TokenFile)
+	fs.StringVar(&f.tokenFile, "token-file", deviceTokenFile(env),
+		"this device's token file, written by `contractual pair` ($CONTRACTUAL_TOKEN holds a token itself)")
 }
 
-// dial returns clients that authenticate with $CONTRACTUAL_TOKEN, else this
-// device's token (from `contractual pair`), else the bootstrap owner token.
+// dial returns clients that authenticate with $CONTRACTUAL_TOKEN, else
+// with the device token in --token-file.
 func (f *connectFlags) dial(env *Env) (*clients, error) {
 	tok := env.getenv("CONTRACTUAL_TOKEN")
-	if tok == "" && !f.tokenSet {
-		if b, err := os.ReadFile(deviceTokenFile(env)); err == nil {
-			tok = strings.TrimSpace(string(b))
-		}
-	}
 	if tok == "" {
 		b, err := os.ReadFile(f.tokenFile)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errs.E(errs.Unauthenticated, "this device is not paired (no %s): run `contractual pair` first", f.tokenFile)
+		}
 		if err != nil {
-			return nil, errs.Wrap(errs.Unauthenticated, err, "reading the owner token (start `contractual serve` first, or set --token-file)")
+			return nil, errs.Wrap(errs.Unauthenticated, err, "reading the device token")
 		}
 		tok = strings.TrimSpace(string(b))
 	}

@@ -29,10 +29,11 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "contractual: serving %s\ncontractual: data in %s\ncontractual: owner token in %s\n", s.URL, *data, s.TokenPath)
+	fmt.Fprintf(env.Stdout, "contractual: serving %s (Control UI at %s/ui/)\ncontractual: data in %s\n", s.URL, s.URL, *data)
 	if s.SetupCode != "" {
-		fmt.Fprintf(env.Stdout, "contractual: no device is paired yet; pair the first one with setup code %s (valid until %s)\n",
-			s.SetupCode, s.SetupCodeExpires.Local().Format("15:04:05"))
+		fmt.Fprintf(env.Stdout, "contractual: no device is paired yet; pair the first one with setup code %s (valid until %s):\n"+
+			"contractual:   in a browser, open %s/ui/pair; or run `contractual pair --setup-code %s`\n",
+			s.SetupCode, s.SetupCodeExpires.Local().Format("15:04:05"), s.URL, s.SetupCode)
 	}
 	select {
 	case <-ctx.Done():

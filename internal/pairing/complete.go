@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/contractual/contractual/internal/errs"
@@ -33,6 +34,14 @@ func (s *Store) Complete(ctx context.Context, deviceID string, nonce, sig []byte
 	if err := checkComplete(deviceID, nonce, sig); err != nil {
 		return "", err
 	}
+	token, err := s.completeTx(ctx, deviceID, nonce, sig)
+	if errs.Is(err, errs.NotFound) {
+		return "", err // no request: nothing to attach a record to
+	}
+	return token, s.refused(ctx, ActionPair, Principal(deviceID), "completing pairing", err)
+}
+
+func (s *Store) completeTx(ctx context.Context, deviceID string, nonce, sig []byte) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -50,6 +59,9 @@ func (s *Store) Complete(ctx context.Context, deviceID string, nonce, sig []byte
 	}
 	token, err := s.pair(ctx, tx, r, now)
 	if err != nil {
+		return "", err
+	}
+	if err := s.record(ctx, event(ActionPair, Principal(r.DeviceID), fmt.Sprintf("device %q paired (request %s, approved by %s)", r.Name, r.Code, r.DecidedBy))); err != nil {
 		return "", err
 	}
 	if err := commit(tx, "committing the pairing"); err != nil {

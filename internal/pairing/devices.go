@@ -80,6 +80,10 @@ func (s *Store) Revoke(ctx context.Context, deviceID, by string) error {
 	if err := checkDeviceID(deviceID); err != nil {
 		return err
 	}
+	return s.refused(ctx, ActionRevoke, by, "revoking "+Principal(deviceID), s.revokeTx(ctx, deviceID, by))
+}
+
+func (s *Store) revokeTx(ctx context.Context, deviceID, by string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -103,6 +107,9 @@ func (s *Store) Revoke(ctx context.Context, deviceID, by string) error {
 	_, err = tx.ExecContext(ctx, `UPDATE devices SET revoked_at = ?, revoked_by = ? WHERE id = ?`, nanos(s.now()), by, deviceID)
 	if err != nil {
 		return storeErr(err, "revoking device %s", deviceID)
+	}
+	if err := s.record(ctx, event(ActionRevoke, by, "revoked "+Principal(deviceID))); err != nil {
+		return err
 	}
 	return commit(tx, "committing the revocation")
 }

@@ -68,9 +68,15 @@ type Options struct {
 	MaxPending int
 	// BeginsPerMinute bounds Begin calls in any 60 s window (default 30).
 	BeginsPerMinute int
+	// BeginsPerSourcePerMinute bounds Begin calls from one source (see
+	// WithSource) in any 60 s window (default 5).
+	BeginsPerSourcePerMinute int
 	// AuthFailuresPerMinute bounds failed Authenticate calls per source,
 	// and failed setup codes overall, in any 60 s window (default 10).
 	AuthFailuresPerMinute int
+	// Audit records every pairing change and refusal; nil records nothing
+	// (the store's own tests).
+	Audit Auditor
 }
 
 // withDefaults fills the zero fields of o.
@@ -93,6 +99,9 @@ func (o Options) withDefaults() Options {
 	if o.BeginsPerMinute <= 0 {
 		o.BeginsPerMinute = 30
 	}
+	if o.BeginsPerSourcePerMinute <= 0 {
+		o.BeginsPerSourcePerMinute = 5
+	}
 	if o.AuthFailuresPerMinute <= 0 {
 		o.AuthFailuresPerMinute = 10
 	}
@@ -109,6 +118,7 @@ type Store struct {
 	// limit, one setup code) cannot race within this process.
 	mu         sync.Mutex
 	begins     *limiter
+	beginsFrom *limiter
 	authFails  *limiter
 	setupFails *limiter
 }
@@ -165,6 +175,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		db:         db,
 		opts:       o,
 		begins:     newLimiter(o.BeginsPerMinute, time.Minute),
+		beginsFrom: newLimiter(o.BeginsPerSourcePerMinute, time.Minute),
 		authFails:  newLimiter(o.AuthFailuresPerMinute, time.Minute),
 		setupFails: newLimiter(o.AuthFailuresPerMinute, time.Minute),
 	}, nil

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -63,8 +64,10 @@ type Request struct {
 // Begin records a pairing request for the device with key pub and returns
 // it with a short code to show the user and a random nonce to sign after
 // approval. It is refused (errs.ResourceExhausted) beyond Options.MaxPending
-// live requests or Options.BeginsPerMinute calls per minute, and
-// (errs.AlreadyExists) for a device already paired or with a live request.
+// live requests, Options.BeginsPerMinute calls per minute overall or
+// Options.BeginsPerSourcePerMinute from the caller's source (WithSource),
+// and (errs.AlreadyExists) for a device already paired or with a live
+// request. The request is audited.
 func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string) (*Request, error) {
 	if err := checkPub(pub); err != nil {
 		return nil, err
@@ -75,10 +78,17 @@ func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string) (
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
+	src := SourceFrom(ctx) // "" in process: only the overall limit applies
+	if src != "" && s.beginsFrom.full(src, now) {
+		return nil, errs.E(errs.ResourceExhausted, "pairing: too many pairing requests from this address in the last minute; try again later")
+	}
 	if s.begins.full("", now) {
 		return nil, errs.E(errs.ResourceExhausted, "pairing: too many pairing requests in the last minute; try again later")
 	}
 	s.begins.add("", now)
+	if src != "" {
+		s.beginsFrom.add(src, now)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, storeErr(err, "starting a transaction")
@@ -93,6 +103,9 @@ func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string) (
 	}
 	r, err := s.insertRequest(ctx, tx, pub, id, name, now)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.record(ctx, event(ActionRequest, Principal(id), fmt.Sprintf("request %s, device name %q, from %q", r.Code, name, src))); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -180,12 +193,19 @@ func (s *Store) Reject(ctx context.Context, code, by string) error {
 	return s.decide(ctx, code, by, Rejected)
 }
 
-// decide approves or rejects a request by a paired device.
+// decide approves or rejects a request by a paired device, and audits the
+// decision or its refusal.
 func (s *Store) decide(ctx context.Context, code, by string, to State) error {
 	c, err := normalizeCode(code, requestCodeLen, "request code")
 	if err != nil {
 		return err
 	}
+	action := map[State]string{Approved: ActionApprove, Rejected: ActionReject}[to]
+	err = s.decideTx(ctx, c, by, to, action)
+	return s.refused(ctx, action, by, "request "+c, err)
+}
+
+func (s *Store) decideTx(ctx context.Context, code, by string, to State, action string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -197,7 +217,11 @@ func (s *Store) decide(ctx context.Context, code, by string, to State) error {
 	if err := checkApprover(ctx, tx, by); err != nil {
 		return err
 	}
-	if err := s.setState(ctx, tx, c, by, to, now); err != nil {
+	r, err := s.setState(ctx, tx, code, by, to, now)
+	if err != nil {
+		return err
+	}
+	if err := s.record(ctx, event(action, by, fmt.Sprintf("request %s for %s (%q)", code, Principal(r.DeviceID), r.Name))); err != nil {
 		return err
 	}
 	return commit(tx, "committing the decision")
@@ -215,6 +239,11 @@ func (s *Store) ApproveWithSetupCode(ctx context.Context, requestCode, setupCode
 	if err != nil {
 		return err
 	}
+	err = s.approveWithSetupCodeTx(ctx, rc, sc)
+	return s.refused(ctx, ActionApprove, approvedBySetupCode, "request "+rc+" with the setup code", err)
+}
+
+func (s *Store) approveWithSetupCodeTx(ctx context.Context, rc, sc string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -234,7 +263,11 @@ func (s *Store) ApproveWithSetupCode(ctx context.Context, requestCode, setupCode
 	if err := s.consumeSetupCode(ctx, tx, sc, now); err != nil {
 		return err
 	}
-	if err := s.setState(ctx, tx, rc, approvedBySetupCode, Approved, now); err != nil {
+	r, err := s.setState(ctx, tx, rc, approvedBySetupCode, Approved, now)
+	if err != nil {
+		return err
+	}
+	if err := s.record(ctx, event(ActionApprove, approvedBySetupCode, fmt.Sprintf("request %s for %s (%q), the first device", rc, Principal(r.DeviceID), r.Name))); err != nil {
 		return err
 	}
 	return commit(tx, "committing the approval")
@@ -256,24 +289,24 @@ func checkApprover(ctx context.Context, q querier, by string) error {
 	return nil
 }
 
-// setState moves the pending request with code to state to.
-func (s *Store) setState(ctx context.Context, tx *sql.Tx, code, by string, to State, now time.Time) error {
+// setState moves the pending request with code to state to and returns it.
+func (s *Store) setState(ctx context.Context, tx *sql.Tx, code, by string, to State, now time.Time) (*Request, error) {
 	r, err := requestByCode(ctx, tx, code)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	switch {
 	case r.State != Pending:
-		return errs.E(errs.FailedPrecondition, "pairing: request %s is already %s", code, r.State)
+		return nil, errs.E(errs.FailedPrecondition, "pairing: request %s is already %s", code, r.State)
 	case !now.Before(r.ExpiresAt):
-		return errs.E(errs.FailedPrecondition, "pairing: request %s expired", code)
+		return nil, errs.E(errs.FailedPrecondition, "pairing: request %s expired", code)
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE requests SET state = ?, decided_by = ?, decided_at = ? WHERE nonce_hash = ?`,
 		int(to), by, nanos(now), r.nonceHash)
 	if err != nil {
-		return storeErr(err, "updating request %s", code)
+		return nil, storeErr(err, "updating request %s", code)
 	}
-	return nil
+	return r, nil
 }
 
 // requestColumns are the columns scanRequest reads, in order.

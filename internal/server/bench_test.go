@@ -47,7 +47,7 @@ func BenchmarkInvoke(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close(context.Background())
-	tok, _ := os.ReadFile(s.TokenPath)
+	tok, _ := owner(b, s)
 	auth := connect.WithInterceptors(bearer(strings.TrimSpace(string(tok))))
 	wasm, err := os.ReadFile("../../runtime/sandbox/testdata/hostile/count.wasm")
 	if err != nil {

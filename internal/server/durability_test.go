@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,9 +39,10 @@ func TestKillDurability(t *testing.T) {
 	url := "http://" + addr
 
 	var acked []string // decision ids of acknowledged invocations
+	srv := &remote{url: url, token: filepath.Join(t.TempDir(), "device.token")}
 	for round := range 3 {
 		cmd := exec.Command(bin, "serve", "--data", dir, "--addr", addr)
-		var logs bytes.Buffer
+		var logs syncBuffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -51,8 +53,8 @@ func TestKillDurability(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitListening(t, addr)
-		srv := &remote{url: url, token: filepath.Join(dir, "owner.token")}
 		if round == 0 {
+			srv.pair(t, &logs)
 			srv.publishApproved(t)
 		}
 		acked = append(acked, invokeUntilKilled(t, srv, cmd, 20+10*round)...)
@@ -65,7 +67,6 @@ func TestKillDurability(t *testing.T) {
 	}
 	waitListening(t, addr)
 	seen := map[string]bool{}
-	srv := &remote{url: url, token: filepath.Join(dir, "owner.token")}
 	for after := uint64(0); ; {
 		resp, err := srv.audit().Tail(context.Background(), &contractualv1.TailRequest{Limit: 1000, After: after})
 		if err != nil {
@@ -138,6 +139,29 @@ func invokeUntilKilled(t *testing.T, srv *remote, cmd *exec.Cmd, n int) []string
 
 type remote struct{ url, token string }
 
+// pair pairs the first device with the setup code that the server printed
+// on its console (in logs), the way an owner does, and keeps its token.
+func (f *remote) pair(t *testing.T, logs *syncBuffer) {
+	t.Helper()
+	re := regexp.MustCompile(`with setup code (\S+) `)
+	var m []string
+	for deadline := time.Now().Add(30 * time.Second); m == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		m = re.FindStringSubmatch(logs.String())
+	}
+	if m == nil {
+		t.Fatalf("the server printed no setup code:\n%s", logs)
+	}
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, f.url)
+	tok := pairDevice(t, f.url, "durability", func(code string) {
+		if _, err := pc.ApproveWithSetupCode(context.Background(), &contractualv1.ApproveWithSetupCodeRequest{RequestCode: code, SetupCode: m[1]}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := os.WriteFile(f.token, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (f *remote) opts() connect.ClientOption {
 	tok, _ := os.ReadFile(f.token)
 	return connect.WithInterceptors(bearer(strings.TrimSpace(string(tok))))
@@ -184,4 +208,23 @@ func waitListening(t *testing.T, addr string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("server did not listen on %s", addr)
+}
+
+// syncBuffer is a bytes.Buffer that a running process may write while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -17,15 +17,14 @@ import (
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/cli"
 	"github.com/contractual/contractual/internal/pairing"
-	"github.com/contractual/contractual/internal/server"
 )
 
 // pairDevice runs the device side of pairing: begin, have approve approve
 // the request (by its code), prove possession, get the token.
-func pairDevice(t *testing.T, s *server.Server, name string, approve func(code string)) string {
+func pairDevice(t testing.TB, url, name string, approve func(code string)) string {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL)
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, url)
 	begin, err := pc.BeginPairing(context.Background(), &contractualv1.BeginPairingRequest{PublicKey: pub, Name: name})
 	if err != nil {
 		t.Fatal(err)
@@ -56,13 +55,13 @@ func TestPairing(t *testing.T) {
 		t.Fatal("no setup code at first start")
 	}
 	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL)
-	first := pairDevice(t, s, "laptop", func(code string) {
+	first := pairDevice(t, s.URL, "laptop", func(code string) {
 		if _, err := pc.ApproveWithSetupCode(context.Background(), &contractualv1.ApproveWithSetupCodeRequest{RequestCode: code, SetupCode: s.SetupCode}); err != nil {
 			t.Fatal(err)
 		}
 	})
 	asFirst := connect.WithInterceptors(bearer(first))
-	publishApproved(t, s)
+	publishApproved(t, s, first)
 	tools := contractualv1connect.NewToolServiceClient(http.DefaultClient, s.URL, asFirst)
 	in, _ := structpb.NewValue(map[string]any{"text": "Paired"})
 	if _, err := tools.Invoke(context.Background(), &contractualv1.InvokeRequest{Tool: "textkit.slugify", Input: in}); err != nil {
@@ -76,7 +75,7 @@ func TestPairing(t *testing.T) {
 	}
 
 	asFirstPairing := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL, asFirst)
-	second := pairDevice(t, s, "phone", func(code string) {
+	second := pairDevice(t, s.URL, "phone", func(code string) {
 		if _, err := asFirstPairing.ApprovePairing(context.Background(), &contractualv1.ApprovePairingRequest{Code: code}); err != nil {
 			t.Fatal(err)
 		}
@@ -103,16 +102,14 @@ func TestPairing(t *testing.T) {
 		t.Errorf("revoked device: %v", err)
 	}
 
-	// The bootstrap owner token is not a device: it cannot approve pairing.
-	tok, _ := os.ReadFile(s.TokenPath)
-	asOwner := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(strings.TrimSpace(string(tok)))))
+	// Without a device token, nobody can approve pairing.
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	third, err := pc.BeginPairing(context.Background(), &contractualv1.BeginPairingRequest{PublicKey: pub, Name: "tablet"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := asOwner.ApprovePairing(context.Background(), &contractualv1.ApprovePairingRequest{Code: third.GetCode()}); connect.CodeOf(err) != connect.CodePermissionDenied {
-		t.Errorf("the owner token approving a pairing request: %v", err)
+	if _, err := pc.ApprovePairing(context.Background(), &contractualv1.ApprovePairingRequest{Code: third.GetCode()}); connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("approving a pairing request with no token: %v", err)
 	}
 }
 
@@ -130,8 +127,6 @@ func TestPairCLI(t *testing.T) {
 				switch k {
 				case "CONTRACTUAL_CONFIG":
 					return cfg
-				case "CONTRACTUAL_DATA":
-					return t.TempDir() // no bootstrap token to fall back on
 				}
 				return ""
 			},

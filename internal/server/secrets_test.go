@@ -50,10 +50,11 @@ func TestSecretWalkthrough(t *testing.T) {
 	}
 	defer s.Close(context.Background())
 
+	_, tokenFile := owner(t, s)
 	run := func(stdin string, args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		args = append(args, "--server", s.URL, "--token-file", s.TokenPath)
+		args = append(args, "--server", s.URL, "--token-file", tokenFile)
 		code := cli.Main(context.Background(), args, &cli.Env{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }})
 		if code != 0 {
 			t.Fatalf("contractual %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())

@@ -35,7 +35,8 @@ import (
 
 // Config configures the all-in-one server.
 type Config struct {
-	// DataDir holds the stores, the owner token and the compilation cache.
+	// DataDir holds the stores, the broker's key (unless KEKFile is set) and
+	// the compilation cache.
 	DataDir string
 	// Addr is the listen address; it must be a loopback address until the
 	// gateway's tailnet listener lands. "127.0.0.1:0" picks a free port.
@@ -63,8 +64,6 @@ const (
 type Server struct {
 	// URL is the API's base URL, e.g. http://127.0.0.1:7700.
 	URL string
-	// TokenPath is the owner token's file.
-	TokenPath string
 	// SetupCode pairs the first device; set only while no device is paired.
 	SetupCode        string
 	SetupCodeExpires time.Time
@@ -97,13 +96,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: the API is reachable only from this machine until device pairing lands", cfg.Addr)
 	}
-	tokenHash, tokenPath, err := ownerToken(cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	s.TokenPath = tokenPath
-
-	mux, err := s.services(ctx, cfg, tokenHash)
+	mux, err := s.services(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -120,12 +113,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.http.Protocols.SetHTTP1(true)
 	s.http.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c
 	go func() { s.served <- s.http.Serve(s.ln) }()
-	s.log.Info("serving", "url", s.URL, "data", cfg.DataDir, "owner_token", tokenPath)
+	s.log.Info("serving", "url", s.URL, "data", cfg.DataDir)
 	return s, nil
 }
 
 // services opens every service and mounts their handlers.
-func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (http.Handler, error) {
+func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error) {
 	auditSvc, err := audit.OpenService(ctx, filepath.Join(cfg.DataDir, "audit"), audit.Options{})
 	if err != nil {
 		return nil, err
@@ -165,7 +158,7 @@ func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (
 	}
 	s.closers = append(s.closers, run.Close)
 	tools := invoke.New(pol, run)
-	devices, err := pairing.Open(ctx, filepath.Join(cfg.DataDir, "gateway"), pairing.Options{})
+	devices, err := pairing.Open(ctx, filepath.Join(cfg.DataDir, "gateway"), pairing.Options{Audit: auditSvc})
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +171,7 @@ func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (
 	}
 
 	opts := connect.WithHandlerOptions(
-		connect.WithInterceptors(rpc.ErrorInterceptor(s.log), authInterceptor(tokenHash, devices)),
+		connect.WithInterceptors(rpc.ErrorInterceptor(s.log), authInterceptor(devices)),
 		connect.WithReadMaxBytes(maxRequestBytes),
 	)
 	r := http.NewServeMux()
@@ -195,10 +188,13 @@ func (s *Server) services(ctx context.Context, cfg Config, tokenHash [32]byte) (
 		contractualv1connect.BrokerServiceName, contractualv1connect.PairingServiceName,
 	}
 	reflector := grpcreflect.NewStaticReflector(names...)
-	mount(grpcreflect.NewHandlerV1(reflector))
-	mount(grpcreflect.NewHandlerV1Alpha(reflector))
-	mount(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...)))
-	return http.MaxBytesHandler(r, maxPublishBytes+1<<20), nil
+	reflectV1, reflectV1H := grpcreflect.NewHandlerV1(reflector)
+	reflectV1Alpha, reflectV1AlphaH := grpcreflect.NewHandlerV1Alpha(reflector)
+	health, healthH := grpchealth.NewHandler(grpchealth.NewStaticChecker(names...))
+	mount(reflectV1, reflectV1H)
+	mount(reflectV1Alpha, reflectV1AlphaH)
+	mount(health, healthH)
+	return http.MaxBytesHandler(gateway(r, reflectV1, reflectV1Alpha, health), maxPublishBytes+1<<20), nil
 }
 
 // Wait blocks until the server stops serving.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -40,12 +41,38 @@ func start(t *testing.T) (*server.Server, string) {
 	return s, dir
 }
 
+// owners holds the first device paired on each test server (see owner).
+var owners sync.Map // *server.Server → [2]string{token, token file}
+
+// owner returns the token of s's owner device, pairing it with the setup
+// code at the first call, and a file holding the token (for --token-file).
+func owner(t testing.TB, s *server.Server) (token, file string) {
+	t.Helper()
+	if v, ok := owners.Load(s); ok {
+		c := v.([2]string)
+		return c[0], c[1]
+	}
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL)
+	token = pairDevice(t, s.URL, "owner laptop", func(code string) {
+		if _, err := pc.ApproveWithSetupCode(context.Background(), &contractualv1.ApproveWithSetupCodeRequest{RequestCode: code, SetupCode: s.SetupCode}); err != nil {
+			t.Fatalf("approving the owner device with the setup code: %v", err)
+		}
+	})
+	file = filepath.Join(t.TempDir(), "device.token")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	owners.Store(s, [2]string{token, file})
+	return token, file
+}
+
 // contractual runs the CLI in-process against s and returns its exit
 // status, stdout and stderr.
 func contractual(t *testing.T, s *server.Server, dir string, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	args = append(args, "--server", s.URL, "--token-file", s.TokenPath)
+	_, file := owner(t, s)
+	args = append(args, "--server", s.URL, "--token-file", file)
 	if args[0] == "audit" {
 		args = append(args, "--data", dir)
 	}
@@ -156,11 +183,11 @@ func TestWholeSystem(t *testing.T) {
 	}
 }
 
-// publishApproved publishes and approves textkit through a Connect client.
-func publishApproved(t *testing.T, s *server.Server, opts ...connect.ClientOption) {
+// publishApproved publishes and approves textkit through a Connect client,
+// as the device with token tok.
+func publishApproved(t *testing.T, s *server.Server, tok string, opts ...connect.ClientOption) {
 	t.Helper()
-	tok, _ := os.ReadFile(s.TokenPath)
-	opts = append(opts, connect.WithInterceptors(bearer(strings.TrimSpace(string(tok)))))
+	opts = append(opts, connect.WithInterceptors(bearer(tok)))
 	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, opts...)
 	wasm, _ := os.ReadFile(tool("textkit", "textkit.wasm"))
 	src, _ := os.ReadFile(tool("textkit", "contract.yaml"))
@@ -192,8 +219,8 @@ func TestCurl(t *testing.T) {
 		t.Skip("curl not installed")
 	}
 	s, _ := start(t)
-	publishApproved(t, s)
-	tok, _ := os.ReadFile(s.TokenPath)
+	tok, _ := owner(t, s)
+	publishApproved(t, s, tok)
 	curlTo := func(path, auth, body string) (string, string) {
 		f := filepath.Join(t.TempDir(), "body.json")
 		os.WriteFile(f, []byte(body), 0o600)
@@ -220,7 +247,7 @@ func TestCurl(t *testing.T) {
 	}
 	tests := []struct{ name, auth, body, code, msg string }{
 		{"no token", "", `{"tool": "textkit.slugify", "input": {"text": "x"}}`, "401", "unauthenticated"},
-		{"wrong token", "nope-nope-nope-nope-nope-nope-nope-nope", `{"tool": "textkit.slugify", "input": {"text": "x"}}`, "401", "wrong bearer token"},
+		{"wrong token", "nope-nope-nope-nope-nope-nope-nope-nope", `{"tool": "textkit.slugify", "input": {"text": "x"}}`, "401", "invalid or revoked device token"},
 		{"malformed JSON", string(tok), `{"tool": "textkit.slugify", "input": `, "400", "invalid_argument"},
 		{"unknown tool", string(tok), `{"tool": "nothing.here", "input": {}}`, "404", "not_found"},
 		{"schema", string(tok), `{"tool": "textkit.slugify", "input": {"text": 1}}`, "400", "/text"},
@@ -237,10 +264,16 @@ func TestCurl(t *testing.T) {
 	if body, code := curl(owner, huge); code != "429" || !strings.Contains(body, "resource_exhausted") {
 		t.Errorf("oversized: %s %.200s", code, body)
 	}
-	// Procedures for services only are refused to the owner.
-	for _, path := range []string{"/contractual.v1.RunnerService/Execute", "/contractual.v1.AuditService/Append", "/contractual.v1.PolicyService/Evaluate"} {
-		if body, code := curlTo(path, owner, `{}`); code != "403" || !strings.Contains(body, "is for services") {
-			t.Errorf("%s: %s %s", path, code, body)
+	// Procedures for services only are not routed by the gateway, whoever
+	// asks.
+	for _, path := range []string{
+		"/contractual.v1.RunnerService/Execute", "/contractual.v1.AuditService/Append", "/contractual.v1.PolicyService/Evaluate",
+		"/contractual.v1.PolicyService/GetModule", "/contractual.v1.BrokerService/IssueHandle", "/contractual.v1.BrokerService/RedeemHandle",
+	} {
+		for _, auth := range []string{owner, ""} {
+			if body, code := curlTo(path, auth, `{}`); code != "404" {
+				t.Errorf("%s: %s %s", path, code, body)
+			}
 		}
 	}
 }
@@ -248,8 +281,8 @@ func TestCurl(t *testing.T) {
 // TestGRPC drives the same API with a gRPC-protocol client over h2c.
 func TestGRPC(t *testing.T) {
 	s, _ := start(t)
-	publishApproved(t, s, connect.WithGRPC())
-	tok, _ := os.ReadFile(s.TokenPath)
+	tok, _ := owner(t, s)
+	publishApproved(t, s, tok, connect.WithGRPC())
 	h2c := &http.Client{Transport: &http.Transport{Protocols: func() *http.Protocols {
 		p := new(http.Protocols)
 		p.SetUnencryptedHTTP2(true)
