@@ -161,3 +161,13 @@ func TestContractCheck(t *testing.T) {
 		t.Errorf("exit %d: %s", code, stderr)
 	}
 }
+
+// TestNotPaired: a command that talks to a server, on a device that never
+// paired, says so and what to do, without calling anything.
+func TestNotPaired(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "device.token")
+	code, _, errOut := runMain(t, "", "contracts", "list", "--token-file", missing, "--server", "http://127.0.0.1:1")
+	if code == 0 || !strings.Contains(errOut, "not paired") || !strings.Contains(errOut, "contractual pair") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}

@@ -17,6 +17,8 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 	addr := fs.String("addr", DefaultAddr, "the loopback address to listen on")
 	kek := fs.String("kek", env.getenv("CONTRACTUAL_KEK_FILE"),
 		"the broker's key-encryption key file ($CONTRACTUAL_KEK_FILE; default: broker.kek in the data directory, created at first start)")
+	public := fs.String("public-url", env.getenv("CONTRACTUAL_PUBLIC_URL"),
+		"the https:// URL your devices use, e.g. the name `tailscale serve` gives this machine ($CONTRACTUAL_PUBLIC_URL)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -25,23 +27,46 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 		return usagef("unexpected argument %q", pos[0])
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
-	s, err := server.Start(ctx, server.Config{DataDir: *data, Addr: *addr, Log: log, KEKFile: *kek})
+	s, err := server.Start(ctx, server.Config{DataDir: *data, Addr: *addr, Log: log, KEKFile: *kek, PublicURL: *public})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "contractual: serving %s (Control UI at %s/ui/)\ncontractual: data in %s\n", s.URL, s.URL, *data)
 	if s.SetupCode != "" {
-		fmt.Fprintf(env.Stdout, "contractual: no device is paired yet; pair the first one with setup code %s (valid until %s):\n"+
-			"contractual:   in a browser, open %s/ui/pair; or run `contractual pair --setup-code %s`\n",
-			s.SetupCode, s.SetupCodeExpires.Local().Format("15:04:05"), s.URL, s.SetupCode)
+		printSetupCode(env, s)
 	}
-	select {
-	case <-ctx.Done():
-	case <-waitDone(s):
+	renew := time.NewTimer(time.Until(s.SetupCodeExpires))
+	if s.SetupCode == "" {
+		renew.Stop()
+	}
+	defer renew.Stop()
+	done := waitDone(s)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-done:
+			break wait
+		case <-renew.C:
+			// The code expired unused: print a fresh one while no device
+			// is paired.
+			if _, exp, err := s.NewSetupCode(ctx); err == nil {
+				printSetupCode(env, s)
+				renew.Reset(time.Until(exp))
+			}
+		}
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return s.Close(shutdown)
+}
+
+// printSetupCode tells the owner how to pair the first device.
+func printSetupCode(env *Env, s *server.Server) {
+	fmt.Fprintf(env.Stdout, "contractual: no device is paired yet; pair the first one with setup code %s (valid until %s):\n"+
+		"contractual:   in a browser, open %s/ui/pair; or run `contractual pair --setup-code %s`\n",
+		s.SetupCode, s.SetupCodeExpires.Local().Format("15:04:05"), s.URL, s.SetupCode)
 }
 
 func waitDone(s *server.Server) <-chan error {

@@ -16,6 +16,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/cli"
+	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/pairing"
 )
 
@@ -151,5 +152,31 @@ func TestPairCLI(t *testing.T) {
 	}
 	if code, out := run("devices", "list"); code != 0 || !strings.Contains(out, "ci-laptop") {
 		t.Fatalf("devices list: %d %s", code, out)
+	}
+}
+
+// TestNewSetupCode: while no device is paired, a fresh setup code replaces
+// the old one (serve prints it when the old one expires unused); once a
+// device is paired there is none.
+func TestNewSetupCode(t *testing.T) {
+	s, _ := start(t)
+	old := s.SetupCode
+	code, _, err := s.NewSetupCode(context.Background())
+	if err != nil || code == old || s.SetupCode != code {
+		t.Fatalf("NewSetupCode: %q %v (old %q)", code, err, old)
+	}
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	begin, err := pc.BeginPairing(context.Background(), &contractualv1.BeginPairingRequest{PublicKey: pub, Name: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pc.ApproveWithSetupCode(context.Background(), &contractualv1.ApproveWithSetupCodeRequest{RequestCode: begin.GetCode(), SetupCode: old})
+	if connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("the replaced setup code: %v", err)
+	}
+	owner(t, s)
+	if _, _, err := s.NewSetupCode(context.Background()); !errs.Is(err, errs.FailedPrecondition) {
+		t.Fatalf("a setup code with a device paired: %v", err)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/contractual/contractual/internal/runner"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/sandbox"
+	"github.com/contractual/contractual/ui"
 )
 
 // Config configures the all-in-one server.
@@ -48,6 +49,11 @@ type Config struct {
 	// KEKFile is the broker's key-encryption key; empty means broker.kek in
 	// DataDir, created at first start.
 	KEKFile string
+	// PublicURL is the URL the owner's devices use when it is not the
+	// listen address: the https:// name that `tailscale serve` gives the
+	// server on the tailnet. It makes the Control UI's cookies Secure and
+	// trusts that origin for form posts.
+	PublicURL string
 	// Egress is the sandbox's egress template. Only tests set it, to reach
 	// test servers through a test dialer; the zero value dials public
 	// addresses only.
@@ -69,6 +75,7 @@ type Server struct {
 	SetupCodeExpires time.Time
 
 	log     *slog.Logger
+	devices *pairing.Store
 	ln      net.Listener
 	http    *http.Server
 	served  chan error
@@ -94,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, errs.Wrap(errs.Invalid, err, "listen address %q", cfg.Addr)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: the API is reachable only from this machine until device pairing lands", cfg.Addr)
+		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: reach the server from your tailnet through `tailscale serve`, not by listening elsewhere", cfg.Addr)
 	}
 	mux, err := s.services(ctx, cfg)
 	if err != nil {
@@ -163,6 +170,7 @@ func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error)
 		return nil, err
 	}
 	s.closers = append(s.closers, func(context.Context) error { return devices.Close() })
+	s.devices = devices
 	// The first device pairs with a one-time code printed on the console.
 	if code, exp, err := devices.SetupCode(ctx); err == nil {
 		s.SetupCode, s.SetupCodeExpires = code, exp
@@ -181,7 +189,8 @@ func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error)
 	mount(contractualv1connect.NewAuditServiceHandler(auditSvc, opts))
 	mount(contractualv1connect.NewRunnerServiceHandler(run, opts))
 	mount(contractualv1connect.NewBrokerServiceHandler(brk, opts))
-	mount(contractualv1connect.NewPairingServiceHandler(pairing.NewService(devices), opts))
+	pairingSvc := pairing.NewService(devices)
+	mount(contractualv1connect.NewPairingServiceHandler(pairingSvc, opts))
 	names := []string{
 		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
 		contractualv1connect.AuditServiceName, contractualv1connect.RunnerServiceName,
@@ -194,7 +203,31 @@ func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error)
 	mount(reflectV1, reflectV1H)
 	mount(reflectV1Alpha, reflectV1AlphaH)
 	mount(health, healthH)
-	return http.MaxBytesHandler(gateway(r, reflectV1, reflectV1Alpha, health), maxPublishBytes+1<<20), nil
+
+	console, err := ui.New(ui.Config{
+		Policy: pol, Pairing: pairingSvc, Broker: brk, Audit: auditSvc, Auth: devices, Log: s.log,
+		KeyFile: filepath.Join(cfg.DataDir, "gateway", "ui.key"), PublicURL: cfg.PublicURL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	top := http.NewServeMux()
+	top.Handle("/ui/", console)
+	top.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
+	top.Handle("/", http.MaxBytesHandler(gateway(r, reflectV1, reflectV1Alpha, health), maxPublishBytes+1<<20))
+	return top, nil
+}
+
+// NewSetupCode replaces the setup code with a fresh one, while no device is
+// paired (errs.FailedPrecondition once one is): `serve` prints a new code
+// when the last one expires unused.
+func (s *Server) NewSetupCode(ctx context.Context) (string, time.Time, error) {
+	code, exp, err := s.devices.SetupCode(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	s.SetupCode, s.SetupCodeExpires = code, exp
+	return code, exp, nil
 }
 
 // Wait blocks until the server stops serving.

@@ -1,0 +1,142 @@
+package ui
+
+import (
+	"bytes"
+	"html/template"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/contractual/contractual/internal/errs"
+)
+
+// view is what every page template gets.
+type view struct {
+	Title string
+	// Nav names the active nav entry.
+	Nav     string
+	Session *session
+	Flash   string
+	Error   string
+	// Keep holds non-secret form fields to show again after an error.
+	Keep map[string]string
+	Data any
+}
+
+// pageNames are the page templates; each is parsed with layout.html.
+var pageNames = []string{"error", "pair", "overview", "contracts", "contract", "devices", "secrets", "runs"}
+
+// funcs are the template helpers.
+var funcs = template.FuncMap{
+	"pathEscape": url.PathEscape,
+	"short":      shortDigest,
+	"when":       when,
+	"iso":        iso,
+}
+
+// parsePages parses every page with the layout.
+func parsePages() (map[string]*template.Template, error) {
+	base, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/partials.html")
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "ui: parsing the layout")
+	}
+	pages := make(map[string]*template.Template, len(pageNames))
+	for _, name := range pageNames {
+		t, err := base.Clone()
+		if err == nil {
+			t, err = t.ParseFS(templateFS, "templates/"+name+".html")
+		}
+		if err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "ui: parsing page %s", name)
+		}
+		pages[name] = t
+	}
+	return pages, nil
+}
+
+// render executes page name with v and writes it with status. The page is
+// rendered in full before anything is written, so a template failure
+// gives a clean 500.
+func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, name string, v view) {
+	if v.Flash == "" && v.Error == "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		v.Flash = flash(r.URL.Query())
+	}
+	var buf bytes.Buffer
+	if err := u.pages[name].ExecuteTemplate(&buf, "layout", v); err != nil {
+		u.log.Error("ui: rendering a page", "page", name, "err", err)
+		buf.Reset()
+		buf.WriteString("<!doctype html><title>Error</title><p id=\"error\">" + template.HTMLEscapeString(internalMessage) + "</p>")
+		status = http.StatusInternalServerError
+	}
+	writeHTML(w, status, &buf)
+}
+
+// flashes are the fixed texts a redirect may ask for with ?done=KEY; no
+// text from the request is ever shown, only these (and, for secrets, a
+// validated name and version).
+var flashes = map[string]string{
+	"approved":         "Contract approved: its tools may run now.",
+	"rejected":         "Contract rejected.",
+	"revoked":          "Contract revoked: its tools no longer run.",
+	"request-approved": "Pairing request approved: the device can now finish pairing.",
+	"request-rejected": "Pairing request rejected.",
+	"device-revoked":   "Device revoked: its token is refused from now on.",
+	"paired":           "This browser is paired and signed in.",
+	"signed-out":       "Signed out: this browser's device was revoked. Pair it again to sign in.",
+	"session-ended":    "Signed out: this browser's device token is no longer valid (was it revoked?). Pair it again to sign in.",
+}
+
+// secretNameRE is a secret's name, as contracts and the broker name them.
+var secretNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
+
+// flash returns the message a redirect asked for, or "".
+func flash(q url.Values) string {
+	key := q.Get("done")
+	if msg, ok := flashes[key]; ok {
+		return msg
+	}
+	name := q.Get("name")
+	if !secretNameRE.MatchString(name) {
+		return ""
+	}
+	switch key {
+	case "stored":
+		v, err := strconv.ParseUint(q.Get("version"), 10, 32)
+		if err != nil || v == 0 {
+			return ""
+		}
+		return "stored " + name + " version " + strconv.FormatUint(v, 10)
+	case "deleted":
+		return "deleted " + name + " (every version)"
+	}
+	return ""
+}
+
+// shortDigest abbreviates "sha256:<64 hex>" to "sha256:<12 hex>…".
+func shortDigest(d string) string {
+	if hex, ok := strings.CutPrefix(d, "sha256:"); ok && len(hex) > 12 {
+		return "sha256:" + hex[:12] + "…"
+	}
+	return d
+}
+
+// when renders a timestamp in UTC, or "—" if absent.
+func when(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "—"
+	}
+	return ts.AsTime().UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// iso renders a timestamp for a <time datetime> attribute.
+func iso(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return ""
+	}
+	return ts.AsTime().UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,198 @@
+package ui
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"mime"
+	"net/http"
+	"strings"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/pairing"
+	"github.com/contractual/contractual/internal/principal"
+)
+
+// cookieMaxAge is the session cookie's lifetime: 400 days, the most
+// browsers keep. The cookie is not a login that should fade with the
+// browser session: it is this browser's device credential, the equivalent
+// of the CLI's device.token file, and the private key that earned it is
+// gone as soon as the pairing page is left. A session-only cookie would
+// make the owner pair again after every browser restart, leaving a trail
+// of orphaned (still valid) device records and teaching them to approve
+// pairing requests routinely, which is what a phishing attempt needs.
+// Expiry is not what protects a lost device anyway: revocation is, and it
+// takes effect at the next request because every request re-authenticates
+// the token.
+const cookieMaxAge = 400 * 24 * 60 * 60
+
+// maxTokenLen bounds what is passed to the authenticator from a cookie.
+const maxTokenLen = 256
+
+// session is a signed-in browser.
+type session struct {
+	// ctx carries the principal and the caller's source for service calls.
+	ctx       context.Context
+	Principal string
+	DeviceID  string
+	Name      string
+	// CSRF is the form token of this session.
+	CSRF string
+}
+
+// sessionHandler is a handler that needs a signed-in browser.
+type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session)
+
+// authed wraps h: it authenticates the session cookie on every request
+// (so that a revoked device is signed out at once) and, for a POST, checks
+// the form's CSRF token before h runs. Without a valid session, a GET is
+// redirected to the pairing page and anything else gets 401; an invalid
+// cookie is cleared.
+func (u *UI) authed(h sessionHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s, hadCookie, err := u.session(r)
+		if err != nil {
+			if hadCookie && errs.Is(err, errs.Unauthenticated) {
+				u.clearCookie(w, r)
+			}
+			switch {
+			case !errs.Is(err, errs.Unauthenticated):
+				u.failErr(w, r, nil, err)
+			case r.Method == http.MethodGet || r.Method == http.MethodHead:
+				to := "/ui/pair"
+				if hadCookie {
+					to += "?done=session-ended"
+				}
+				http.Redirect(w, r, to, http.StatusSeeOther)
+			default:
+				u.fail(w, r, nil, http.StatusUnauthorized, "This browser is not signed in (or its device was revoked). Pair it again on the pairing page; nothing was changed.")
+			}
+			return
+		}
+		if r.Method == http.MethodPost {
+			if status, msg := u.parseForm(w, r); status != 0 {
+				u.fail(w, r, s, status, msg)
+				return
+			}
+			if !u.checkCSRF(r, s) {
+				u.fail(w, r, s, http.StatusForbidden, "Refused: the form's security token (CSRF) is missing or wrong. Reload the page and try again; nothing was changed.")
+				return
+			}
+		}
+		h(w, r, s)
+	}
+}
+
+// session authenticates the request's cookie. hadCookie reports whether
+// there was one; err is errs.Unauthenticated when there is no valid one.
+func (u *UI) session(r *http.Request) (s *session, hadCookie bool, err error) {
+	c, err := r.Cookie(u.cookieName)
+	if err != nil || c.Value == "" {
+		return nil, false, errs.E(errs.Unauthenticated, "not signed in")
+	}
+	if len(c.Value) > maxTokenLen {
+		return nil, true, errs.E(errs.Unauthenticated, "not signed in")
+	}
+	src := sourceOf(r)
+	ctx := pairing.WithSource(r.Context(), src)
+	who, err := u.cfg.Auth.Authenticate(ctx, c.Value, src)
+	if err != nil {
+		return nil, true, err
+	}
+	s = &session{ctx: principal.With(ctx, who), Principal: who, CSRF: u.csrfToken(c.Value)}
+	if id, ok := strings.CutPrefix(who, "device:"); ok {
+		s.DeviceID, s.Name = id, u.deviceName(s.ctx, id)
+	}
+	return s, true, nil
+}
+
+// deviceName is the name of device id, or "" if it cannot be read.
+func (u *UI) deviceName(ctx context.Context, id string) string {
+	resp, err := u.cfg.Pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
+	if err != nil {
+		return ""
+	}
+	for _, d := range resp.GetDevices() {
+		if d.GetId() == id {
+			return d.GetName()
+		}
+	}
+	return ""
+}
+
+// csrfToken is the form token of the session holding token:
+// base64url(HMAC-SHA256(key, SHA-256(token))). It reveals nothing of the
+// token and cannot be made without the server's key.
+func (u *UI) csrfToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	m := hmac.New(sha256.New, u.key)
+	m.Write(sum[:])
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// checkCSRF reports whether the posted form carries s's token, exactly
+// once, compared in constant time.
+func (u *UI) checkCSRF(r *http.Request, s *session) bool {
+	got := r.PostForm["csrf"]
+	return len(got) == 1 && subtle.ConstantTimeCompare([]byte(got[0]), []byte(s.CSRF)) == 1
+}
+
+// Form body caps: every form is small except the secret form, whose value
+// may be up to the broker's limit and is URL-encoded (up to 3 bytes per
+// byte).
+const (
+	maxFormBytes       = 64 << 10
+	maxSecretFormBytes = 3*maxSecretValue + 4<<10
+)
+
+// parseForm reads a POSTed form, URL-encoded only, within its size cap.
+// It returns a status and message on failure, 0 on success.
+func (u *UI) parseForm(w http.ResponseWriter, r *http.Request) (int, string) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return http.StatusUnsupportedMediaType, "Refused: forms must be sent as application/x-www-form-urlencoded. Nothing was changed."
+	}
+	limit := int64(maxFormBytes)
+	if r.URL.Path == "/ui/secrets" {
+		limit = maxSecretFormBytes
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	if err := r.ParseForm(); err != nil {
+		if isTooLarge(err) {
+			return http.StatusRequestEntityTooLarge, "Refused: the form is too large. Nothing was changed."
+		}
+		return http.StatusBadRequest, "Refused: the form could not be read (malformed encoding). Nothing was changed."
+	}
+	return 0, ""
+}
+
+// setCookie gives the browser its session.
+func (u *UI) setCookie(w http.ResponseWriter, r *http.Request, token string) {
+	http.SetCookie(w, &http.Cookie{
+		Name: u.cookieName, Value: token, Path: "/", MaxAge: cookieMaxAge,
+		HttpOnly: true, Secure: u.secureCookie || r.TLS != nil, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// clearCookie removes the session cookie.
+func (u *UI) clearCookie(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{
+		Name: u.cookieName, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: u.secureCookie || r.TLS != nil, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+// logout revokes this browser's own device and clears the cookie.
+func (u *UI) logout(w http.ResponseWriter, r *http.Request, s *session) {
+	if s.DeviceID != "" {
+		if _, err := u.cfg.Pairing.RevokeDevice(s.ctx, &contractualv1.RevokeDeviceRequest{DeviceId: s.DeviceID}); err != nil {
+			u.failErr(w, r, s, err)
+			return
+		}
+	}
+	u.clearCookie(w, r)
+	http.Redirect(w, r, "/ui/pair?done=signed-out", http.StatusSeeOther)
+}

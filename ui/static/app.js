@@ -1,0 +1,236 @@
+// Contractual Control UI: the pairing page's device side. The browser's
+// Ed25519 key is made with WebCrypto as non-extractable and lives only in
+// this page's memory (never in localStorage, sessionStorage or IndexedDB).
+// The page talks only to the UI's JSON endpoints; the device token they
+// earn goes into an HttpOnly cookie that this script never sees.
+(function () {
+  "use strict";
+
+  var root = document.getElementById("pair");
+  if (!root) {
+    return;
+  }
+  var $ = function (id) { return document.getElementById(id); };
+  var nameInput = $("pair-name");
+  var startBtn = $("pair-start");
+  var setupInput = $("setup-code");
+  var setupBtn = $("setup-submit");
+  var restartBtn = $("pair-restart");
+  var statusEl = $("pair-status");
+  var PREFIX = "contractual-pair-v1\n";
+  var POLL_MS = 2000;
+
+  var keyPair = null;   // Promise of the CryptoKeyPair
+  var pending = null;   // {code, device_id, nonce, expires, signature}
+  var timer = null;
+
+  function say(msg, kind) {
+    statusEl.textContent = msg;
+    statusEl.className = "status" + (kind ? " " + kind : "");
+  }
+
+  function unsupported(msg) {
+    var el = $("pair-unsupported");
+    el.textContent = msg;
+    el.hidden = false;
+    startBtn.disabled = true;
+    nameInput.disabled = true;
+  }
+
+  function b64(buf) {
+    var bytes = new Uint8Array(buf), s = "";
+    for (var i = 0; i < bytes.length; i++) {
+      s += String.fromCharCode(bytes[i]);
+    }
+    return btoa(s);
+  }
+
+  function guessName() {
+    var ua = navigator.userAgent || "";
+    var browser = /Firefox\//.test(ua) ? "Firefox" : /Edg\//.test(ua) ? "Edge" :
+      /Chrom(e|ium)\//.test(ua) ? "Chrome" : /Safari\//.test(ua) ? "Safari" : "browser";
+    var os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Mac OS X/.test(ua) ? "macOS" :
+      /Windows/.test(ua) ? "Windows" : /Linux/.test(ua) ? "Linux" : "";
+    return (browser + (os ? " on " + os : "")).slice(0, 64);
+  }
+
+  async function post(path, body) {
+    var resp = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+      redirect: "error"
+    });
+    var data = {};
+    try {
+      data = await resp.json();
+    } catch (e) {
+      data = { error: "unexpected answer from the server (HTTP " + resp.status + ")" };
+    }
+    return { status: resp.status, data: data };
+  }
+
+  function newKey() {
+    return crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+  }
+
+  function stopPolling() {
+    if (timer !== null) {
+      clearTimeout(timer);
+      timer = null;
+    }
+  }
+
+  function failed(msg) {
+    stopPolling();
+    pending = null;
+    say(msg, "bad");
+    setupBtn.disabled = true;
+    restartBtn.hidden = false;
+  }
+
+  async function start() {
+    var name = nameInput.value.trim();
+    if (name === "") {
+      name = guessName();
+      nameInput.value = name;
+    }
+    startBtn.disabled = true;
+    say("Making this browser's key and asking to pair…");
+    try {
+      var kp = await keyPair;
+      var raw = await crypto.subtle.exportKey("raw", kp.publicKey);
+      var r = await post("/ui/pair/begin", { name: name, public_key: b64(raw) });
+      if (r.status !== 200) {
+        startBtn.disabled = false;
+        say(r.data.error || ("pairing refused (HTTP " + r.status + ")"), "bad");
+        return;
+      }
+      var msg = new TextEncoder().encode(PREFIX + r.data.device_id + "\n" + r.data.nonce);
+      var sig = await crypto.subtle.sign({ name: "Ed25519" }, kp.privateKey, msg);
+      pending = {
+        code: r.data.code, device_id: r.data.device_id, nonce: r.data.nonce,
+        expires: Date.parse(r.data.expires_at), signature: b64(sig)
+      };
+      $("pair-code").textContent = r.data.code;
+      $("pair-code-again").textContent = r.data.code;
+      $("pair-device-id").textContent = r.data.device_id;
+      $("pair-expires").textContent = new Date(pending.expires).toLocaleTimeString();
+      $("pair-step1").hidden = true;
+      $("pair-step2").hidden = false;
+      setupBtn.disabled = false;
+      say("Waiting for approval: approve code " + r.data.code + " on a paired device, or enter the setup code.");
+      schedule();
+    } catch (e) {
+      startBtn.disabled = false;
+      say("Could not pair: " + e.message, "bad");
+    }
+  }
+
+  function schedule() {
+    stopPolling();
+    timer = setTimeout(poll, POLL_MS);
+  }
+
+  async function poll() {
+    timer = null;
+    if (!pending) {
+      return;
+    }
+    if (Date.now() > pending.expires) {
+      failed("The pairing request expired before it was approved. Start again.");
+      return;
+    }
+    var p = pending;
+    try {
+      var r = await post("/ui/pair/complete", { device_id: p.device_id, nonce: p.nonce, signature: p.signature });
+      if (p !== pending) {
+        return;
+      }
+      if (r.status === 200 && r.data.ok) {
+        pending = null;
+        say("Paired. Opening the Control UI…", "ok");
+        window.location.assign("/ui/?done=paired");
+        return;
+      }
+      if (r.status === 202 && r.data.pending) {
+        schedule();
+        return;
+      }
+      failed(r.data.error || ("pairing failed (HTTP " + r.status + ")"));
+    } catch (e) {
+      // A network hiccup: keep trying until the request expires.
+      say("Waiting for approval (the server did not answer; retrying)…");
+      schedule();
+    }
+  }
+
+  async function useSetupCode() {
+    if (!pending) {
+      return;
+    }
+    var code = setupInput.value.trim();
+    if (code === "") {
+      say("Enter the setup code printed on the server's console.", "bad");
+      return;
+    }
+    setupBtn.disabled = true;
+    say("Checking the setup code…");
+    try {
+      var r = await post("/ui/pair/setup", { code: pending.code, setup_code: code });
+      if (r.status !== 200) {
+        setupBtn.disabled = false;
+        say(r.data.error || ("setup code refused (HTTP " + r.status + ")"), "bad");
+        return;
+      }
+      setupInput.value = "";
+      say("Setup code accepted; finishing pairing…");
+      stopPolling();
+      poll();
+    } catch (e) {
+      setupBtn.disabled = false;
+      say("Could not send the setup code: " + e.message, "bad");
+    }
+  }
+
+  function restart() {
+    stopPolling();
+    pending = null;
+    keyPair = newKey();
+    keyPair.catch(function () {});
+    $("pair-step2").hidden = true;
+    $("pair-step1").hidden = false;
+    restartBtn.hidden = true;
+    startBtn.disabled = false;
+    say("");
+  }
+
+  if (!window.isSecureContext || !window.crypto || !crypto.subtle) {
+    unsupported("This browser offers no WebCrypto here, because the page is not a secure context: WebCrypto needs HTTPS " +
+      "or localhost. Open the Control UI over HTTPS (for example with `tailscale serve`) or on localhost.");
+    return;
+  }
+  keyPair = newKey();
+  keyPair.then(null, function () {
+    unsupported("This browser cannot make an Ed25519 key with WebCrypto, which pairing needs. " +
+      "Use a current Chrome, Edge, Firefox or Safari.");
+  });
+  if (nameInput.value === "") {
+    nameInput.value = guessName();
+  }
+  startBtn.addEventListener("click", start);
+  setupBtn.addEventListener("click", useSetupCode);
+  restartBtn.addEventListener("click", restart);
+  nameInput.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter" && !startBtn.disabled) {
+      start();
+    }
+  });
+  setupInput.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter" && !setupBtn.disabled) {
+      useSetupCode();
+    }
+  });
+})();
