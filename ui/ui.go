@@ -80,6 +80,7 @@ type UI struct {
 	pages        map[string]*template.Template
 	mux          *http.ServeMux
 	static       http.Handler
+	verified     verified
 }
 
 //go:embed templates/*.html
@@ -107,6 +108,7 @@ func New(cfg Config) (*UI, error) {
 		return nil, errs.E(errs.Invalid, "ui: an authenticator is required")
 	}
 	u := &UI{cfg: cfg, log: cfg.Log, cookieName: cookieName, cop: http.NewCrossOriginProtection()}
+	u.verified.every = verifyEvery
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
 	}

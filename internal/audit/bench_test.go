@@ -60,3 +60,46 @@ func appendRate(b *testing.B, opts Options, n int) (float64, float64) {
 	b.StopTimer()
 	return float64(n) / d.Seconds(), float64(d.Nanoseconds()) / float64(n)
 }
+
+// BenchmarkVerify measures a full verification (hash chain and signed
+// checkpoints) of a log of 100,000 events, which the Control UI runs on its
+// overview and runs pages, against a baseline in the same run: reading the
+// newest 200 events (the runs page's other query).
+//
+//	go test -run '^$' -bench BenchmarkVerify -benchtime 5x ./internal/audit/
+func BenchmarkVerify(b *testing.B) {
+	const events = 100_000
+	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "audit"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	batch := make([]*contractualv1.AuditEvent, 1000)
+	for i := range batch {
+		batch[i] = event(i)
+	}
+	for range events / len(batch) {
+		if _, err := s.Append(context.Background(), batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tail := time.Now()
+	for range 10 {
+		if _, err := s.Tail(context.Background(), 0, 200); err != nil {
+			b.Fatal(err)
+		}
+	}
+	base := time.Since(tail) / 10
+	b.ResetTimer()
+	for range b.N {
+		res, err := s.Verify(context.Background())
+		if err != nil || !res.GetOk() || res.GetEvents() != events {
+			b.Fatalf("verify: %v %v", res, err)
+		}
+	}
+	per := time.Duration(int64(b.Elapsed()) / int64(b.N))
+	b.ReportMetric(float64(per.Microseconds())/1000, "ms/verify")
+	b.ReportMetric(float64(per)/events, "ns/event")
+	b.ReportMetric(float64(base.Microseconds())/1000, "baseline-ms/tail200")
+	b.ReportMetric(float64(per)/float64(base), "x-baseline")
+}
