@@ -275,7 +275,7 @@ type pendingDevice struct {
 	begin *contractualv1.BeginPairingResponse
 }
 
-func beginPairing(t *testing.T, base, name string) *pendingDevice {
+func beginPairing(t testing.TB, base, name string) *pendingDevice {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, base)
@@ -286,13 +286,18 @@ func beginPairing(t *testing.T, base, name string) *pendingDevice {
 	return &pendingDevice{pc: pc, priv: priv, begin: begin}
 }
 
-// complete proves possession and returns the device's token.
-func (d *pendingDevice) complete(t *testing.T) string {
-	t.Helper()
-	done, err := d.pc.CompletePairing(context.Background(), &contractualv1.CompletePairingRequest{
+// proof is the device's proof of possession of its key.
+func (d *pendingDevice) proof() *contractualv1.CompletePairingRequest {
+	return &contractualv1.CompletePairingRequest{
 		DeviceId: d.begin.GetDeviceId(), Nonce: d.begin.GetNonce(),
 		Signature: ed25519.Sign(d.priv, pairing.SignedMessage(d.begin.GetDeviceId(), d.begin.GetNonce())),
-	})
+	}
+}
+
+// complete proves possession and returns the device's token.
+func (d *pendingDevice) complete(t testing.TB) string {
+	t.Helper()
+	done, err := d.pc.CompletePairing(context.Background(), d.proof())
 	if err != nil {
 		t.Fatalf("completing pairing: %v", err)
 	}
@@ -401,14 +406,17 @@ func attacker(t *testing.T, host, target string) string {
 	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
-// curlJSON posts body to u with curl and the bearer token, and returns the
-// response body and HTTP status.
+// curlJSON posts body to u with curl and the bearer token (none if
+// empty), and returns the response body and HTTP status.
 func curlJSON(t *testing.T, u, token, body string) (string, string) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "body.json")
 	os.WriteFile(f, []byte(body), 0o600)
-	out, err := exec.Command("curl", "-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
-		"-H", "Authorization: Bearer "+token, "--data-binary", "@"+f, u).Output()
+	args := []string{"-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@" + f}
+	if token != "" {
+		args = append(args, "-H", "Authorization: Bearer "+token)
+	}
+	out, err := exec.Command("curl", append(args, u)...).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

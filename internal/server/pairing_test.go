@@ -17,34 +17,19 @@ import (
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/cli"
 	"github.com/contractual/contractual/internal/errs"
-	"github.com/contractual/contractual/internal/pairing"
 )
 
 // pairDevice runs the device side of pairing: begin, have approve approve
 // the request (by its code), prove possession, get the token.
 func pairDevice(t testing.TB, url, name string, approve func(code string)) string {
 	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, url)
-	begin, err := pc.BeginPairing(context.Background(), &contractualv1.BeginPairingRequest{PublicKey: pub, Name: name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := beginPairing(t, url, name)
 	// Before approval, possession alone gets nothing.
-	sig := ed25519.Sign(priv, pairing.SignedMessage(begin.GetDeviceId(), begin.GetNonce()))
-	if _, err := pc.CompletePairing(context.Background(), &contractualv1.CompletePairingRequest{
-		DeviceId: begin.GetDeviceId(), Nonce: begin.GetNonce(), Signature: sig,
-	}); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+	if _, err := d.pc.CompletePairing(context.Background(), d.proof()); connect.CodeOf(err) != connect.CodeFailedPrecondition {
 		t.Fatalf("complete before approval: %v", err)
 	}
-	approve(begin.GetCode())
-	done, err := pc.CompletePairing(context.Background(), &contractualv1.CompletePairingRequest{
-		DeviceId: begin.GetDeviceId(), Nonce: begin.GetNonce(), Signature: sig,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return done.GetToken()
+	approve(d.begin.GetCode())
+	return d.complete(t)
 }
 
 // TestPairing: the first device pairs with the setup code the server

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -212,29 +211,11 @@ func bearer(tok string) connect.Interceptor {
 // TestCurl invokes a tool with curl speaking Connect JSON, as the README
 // shows.
 func TestCurl(t *testing.T) {
-	if _, err := exec.LookPath("curl"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("curl is required in CI")
-		}
-		t.Skip("curl not installed")
-	}
+	requireCurl(t)
 	s, _ := start(t)
 	tok, _ := owner(t, s)
 	publishApproved(t, s, tok)
-	curlTo := func(path, auth, body string) (string, string) {
-		f := filepath.Join(t.TempDir(), "body.json")
-		os.WriteFile(f, []byte(body), 0o600)
-		args := []string{"-sS", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@" + f}
-		if auth != "" {
-			args = append(args, "-H", "Authorization: Bearer "+auth)
-		}
-		out, err := exec.Command("curl", append(args, s.URL+path)...).Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		i := strings.LastIndex(strings.TrimSpace(string(out)), "\n")
-		return string(out[:i]), strings.TrimSpace(string(out[i+1:]))
-	}
+	curlTo := func(path, auth, body string) (string, string) { return curlJSON(t, s.URL+path, auth, body) }
 	curl := func(auth, body string) (string, string) {
 		return curlTo("/contractual.v1.ToolService/Invoke", auth, body)
 	}
