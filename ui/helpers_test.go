@@ -105,8 +105,9 @@ func newEnv(t *testing.T, opts ...envOptions) *env {
 	return e
 }
 
-// owner is a context for calls made as the owner, outside the UI.
-func (e *env) owner() context.Context { return principal.With(e.ctx, principal.Owner) }
+// owner is a context for calls made as one of the owner's devices (the
+// CLI, say), outside the UI.
+func (e *env) owner() context.Context { return principal.With(e.ctx, "device:owner-cli") }
 
 // toolFile is a file of an example tool.
 func toolFile(tool, name string) string { return filepath.Join("..", "tools", tool, name) }

@@ -75,7 +75,7 @@ func TestPages(t *testing.T) {
 		{"/ui/contracts/" + textkit, []string{`id="permissions-card"`, `data-export="slugify"`, `data-export="word_count"`,
 			`data-export="json_pick"`, `badge risk-low`, "No network access.", "No secrets.", "16 MiB", "2000 ms", "64 KiB",
 			"real clock: yes", textkit, "sha256:b707d6f5d11d68764cdfc7518a56e3773569b8ae2ea7a7737315f99b79536ac7",
-			"contractual examples", `id="approve"`, `id="reject"`, `id="reason"`, `by <code>owner</code>`}},
+			"contractual examples", `id="approve"`, `id="reject"`, `id="reason"`, `by <code>device:owner-cli</code>`}},
 		{"/ui/contracts/" + gh, []string{`id="permissions-card"`, "GITHUB_TOKEN → Authorization: Bearer {secret}",
 			`<code>api.github.com</code>`, `<code>/user</code>`, `<span class="badge">GET</span>`, "443",
 			`class="injection-row" data-name="GITHUB_TOKEN"`, "5000 ms"}},

@@ -245,8 +245,12 @@ func (e *env) decision(digest string, edits ...func(*contractualv1.Decision)) *c
 	return sd
 }
 
-// ownerCtx and runnerCtx are the contexts of the owner and the runner.
-func ownerCtx() context.Context  { return principal.With(context.Background(), principal.Owner) }
+// ownerDevice is the owner's device in these tests.
+const ownerDevice = "device:owner-laptop"
+
+// ownerCtx and runnerCtx are the contexts of the owner's device and the
+// runner.
+func ownerCtx() context.Context  { return principal.With(context.Background(), ownerDevice) }
 func runnerCtx() context.Context { return principal.With(context.Background(), principal.Runner) }
 
 // put stores value as secret name, as the owner.

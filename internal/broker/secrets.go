@@ -47,15 +47,15 @@ func checkValue(v []byte) error {
 	return nil
 }
 
-// owner returns the principal of ctx if it may manage secrets: the owner
-// or one of the owner's paired devices.
+// owner returns the principal of ctx if it may manage secrets: one of the
+// owner's paired devices.
 func owner(ctx context.Context) (string, error) {
 	who := principal.From(ctx)
 	switch {
 	case who == "":
 		return "", errs.E(errs.Unauthenticated, "no principal: secrets are managed by the owner")
-	case who != principal.Owner && !(strings.HasPrefix(who, "device:") && principal.Valid(who)):
-		return "", errs.E(errs.PermissionDenied, "%s may not manage secrets: only the owner and the owner's devices may", clip(who, 100))
+	case !strings.HasPrefix(who, "device:") || !principal.Valid(who):
+		return "", errs.E(errs.PermissionDenied, "%s may not manage secrets: only the owner's paired devices may", clip(who, 100))
 	}
 	return who, nil
 }

@@ -55,7 +55,7 @@ func TestPutListDeleteVersions(t *testing.T) {
 		t.Fatalf("audit actions %v, want %v", got, want)
 	}
 	for _, ev := range e.audit.all() {
-		if ev.GetPrincipal() != principal.Owner || ev.GetService() != "broker" || ev.GetOutcome() != outcomeOK {
+		if ev.GetPrincipal() != ownerDevice || ev.GetService() != "broker" || ev.GetOutcome() != outcomeOK {
 			t.Errorf("event %v", ev)
 		}
 	}

@@ -102,7 +102,7 @@ func (c *call) parse() error {
 	case c.who == "":
 		return errs.E(errs.Invalid, "principal is required")
 	case !principal.Valid(c.who):
-		return errs.E(errs.Invalid, `principal %q is not "owner", "device:<id>", "session:<id>" or "job:<id>"`, clip(c.who, 100))
+		return errs.E(errs.Invalid, `principal %q is not "device:<id>", "session:<id>" or "job:<id>"`, clip(c.who, 100))
 	}
 	return nil
 }

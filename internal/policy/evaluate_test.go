@@ -111,10 +111,10 @@ func TestAuditDown(t *testing.T) {
 		"reject":  func() (any, error) { return f.s.Reject(asOwner, &contractualv1.RejectRequest{Digest: v2}) },
 		"revoke":  func() (any, error) { return f.s.Revoke(asOwner, &contractualv1.RevokeRequest{Digest: v1}) },
 		"evaluate": func() (any, error) {
-			return f.s.Evaluate(asOwner, &contractualv1.EvaluateRequest{Tool: "counter.count_vowels", Input: []byte(`{"text":"a"}`), Principal: "owner"})
+			return f.s.Evaluate(asOwner, &contractualv1.EvaluateRequest{Tool: "counter.count_vowels", Input: []byte(`{"text":"a"}`), Principal: ownerDevice})
 		},
 		"refused evaluate": func() (any, error) {
-			return f.s.Evaluate(asOwner, &contractualv1.EvaluateRequest{Tool: "nope.x", Input: []byte(`{}`), Principal: "owner"})
+			return f.s.Evaluate(asOwner, &contractualv1.EvaluateRequest{Tool: "nope.x", Input: []byte(`{}`), Principal: ownerDevice})
 		},
 	}
 	for name, call := range calls {

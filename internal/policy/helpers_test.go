@@ -105,8 +105,11 @@ func (f *fixture) reopen() {
 	f.open()
 }
 
-// asOwner is a context of the owner.
-var asOwner = principal.With(context.Background(), principal.Owner)
+// ownerDevice is the owner's device in these tests.
+const ownerDevice = "device:owner-laptop"
+
+// asOwner is a context of the owner's device.
+var asOwner = principal.With(context.Background(), ownerDevice)
 
 // publish publishes a module and contract as the owner and fails on error.
 func (f *fixture) publish(wasm, ct []byte) *contractualv1.PublishResponse {

@@ -25,7 +25,7 @@ func TestLifecycle(t *testing.T) {
 	if pub.GetExisted() || pub.GetRecord().GetState() != pending || pub.GetPredecessor() != "" || len(pub.GetDiff()) != 0 {
 		t.Fatalf("first publish: %v", pub)
 	}
-	if by := pub.GetRecord().GetPublishedBy(); by != "owner" {
+	if by := pub.GetRecord().GetPublishedBy(); by != ownerDevice {
 		t.Errorf("published_by %q", by)
 	}
 	onlyEvent(t, f.audit.since(0), actionPublish, outcomeOK)
@@ -37,7 +37,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	onlyEvent(t, f.audit.since(n), actionDecision, "deny")
 
-	if rec := f.approve(v1); rec.GetState() != approved || rec.GetDecidedBy() != "owner" || rec.GetReason() != "looks fine" ||
+	if rec := f.approve(v1); rec.GetState() != approved || rec.GetDecidedBy() != ownerDevice || rec.GetReason() != "looks fine" ||
 		!rec.GetDecidedAt().AsTime().Equal(fixed) {
 		t.Fatalf("approved record: %v", rec)
 	}
@@ -84,7 +84,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	d = f.evaluate("textkit.slugify", `{"text": "Hello"}`).GetDecision()
-	if d.GetVerdict() != contractualv1.Verdict_VERDICT_DENY || !strings.Contains(d.GetReason(), "revoked by owner: no longer needed") {
+	if d.GetVerdict() != contractualv1.Verdict_VERDICT_DENY || !strings.Contains(d.GetReason(), "revoked by "+ownerDevice+": no longer needed") {
 		t.Fatalf("revoked contract: %v", d)
 	}
 }

@@ -188,8 +188,8 @@ func owner(ctx context.Context) (string, error) {
 		return "", errs.E(errs.Unauthenticated, "no principal: contracts are published and decided by the owner")
 	case !principal.Valid(who):
 		return "", errs.E(errs.Unauthenticated, "principal %q is malformed", clip(who, 100))
-	case who != principal.Owner && !strings.HasPrefix(who, "device:"):
-		return "", errs.E(errs.PermissionDenied, "%s may not publish or decide contracts: only the owner and the owner's devices may", who)
+	case !strings.HasPrefix(who, "device:"):
+		return "", errs.E(errs.PermissionDenied, "%s may not publish or decide contracts: only the owner's paired devices may", who)
 	}
 	return who, nil
 }

@@ -7,10 +7,6 @@ import (
 	"strings"
 )
 
-// Owner is the principal of the owner's own tools (the CLI, with the owner
-// token, until device pairing lands).
-const Owner = "owner"
-
 // Service names a service's own identity ("service:runner"), as opposed to
 // the principal a call is made by. In one process it travels in the context
 // like a principal; across processes it will come from the caller's verified
@@ -34,12 +30,9 @@ func From(ctx context.Context) string {
 	return p
 }
 
-// Valid reports whether p is a principal name: "owner", or one of
-// "device:", "session:", "job:" followed by an id.
+// Valid reports whether p is a principal name: one of "device:",
+// "session:", "job:" followed by an id.
 func Valid(p string) bool {
-	if p == Owner {
-		return true
-	}
 	for _, prefix := range []string{"device:", "session:", "job:"} {
 		if id, ok := strings.CutPrefix(p, prefix); ok {
 			return id != "" && len(id) <= 128 && !strings.ContainsAny(id, " \t\r\n")

@@ -13,7 +13,7 @@ func TestPrincipal(t *testing.T) {
 		t.Error("With/From")
 	}
 	for p, want := range map[string]bool{
-		"owner": true, "device:abc": true, "session:1": true, "job:nightly": true,
+		"owner": false, "device:abc": true, "session:1": true, "job:nightly": true,
 		"": false, "device:": false, "robot:x": false, "job:a b": false,
 	} {
 		if Valid(p) != want {
