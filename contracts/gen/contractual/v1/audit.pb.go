@@ -31,7 +31,8 @@ type AuditEvent struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	// The service that recorded the event: "policy", "runner", ...
 	Service string `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
-	// Who made the call: "owner", "device:<id>", "session:<id>", "job:<id>".
+	// Who acted: "device:<id>", "session:<id>", "job:<id>", or "setup-code"
+	// (the console's one-time code approving the first device).
 	Principal string `protobuf:"bytes,4,opt,name=principal,proto3" json:"principal,omitempty"`
 	// What happened, e.g. "contract.publish", "contract.approve",
 	// "call.decision", "call.run", "call.refused".
