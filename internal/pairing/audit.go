@@ -34,11 +34,9 @@ const auditService = "gateway"
 // auditTimeout bounds one audit append.
 const auditTimeout = 5 * time.Second
 
-// event returns an audit event of pairing.
+// event returns an audit event of pairing. Details are short: names,
+// codes and error messages pairing bounds itself, far below the log's cap.
 func event(action, who, detail string) *contractualv1.AuditEvent {
-	if len(detail) > 1024 {
-		detail = detail[:1024]
-	}
 	return &contractualv1.AuditEvent{Service: auditService, Principal: who, Action: action, Outcome: "ok", Detail: detail}
 }
 
