@@ -3,12 +3,15 @@
 # reproducibly, and rewrites the `module:` line of tools/<name>/contract.yaml
 # to the new digest (sha256:<hex of the .wasm>).
 #
-# Each module is built twice into a temporary directory and the two digests
-# are compared; a mismatch fails the build. CI runs:
+# A tool with a go.mod is built from source, twice into a temporary directory,
+# and the two digests are compared; a mismatch fails the build. A tool with an
+# `origin` file is a stock plugin taken unchanged from a Go module this
+# repository requires: the file says "<module path> <file in the module>", and
+# the version is the one go.mod pins. CI runs:
 #
 #   tools/build.sh && git diff --exit-code tools/
 #
-# Usage: tools/build.sh [name ...]   (default: every tools/*/ with a go.mod)
+# Usage: tools/build.sh [name ...]   (default: every tools/*/ with a go.mod or an origin)
 set -euo pipefail
 
 # The bytes depend on the Go toolchain: pin it (the go command downloads this
@@ -33,18 +36,34 @@ if [ "$#" -gt 0 ]; then
 else
 	names=()
 	for d in "$tools_dir"/*/; do
-		[ -f "$d/go.mod" ] && names+=("$(basename "$d")")
+		if [ -f "$d/go.mod" ] || [ -f "$d/origin" ]; then names+=("$(basename "$d")"); fi
 	done
 fi
 
-for name in "${names[@]}"; do
-	dir="$tools_dir/$name"
-	if [ ! -f "$dir/go.mod" ] || [ ! -f "$dir/main.go" ]; then
-		echo "build.sh: $dir is not a tool module (no go.mod/main.go)" >&2
+# fetch <dir> <out>: copies a stock plugin out of the module its origin names.
+fetch() {
+	local mod file moddir
+	read -r mod file <"$1/origin"
+	moddir="$(cd "$tools_dir/.." && GOOS= GOARCH= go mod download -json "$mod" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+	if [ -z "$moddir" ] || [ ! -f "$moddir/$file" ]; then
+		echo "build.sh: $1/origin: no $file in $mod" >&2
 		exit 1
 	fi
-	build "$dir" "$tmp/$name.1.wasm"
-	build "$dir" "$tmp/$name.2.wasm"
+	cp "$moddir/$file" "$2"
+	cp "$moddir/$file" "${2%.1.wasm}.2.wasm"
+}
+
+for name in "${names[@]}"; do
+	dir="$tools_dir/$name"
+	if [ -f "$dir/origin" ]; then
+		fetch "$dir" "$tmp/$name.1.wasm"
+	elif [ -f "$dir/go.mod" ] && [ -f "$dir/main.go" ]; then
+		build "$dir" "$tmp/$name.1.wasm"
+		build "$dir" "$tmp/$name.2.wasm"
+	else
+		echo "build.sh: $dir is not a tool (no go.mod/main.go, no origin)" >&2
+		exit 1
+	fi
 	d1="$(sha256sum "$tmp/$name.1.wasm" | cut -d' ' -f1)"
 	d2="$(sha256sum "$tmp/$name.2.wasm" | cut -d' ' -f1)"
 	if [ "$d1" != "$d2" ]; then

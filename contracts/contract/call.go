@@ -2,6 +2,8 @@ package contract
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 
@@ -16,13 +18,79 @@ import (
 const maxCallProblems = 5
 
 // CheckInput checks the input of a call of tool t: one JSON value that meets
-// t's input schema. The error is errs.Invalid, and says where the input
-// fails the schema.
+// t's input schema and that t's input format can hand to the module. The
+// error is errs.Invalid, and says where the input fails the schema.
 func CheckInput(t *contractualv1.Tool, input []byte) error {
 	if t.GetInputSchema() == nil {
 		return errs.E(errs.Invalid, "tool %s has no input schema", t.GetExport())
 	}
-	return checkCall(errs.Invalid, "input", t, t.GetInputSchema(), input)
+	if err := checkCall(errs.Invalid, "input", t, t.GetInputSchema(), input); err != nil {
+		return err
+	}
+	_, err := ModuleInput(t, input)
+	return err
+}
+
+// ModuleInput returns the bytes the module receives for a call of tool t
+// whose input is the JSON value input, as t's input format says: the JSON
+// itself; the text of a JSON string; or the bytes of a base64 JSON string.
+// The runner and `contractual run` both hand the module exactly this. The
+// error is errs.Invalid.
+func ModuleInput(t *contractualv1.Tool, input []byte) ([]byte, error) {
+	format := t.GetInputFormat()
+	if format == contractualv1.InputFormat_INPUT_FORMAT_UNSPECIFIED || format == contractualv1.InputFormat_INPUT_FORMAT_JSON {
+		return input, nil
+	}
+	var s string
+	if err := json.Unmarshal(input, &s); err != nil {
+		return nil, errs.E(errs.Invalid, "tool %s takes its input as a JSON string (input_format %s), not %s",
+			t.GetExport(), inputFormatName(format), jsonKind(input))
+	}
+	switch format {
+	case contractualv1.InputFormat_INPUT_FORMAT_STRING:
+		return []byte(s), nil
+	case contractualv1.InputFormat_INPUT_FORMAT_BYTES:
+		b, err := decodeBase64(s)
+		if err != nil {
+			return nil, errs.E(errs.Invalid, "tool %s takes its input as base64 (input_format bytes): %v", t.GetExport(), err)
+		}
+		return b, nil
+	}
+	return nil, errs.E(errs.Invalid, "tool %s has an unknown input format %d", t.GetExport(), format)
+}
+
+// decodeBase64 decodes standard or URL-alphabet base64, padded or not.
+func decodeBase64(s string) ([]byte, error) {
+	enc := base64.StdEncoding
+	if strings.ContainsAny(s, "-_") {
+		enc = base64.URLEncoding
+	}
+	b, err := enc.WithPadding(base64.NoPadding).Strict().DecodeString(strings.TrimRight(s, "="))
+	if err != nil {
+		return nil, errors.New("not valid base64 (standard or URL alphabet)")
+	}
+	return b, nil
+}
+
+// jsonKind names the kind of JSON value data holds, for errors.
+func jsonKind(data []byte) string {
+	var v any
+	if json.Unmarshal(data, &v) != nil {
+		return "invalid JSON"
+	}
+	switch v.(type) {
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	case float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return "a string"
 }
 
 // CheckOutput checks the output of a call of tool t against t's output

@@ -75,3 +75,55 @@ func TestCheckInputUnvalidatedContract(t *testing.T) {
 		t.Errorf("CheckInput with a broken schema = %v", err)
 	}
 }
+
+func TestModuleInput(t *testing.T) {
+	tool := func(f contractualv1.InputFormat) *contractualv1.Tool {
+		return &contractualv1.Tool{Export: "f", InputFormat: f}
+	}
+	const (
+		unset = contractualv1.InputFormat_INPUT_FORMAT_UNSPECIFIED
+		json  = contractualv1.InputFormat_INPUT_FORMAT_JSON
+		text  = contractualv1.InputFormat_INPUT_FORMAT_STRING
+		bin   = contractualv1.InputFormat_INPUT_FORMAT_BYTES
+	)
+	tests := []struct {
+		format      contractualv1.InputFormat
+		input, want string
+		err         string
+	}{
+		{unset, `{"text":"Hello"}`, `{"text":"Hello"}`, ""},
+		{json, `{"text":"Hello"}`, `{"text":"Hello"}`, ""},
+		{text, `"Hello, \"World\"\n"`, "Hello, \"World\"\n", ""},
+		{text, `"\u00e9t\u00e9 \ud83d\ude00"`, "été 😀", ""},
+		{text, `""`, "", ""},
+		{text, `{"text":"Hello"}`, "", "tool f takes its input as a JSON string (input_format string), not an object"},
+		{text, `42`, "", "not a number"},
+		{bin, `"AAEC/w=="`, "\x00\x01\x02\xff", ""},
+		{bin, `"AAEC/w"`, "\x00\x01\x02\xff", ""},
+		{bin, `"AAEC_w"`, "\x00\x01\x02\xff", ""},
+		{bin, `"AAEC/w=x"`, "", "not valid base64"},
+		{bin, `"AAEC_w+/"`, "", "not valid base64"},
+		{bin, `["AAEC"]`, "", "not an array"},
+		{9, `"x"`, "", "unknown input format 9"},
+	}
+	for _, tt := range tests {
+		got, err := ModuleInput(tool(tt.format), []byte(tt.input))
+		switch {
+		case tt.err == "" && (err != nil || string(got) != tt.want):
+			t.Errorf("ModuleInput(%v, %s) = %q, %v; want %q", tt.format, tt.input, got, err, tt.want)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err) || errs.KindOf(err) != errs.Invalid):
+			t.Errorf("ModuleInput(%v, %s) = %q, %v; want an invalid error with %q", tt.format, tt.input, got, err, tt.err)
+		}
+	}
+}
+
+func TestCheckInputText(t *testing.T) {
+	tool := &contractualv1.Tool{Export: "f", InputFormat: contractualv1.InputFormat_INPUT_FORMAT_BYTES,
+		InputSchema: mustStruct(map[string]any{"type": "string"})}
+	if err := CheckInput(tool, []byte(`"AAEC"`)); err != nil {
+		t.Errorf("CheckInput(base64) = %v", err)
+	}
+	if err := CheckInput(tool, []byte(`"not base64!"`)); err == nil || !strings.Contains(err.Error(), "base64") {
+		t.Errorf("CheckInput(not base64) = %v, want a base64 error", err)
+	}
+}

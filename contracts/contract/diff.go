@@ -209,6 +209,17 @@ func riskName(r contractualv1.Risk) string {
 	return strconv.Itoa(int(r))
 }
 
+// inputFormatName returns "json", "string" or "bytes" (unset is json).
+func inputFormatName(f contractualv1.InputFormat) string {
+	if f == contractualv1.InputFormat_INPUT_FORMAT_UNSPECIFIED {
+		f = contractualv1.InputFormat_INPUT_FORMAT_JSON
+	}
+	if v := f.Descriptor().Values().ByNumber(f.Number()); v != nil {
+		return enumShortName(v)
+	}
+	return strconv.Itoa(int(f))
+}
+
 // tool compares two versions of one tool.
 func (d *differ) tool(path string, a, b *contractualv1.Tool) {
 	d.text(joinField(path, "description"), a.GetDescription(), b.GetDescription())
@@ -219,6 +230,9 @@ func (d *differ) tool(path string, a, b *contractualv1.Tool) {
 			kind = Widened
 		}
 		d.add(kind, joinField(path, "risk"), riskName(ra), riskName(rb))
+	}
+	if fa, fb := a.GetInputFormat(), b.GetInputFormat(); fa != fb {
+		d.add(Changed, joinField(path, "input_format"), inputFormatName(fa), inputFormatName(fb))
 	}
 	d.schema(joinField(path, "input_schema"), a.GetInputSchema(), b.GetInputSchema())
 	d.schema(joinField(path, "output_schema"), a.GetOutputSchema(), b.GetOutputSchema())

@@ -74,6 +74,16 @@ func TestDiff(t *testing.T) {
 			`~ changed  tools[forecast].input_schema.properties.days: added {"type":"integer"}`,
 			`~ changed  tools[forecast].input_schema.required: ["city"] → ["city","days"]`,
 		}},
+		{name: "input format", edit: func(c *contractualv1.Contract) {
+			c.Tools[0].InputFormat = contractualv1.InputFormat_INPUT_FORMAT_STRING
+			c.Tools[0].InputSchema = mustStruct(map[string]any{"type": "string"})
+		}, want: []string{
+			`~ changed  tools[forecast].input_format: json → string`,
+			`~ changed  tools[forecast].input_schema.additionalProperties: removed false`,
+			`~ changed  tools[forecast].input_schema.properties: removed {"city":{"type":"string"}}`,
+			`~ changed  tools[forecast].input_schema.required: removed ["city"]`,
+			`~ changed  tools[forecast].input_schema.type: "object" → "string"`,
+		}},
 		{name: "output schema", edit: func(c *contractualv1.Contract) { c.Tools[0].OutputSchema = nil }, want: []string{
 			`~ changed  tools[forecast].output_schema: removed {"type":"object"}`,
 		}},

@@ -92,6 +92,7 @@ func (ps *problems) limits(m *contractualv1.Limits, c *contractualv1.Capabilitie
 // Normalize rewrites c, in place, into the normal form its digest is
 // computed on, so that contracts that mean the same have the same digest:
 //
+//   - a tool's input_format json is cleared to unset (its default);
 //   - capabilities and limits are present (empty capabilities grant nothing);
 //   - every zero limit is set to its default (0 for a limit whose
 //     capability is not granted);
@@ -107,6 +108,11 @@ func (ps *problems) limits(m *contractualv1.Limits, c *contractualv1.Capabilitie
 func Normalize(c *contractualv1.Contract) {
 	if c == nil {
 		return
+	}
+	for _, t := range c.GetTools() {
+		if t.GetInputFormat() == contractualv1.InputFormat_INPUT_FORMAT_JSON {
+			t.InputFormat = contractualv1.InputFormat_INPUT_FORMAT_UNSPECIFIED
+		}
 	}
 	if c.Capabilities == nil {
 		c.Capabilities = &contractualv1.Capabilities{}

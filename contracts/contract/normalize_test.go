@@ -157,6 +157,16 @@ func TestDigestStable(t *testing.T) {
 	}
 }
 
+// TestInputFormatJSONIsTheDefault checks that input_format json and an
+// unset input_format are one contract, so that contracts written before the
+// field existed keep their digests.
+func TestInputFormatJSONIsTheDefault(t *testing.T) {
+	c := edited(weather(), func(c *contractualv1.Contract) { c.Tools[0].InputFormat = contractualv1.InputFormat_INPUT_FORMAT_JSON })
+	if got, want := mustDigest(t, c), mustDigest(t, weather()); got != want {
+		t.Errorf("input_format json: digest %s, want the unset digest %s", got, want)
+	}
+}
+
 func TestDigestGolden(t *testing.T) {
 	c, err := Load(readFile(t, "weather.yaml"), "weather.yaml")
 	if err != nil {
@@ -178,6 +188,9 @@ func TestDigestChanges(t *testing.T) {
 			c.Tools[0].Export = "a"
 		},
 		"risk":   func(c *contractualv1.Contract) { c.Tools[0].Risk = contractualv1.Risk_RISK_HIGH },
+		"input format": func(c *contractualv1.Contract) {
+			c.Tools[0].InputFormat = contractualv1.InputFormat_INPUT_FORMAT_STRING
+		},
 		"schema": func(c *contractualv1.Contract) { c.Tools[0].InputSchema.Fields["required"].GetListValue().Values = nil },
 		"method": func(c *contractualv1.Contract) {
 			c.Capabilities.Http[0].Methods = append(c.Capabilities.Http[0].Methods, "HEAD")

@@ -166,13 +166,17 @@ func (ps *problems) tool(t *contractualv1.Tool, path string) {
 		ps.text(joinField(path, "description"), t.GetDescription(), maxDescription, true)
 	}
 	ps.risk(t.GetRisk(), joinField(path, "risk"))
+	format := t.GetInputFormat()
+	if ed := format.Descriptor(); ed.Values().ByNumber(format.Number()) == nil {
+		ps.addf(joinField(path, "input_format"), "unknown value %d: want %s", format, enumChoices(ed))
+	}
 	if t.GetInputSchema() == nil {
-		ps.addf(joinField(path, "input_schema"), "required: the JSON Schema of the input, e.g. {type: object, properties: {...}}")
+		ps.addf(joinField(path, "input_schema"), "required: the JSON Schema of the input, e.g. %s", schemaExample(format))
 	} else {
-		ps.schema(t.GetInputSchema(), joinField(path, "input_schema"), true)
+		ps.schema(t.GetInputSchema(), joinField(path, "input_schema"), &format)
 	}
 	if t.GetOutputSchema() != nil {
-		ps.schema(t.GetOutputSchema(), joinField(path, "output_schema"), false)
+		ps.schema(t.GetOutputSchema(), joinField(path, "output_schema"), nil)
 	}
 }
 
@@ -187,12 +191,14 @@ func (ps *problems) risk(r contractualv1.Risk, path string) {
 	}
 }
 
-// schema checks a JSON Schema. An input schema must describe an object:
-// tools take named arguments.
-func (ps *problems) schema(s *structpb.Struct, path string, input bool) {
-	if input {
-		if t := s.GetFields()["type"]; t.GetStringValue() != "object" {
-			ps.addf(joinKey(path, "type"), `must be "object": a tool's input is an object of named arguments`)
+// schema checks a JSON Schema. An input schema (format is the tool's
+// input format; nil for an output schema) must describe the JSON value that
+// format takes: an object of named arguments, or a string.
+func (ps *problems) schema(s *structpb.Struct, path string, format *contractualv1.InputFormat) {
+	if format != nil {
+		want := inputType(*format)
+		if t := s.GetFields()["type"]; t.GetStringValue() != want {
+			ps.addf(joinKey(path, "type"), "must be %q: %s", want, inputTypeWhy(*format))
 		}
 	}
 	seen := make(map[Problem]bool)
@@ -204,6 +210,33 @@ func (ps *problems) schema(s *structpb.Struct, path string, input bool) {
 			*ps = append(*ps, p)
 		}
 	}
+}
+
+// inputType is the JSON type of a call's input in format f.
+func inputType(f contractualv1.InputFormat) string {
+	if f == contractualv1.InputFormat_INPUT_FORMAT_STRING || f == contractualv1.InputFormat_INPUT_FORMAT_BYTES {
+		return "string"
+	}
+	return "object"
+}
+
+// schemaExample is an example input schema for format f.
+func schemaExample(f contractualv1.InputFormat) string {
+	if inputType(f) == "string" {
+		return "{type: string, maxLength: 65536}"
+	}
+	return "{type: object, properties: {...}}"
+}
+
+// inputTypeWhy explains inputType.
+func inputTypeWhy(f contractualv1.InputFormat) string {
+	switch f {
+	case contractualv1.InputFormat_INPUT_FORMAT_STRING:
+		return "with input_format string, the input is a JSON string whose text the module gets"
+	case contractualv1.InputFormat_INPUT_FORMAT_BYTES:
+		return "with input_format bytes, the input is a base64 JSON string whose bytes the module gets"
+	}
+	return "a tool's JSON input is an object of named arguments (use input_format string or bytes for raw input)"
 }
 
 // capabilities checks the grants.

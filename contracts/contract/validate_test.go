@@ -88,10 +88,10 @@ func TestValidate(t *testing.T) {
 			want: []string{"tools[0].input_schema: required: the JSON Schema of the input, e.g. {type: object, properties: {...}}"}},
 		{name: "input schema not an object", edit: func(c *contractualv1.Contract) {
 			c.Tools[0].InputSchema = mustStruct(map[string]any{"type": "string"})
-		}, want: []string{`tools[0].input_schema.type: must be "object": a tool's input is an object of named arguments`}},
+		}, want: []string{`tools[0].input_schema.type: must be "object": a tool's JSON input is an object of named arguments (use input_format string or bytes for raw input)`}},
 		{name: "input schema without type", edit: func(c *contractualv1.Contract) {
 			c.Tools[0].InputSchema = mustStruct(map[string]any{})
-		}, want: []string{`tools[0].input_schema.type: must be "object": a tool's input is an object of named arguments`}},
+		}, want: []string{`tools[0].input_schema.type: must be "object": a tool's JSON input is an object of named arguments (use input_format string or bytes for raw input)`}},
 		{name: "input schema bad keyword", edit: func(c *contractualv1.Contract) {
 			c.Tools[0].InputSchema.Fields["properties"] = structpb.NewListValue(&structpb.ListValue{})
 		}, want: []string{"tools[0].input_schema.properties: invalid JSON Schema: got array, want object"}},
@@ -136,6 +136,23 @@ func TestValidate(t *testing.T) {
 			c.Tools[0].InputSchema.Fields["x"] = v
 		}, want: []string{"tools[0].input_schema.x" + strings.Repeat("[0]", maxJSONDepth) + ": invalid JSON Schema: nested more than 64 levels deep"}},
 		{name: "output schema optional", edit: func(c *contractualv1.Contract) { c.Tools[0].OutputSchema = nil }},
+		{name: "input format json", edit: func(c *contractualv1.Contract) { c.Tools[0].InputFormat = contractualv1.InputFormat_INPUT_FORMAT_JSON }},
+		{name: "input format string", edit: func(c *contractualv1.Contract) {
+			c.Tools[0].InputFormat = contractualv1.InputFormat_INPUT_FORMAT_STRING
+			c.Tools[0].InputSchema = mustStruct(map[string]any{"type": "string", "maxLength": 100})
+		}},
+		{name: "input format bytes", edit: func(c *contractualv1.Contract) {
+			c.Tools[0].InputFormat = contractualv1.InputFormat_INPUT_FORMAT_BYTES
+			c.Tools[0].InputSchema = mustStruct(map[string]any{"type": "string"})
+		}},
+		{name: "input format string with an object schema", edit: func(c *contractualv1.Contract) {
+			c.Tools[0].InputFormat = contractualv1.InputFormat_INPUT_FORMAT_STRING
+		}, want: []string{`tools[0].input_schema.type: must be "string": with input_format string, the input is a JSON string whose text the module gets`}},
+		{name: "input format json with a string schema", edit: func(c *contractualv1.Contract) {
+			c.Tools[0].InputSchema = mustStruct(map[string]any{"type": "string"})
+		}, want: []string{`tools[0].input_schema.type: must be "object": a tool's JSON input is an object of named arguments (use input_format string or bytes for raw input)`}},
+		{name: "input format unknown", edit: func(c *contractualv1.Contract) { c.Tools[0].InputFormat = 9 },
+			want: []string{"tools[0].input_format: unknown value 9: want json, string or bytes"}},
 		{name: "output schema any type", edit: func(c *contractualv1.Contract) {
 			c.Tools[0].OutputSchema = mustStruct(map[string]any{"type": "array"})
 		}},

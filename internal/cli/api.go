@@ -165,18 +165,19 @@ func invokeCmd(ctx context.Context, env *Env, args []string) error {
 	var cf connectFlags
 	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
 	cf.register(fs, env)
-	input := fs.String("input", "", "the input: JSON, @file, or - for stdin")
+	var input inputFlags
+	input.register(fs)
 	asJSON := fs.Bool("json", false, "print the whole response as JSON")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || *input == "" {
-		return usagef("want one tool (<contract name>.<export>) and --input")
+	if len(pos) != 1 {
+		return usagef("want one tool (<contract name>.<export>)")
 	}
-	raw, err := readArg(env, *input)
+	raw, err := input.read(env)
 	if err != nil {
-		return errs.Wrap(errs.Invalid, err, "reading input")
+		return err
 	}
 	var v structpb.Value
 	if err := protojson.Unmarshal(raw, &v); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/sandbox"
@@ -21,8 +22,9 @@ import (
 
 // runOptions are the flags of contractual run.
 type runOptions struct {
-	contract, input, export, cacheDir string
-	json                              bool
+	contract, export, cacheDir string
+	input                      inputFlags
+	json                       bool
 }
 
 // runCmd runs one call of a tool locally under its contract: the tool
@@ -31,7 +33,7 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	var o runOptions
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.StringVar(&o.contract, "contract", "", "the contract file (YAML or JSON)")
-	fs.StringVar(&o.input, "input", "", "the input: JSON, @file, or - for stdin")
+	o.input.register(fs)
 	fs.StringVar(&o.export, "export", "", "the tool to call (default: the contract's only tool)")
 	fs.StringVar(&o.cacheDir, "cache-dir", defaultCacheDir(env), "where compiled modules are cached (empty: no disk cache)")
 	fs.BoolVar(&o.json, "json", false, "print a JSON report instead of the output")
@@ -44,9 +46,6 @@ func runCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	if o.contract == "" {
 		return usagef("--contract is required: no contract, no run")
-	}
-	if o.input == "" {
-		return usagef("--input is required (use '{}' for an empty object)")
 	}
 	rep := &report{Module: pos[0]}
 	err = run(ctx, env, pos[0], o, rep)
@@ -86,9 +85,13 @@ func run(ctx context.Context, env *Env, modulePath string, o runOptions, rep *re
 		return err
 	}
 	rep.Tool = tool.GetExport()
-	input, err := readArg(env, o.input)
+	input, err := o.input.read(env)
 	if err != nil {
-		return errs.Wrap(errs.Invalid, err, "reading input")
+		return err
+	}
+	// The module gets what the runner would give it: the canonical input.
+	if input, err = decision.Canonical(input); err != nil {
+		return err
 	}
 	if err := contract.CheckInput(tool, input); err != nil {
 		return err
@@ -104,12 +107,9 @@ func run(ctx context.Context, env *Env, modulePath string, o runOptions, rep *re
 		return err
 	}
 	defer m.Close(ctx)
-	res, err := m.Call(ctx, tool.GetExport(), input)
+	res, err := m.CallTool(ctx, tool, input)
 	rep.fill(res)
-	if err != nil {
-		return err
-	}
-	return contract.CheckOutput(tool, res.Output)
+	return err
 }
 
 // pickTool finds the tool to call: the named one, or the only one.

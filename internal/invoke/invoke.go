@@ -44,7 +44,7 @@ func (s *Service) Invoke(ctx context.Context, req *contractualv1.InvokeRequest) 
 		return nil, errs.E(errs.Invalid, "tool is required, as <contract name>.<export>")
 	}
 	if req.GetInput() == nil {
-		return nil, errs.E(errs.Invalid, "input is required (a JSON object)")
+		return nil, errs.E(errs.Invalid, "input is required: the JSON value the tool takes (an object, or a string for tools that take text or bytes)")
 	}
 	input, err := protojson.Marshal(req.GetInput())
 	if err != nil {

@@ -138,14 +138,15 @@ func compileInputSchema(t *contractualv1.Tool) *jsonschema.Schema {
 }
 
 // checkInput checks the canonical input of a call against the tool's input
-// schema. The cached compiled schema decides the common case, a valid
-// input; anything else goes to contract.CheckInput, which is the reference
-// and writes the error message. Should the two ever disagree, the call is
-// refused.
+// schema and its input format. The cached compiled schema decides the
+// common case, a valid input; anything else goes to contract.CheckInput,
+// which is the reference and writes the error message. Should the two ever
+// disagree, the call is refused.
 func (te *toolEntry) checkInput(canonical []byte) error {
 	if sch := te.schema(); sch != nil {
 		if v, err := jsonschema.UnmarshalJSON(bytes.NewReader(canonical)); err == nil && sch.Validate(v) == nil {
-			return nil
+			_, err := contract.ModuleInput(te.tool, canonical)
+			return err
 		}
 	}
 	if err := contract.CheckInput(te.tool, canonical); err != nil {

@@ -79,14 +79,15 @@ func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest
 		return nil, err
 	}
 	defer s.modules.release(e)
-	if err := checkCall(e, d); err != nil {
+	tool, err := checkCall(e, d)
+	if err != nil {
 		return nil, err
 	}
 	var opts []sandbox.CallOption
 	if s.opts.Broker != nil {
 		opts = append(opts, sandbox.WithSecrets(&handles{broker: s.opts.Broker, decision: req.GetDecision()}))
 	}
-	return s.run(ctx, c, e.mod, d.GetExport(), input, opts...)
+	return s.run(ctx, c, e.mod, tool, input, opts...)
 }
 
 // issuedSinceStart refuses a decision issued before this runner started:
@@ -136,39 +137,42 @@ func stateName(st contractualv1.ContractState) string {
 
 // checkCall checks that the decision fits the contract the module was
 // loaded under: same module, an export the contract lists as a tool, and
-// the tool name "<contract name>.<export>".
-func checkCall(e *moduleEntry, d *contractualv1.Decision) error {
+// the tool name "<contract name>.<export>". It returns that tool.
+func checkCall(e *moduleEntry, d *contractualv1.Decision) (*contractualv1.Tool, error) {
 	ct := e.contract
 	if ct.GetModule() != d.GetModuleDigest() {
-		return errs.E(errs.PermissionDenied, "decision %s is for module %s, but contract %s runs module %s",
+		return nil, errs.E(errs.PermissionDenied, "decision %s is for module %s, but contract %s runs module %s",
 			d.GetId(), d.GetModuleDigest(), d.GetContractDigest(), ct.GetModule())
 	}
 	export := d.GetExport()
-	listed := false
+	var tool *contractualv1.Tool
 	for _, t := range ct.GetTools() {
-		listed = listed || t.GetExport() == export
+		if t.GetExport() == export && export != "" {
+			tool = t
+		}
 	}
-	if !listed || export == "" {
-		return errs.E(errs.PermissionDenied, "contract %s (%s) has no tool %q: decision %s may not run it",
+	if tool == nil {
+		return nil, errs.E(errs.PermissionDenied, "contract %s (%s) has no tool %q: decision %s may not run it",
 			d.GetContractDigest(), ct.GetName(), export, d.GetId())
 	}
 	if want := ct.GetName() + "." + export; d.GetTool() != want {
-		return errs.E(errs.PermissionDenied, "decision %s names tool %q, but its contract and export make it %q",
+		return nil, errs.E(errs.PermissionDenied, "decision %s names tool %q, but its contract and export make it %q",
 			d.GetId(), d.GetTool(), want)
 	}
 	if !e.mod.HasExport(export) {
-		return errs.E(errs.FailedPrecondition, "module %s does not export %q, which contract %s lists",
+		return nil, errs.E(errs.FailedPrecondition, "module %s does not export %q, which contract %s lists",
 			ct.GetModule(), export, d.GetContractDigest())
 	}
-	return nil
+	return tool, nil
 }
 
-// run calls export in a fresh instance of mod and maps the result. Secret
-// values released to the call's egress are redacted from everything the
-// module produced before it leaves the runner.
-func (s *Service) run(ctx context.Context, c *call, mod *sandbox.Module, export string, input []byte, opts ...sandbox.CallOption) (*contractualv1.ExecuteResponse, error) {
+// run calls tool in a fresh instance of mod and maps the result: output
+// that breaks the tool's output schema is refused, as `contractual run`
+// refuses it. Secret values released to the call's egress are redacted from
+// everything the module produced before it leaves the runner.
+func (s *Service) run(ctx context.Context, c *call, mod *sandbox.Module, tool *contractualv1.Tool, input []byte, opts ...sandbox.CallOption) (*contractualv1.ExecuteResponse, error) {
 	c.ran = true
-	res, err := mod.Call(ctx, export, input, opts...)
+	res, err := mod.CallTool(ctx, tool, input, opts...)
 	if res == nil {
 		res = &sandbox.Result{}
 	}

@@ -22,8 +22,7 @@ const (
 type grant uint8
 
 const (
-	grantAlways grant = iota // the Extism kernel ABI: memory, input, output
-	grantConfig
+	grantAlways grant = iota // the Extism kernel ABI: memory, input, output, config
 	grantLog
 	grantHTTP
 	grantWASI
@@ -35,8 +34,6 @@ func (g grant) granted(gr *Grants) bool {
 	switch g {
 	case grantAlways:
 		return true
-	case grantConfig:
-		return len(gr.Config) > 0
 	case grantLog:
 		return gr.Log
 	case grantHTTP:
@@ -53,8 +50,6 @@ func (g grant) granted(gr *Grants) bool {
 
 func (g grant) missing() string {
 	switch g {
-	case grantConfig:
-		return "the contract grants no config"
 	case grantLog:
 		return "the contract does not grant log"
 	case grantHTTP:
@@ -72,7 +67,8 @@ func (g grant) missing() string {
 // hostFuncs maps every function of extism:host/env to what it needs. The
 // kernel functions only move bytes between the module and its own input,
 // output and scratch memory; vars live in the per-call instance and die with
-// it.
+// it. config_get is always available, as in `extism call`: it reads only the
+// contract's own static values, so with no config it finds nothing.
 var hostFuncs = map[string]grant{
 	"alloc": grantAlways, "free": grantAlways, "length": grantAlways, "length_unsafe": grantAlways,
 	"load_u8": grantAlways, "load_u64": grantAlways, "store_u8": grantAlways, "store_u64": grantAlways,
@@ -82,7 +78,7 @@ var hostFuncs = map[string]grant{
 	"error_set": grantAlways, "error_get": grantAlways, "memory_bytes": grantAlways,
 	"var_get": grantAlways, "var_set": grantAlways,
 
-	"config_get": grantConfig,
+	"config_get": grantAlways,
 	"log_trace":  grantLog, "log_debug": grantLog, "log_info": grantLog, "log_warn": grantLog,
 	"log_error": grantLog, "get_log_level": grantLog,
 	"http_request": grantHTTP, "http_status_code": grantHTTP, "http_headers": grantHTTP,

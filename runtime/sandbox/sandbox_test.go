@@ -143,7 +143,6 @@ func TestExtismPluginsRefused(t *testing.T) {
 		grants Grants
 		want   []string
 	}{
-		{"count_vowels.wasm", Grants{}, []string{"extism:host/env.config_get", "grants no config"}},
 		{"config.wasm", Grants{Config: map[string]string{"thing": "x"}}, []string{"wasi_snapshot_preview1.fd_write", "does not grant wasi"}},
 		{"config.wasm", Grants{WASI: &WASI{}, Config: map[string]string{"thing": "x"}}, []string{"wasi_snapshot_preview1.clock_time_get", "wasi.clock"}},
 		{"log.wasm", Grants{WASI: wasiClock}, []string{"extism:host/env.log_info", "does not grant log"}},

@@ -34,6 +34,69 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// InputFormat says what bytes a module receives as its Extism input. A
+// call's input is always one JSON value (that is what the input schema
+// checks, what the API carries and what a decision hashes); the format says
+// how that value becomes the module's input.
+type InputFormat int32
+
+const (
+	// Not set: the same as INPUT_FORMAT_JSON. Normalization clears
+	// INPUT_FORMAT_JSON to this, so the default has one spelling.
+	InputFormat_INPUT_FORMAT_UNSPECIFIED InputFormat = 0
+	// The module gets the input as canonical JSON (an object).
+	InputFormat_INPUT_FORMAT_JSON InputFormat = 1
+	// The input is a JSON string and the module gets its UTF-8 text, without
+	// quotes or escapes: what `extism call --input TEXT` passes.
+	InputFormat_INPUT_FORMAT_STRING InputFormat = 2
+	// The input is a JSON string holding base64 (standard or URL alphabet,
+	// padding optional) and the module gets the decoded bytes.
+	InputFormat_INPUT_FORMAT_BYTES InputFormat = 3
+)
+
+// Enum value maps for InputFormat.
+var (
+	InputFormat_name = map[int32]string{
+		0: "INPUT_FORMAT_UNSPECIFIED",
+		1: "INPUT_FORMAT_JSON",
+		2: "INPUT_FORMAT_STRING",
+		3: "INPUT_FORMAT_BYTES",
+	}
+	InputFormat_value = map[string]int32{
+		"INPUT_FORMAT_UNSPECIFIED": 0,
+		"INPUT_FORMAT_JSON":        1,
+		"INPUT_FORMAT_STRING":      2,
+		"INPUT_FORMAT_BYTES":       3,
+	}
+)
+
+func (x InputFormat) Enum() *InputFormat {
+	p := new(InputFormat)
+	*p = x
+	return p
+}
+
+func (x InputFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (InputFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_contractual_v1_contract_proto_enumTypes[0].Descriptor()
+}
+
+func (InputFormat) Type() protoreflect.EnumType {
+	return &file_contractual_v1_contract_proto_enumTypes[0]
+}
+
+func (x InputFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use InputFormat.Descriptor instead.
+func (InputFormat) EnumDescriptor() ([]byte, []int) {
+	return file_contractual_v1_contract_proto_rawDescGZIP(), []int{0}
+}
+
 // Risk classifies what a tool call can do, for policy: high-risk calls need
 // a one-shot approval of the exact call in the Control UI.
 type Risk int32
@@ -77,11 +140,11 @@ func (x Risk) String() string {
 }
 
 func (Risk) Descriptor() protoreflect.EnumDescriptor {
-	return file_contractual_v1_contract_proto_enumTypes[0].Descriptor()
+	return file_contractual_v1_contract_proto_enumTypes[1].Descriptor()
 }
 
 func (Risk) Type() protoreflect.EnumType {
-	return &file_contractual_v1_contract_proto_enumTypes[0]
+	return &file_contractual_v1_contract_proto_enumTypes[1]
 }
 
 func (x Risk) Number() protoreflect.EnumNumber {
@@ -90,7 +153,7 @@ func (x Risk) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Risk.Descriptor instead.
 func (Risk) EnumDescriptor() ([]byte, []int) {
-	return file_contractual_v1_contract_proto_rawDescGZIP(), []int{0}
+	return file_contractual_v1_contract_proto_rawDescGZIP(), []int{1}
 }
 
 // Contract states what one WebAssembly module may do. It is bound to the
@@ -239,8 +302,9 @@ type Tool struct {
 	// What the tool does, shown to agents and to the approver. Required.
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// The JSON Schema (draft 2020-12 unless it says otherwise with "$schema")
-	// the call's input must meet. Required; its "type" must be "object". It
-	// may not reference anything outside itself.
+	// the call's input must meet. Required. Its "type" must be "object" for
+	// JSON input and "string" for string or bytes input (see input_format).
+	// It may not reference anything outside itself.
 	InputSchema *structpb.Struct `protobuf:"bytes,3,opt,name=input_schema,json=inputSchema,proto3" json:"input_schema,omitempty"`
 	// The JSON Schema of the tool's output, if it has one. Same rules as
 	// input_schema except that any type is allowed.
@@ -248,7 +312,10 @@ type Tool struct {
 	// How dangerous a call is. Required. In YAML and JSON it is written
 	// "low", "medium" or "high" (the full names, e.g. "RISK_LOW", are
 	// accepted too).
-	Risk          Risk `protobuf:"varint,5,opt,name=risk,proto3,enum=contractual.v1.Risk" json:"risk,omitempty"`
+	Risk Risk `protobuf:"varint,5,opt,name=risk,proto3,enum=contractual.v1.Risk" json:"risk,omitempty"`
+	// How the call's input reaches the module. Written "json" (the default),
+	// "string" or "bytes".
+	InputFormat   InputFormat `protobuf:"varint,6,opt,name=input_format,json=inputFormat,proto3,enum=contractual.v1.InputFormat" json:"input_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -318,6 +385,13 @@ func (x *Tool) GetRisk() Risk {
 	return Risk_RISK_UNSPECIFIED
 }
 
+func (x *Tool) GetInputFormat() InputFormat {
+	if x != nil {
+		return x.InputFormat
+	}
+	return InputFormat_INPUT_FORMAT_UNSPECIFIED
+}
+
 // Capabilities lists what a module may use beyond pure computation. Each
 // field is deny-by-default: absent (or empty) means not granted.
 type Capabilities struct {
@@ -329,7 +403,9 @@ type Capabilities struct {
 	// contract. Empty: no network at all.
 	Http []*EgressRule `protobuf:"bytes,1,rep,name=http,proto3" json:"http,omitempty"`
 	// Static, non-secret key/values handed to the module as Extism config.
-	// Keys: a letter or underscore, then letters, digits, '_', '.', '-', at
+	// The module reads them with config_get, which every module may import,
+	// as under `extism call`: it reads nothing but these values, so empty or
+	// absent config (`config: {}`) hands out nothing. Keys: a letter or underscore, then letters, digits, '_', '.', '-', at
 	// most 64 characters; values at most 4 KiB. Never put secrets here: use
 	// EgressRule.secrets, so the module never sees them.
 	Config map[string]string `protobuf:"bytes,2,rep,name=config,proto3" json:"config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -811,13 +887,14 @@ const file_contractual_v1_contract_proto_rawDesc = "" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x12*\n" +
 	"\x05tools\x18\x06 \x03(\v2\x14.contractual.v1.ToolR\x05tools\x12@\n" +
 	"\fcapabilities\x18\a \x01(\v2\x1c.contractual.v1.CapabilitiesR\fcapabilities\x12.\n" +
-	"\x06limits\x18\b \x01(\v2\x16.contractual.v1.LimitsR\x06limits\"\xe4\x01\n" +
+	"\x06limits\x18\b \x01(\v2\x16.contractual.v1.LimitsR\x06limits\"\xa4\x02\n" +
 	"\x04Tool\x12\x16\n" +
 	"\x06export\x18\x01 \x01(\tR\x06export\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12:\n" +
 	"\finput_schema\x18\x03 \x01(\v2\x17.google.protobuf.StructR\vinputSchema\x12<\n" +
 	"\routput_schema\x18\x04 \x01(\v2\x17.google.protobuf.StructR\foutputSchema\x12(\n" +
-	"\x04risk\x18\x05 \x01(\x0e2\x14.contractual.v1.RiskR\x04risk\"\xa0\x02\n" +
+	"\x04risk\x18\x05 \x01(\x0e2\x14.contractual.v1.RiskR\x04risk\x12>\n" +
+	"\finput_format\x18\x06 \x01(\x0e2\x1b.contractual.v1.InputFormatR\vinputFormat\"\xa0\x02\n" +
 	"\fCapabilities\x12.\n" +
 	"\x04http\x18\x01 \x03(\v2\x1a.contractual.v1.EgressRuleR\x04http\x12@\n" +
 	"\x06config\x18\x02 \x03(\v2(.contractual.v1.Capabilities.ConfigEntryR\x06config\x12/\n" +
@@ -855,7 +932,12 @@ const file_contractual_v1_contract_proto_rawDesc = "" +
 	"\vstdio_bytes\x18\a \x01(\x04R\n" +
 	"stdioBytes\x12\x1d\n" +
 	"\n" +
-	"host_calls\x18\b \x01(\rR\thostCalls*J\n" +
+	"host_calls\x18\b \x01(\rR\thostCalls*s\n" +
+	"\vInputFormat\x12\x1c\n" +
+	"\x18INPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11INPUT_FORMAT_JSON\x10\x01\x12\x17\n" +
+	"\x13INPUT_FORMAT_STRING\x10\x02\x12\x16\n" +
+	"\x12INPUT_FORMAT_BYTES\x10\x03*J\n" +
 	"\x04Risk\x12\x14\n" +
 	"\x10RISK_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bRISK_LOW\x10\x01\x12\x0f\n" +
@@ -875,38 +957,40 @@ func file_contractual_v1_contract_proto_rawDescGZIP() []byte {
 	return file_contractual_v1_contract_proto_rawDescData
 }
 
-var file_contractual_v1_contract_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_contractual_v1_contract_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_contractual_v1_contract_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_contractual_v1_contract_proto_goTypes = []any{
-	(Risk)(0),               // 0: contractual.v1.Risk
-	(*Contract)(nil),        // 1: contractual.v1.Contract
-	(*Tool)(nil),            // 2: contractual.v1.Tool
-	(*Capabilities)(nil),    // 3: contractual.v1.Capabilities
-	(*EgressRule)(nil),      // 4: contractual.v1.EgressRule
-	(*SecretInjection)(nil), // 5: contractual.v1.SecretInjection
-	(*LogCapability)(nil),   // 6: contractual.v1.LogCapability
-	(*WasiCapability)(nil),  // 7: contractual.v1.WasiCapability
-	(*Limits)(nil),          // 8: contractual.v1.Limits
-	nil,                     // 9: contractual.v1.Capabilities.ConfigEntry
-	(*structpb.Struct)(nil), // 10: google.protobuf.Struct
+	(InputFormat)(0),        // 0: contractual.v1.InputFormat
+	(Risk)(0),               // 1: contractual.v1.Risk
+	(*Contract)(nil),        // 2: contractual.v1.Contract
+	(*Tool)(nil),            // 3: contractual.v1.Tool
+	(*Capabilities)(nil),    // 4: contractual.v1.Capabilities
+	(*EgressRule)(nil),      // 5: contractual.v1.EgressRule
+	(*SecretInjection)(nil), // 6: contractual.v1.SecretInjection
+	(*LogCapability)(nil),   // 7: contractual.v1.LogCapability
+	(*WasiCapability)(nil),  // 8: contractual.v1.WasiCapability
+	(*Limits)(nil),          // 9: contractual.v1.Limits
+	nil,                     // 10: contractual.v1.Capabilities.ConfigEntry
+	(*structpb.Struct)(nil), // 11: google.protobuf.Struct
 }
 var file_contractual_v1_contract_proto_depIdxs = []int32{
-	2,  // 0: contractual.v1.Contract.tools:type_name -> contractual.v1.Tool
-	3,  // 1: contractual.v1.Contract.capabilities:type_name -> contractual.v1.Capabilities
-	8,  // 2: contractual.v1.Contract.limits:type_name -> contractual.v1.Limits
-	10, // 3: contractual.v1.Tool.input_schema:type_name -> google.protobuf.Struct
-	10, // 4: contractual.v1.Tool.output_schema:type_name -> google.protobuf.Struct
-	0,  // 5: contractual.v1.Tool.risk:type_name -> contractual.v1.Risk
-	4,  // 6: contractual.v1.Capabilities.http:type_name -> contractual.v1.EgressRule
-	9,  // 7: contractual.v1.Capabilities.config:type_name -> contractual.v1.Capabilities.ConfigEntry
-	6,  // 8: contractual.v1.Capabilities.log:type_name -> contractual.v1.LogCapability
-	7,  // 9: contractual.v1.Capabilities.wasi:type_name -> contractual.v1.WasiCapability
-	5,  // 10: contractual.v1.EgressRule.secrets:type_name -> contractual.v1.SecretInjection
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	3,  // 0: contractual.v1.Contract.tools:type_name -> contractual.v1.Tool
+	4,  // 1: contractual.v1.Contract.capabilities:type_name -> contractual.v1.Capabilities
+	9,  // 2: contractual.v1.Contract.limits:type_name -> contractual.v1.Limits
+	11, // 3: contractual.v1.Tool.input_schema:type_name -> google.protobuf.Struct
+	11, // 4: contractual.v1.Tool.output_schema:type_name -> google.protobuf.Struct
+	1,  // 5: contractual.v1.Tool.risk:type_name -> contractual.v1.Risk
+	0,  // 6: contractual.v1.Tool.input_format:type_name -> contractual.v1.InputFormat
+	5,  // 7: contractual.v1.Capabilities.http:type_name -> contractual.v1.EgressRule
+	10, // 8: contractual.v1.Capabilities.config:type_name -> contractual.v1.Capabilities.ConfigEntry
+	7,  // 9: contractual.v1.Capabilities.log:type_name -> contractual.v1.LogCapability
+	8,  // 10: contractual.v1.Capabilities.wasi:type_name -> contractual.v1.WasiCapability
+	6,  // 11: contractual.v1.EgressRule.secrets:type_name -> contractual.v1.SecretInjection
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_contract_proto_init() }
@@ -919,7 +1003,7 @@ func file_contractual_v1_contract_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_contract_proto_rawDesc), len(file_contractual_v1_contract_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -27,7 +27,8 @@ type InvokeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "<contract name>.<export>", e.g. "textkit.slugify".
 	Tool string `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
-	// The input, any JSON value (tools take an object).
+	// The input: a JSON object for most tools; a string for tools whose
+	// contract takes text (input_format string) or base64 bytes (bytes).
 	Input         *structpb.Value `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
