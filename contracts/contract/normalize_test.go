@@ -187,7 +187,7 @@ func TestDigestChanges(t *testing.T) {
 			c.Tools = append(c.Tools, proto.CloneOf(c.Tools[0]))
 			c.Tools[0].Export = "a"
 		},
-		"risk":   func(c *contractualv1.Contract) { c.Tools[0].Risk = contractualv1.Risk_RISK_HIGH },
+		"risk": func(c *contractualv1.Contract) { c.Tools[0].Risk = contractualv1.Risk_RISK_HIGH },
 		"input format": func(c *contractualv1.Contract) {
 			c.Tools[0].InputFormat = contractualv1.InputFormat_INPUT_FORMAT_STRING
 		},
