@@ -68,20 +68,20 @@ func publishCmd(ctx context.Context, env *Env, args []string) error {
 
 // contractsCmd lists, shows, diffs and decides contracts.
 func contractsCmd(ctx context.Context, env *Env, args []string) error {
-	if len(args) == 0 {
-		return usagef("want a subcommand: list, show, diff, approve, reject, revoke")
-	}
-	sub := args[0]
 	var cf connectFlags
-	fs := flag.NewFlagSet("contracts "+sub, flag.ContinueOnError)
+	fs := flag.NewFlagSet("contracts", flag.ContinueOnError)
 	cf.register(fs, env)
 	reason := fs.String("reason", "", "why (approve, reject, revoke)")
 	name := fs.String("name", "", "only contracts of this name (list)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseFlags(fs, args[1:])
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
+	if len(pos) == 0 {
+		return usagef("want a subcommand: list, show, diff, approve, reject, revoke")
+	}
+	sub, pos := pos[0], pos[1:]
 	c, err := cf.dial(env)
 	if err != nil {
 		return err
@@ -213,19 +213,23 @@ func invokeCmd(ctx context.Context, env *Env, args []string) error {
 
 // auditCmd shows and verifies the audit log.
 func auditCmd(ctx context.Context, env *Env, args []string) error {
-	if len(args) == 0 {
-		return usagef("want a subcommand: tail, verify")
-	}
-	sub := args[0]
 	var cf connectFlags
-	fs := flag.NewFlagSet("audit "+sub, flag.ContinueOnError)
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	cf.register(fs, env)
 	data := fs.String("data", defaultDataDir(env), "the data directory (verify reads its audit log directly)")
 	online := fs.Bool("online", false, "verify through the server instead of reading the data directory")
 	limit := fs.Uint("n", 20, "how many events (tail)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parseFlags(fs, args[1:]); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) == 0 {
+		return usagef("want a subcommand: tail, verify")
+	}
+	sub, pos := pos[0], pos[1:]
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
 	}
 	switch sub {
 	case "tail":

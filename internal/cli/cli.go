@@ -47,17 +47,17 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE]",
+		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE] [--public-url URL]",
 			"run every service in one process (embedded SQLite), the API on loopback", serveCmd},
-		{"publish", "publish <tool.wasm> --contract <file>", "publish a tool; its contract lands pending", publishCmd},
-		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT]",
+		{"publish", "publish <tool.wasm> --contract <file> [--server URL]", "publish a tool; its contract lands pending", publishCmd},
+		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT] [--json] [--server URL]",
 			"see and decide contracts", contractsCmd},
-		{"invoke", "invoke <name.export> --input <json|@file|->", "call a tool through the server", invokeCmd},
-		{"pair", "pair [--setup-code CODE] [--name NAME]", "pair this device with the server (the first one with the setup code)", pairCmd},
-		{"devices", "devices list | requests | approve <CODE> | reject <CODE> | revoke <ID>", "manage paired devices (as a paired device)", devicesCmd},
-		{"secrets", "secrets put <NAME> | list | delete <NAME> | rotate-key", "write-only secrets (put reads stdin or a prompt)", secretsCmd},
-		{"audit", "audit tail|verify [--data DIR] [--online]", "read the audit log, verify its chain and checkpoints", auditCmd},
-		{"run", "run <module.wasm> --contract <file> --input <json|@file|-> [--export NAME] [--json]",
+		{"invoke", "invoke <name.export> --input JSON | --text TEXT | --bytes @FILE [--json] [--server URL]", "call a tool through the server", invokeCmd},
+		{"pair", "pair [--server URL] [--setup-code CODE] [--name NAME]", "pair this device with the server (the first one with the setup code)", pairCmd},
+		{"devices", "devices list | requests | approve <CODE> | reject <CODE> | revoke <ID> [--server URL]", "manage paired devices (as a paired device)", devicesCmd},
+		{"secrets", "secrets put <NAME> | list | delete <NAME> | rotate-key [--server URL]", "write-only secrets (put reads stdin or a prompt)", secretsCmd},
+		{"audit", "audit tail|verify [--data DIR] [--online] [--server URL]", "read the audit log, verify its chain and checkpoints", auditCmd},
+		{"run", "run <module.wasm> --contract <file> --input JSON | --text TEXT | --bytes @FILE [--export NAME] [--json]",
 			"run one call of a tool locally, under its contract", runCmd},
 		{"contract", "contract check <file> [--module <module.wasm>]",
 			"validate a contract and print its digest", contractCmd},
@@ -76,14 +76,22 @@ func Main(ctx context.Context, args []string, env *Env) int {
 		printUsage(env.Stderr)
 		return exitUsage
 	}
+	if isHelp(args[0]) {
+		printUsage(env.Stdout)
+		return exitOK
+	}
 	for _, c := range commands {
 		if c.name != args[0] {
 			continue
 		}
 		err := c.run(ctx, env, args[1:])
 		var u usageError
+		var h helpRequest
 		switch {
 		case err == nil:
+			return exitOK
+		case errors.As(err, &h):
+			printCommandHelp(env.Stdout, c, h.fs)
 			return exitOK
 		case errors.As(err, &u):
 			fmt.Fprintf(env.Stderr, "contractual %s: %v\nusage: contractual %s\n", c.name, u.error, c.usage)
@@ -106,11 +114,58 @@ type usageError struct{ error }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "Contractual runs WebAssembly tools only under the contract their owner approved.\n\nusage:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  contractual %-75s %s\n", c.usage, c.summary)
+// helpRequest is the error of a command asked for --help: Main prints the
+// command's usage and every flag of fs.
+type helpRequest struct{ fs *flag.FlagSet }
+
+func (helpRequest) Error() string { return "help requested" }
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
 	}
+	return false
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `Contractual runs WebAssembly tools only under the contract their owner approved.
+
+usage: contractual <command> [arguments] [flags]
+
+commands:
+`)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s   contractual %s\n", "", c.usage)
+	}
+	fmt.Fprintf(w, `
+Commands that talk to a server take:
+  --server URL        the server (default: $CONTRACTUAL_SERVER, else the server this
+                      device paired with, else http://%s)
+  --token-file FILE   this device's token (default: $CONTRACTUAL_CONFIG/device.token;
+                      $CONTRACTUAL_TOKEN holds a token itself)
+
+Environment: CONTRACTUAL_SERVER, CONTRACTUAL_TOKEN, CONTRACTUAL_CONFIG (this device's
+key, token and server; default ~/.config/contractual), CONTRACTUAL_DATA (serve's data),
+CONTRACTUAL_CACHE_DIR (run's compilation cache).
+
+"contractual <command> --help" prints a command's every flag.
+`, DefaultAddr)
+}
+
+// printCommandHelp prints c's usage and every flag of fs.
+func printCommandHelp(w io.Writer, c command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "contractual %s: %s\n\nusage: contractual %s\n", c.name, c.summary, c.usage)
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nflags:")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
 }
 
 func helpCmd(_ context.Context, env *Env, _ []string) error {
@@ -124,12 +179,15 @@ func versionCmd(_ context.Context, env *Env, _ []string) error {
 }
 
 // parseFlags parses flags that may come before, between or after the
-// positional arguments, and returns the positional ones.
+// positional arguments, and returns the positional ones. -h or --help
+// returns a helpRequest.
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+			return nil, helpRequest{fs}
+		} else if err != nil {
 			return nil, usageError{err}
 		}
 		args = fs.Args()

@@ -171,3 +171,43 @@ func TestNotPaired(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 }
+
+// TestHelp checks that --help, on its own and after every command, prints
+// the full usage with every flag, to stdout, with success; every command
+// that talks to a server shows --server and $CONTRACTUAL_SERVER.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		code, out, _ := runMain(t, "", args...)
+		if code != 0 || !strings.Contains(out, "--server URL") || !strings.Contains(out, "CONTRACTUAL_SERVER") {
+			t.Errorf("%v: exit %d:\n%s", args, code, out)
+		}
+		for _, c := range commands {
+			if !strings.Contains(out, "contractual "+c.usage) {
+				t.Errorf("%v does not show %q", args, c.usage)
+			}
+		}
+	}
+	talksToServer := map[string]bool{"publish": true, "contracts": true, "invoke": true, "pair": true, "devices": true, "secrets": true, "audit": true}
+	for _, c := range commands {
+		if c.name == "help" || c.name == "version" {
+			continue
+		}
+		for _, h := range []string{"--help", "-h"} {
+			code, out, errOut := runMain(t, "", c.name, h)
+			if code != 0 || !strings.HasPrefix(out, "contractual "+c.name+": ") || !strings.Contains(out, "usage: contractual "+c.usage) {
+				t.Errorf("%s %s: exit %d:\n%s%s", c.name, h, code, out, errOut)
+				continue
+			}
+			if !strings.Contains(out, "flags:") {
+				t.Errorf("%s %s lists no flags:\n%s", c.name, h, out)
+			}
+			if talksToServer[c.name] && (!strings.Contains(out, "-server") || !strings.Contains(out, "$CONTRACTUAL_SERVER")) {
+				t.Errorf("%s %s does not show --server and $CONTRACTUAL_SERVER:\n%s", c.name, h, out)
+			}
+		}
+	}
+	// A subcommand's help too.
+	if code, out, _ := runMain(t, "", "contracts", "approve", "--help"); code != 0 || !strings.Contains(out, "-reason") {
+		t.Errorf("contracts approve --help: exit %d:\n%s", code, out)
+	}
+}

@@ -37,6 +37,30 @@ func defaultDataDir(env *Env) string {
 	return filepath.Join(home, ".local", "share", "contractual")
 }
 
+// serverFile is where `contractual pair` remembers the server it paired
+// with, so that every later command talks to it.
+func serverFile(env *Env) string { return filepath.Join(configDir(env), "server") }
+
+// defaultServer is the server a command talks to without --server:
+// $CONTRACTUAL_SERVER, else the one this device paired with, else the
+// default local address.
+func defaultServer(env *Env) string {
+	if u := env.getenv("CONTRACTUAL_SERVER"); u != "" {
+		return u
+	}
+	if b, err := os.ReadFile(serverFile(env)); err == nil {
+		if u := strings.TrimSpace(string(b)); u != "" {
+			return u
+		}
+	}
+	return "http://" + DefaultAddr
+}
+
+// rememberServer records the server this device paired with.
+func rememberServer(env *Env, url string) error {
+	return writeSecretFile(serverFile(env), []byte(strings.TrimRight(url, "/")+"\n"))
+}
+
 // clients are the API clients a CLI command uses.
 type clients struct {
 	policy  contractualv1connect.PolicyServiceClient
@@ -52,13 +76,10 @@ type connectFlags struct {
 }
 
 func (f *connectFlags) register(fs *flag.FlagSet, env *Env) {
-	url := env.getenv("CONTRACTUAL_SERVER")
-	if url == "" {
-		url = "http://" + DefaultAddr
-	}
-	fs.StringVar(&f.server, "server", url, "the server's URL ($CONTRACTUAL_SERVER)")
+	fs.StringVar(&f.server, "server", defaultServer(env),
+		"the server's URL: $CONTRACTUAL_SERVER, else the server this device paired with, else http://"+DefaultAddr)
 	fs.StringVar(&f.tokenFile, "token-file", deviceTokenFile(env),
-		"this device's token file, written by `contractual pair` ($CONTRACTUAL_TOKEN holds a token itself)")
+		"this device's token file, written by contractual pair ($CONTRACTUAL_TOKEN holds a token itself)")
 }
 
 // dial returns clients that authenticate with $CONTRACTUAL_TOKEN, else

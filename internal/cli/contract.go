@@ -13,16 +13,16 @@ import (
 )
 
 func contractCmd(ctx context.Context, env *Env, args []string) error {
-	if len(args) == 0 || args[0] != "check" {
-		return usagef("want a subcommand: check")
-	}
-	fs := flag.NewFlagSet("contract check", flag.ContinueOnError)
+	fs := flag.NewFlagSet("contract", flag.ContinueOnError)
 	module := fs.String("module", "", "the module the contract is for: check its digest and imports")
-	pos, err := parseFlags(fs, args[1:])
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
+	if len(pos) == 0 || pos[0] != "check" {
+		return usagef("want a subcommand: check")
+	}
+	if pos = pos[1:]; len(pos) != 1 {
 		return usagef("want one contract file")
 	}
 	c, err := loadContract(pos[0])

@@ -16,7 +16,7 @@ type inputFlags struct{ json, text, bytes string }
 
 func (f *inputFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.json, "input", "", "the input as JSON: a literal, @file, or - for stdin")
-	fs.StringVar(&f.text, "text", "", "the input as text, for tools with input_format string (what `extism call --input` passes): a literal, @file, or -")
+	fs.StringVar(&f.text, "text", "", "the input as text, for tools with input_format string (as extism call --input passes it): a literal, @file, or -")
 	fs.StringVar(&f.bytes, "bytes", "", "the input as raw bytes, for tools with input_format bytes: @file or -")
 }
 

@@ -47,7 +47,7 @@ func pairCmd(ctx context.Context, env *Env, args []string) error {
 	fs := flag.NewFlagSet("pair", flag.ContinueOnError)
 	cf.register(fs, env)
 	name := fs.String("name", hostname(), "a name for this device")
-	setup := fs.String("setup-code", "", "the setup code `contractual serve` printed (first device only)")
+	setup := fs.String("setup-code", "", "the setup code that contractual serve printed (first device only)")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the owner's approval")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
@@ -83,7 +83,10 @@ func pairCmd(ctx context.Context, env *Env, args []string) error {
 			if err := writeSecretFile(deviceTokenFile(env), []byte(done.GetToken()+"\n")); err != nil {
 				return err
 			}
-			fmt.Fprintf(env.Stdout, "paired as %s; token in %s\n", done.GetPrincipal(), deviceTokenFile(env))
+			if err := rememberServer(env, cf.server); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "paired as %s with %s; token in %s\n", done.GetPrincipal(), cf.server, deviceTokenFile(env))
 			return nil
 		case !errs.Is(err, errs.FailedPrecondition) || !strings.Contains(err.Error(), "awaiting approval"):
 			return err
@@ -140,17 +143,17 @@ func hostname() string {
 // devicesCmd lists and decides pairing requests and devices, as a paired
 // device.
 func devicesCmd(ctx context.Context, env *Env, args []string) error {
-	if len(args) == 0 {
-		return usagef("want a subcommand: list, requests, approve, reject, revoke")
-	}
-	sub := args[0]
 	var cf connectFlags
-	fs := flag.NewFlagSet("devices "+sub, flag.ContinueOnError)
+	fs := flag.NewFlagSet("devices", flag.ContinueOnError)
 	cf.register(fs, env)
-	pos, err := parseFlags(fs, args[1:])
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
+	if len(pos) == 0 {
+		return usagef("want a subcommand: list, requests, approve, reject, revoke")
+	}
+	sub, pos := pos[0], pos[1:]
 	c, err := cf.dial(env)
 	if err != nil {
 		return err

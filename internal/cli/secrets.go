@@ -22,17 +22,17 @@ const maxSecretBytes = 64 << 10
 // secretsCmd writes, lists and deletes secrets, and rotates the broker's
 // key. No command reads a secret back: there is no way to.
 func secretsCmd(ctx context.Context, env *Env, args []string) error {
-	if len(args) == 0 {
-		return usagef("want a subcommand: put, list, delete, rotate-key")
-	}
-	sub := args[0]
 	var cf connectFlags
-	fs := flag.NewFlagSet("secrets "+sub, flag.ContinueOnError)
+	fs := flag.NewFlagSet("secrets", flag.ContinueOnError)
 	cf.register(fs, env)
-	pos, err := parseFlags(fs, args[1:])
+	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
+	if len(pos) == 0 {
+		return usagef("want a subcommand: put, list, delete, rotate-key")
+	}
+	sub, pos := pos[0], pos[1:]
 	c, err := cf.dial(env)
 	if err != nil {
 		return err

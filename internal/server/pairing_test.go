@@ -100,13 +100,16 @@ func TestPairing(t *testing.T) {
 }
 
 // TestPairCLI pairs the CLI as the first device with the setup code, then
-// uses its device token (no bootstrap token) to publish, approve and invoke.
+// uses its device token (no bootstrap token) to publish, approve and invoke,
+// on the server it paired with: only pair is told --server.
 func TestPairCLI(t *testing.T) {
 	s, _ := start(t)
 	cfg := t.TempDir()
 	run := func(args ...string) (int, string) {
 		var out, errOut strings.Builder
-		args = append(args, "--server", s.URL)
+		if args[0] == "pair" {
+			args = append(args, "--server", s.URL+"/")
+		}
 		code := cli.Main(context.Background(), args, &cli.Env{
 			Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut,
 			Getenv: func(k string) string {
