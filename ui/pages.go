@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -164,47 +163,19 @@ func stateName(st contractualv1.ContractState) string {
 	return strings.ToLower(strings.TrimPrefix(st.String(), "CONTRACT_STATE_"))
 }
 
-// riskName is a risk class as a word: "low", "medium", "high".
-func riskName(r contractualv1.Risk) string {
-	return strings.ToLower(strings.TrimPrefix(r.String(), "RISK_"))
-}
-
 // contractData is the permissions card of one contract.
 type contractData struct {
+	contract.Card
 	Rec         *contractualv1.ContractRecord
 	C           *contractualv1.Contract
 	Digest      string
 	State       string
 	Pending     bool
 	Approved    bool
-	Tools       []toolRow
-	Rules       []ruleRow
-	Injections  []injectionRow
-	Config      []keyValue
-	Log         bool
-	Wasi        *contractualv1.WasiCapability
-	Limits      []keyValue
 	Predecessor string
 	Diff        []changeRow
 	Widened     int
 }
-
-type toolRow struct {
-	Export, Description, Risk string
-	High                      bool
-}
-
-type ruleRow struct {
-	Scheme, Host, Port, PathPrefix string
-	Methods                        []string
-	Secrets                        []string
-}
-
-type injectionRow struct {
-	Name, Where, Rule string
-}
-
-type keyValue struct{ Key, Value string }
 
 type changeRow struct {
 	Kind, Path, Old, New string
@@ -250,45 +221,11 @@ func (u *UI) loadContract(ctx context.Context, r *http.Request, _ *session) (any
 	c := rec.GetContract()
 	d := contractData{
 		Rec: rec, C: c, Digest: rec.GetDigest(), State: stateName(rec.GetState()),
-		Pending:  rec.GetState() == contractualv1.ContractState_CONTRACT_STATE_PENDING,
-		Approved: rec.GetState() == contractualv1.ContractState_CONTRACT_STATE_APPROVED,
-		Log:      c.GetCapabilities().GetLog() != nil, Wasi: c.GetCapabilities().GetWasi(),
+		Pending:     rec.GetState() == contractualv1.ContractState_CONTRACT_STATE_PENDING,
+		Approved:    rec.GetState() == contractualv1.ContractState_CONTRACT_STATE_APPROVED,
 		Predecessor: resp.GetPredecessor(),
+		Card:        contract.NewCard(c),
 	}
-	for _, t := range c.GetTools() {
-		d.Tools = append(d.Tools, toolRow{
-			Export: t.GetExport(), Description: t.GetDescription(), Risk: riskName(t.GetRisk()),
-			High: t.GetRisk() == contractualv1.Risk_RISK_HIGH,
-		})
-	}
-	for _, rule := range c.GetCapabilities().GetHttp() {
-		row := ruleRow{
-			Scheme: rule.GetScheme(), Host: rule.GetHost(), Port: portText(rule),
-			PathPrefix: rule.GetPathPrefix(), Methods: rule.GetMethods(),
-		}
-		if row.PathPrefix == "" {
-			row.PathPrefix = "/"
-		}
-		for _, sec := range rule.GetSecrets() {
-			where := sec.GetHeader() + ": " + injectedFormat(sec.GetFormat())
-			row.Secrets = append(row.Secrets, sec.GetName()+" → "+where)
-			d.Injections = append(d.Injections, injectionRow{
-				Name: sec.GetName(), Where: where,
-				Rule: row.Scheme + "://" + row.Host + ":" + row.Port + row.PathPrefix,
-			})
-		}
-		d.Rules = append(d.Rules, row)
-	}
-	cfg := c.GetCapabilities().GetConfig()
-	keys := make([]string, 0, len(cfg))
-	for k := range cfg {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		d.Config = append(d.Config, keyValue{k, cfg[k]})
-	}
-	d.Limits = limitRows(c.GetLimits())
 	if d.Predecessor != "" {
 		d.Diff = u.diff(ctx, r, d.Predecessor, c, resp.GetDiff())
 		for _, ch := range d.Diff {
@@ -316,55 +253,6 @@ func (u *UI) diff(ctx context.Context, r *http.Request, pred string, c *contract
 		rows = append(rows, changeRow{Kind: ch.Kind.String(), Path: ch.Path, Old: ch.Old, New: ch.New, Widened: ch.Kind == contract.Widened})
 	}
 	return rows
-}
-
-// portText is a rule's port, its scheme's default if unset.
-func portText(rule *contractualv1.EgressRule) string {
-	switch {
-	case rule.GetPort() != 0:
-		return strconv.FormatUint(uint64(rule.GetPort()), 10)
-	case rule.GetScheme() == "http":
-		return "80"
-	}
-	return "443"
-}
-
-// injectedFormat shows a header format with "{secret}" for the value,
-// which never exists here.
-func injectedFormat(f string) string {
-	if f == "" {
-		f = "{{secret}}"
-	}
-	return strings.ReplaceAll(f, "{{secret}}", "{secret}")
-}
-
-// limitRows lists a contract's limits in words.
-func limitRows(l *contractualv1.Limits) []keyValue {
-	n := func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
-	return []keyValue{
-		{"Memory", n(l.GetMemoryMib()) + " MiB"},
-		{"Timeout", n(l.GetTimeoutMs()) + " ms"},
-		{"Output", bytesText(l.GetOutputBytes())},
-		{"HTTP requests per call", n(l.GetHttpRequests())},
-		{"HTTP response body", bytesText(l.GetHttpResponseBytes())},
-		{"Log output per call", bytesText(l.GetLogBytes())},
-		{"stdout + stderr per call", bytesText(l.GetStdioBytes())},
-		{"Host calls per call", n(l.GetHostCalls())},
-	}
-}
-
-// bytesText renders a byte count, in KiB or MiB when round.
-func bytesText(v uint64) string {
-	s := strconv.FormatUint(v, 10)
-	switch {
-	case v >= 1<<20 && v%(1<<20) == 0:
-		return strconv.FormatUint(v>>20, 10) + " MiB"
-	case v >= 1<<10 && v%(1<<10) == 0:
-		return strconv.FormatUint(v>>10, 10) + " KiB"
-	case v == 1:
-		return "1 byte"
-	}
-	return s + " bytes"
 }
 
 // ---- devices

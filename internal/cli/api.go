@@ -14,7 +14,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/audit"
 	"github.com/contractual/contractual/internal/errs"
@@ -121,7 +123,7 @@ func contractsCmd(ctx context.Context, env *Env, args []string) error {
 			return printJSON(env, resp)
 		}
 		if sub == "show" {
-			if err := printJSON(env, resp.GetRecord()); err != nil {
+			if err := printCard(env, resp.GetRecord()); err != nil {
 				return err
 			}
 		}
@@ -279,6 +281,33 @@ func auditCmd(ctx context.Context, env *Env, args []string) error {
 		return nil
 	}
 	return usagef("unknown subcommand %q", sub)
+}
+
+// printCard prints a contract as the Control UI shows it: who and what,
+// then its permissions card in words.
+func printCard(env *Env, rec *contractualv1.ContractRecord) error {
+	c := rec.GetContract()
+	w := env.Stdout
+	fmt.Fprintf(w, "%s %s: %s\n", c.GetName(), c.GetVersion(), stateName(rec.GetState()))
+	if d := c.GetDescription(); d != "" {
+		fmt.Fprintf(w, "  %s\n", d)
+	}
+	fmt.Fprintf(w, "  publisher  %s\n  contract   %s\n  module     %s\n", c.GetPublisher(), rec.GetDigest(), c.GetModule())
+	fmt.Fprintf(w, "  published  %s by %s\n", when(rec.GetPublishedAt()), rec.GetPublishedBy())
+	if by := rec.GetDecidedBy(); by != "" {
+		fmt.Fprintf(w, "  %-10s %s by %s", stateName(rec.GetState()), when(rec.GetDecidedAt()), by)
+		if r := rec.GetReason(); r != "" {
+			fmt.Fprintf(w, ": %q", r)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+	return contract.NewCard(c).WriteText(w)
+}
+
+// when formats a time for people, in UTC.
+func when(ts *timestamppb.Timestamp) string {
+	return ts.AsTime().UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
 func stateName(s contractualv1.ContractState) string {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -140,6 +142,41 @@ func TestRunJSON(t *testing.T) {
 	}
 	if rep.Tool != "greet" || rep.Output.Message != "Hello, Ada!" || len(rep.Logs) == 0 || rep.Error != nil || !strings.HasPrefix(rep.Contract, "sha256:") {
 		t.Errorf("report %+v", rep)
+	}
+}
+
+// TestReportKeys checks that every key of run's JSON report, its egress
+// records and log lines included, is snake_case, as the API's JSON in the
+// CLI's --json outputs is (protojson with proto names).
+func TestReportKeys(t *testing.T) {
+	snake := regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type, string)
+	walk = func(rt reflect.Type, path string) {
+		for rt.Kind() == reflect.Pointer || rt.Kind() == reflect.Slice {
+			rt = rt.Elem()
+		}
+		if rt.Kind() != reflect.Struct || seen[rt] {
+			return
+		}
+		seen[rt] = true
+		for f := range rt.Fields() {
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			if !snake.MatchString(name) {
+				t.Errorf("%s.%s has JSON key %q, want a snake_case json tag", path, f.Name, name)
+			}
+			walk(f.Type, path+"."+f.Name)
+		}
+	}
+	walk(reflect.TypeFor[report](), "report")
+	if len(seen) < 4 {
+		t.Fatalf("walked %d types, want the report, its error, egress records and log lines", len(seen))
 	}
 }
 

@@ -154,3 +154,73 @@ func compact(t *testing.T, b []byte) string {
 	out, _ := json.Marshal(v)
 	return string(out)
 }
+
+// TestMalformedRequests checks that a malformed API request gets
+// invalid_argument with a message that says what is wrong in the API's
+// terms, and never the name of a Go type.
+func TestMalformedRequests(t *testing.T) {
+	requireCurl(t)
+	s, _ := start(t)
+	tok, _ := owner(t, s)
+	tests := []struct{ path, body, want string }{
+		{"/contractual.v1.ToolService/Invoke", `{"tool": "textkit.slugify", "input": `, "the request is not valid JSON for this procedure: unexpected EOF"},
+		{"/contractual.v1.ToolService/Invoke", `{"tool": "textkit.slugify", "input": {}, "tol": 1}`, `unknown field "tol"`},
+		{"/contractual.v1.ToolService/Invoke", `{"tool": 7, "input": {}}`, `invalid value for string field tool: 7`},
+		{"/contractual.v1.ToolService/Invoke", `["textkit.slugify"]`, "the request is not valid JSON for this procedure"},
+		{"/contractual.v1.ToolService/Invoke", `{"tool": "textkit.slugify"}`, "input is required"},
+		{"/contractual.v1.ToolService/Invoke", `{"input": {}}`, "tool is required"},
+		{"/contractual.v1.PolicyService/Approve", `{"digest": "sha256:abc"}`, "digest"},
+		{"/contractual.v1.PolicyService/Publish", `{"module": "not base64!"}`, "invalid value for bytes field module"},
+		{"/contractual.v1.PolicyService/ListContracts", `{"state": "SHINY"}`, `invalid value for enum field state: "SHINY"`},
+	}
+	for _, tt := range tests {
+		body, code := curlJSON(t, s.URL+tt.path, tok, tt.body)
+		var e struct{ Code, Message string }
+		json.Unmarshal([]byte(body), &e)
+		if code != "400" || e.Code != "invalid_argument" || !strings.Contains(e.Message, tt.want) {
+			t.Errorf("%s %s: %s %s, want 400 invalid_argument with %q", tt.path, tt.body, code, body, tt.want)
+		}
+		for _, internal := range []string{"contractualv1", "*contractual", "unmarshal into", "structpb", "proto:"} {
+			if strings.Contains(body, internal) {
+				t.Errorf("%s %s: the message names %q: %s", tt.path, tt.body, internal, body)
+			}
+		}
+	}
+}
+
+// TestContractsShow checks that `contracts show` prints the permissions
+// card in words, as the Control UI shows it, and --json the record.
+func TestContractsShow(t *testing.T) {
+	s, dir := start(t)
+	out := mustRun(t, s, dir, "publish", tool("ghwhoami", "ghwhoami.wasm"), "--contract", tool("ghwhoami", "contract.yaml"))
+	digest := digestIn(t, out)
+	out = mustRun(t, s, dir, "contracts", "show", digest)
+	for _, want := range []string{
+		"ghwhoami 1.0.0: pending\n",
+		"  contract   " + digest + "\n",
+		"Tools\n  whoami: risk low (runs without asking); takes a JSON object\n",
+		"Network\n  GET https://api.github.com:443/user\n",
+		"Secrets\n  GITHUB_TOKEN → Authorization: Bearer {secret}, on requests to https://api.github.com:443/user\n",
+		"Configuration\n  none\n",
+		"  log: not granted\n",
+		"Limits per call\n",
+		"  Timeout                   ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("contracts show lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `"record"`) || strings.Contains(out, `"digest"`) {
+		t.Errorf("contracts show prints JSON, want words:\n%s", out)
+	}
+	out = mustRun(t, s, dir, "contracts", "show", digest, "--json")
+	var resp struct {
+		Record struct {
+			Digest   string
+			Contract struct{ Name string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.Record.Digest != digest || resp.Record.Contract.Name != "ghwhoami" {
+		t.Errorf("contracts show --json: %v\n%s", err, out)
+	}
+}

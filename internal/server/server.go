@@ -178,10 +178,10 @@ func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error)
 		return nil, err
 	}
 
-	opts := connect.WithHandlerOptions(
+	opts := connect.WithHandlerOptions(append(rpc.Codecs(),
 		connect.WithInterceptors(rpc.ErrorInterceptor(s.log), authInterceptor(devices)),
 		connect.WithReadMaxBytes(maxRequestBytes),
-	)
+	)...)
 	r := http.NewServeMux()
 	mount := func(path string, h http.Handler) { r.Handle(path, h) }
 	mount(contractualv1connect.NewPolicyServiceHandler(pol, opts, connect.WithReadMaxBytes(maxPublishBytes)))

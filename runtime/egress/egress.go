@@ -112,22 +112,22 @@ type Response struct {
 // It never holds a secret value, userinfo, a fragment or query values.
 type Record struct {
 	// Method is the hop's method.
-	Method string
+	Method string `json:"method"`
 	// URL is scheme://host[:port]/path?key=&key= with query values removed.
-	URL string
+	URL string `json:"url"`
 	// Status is the HTTP status, or 0 if no response arrived.
-	Status int
+	Status int `json:"status"`
 	// Bytes is the number of response body bytes read.
-	Bytes int64
+	Bytes int64 `json:"bytes"`
 	// Allowed reports whether the hop passed every check and was sent.
-	Allowed bool
+	Allowed bool `json:"allowed"`
 	// Rule is the index of the rule that matched, or -1.
-	Rule int
+	Rule int `json:"rule"`
 	// Reason says why the hop was refused or failed; empty on success.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 	// Redirect is the hop number: 0 for the module's request, n for the
 	// n-th redirect followed.
-	Redirect int
+	Redirect int `json:"redirect"`
 }
 
 // Session is the egress of one tool call. It is safe for concurrent use.
