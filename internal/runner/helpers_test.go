@@ -55,11 +55,16 @@ func hostile(t testing.TB, name string) []byte {
 
 // smallContract is a contract for a hostile fixture: the tools named by
 // exports, input {type: object}, and extra YAML (limits...) appended.
+// Without limits in extra, the timeout is a minute: calls that should
+// succeed do so on a loaded machine.
 func smallContract(wasm []byte, name string, exports []string, extra string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "module: %s\nname: %s\nversion: 1.0.0\npublisher: runner tests\ntools:\n", contract.ModuleDigest(wasm), name)
 	for _, e := range exports {
 		fmt.Fprintf(&b, "  - export: %s\n    description: %s of %s.\n    risk: low\n    input_schema: {type: object}\n", e, e, name)
+	}
+	if !strings.Contains(extra, "limits:") {
+		extra += "limits: {timeout_ms: 60000}\n"
 	}
 	b.WriteString(extra)
 	return b.String()

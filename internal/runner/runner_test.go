@@ -86,7 +86,9 @@ func TestToolFailures(t *testing.T) {
 	trap := hostile(t, "trap.wasm")
 	trapC := f.publish(trap, smallContract(trap, "trap", []string{"run"}, ""))
 	loop := hostile(t, "loop.wasm")
-	loopC := f.publish(loop, smallContract(loop, "loop", []string{"run", "ok"}, "limits: {timeout_ms: 50}\n"))
+	// Short enough to keep the test quick, long enough for ok to succeed
+	// on a loaded machine.
+	loopC := f.publish(loop, smallContract(loop, "loop", []string{"run", "ok"}, "limits: {timeout_ms: 2000}\n"))
 
 	for _, tc := range []struct {
 		ct     *contractualv1.Contract
@@ -95,7 +97,7 @@ func TestToolFailures(t *testing.T) {
 		msg    string
 	}{
 		{trapC, "run", errs.ToolFailed, "tool trapped"},
-		{loopC, "run", errs.DeadlineExceeded, "exceeded its 50ms timeout"},
+		{loopC, "run", errs.DeadlineExceeded, "exceeded its 2s timeout"},
 	} {
 		t.Run(tc.ct.GetName(), func(t *testing.T) {
 			resp, err := f.svc.Execute(context.Background(), f.call(tc.ct, tc.export, `{}`))

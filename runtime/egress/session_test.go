@@ -721,10 +721,11 @@ func TestTimeoutAndCancel(t *testing.T) {
 	cfg.Rules, cfg.Timeout = []egress.Rule{{Scheme: "https", Host: "api.example.com"}}, 100*time.Millisecond
 	s := w.sessionCfg(cfg)
 
-	start := time.Now()
+	// The server answers only when released: the request can end only by
+	// its timeout, whatever the machine's load.
 	_, err := s.Do(context.Background(), egress.Request{URL: "https://api.example.com/slow"})
-	if !errs.Is(err, errs.DeadlineExceeded) || time.Since(start) > 5*time.Second {
-		t.Fatalf("timeout: %v after %v", err, time.Since(start))
+	if !errs.Is(err, errs.DeadlineExceeded) {
+		t.Fatalf("timeout: %v", err)
 	}
 	if r := s.Records()[0]; !r.Allowed || r.Status != 0 || r.Reason == "" {
 		t.Fatalf("record %+v", r)

@@ -13,6 +13,7 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
+	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 )
 
@@ -211,4 +212,24 @@ func BenchmarkRestart(b *testing.B) {
 	b.ReportMetric(w/1000, "restart-p50-ms")
 	b.ReportMetric(c/w, "cold/restart")
 	b.ReportMetric(float64(len(wasm))/(1<<20), "module-MiB")
+}
+
+// BenchmarkTimeoutOvershoot measures how long after its timeout an infinite
+// loop stops: the call's duration minus its timeout, reported as
+// overshoot-ms/op next to the timeout itself. Tests assert only that the
+// loop stops with DeadlineExceeded; this is where its promptness is seen.
+func BenchmarkTimeoutOvershoot(b *testing.B) {
+	const timeout = 50 * time.Millisecond
+	e := newEngine(b, egress.Config{})
+	loop := load(b, e, fixture(b, "hostile/loop.wasm"), Grants{Limits: Limits{Timeout: timeout}})
+	var over time.Duration
+	for b.Loop() {
+		res, err := loop.Call(context.Background(), "run", nil)
+		if errs.KindOf(err) != errs.DeadlineExceeded {
+			b.Fatalf("loop: %v", err)
+		}
+		over += res.Duration - timeout
+	}
+	b.ReportMetric(float64(over)/float64(b.N)/float64(time.Millisecond), "overshoot-ms/op")
+	b.ReportMetric(float64(timeout)/float64(time.Millisecond), "timeout-ms")
 }
