@@ -107,6 +107,7 @@ type Store struct {
 	ins      *sql.Stmt
 	signer   tink.Signer
 	verifier tink.Verifier
+	public   []byte // the public keyset, as in audit-verify.keyset
 
 	// mu guards closed against the send in submit, so that Close can close
 	// reqs once no sender is left.
@@ -170,10 +171,11 @@ func (s *Store) init(ctx context.Context, dir string) error {
 		return err
 	}
 	s.w, s.pub = h, h
-	s.signer, s.verifier, err = loadKeys(dir, h.ckptSeq > 0)
+	k, err := loadKeys(dir, h.ckptSeq > 0)
 	if err != nil {
 		return err
 	}
+	s.signer, s.verifier, s.public = k.signer, k.verifier, k.public
 	s.ins, err = s.wdb.PrepareContext(ctx, `INSERT INTO events (idx, enc, hash) VALUES (?, ?, ?)`)
 	if err != nil {
 		return errs.Wrap(errs.Unavailable, err, "audit: preparing insert")
