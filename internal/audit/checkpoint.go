@@ -37,8 +37,9 @@ const (
 	// MaxEntries is the most events one Entries returns.
 	MaxEntries = 1000
 	// maxEntriesBytes caps the encodings one Entries returns (it always
-	// returns at least one event, whatever its size).
-	maxEntriesBytes = 4 << 20
+	// returns at least one event, whatever its size). 1 MiB stays under the
+	// 4 MiB that gRPC clients accept by default.
+	maxEntriesBytes = 1 << 20
 )
 
 // Extends checks that checkpoint b extends checkpoint a: both verify with
@@ -207,7 +208,7 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (*contractualv1.Checkpoint
 
 // Entries returns the stored encodings of the events after index after,
 // oldest first: at most limit of them (0 means MaxEntries; more is
-// clamped), and fewer once they add up to 4 MiB.
+// clamped), and fewer once they add up to 1 MiB.
 func (s *Store) Entries(ctx context.Context, after uint64, limit int) ([][]byte, error) {
 	if s.isClosed() {
 		return nil, errClosed()

@@ -410,7 +410,7 @@ func TestStoreCheckpointAndEntries(t *testing.T) {
 	}
 }
 
-// TestEntriesPageBytes: a page stops at 4 MiB of encodings, but always
+// TestEntriesPageBytes: a page stops at 1 MiB of encodings, but always
 // holds at least one event.
 func TestEntriesPageBytes(t *testing.T) {
 	s, _ := newStore(t, Options{})

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
+	"strings"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
@@ -81,7 +82,8 @@ func (s *Service) CheckConsistency(ctx context.Context, req *contractualv1.Check
 	latest, err := s.store.CheckConsistency(ctx, req.GetSeen())
 	switch {
 	case errors.Is(err, ErrTampered):
-		return &contractualv1.CheckConsistencyResponse{Problem: err.Error(), Latest: latest}, nil
+		problem := strings.TrimPrefix(err.Error(), ErrTampered.Error()+": ")
+		return &contractualv1.CheckConsistencyResponse{Problem: problem, Latest: latest}, nil
 	case err != nil:
 		return nil, err
 	}

@@ -14,6 +14,14 @@
 // VerifyFile recompute the chain, check every checkpoint and name the first
 // index at which the log is not what was written.
 //
+// A log cut back to an earlier state verifies on its own, so the newest
+// signed checkpoint also leaves the server: a device remembers the newest
+// one it saw (LatestCheckpoint), and later checks with Extends, over the
+// stored encodings of the events in between (Entries), that the log still
+// extends it. CheckConsistency runs the same check on the server, for the
+// Control UI; CheckFileConsistency runs it on a copy of the data against
+// an exported checkpoint.
+//
 // Appends are durable (fsync) before they return. Concurrent appends are
 // batched by one writer goroutine into one transaction: one fsync for many
 // events (group commit). When the log cannot be written, Append fails with
