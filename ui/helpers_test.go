@@ -51,6 +51,7 @@ type env struct {
 type envOptions struct {
 	pairing   pairing.Options
 	publicURL string
+	audit     audit.Options
 }
 
 // newEnv builds the services the way internal/server does and serves the
@@ -66,7 +67,7 @@ func newEnv(t *testing.T, opts ...envOptions) *env {
 	}
 	e := &env{t: t, dir: t.TempDir(), ctx: context.Background()}
 	var err error
-	e.audit, err = audit.OpenService(e.ctx, filepath.Join(e.dir, "audit"), audit.Options{})
+	e.audit, err = audit.OpenService(e.ctx, filepath.Join(e.dir, "audit"), o.audit)
 	if err != nil {
 		t.Fatal(err)
 	}
