@@ -93,12 +93,12 @@ func index(t *testing.T, c []byte) uint64 {
 // says the log extends what was seen, and reports a rollback as tampering,
 // with the newest checkpoint it has but ok false.
 func TestAuditCheckpoint(t *testing.T) {
-	e := newEnv(t, envOptions{audit: audit.Options{CheckpointEvery: 1}})
+	e := newEnv(t)
 	a := e.pairFirst("laptop")
 	if status, none := a.checkpointOf(""); status != http.StatusOK || !none.OK || none.Checkpoint != nil {
 		t.Fatalf("before any checkpoint: %d %+v", status, none)
 	}
-	e.publish("textkit", nil) // an event, sealed at once
+	e.publish("textkit", nil) // an event, sealed when the browser asks
 
 	status, first := a.checkpointOf("")
 	if status != http.StatusOK || !first.OK || first.Checkpoint == nil {
@@ -107,7 +107,7 @@ func TestAuditCheckpoint(t *testing.T) {
 	if _, same := a.checkpointOf(string(first.Checkpoint)); !same.OK || seq(t, same.Checkpoint) != seq(t, first.Checkpoint) {
 		t.Fatalf("the same again: %+v", same)
 	}
-	e.publish("greeter", nil) // a new event, a new checkpoint
+	e.publish("greeter", nil) // a new event: a new checkpoint when the browser asks
 	_, grown := a.checkpointOf(string(first.Checkpoint))
 	if !grown.OK || seq(t, grown.Checkpoint) <= seq(t, first.Checkpoint) {
 		t.Fatalf("after growth: %+v", grown)
@@ -170,9 +170,9 @@ func (s *swap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // tampering alert and keeps the checkpoint it saw.
 func TestRollbackAlertInBrowser(t *testing.T) {
 	b := browsertest.New(t)
-	e := newEnv(t, envOptions{audit: audit.Options{CheckpointEvery: 1}})
+	e := newEnv(t)
 	a := e.pairFirst("laptop")
-	e.publish("textkit", nil) // an event, sealed at once
+	e.publish("textkit", nil) // an event, sealed when the browser asks
 	sw := &swap{h: e.ui}
 	mux := http.NewServeMux()
 	mux.Handle("/ui/", sw)
@@ -219,7 +219,7 @@ func TestRollbackAlertInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.tamper(index(t, first), seq(t, first))
-	restarted, err := audit.OpenService(context.Background(), filepath.Join(e.dir, "audit"), audit.Options{CheckpointEvery: 1})
+	restarted, err := audit.OpenService(context.Background(), filepath.Join(e.dir, "audit"), audit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

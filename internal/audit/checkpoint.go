@@ -197,11 +197,11 @@ func WriteCheckpointFile(path string, c *contractualv1.Checkpoint) error {
 	return writeFileAtomic(path, b, 0o600)
 }
 
-// LatestCheckpoint returns the newest signed checkpoint, or nil while the
-// log has none.
+// LatestCheckpoint seals the events no checkpoint covers yet (see Seal)
+// and returns the newest signed checkpoint, or nil while the log is empty.
 func (s *Store) LatestCheckpoint(ctx context.Context) (*contractualv1.Checkpoint, error) {
-	if s.isClosed() {
-		return nil, errClosed()
+	if err := s.Seal(ctx); err != nil {
+		return nil, err
 	}
 	return latestCheckpoint(ctx, s.rdb, s.public)
 }
@@ -230,13 +230,14 @@ func (s *Store) Entries(ctx context.Context, after uint64, limit int) ([][]byte,
 	return out, nil
 }
 
-// CheckConsistency checks that the log extends seen, a checkpoint a device
-// saw (nil if it saw none), and returns the newest checkpoint (nil if there
-// is none). Tampering is an error wrapping ErrTampered; the newest
+// CheckConsistency seals the events no checkpoint covers yet (see Seal),
+// checks that the log extends seen, a checkpoint a device saw (nil if it
+// saw none), and returns the newest checkpoint (nil while the log is
+// empty). Tampering is an error wrapping ErrTampered; the newest
 // checkpoint is returned with it.
 func (s *Store) CheckConsistency(ctx context.Context, seen *contractualv1.Checkpoint) (*contractualv1.Checkpoint, error) {
-	if s.isClosed() {
-		return nil, errClosed()
+	if err := s.Seal(ctx); err != nil {
+		return nil, err
 	}
 	return checkConsistency(ctx, s.rdb, s.public, seen)
 }

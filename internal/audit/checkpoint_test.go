@@ -358,12 +358,12 @@ func TestStoreCheckpointAndEntries(t *testing.T) {
 	if c, err := s.LatestCheckpoint(context.Background()); err != nil || c != nil {
 		t.Fatalf("an empty log's checkpoint: %v %v", c, err)
 	}
-	appendN(t, s, 0, 25, 5) // checkpoints at 10 and 20
+	appendN(t, s, 0, 25, 5) // checkpoints at 10 and 20, and 25 when a device asks
 	latest, err := s.LatestCheckpoint(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if latest.GetSeq() != 2 || latest.GetIndex() != 20 || !bytes.Equal(latest.GetPublicKeyset(), publicKeyset(t, dir)) {
+	if latest.GetSeq() != 3 || latest.GetIndex() != 25 || !bytes.Equal(latest.GetPublicKeyset(), publicKeyset(t, dir)) {
 		t.Fatalf("latest %v", latest)
 	}
 	var got [][]byte
@@ -385,7 +385,7 @@ func TestStoreCheckpointAndEntries(t *testing.T) {
 		t.Fatalf("%d entries, want 25", len(got))
 	}
 	var h [32]byte
-	for _, e := range got[:20] {
+	for _, e := range got {
 		h = link(h, e)
 	}
 	if !bytes.Equal(h[:], latest.GetHash()) {
@@ -401,13 +401,45 @@ func TestStoreCheckpointAndEntries(t *testing.T) {
 	forged := proto.Clone(latest).(*contractualv1.Checkpoint)
 	forged.Seq = 9
 	_, err = s.CheckConsistency(context.Background(), forged)
-	wantTampered(t, err, "the checkpoint seen before (9, index 20) does not verify")
+	wantTampered(t, err, "the checkpoint seen before (9, index 25) does not verify")
 	if page, err := s.Entries(context.Background(), 25, 0); err != nil || len(page) != 0 {
 		t.Fatalf("entries past the end: %d %v", len(page), err)
 	}
 	if page, err := s.Entries(context.Background(), 1<<63, 0); err != nil || len(page) != 0 {
 		t.Fatalf("entries far past the end: %d %v", len(page), err)
 	}
+}
+
+// TestDevicesGetSealedHeads: a device is only ever given a checkpoint that
+// covers every event appended before it asked, so that all it has seen is
+// signed and a truncated tail cannot pass for events no checkpoint
+// covered; asking again without new events signs nothing new.
+func TestDevicesGetSealedHeads(t *testing.T) {
+	s, dir := newStore(t, Options{}) // a checkpoint every 1000 events, or after 10 s of quiet
+	appendN(t, s, 0, 5, 1)
+	for range 2 {
+		if c, err := s.LatestCheckpoint(context.Background()); err != nil || c.GetSeq() != 1 || c.GetIndex() != 5 {
+			t.Fatalf("latest after 5 events: %v %v", c, err)
+		}
+	}
+	appendN(t, s, 5, 3, 3)
+	seen, err := s.CheckConsistency(context.Background(), nil)
+	if err != nil || seen.GetSeq() != 2 || seen.GetIndex() != 8 {
+		t.Fatalf("the UI's check after 8 events: %v %v", seen, err)
+	}
+	appendN(t, s, 8, 2, 1)
+	if err := s.Seal(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mustVerify(t, s, 10)
+
+	// The tail the device saw is cut off, with its checkpoints.
+	db := rawDB(t, dir)
+	dropTriggers(t, db)
+	mustExec(t, db, `DELETE FROM events WHERE idx > 5`)
+	mustExec(t, db, `DELETE FROM checkpoints WHERE seq > 1`)
+	_, err = CheckFileConsistency(context.Background(), dir, publicKeyset(t, dir), seen)
+	wantTampered(t, err, "rollback: the log's newest checkpoint is 1 (index 5), but checkpoint 2 (index 8) was seen")
 }
 
 // TestEntriesPageBytes: a page stops at 1 MiB of encodings, but always

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -142,7 +144,7 @@ func TestAuditRollbackCaught(t *testing.T) {
 	s = serve(t, dir)
 	d.url = s.URL
 	_, errOut := d.must("", "audit", "tail")
-	if !strings.Contains(errOut, "now pins the log's key sha256:") || !strings.Contains(errOut, "remembers checkpoint 1") {
+	if !strings.Contains(errOut, "now pins the log's key sha256:") || !strings.Contains(errOut, "remembers checkpoint") {
 		t.Fatalf("first use: %s", errOut)
 	}
 	first, err := audit.ParseCheckpoint(d.memory())
@@ -150,7 +152,7 @@ func TestAuditRollbackCaught(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.writeSecrets(3)
-	closeServer(t, s) // checkpoint 2
+	closeServer(t, s) // a newer checkpoint
 
 	s = serve(t, dir)
 	d.url = s.URL
@@ -159,23 +161,26 @@ func TestAuditRollbackCaught(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "checkpoint.json")
 	os.WriteFile(file, []byte(exported), 0o600)
 	seen := d.memory()
-	if c, err := audit.ParseCheckpoint(seen); err != nil || c.GetSeq() != 2 || exported != string(seen) {
-		t.Fatalf("remembered %v (%v); exported\n%s", c, err, exported)
+	last, err := audit.ParseCheckpoint(seen)
+	if err != nil || last.GetSeq() <= first.GetSeq() || exported != string(seen) {
+		t.Fatalf("remembered %v (%v) after %v; exported\n%s", last, err, first, exported)
 	}
-	if out, _ := d.must("", "audit", "verify", "--data", dir, "--against", file); !strings.Contains(out, "it extends checkpoint 2") {
+	if out, _ := d.must("", "audit", "verify", "--data", dir, "--against", file); !strings.Contains(out, fmt.Sprintf("it extends checkpoint %d", last.GetSeq())) {
 		t.Fatalf("verify against the export, before tampering: %s", out)
 	}
 	closeServer(t, s)
 
-	// Truncate the tail to checkpoint 1 and delete checkpoint 2.
+	// Truncate the tail back to the first checkpoint seen, and delete the
+	// later checkpoints.
 	withDB(t, dir, func(db *sql.DB) {
 		exec(t, db, `DELETE FROM events WHERE idx > ?`, first.GetIndex())
-		exec(t, db, `DELETE FROM checkpoints WHERE seq > 1`)
+		exec(t, db, `DELETE FROM checkpoints WHERE idx > ?`, first.GetIndex())
 	})
 	if res, err := audit.VerifyFile(context.Background(), filepath.Join(dir, "audit")); err != nil || !res.GetOk() {
 		t.Fatalf("the truncated copy on its own: %v %v", res, err)
 	}
-	rollback := "rollback: the log's newest checkpoint is 1"
+	rollback := fmt.Sprintf("rollback: the log's newest checkpoint is %d (index %d), but checkpoint %d (index %d) was seen",
+		first.GetSeq(), first.GetIndex(), last.GetSeq(), last.GetIndex())
 	d.tampered(rollback, "audit", "verify", "--data", dir)
 	d.tampered(rollback, "audit", "verify", "--data", dir, "--against", file)
 
@@ -189,14 +194,17 @@ func TestAuditRollbackCaught(t *testing.T) {
 	os.WriteFile(filepath.Join(other.config, "device.token"), mustRead(t, filepath.Join(d.config, "device.token")), 0o600)
 	other.tampered(rollback, "audit", "verify", "--online", "--against", file)
 
-	// The server on the copy goes on, past where the log was, and signs a
-	// checkpoint 2 of its own.
+	// The server on the copy goes on, past where the log was, and signs
+	// checkpoints of its own (normally one with the seq of the one seen:
+	// "checkpoint N (index J) is not the checkpoint N (index I) that was
+	// seen").
 	d.writeSecrets(6)
 	closeServer(t, s)
 	s = serve(t, dir)
 	d.url = s.URL
-	d.tampered("is not the checkpoint 2", "audit", "tail")
-	d.tampered("is not the checkpoint 2", "audit", "verify", "--data", dir, "--against", file)
+	was := fmt.Sprintf("checkpoint %d (index %d)", last.GetSeq(), last.GetIndex())
+	d.tampered(was, "audit", "tail")
+	d.tampered(was, "audit", "verify", "--data", dir, "--against", file)
 	if !bytes.Equal(d.memory(), seen) {
 		t.Fatalf("the remembered checkpoint changed:\n%s", d.memory())
 	}
@@ -229,35 +237,42 @@ func TestAuditKeyChangeCaught(t *testing.T) {
 	}
 }
 
-// TestAuditFirstUseAndGrowth: before any checkpoint there is nothing to
-// remember; then the device remembers the newest checkpoint and moves on
-// with the log as it grows.
-func TestAuditFirstUseAndGrowth(t *testing.T) {
+// TestAuditRemembersWhatItShowed: every audit command leaves the device
+// remembering a signed checkpoint that covers every event it was shown,
+// so cutting off even the newest events it showed is caught; the
+// remembered file is 0600 and moves forward with the log.
+func TestAuditRemembersWhatItShowed(t *testing.T) {
 	d, dir, s := pairedDevice(t)
-	d.must("", "audit", "tail")
-	if _, err := os.Stat(filepath.Join(d.config, checkpointFile)); !os.IsNotExist(err) {
-		t.Fatalf("a checkpoint remembered before the log had one: %v", err)
-	}
-	if code, _, errOut := d.run("", "audit", "checkpoint"); code != exitFailure || !strings.Contains(errOut, "no signed checkpoint yet") {
-		t.Fatalf("checkpoint of a log without one: exit %d: %s", code, errOut)
-	}
-	for want := uint64(1); want <= 3; want++ {
+	var seqs []uint64
+	var shown uint64
+	for range 3 {
 		d.writeSecrets(2)
-		closeServer(t, s)
-		s = serve(t, dir)
-		d.url = s.URL
-		d.must("", "audit", "tail")
+		out, _ := d.must("", "audit", "tail")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		last, err := strconv.ParseUint(strings.Fields(lines[len(lines)-1])[0], 10, 64)
+		if err != nil {
+			t.Fatalf("tail: %s", out)
+		}
 		c, err := audit.ParseCheckpoint(d.memory())
-		if err != nil || c.GetSeq() != want {
-			t.Fatalf("remembered %v (%v), want checkpoint %d", c, err, want)
+		if err != nil || c.GetIndex() != last || len(seqs) > 0 && c.GetSeq() <= seqs[len(seqs)-1] {
+			t.Fatalf("remembered %v (%v) after a tail that showed up to index %d (earlier checkpoints %v)", c, err, last, seqs)
 		}
 		if fi, _ := os.Stat(filepath.Join(d.config, checkpointFile)); fi.Mode().Perm() != 0o600 {
 			t.Fatalf("mode %v", fi.Mode())
 		}
+		seqs, shown = append(seqs, c.GetSeq()), last
 	}
-	if out, _ := d.must("", "audit", "verify", "--data", dir); !strings.Contains(out, "it extends checkpoint 3") || !strings.Contains(out, "that this device saw") {
+	if out, _ := d.must("", "audit", "verify", "--data", dir); !strings.Contains(out, fmt.Sprintf("it extends checkpoint %d (index %d) that this device saw", seqs[2], shown)) {
 		t.Fatalf("offline verify: %s", out)
 	}
+	closeServer(t, s)
+
+	// Cut off the two events the last tail showed, and their checkpoint.
+	withDB(t, dir, func(db *sql.DB) {
+		exec(t, db, `DELETE FROM events WHERE idx > ?`, shown-2)
+		exec(t, db, `DELETE FROM checkpoints WHERE idx > ?`, shown-2)
+	})
+	d.tampered(fmt.Sprintf("but checkpoint %d (index %d) was seen", seqs[2], shown), "audit", "verify", "--data", dir)
 }
 
 func mustRead(t *testing.T, path string) []byte {

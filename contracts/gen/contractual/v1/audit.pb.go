@@ -1093,9 +1093,9 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\x06Append\x12\x1d.contractual.v1.AppendRequest\x1a\x1e.contractual.v1.AppendResponse\x12F\n" +
 	"\x04Tail\x12\x1b.contractual.v1.TailRequest\x1a\x1c.contractual.v1.TailResponse\"\x03\x90\x02\x01\x12L\n" +
 	"\x06Verify\x12\x1d.contractual.v1.VerifyRequest\x1a\x1e.contractual.v1.VerifyResponse\"\x03\x90\x02\x01\x12j\n" +
-	"\x10LatestCheckpoint\x12'.contractual.v1.LatestCheckpointRequest\x1a(.contractual.v1.LatestCheckpointResponse\"\x03\x90\x02\x01\x12O\n" +
+	"\x10LatestCheckpoint\x12'.contractual.v1.LatestCheckpointRequest\x1a(.contractual.v1.LatestCheckpointResponse\"\x03\x90\x02\x02\x12O\n" +
 	"\aEntries\x12\x1e.contractual.v1.EntriesRequest\x1a\x1f.contractual.v1.EntriesResponse\"\x03\x90\x02\x01\x12j\n" +
-	"\x10CheckConsistency\x12'.contractual.v1.CheckConsistencyRequest\x1a(.contractual.v1.CheckConsistencyResponse\"\x03\x90\x02\x01B\xc8\x01\n" +
+	"\x10CheckConsistency\x12'.contractual.v1.CheckConsistencyRequest\x1a(.contractual.v1.CheckConsistencyResponse\"\x03\x90\x02\x02B\xc8\x01\n" +
 	"\x12com.contractual.v1B\n" +
 	"AuditProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 

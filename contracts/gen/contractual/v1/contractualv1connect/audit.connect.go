@@ -60,7 +60,9 @@ type AuditServiceClient interface {
 	// Verify recomputes the hash chain and checks every signed checkpoint.
 	Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error)
 	// LatestCheckpoint returns the newest signed checkpoint. A device
-	// remembers it, and checks later that the log it sees extends it.
+	// remembers it, and checks later that the log it sees extends it. It
+	// first signs a checkpoint over the events that no checkpoint covers
+	// yet, so that the answer covers every event appended before the call.
 	LatestCheckpoint(context.Context, *v1.LatestCheckpointRequest) (*v1.LatestCheckpointResponse, error)
 	// Entries returns events as the chain hashes them: their stored
 	// encodings, oldest first. With them a device recomputes the chain from
@@ -71,7 +73,8 @@ type AuditServiceClient interface {
 	// checkpoint a device saw, and returns the newest one. It is for devices
 	// that cannot recompute the chain themselves (the Control UI's browser);
 	// it can only catch a log changed behind the server's back (a tampered
-	// or restored data directory), not a server that lies.
+	// or restored data directory), not a server that lies. Like
+	// LatestCheckpoint, it first seals the events no checkpoint covers.
 	CheckConsistency(context.Context, *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error)
 }
 
@@ -110,7 +113,7 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AuditServiceLatestCheckpointProcedure,
 			connect.WithSchema(auditServiceMethods.ByName("LatestCheckpoint")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 		entries: connect.NewClient[v1.EntriesRequest, v1.EntriesResponse](
@@ -124,7 +127,7 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			httpClient,
 			baseURL+AuditServiceCheckConsistencyProcedure,
 			connect.WithSchema(auditServiceMethods.ByName("CheckConsistency")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -205,7 +208,9 @@ type AuditServiceHandler interface {
 	// Verify recomputes the hash chain and checks every signed checkpoint.
 	Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error)
 	// LatestCheckpoint returns the newest signed checkpoint. A device
-	// remembers it, and checks later that the log it sees extends it.
+	// remembers it, and checks later that the log it sees extends it. It
+	// first signs a checkpoint over the events that no checkpoint covers
+	// yet, so that the answer covers every event appended before the call.
 	LatestCheckpoint(context.Context, *v1.LatestCheckpointRequest) (*v1.LatestCheckpointResponse, error)
 	// Entries returns events as the chain hashes them: their stored
 	// encodings, oldest first. With them a device recomputes the chain from
@@ -216,7 +221,8 @@ type AuditServiceHandler interface {
 	// checkpoint a device saw, and returns the newest one. It is for devices
 	// that cannot recompute the chain themselves (the Control UI's browser);
 	// it can only catch a log changed behind the server's back (a tampered
-	// or restored data directory), not a server that lies.
+	// or restored data directory), not a server that lies. Like
+	// LatestCheckpoint, it first seals the events no checkpoint covers.
 	CheckConsistency(context.Context, *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error)
 }
 
@@ -251,7 +257,7 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		AuditServiceLatestCheckpointProcedure,
 		svc.LatestCheckpoint,
 		connect.WithSchema(auditServiceMethods.ByName("LatestCheckpoint")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	auditServiceEntriesHandler := connect.NewUnaryHandlerSimple(
@@ -265,7 +271,7 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		AuditServiceCheckConsistencyProcedure,
 		svc.CheckConsistency,
 		connect.WithSchema(auditServiceMethods.ByName("CheckConsistency")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
 	return "/contractual.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
