@@ -113,7 +113,7 @@ func Extends(publicKeyset []byte, a, b *contractualv1.Checkpoint, entries iter.S
 			n, want, ca.seq, ca.idx, cb.seq, cb.idx)
 	}
 	if !bytes.Equal(h[:], cb.hash) {
-		return tampered("the log does not extend checkpoint %d (index %d): the chain from its hash over events %d..%d does not reach the hash of checkpoint %d; events up to index %d were rewritten",
+		return tampered("the log does not extend checkpoint %d (index %d): the chain from its hash over events %d..%d does not reach the hash of checkpoint %d; the log was rewritten at or before index %d",
 			ca.seq, ca.idx, ca.idx+1, cb.idx, cb.seq, cb.idx)
 	}
 	return nil

@@ -56,6 +56,9 @@ func auditCmd(ctx context.Context, env *Env, args []string) error {
 			return errs.Wrap(errs.Invalid, err, "reading the public keyset")
 		}
 	}
+	if a.anchor != nil && len(a.anchorKey()) == 0 {
+		return usagef("%s carries no public keyset: give the log's with --key", *against)
+	}
 	dial := func() error {
 		c, err := cf.dial(env)
 		a.c = c
@@ -90,7 +93,7 @@ func auditCmd(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 		if latest == nil {
-			return errs.E(errs.NotFound, "the audit log has no signed checkpoint yet (one is signed every 1000 events, after 10 s of quiet, and at shutdown)")
+			return errs.E(errs.NotFound, "the audit log is empty: there is no checkpoint to export yet")
 		}
 		b, err := audit.MarshalCheckpoint(latest)
 		if err != nil {
