@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/contractual/contractual/internal/audit"
+	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/server"
 )
 
@@ -167,6 +168,16 @@ func TestAuditRollbackCaught(t *testing.T) {
 	}
 	if out, _ := d.must("", "audit", "verify", "--data", dir, "--against", file); !strings.Contains(out, fmt.Sprintf("it extends checkpoint %d", last.GetSeq())) {
 		t.Fatalf("verify against the export, before tampering: %s", out)
+	}
+	// With a public keyset kept elsewhere: the log's own passes, another fails.
+	pinned := filepath.Join(t.TempDir(), "pinned.keyset")
+	os.WriteFile(pinned, mustRead(t, filepath.Join(dir, "audit", audit.VerifyKeysetFile)), 0o600)
+	d.must("", "audit", "verify", "--data", dir, "--against", file, "--key", pinned)
+	h, _ := decision.NewKeyset()
+	otherKey, _ := decision.MarshalPublic(h)
+	os.WriteFile(pinned, otherKey, 0o600)
+	if code, _, errOut := d.run("", "audit", "verify", "--data", dir, "--against", file, "--key", pinned); code != exitFailure || !strings.Contains(errOut, "bad signature") {
+		t.Fatalf("verify with another key: exit %d: %s", code, errOut)
 	}
 	closeServer(t, s)
 
