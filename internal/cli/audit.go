@@ -37,7 +37,7 @@ func auditCmd(ctx context.Context, env *Env, args []string) error {
 	data := fs.String("data", defaultDataDir(env), "the data directory (verify reads its audit log directly)")
 	online := fs.Bool("online", false, "verify through the server instead of reading the data directory")
 	against := fs.String("against", "", "also check that the log extends the checkpoint in this file (from `audit checkpoint`)")
-	keyFile := fs.String("key", "", "verify signatures with this public keyset (a copy of audit-verify.keyset kept elsewhere)")
+	keyFile := fs.String("key", "", "check signatures with this public keyset (a copy of audit-verify.keyset kept elsewhere; offline, and for --against)")
 	limit := fs.Uint("n", 20, "how many events (tail)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args[1:])
