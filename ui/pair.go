@@ -29,9 +29,11 @@ const (
 	maxIDLen      = 64
 )
 
-// isJSONPath reports whether path is a pairing endpoint, which answers in
-// JSON.
-func isJSONPath(path string) bool { return strings.HasPrefix(path, "/ui/pair/") }
+// isJSONPath reports whether path is an endpoint that answers in JSON: a
+// pairing endpoint, or the audit checkpoint check.
+func isJSONPath(path string) bool {
+	return strings.HasPrefix(path, "/ui/pair/") || path == checkpointPath
+}
 
 // pairPage is the pairing page; it works without a session. A browser
 // that is already signed in is told so.

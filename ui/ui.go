@@ -266,6 +266,7 @@ func (u *UI) routes() {
 	u.route("/ui/secrets", u.authed(u.secretsPage), u.authed(u.putSecret))
 	u.route("/ui/secrets/{name}/delete", nil, u.authed(u.deleteSecret))
 	u.route("/ui/runs", u.authed(u.runsPage), nil)
+	u.route(checkpointPath, nil, u.authed(u.auditCheckpoint))
 	u.mux.HandleFunc("/ui/", u.authed(func(w http.ResponseWriter, r *http.Request, s *session) {
 		u.fail(w, r, s, http.StatusNotFound, "No such page.")
 	}))

@@ -103,3 +103,82 @@ func BenchmarkVerify(b *testing.B) {
 	b.ReportMetric(float64(base.Microseconds())/1000, "baseline-ms/tail200")
 	b.ReportMetric(float64(per)/float64(base), "x-baseline")
 }
+
+// BenchmarkConsistency measures the check that a log of 100,000 events
+// extends its first checkpoint (index 1,000), which is what a device that
+// last looked 99,000 events ago costs: on the server for the Control UI
+// (CheckConsistency), and as a device does it (Entries page by page, then
+// Extends), against a baseline in the same run: a full verification.
+//
+//	go test -run '^$' -bench BenchmarkConsistency -benchtime 5x ./internal/audit/
+func BenchmarkConsistency(b *testing.B) {
+	const events = 100_000
+	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "audit"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	batch := make([]*contractualv1.AuditEvent, 1000)
+	for i := range batch {
+		batch[i] = event(i)
+	}
+	var first *contractualv1.Checkpoint
+	for range events / len(batch) {
+		if _, err := s.Append(context.Background(), batch); err != nil {
+			b.Fatal(err)
+		}
+		if first == nil {
+			if first, err = s.LatestCheckpoint(context.Background()); err != nil || first == nil {
+				b.Fatal(first, err)
+			}
+		}
+	}
+	start := time.Now()
+	if res, err := s.Verify(context.Background()); err != nil || !res.GetOk() {
+		b.Fatal(res, err)
+	}
+	base := time.Since(start)
+	var device time.Duration
+	b.ResetTimer()
+	for range b.N {
+		latest, err := s.CheckConsistency(context.Background(), first)
+		if err != nil || latest.GetIndex() != events {
+			b.Fatal(latest, err)
+		}
+		b.StopTimer()
+		start := time.Now()
+		if err := Extends(s.public, first, latest, pagedEntries(s, first.GetIndex())); err != nil {
+			b.Fatal(err)
+		}
+		device += time.Since(start)
+		b.StartTimer()
+	}
+	per := time.Duration(int64(b.Elapsed()) / int64(b.N))
+	b.ReportMetric(float64(per.Microseconds())/1000, "ms/check")
+	b.ReportMetric(float64(device.Microseconds())/1000/float64(b.N), "ms/device-check")
+	b.ReportMetric(float64(base.Microseconds())/1000, "baseline-ms/verify")
+	b.ReportMetric(float64(per)/float64(base), "x-baseline")
+}
+
+// pagedEntries yields s's entries after index after as a device fetches
+// them, page by page.
+func pagedEntries(s *Store, after uint64) func(func([]byte, error) bool) {
+	return func(yield func([]byte, error) bool) {
+		for {
+			page, err := s.Entries(context.Background(), after, MaxEntries)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if len(page) == 0 {
+				return
+			}
+			for _, e := range page {
+				if !yield(e, nil) {
+					return
+				}
+			}
+			after += uint64(len(page))
+		}
+	}
+}

@@ -8,34 +8,44 @@ import (
 	"path/filepath"
 
 	"github.com/tink-crypto/tink-go/v2/keyset"
+	tinkpb "github.com/tink-crypto/tink-go/v2/proto/tink_go_proto"
 	"github.com/tink-crypto/tink-go/v2/signature"
 	"github.com/tink-crypto/tink-go/v2/tink"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/errs"
 )
 
+// keys are the log's signer, its verifier, and the public keyset that
+// devices pin (the bytes of audit-verify.keyset).
+type keys struct {
+	signer   tink.Signer
+	verifier tink.Verifier
+	public   []byte
+}
+
 // loadKeys reads the signing keyset from dir, or creates it (and its public
 // half) on first start. A log that already has checkpoints must find its
 // key: a new one would make every old checkpoint fail, so Open refuses.
-func loadKeys(dir string, haveCheckpoints bool) (tink.Signer, tink.Verifier, error) {
+func loadKeys(dir string, haveCheckpoints bool) (keys, error) {
 	h, err := loadOrCreateSigning(dir, haveCheckpoints)
 	if err != nil {
-		return nil, nil, err
+		return keys{}, err
 	}
 	signer, err := signature.NewSigner(h)
 	if err != nil {
-		return nil, nil, errs.Wrap(errs.Internal, err, "audit: signing keyset")
+		return keys{}, errs.Wrap(errs.Internal, err, "audit: signing keyset")
 	}
 	pub, err := decision.MarshalPublic(h)
 	if err != nil {
-		return nil, nil, errs.Wrap(errs.Internal, err, "audit: public keyset")
+		return keys{}, errs.Wrap(errs.Internal, err, "audit: public keyset")
 	}
-	verifier, err := ensureVerifyKeyset(dir, pub, signer)
+	verifier, pub, err := ensureVerifyKeyset(dir, pub)
 	if err != nil {
-		return nil, nil, err
+		return keys{}, err
 	}
-	return signer, verifier, nil
+	return keys{signer, verifier, pub}, nil
 }
 
 // loadOrCreateSigning reads audit-signing.keyset or creates it.
@@ -69,34 +79,41 @@ func loadOrCreateSigning(dir string, haveCheckpoints bool) (*keyset.Handle, erro
 	return h, nil
 }
 
-// ensureVerifyKeyset writes the public keyset if it is missing, and checks
-// that an existing one verifies what signer signs: a replaced public file
-// must not go unnoticed (nor be silently "repaired").
-func ensureVerifyKeyset(dir string, pub []byte, signer tink.Signer) (tink.Verifier, error) {
+// ensureVerifyKeyset writes the public keyset pub if it is missing, and
+// checks that an existing one holds exactly pub's keys: a replaced public
+// file must not go unnoticed (nor be silently "repaired"). It returns the
+// verifier and the file's bytes.
+func ensureVerifyKeyset(dir string, pub []byte) (tink.Verifier, []byte, error) {
 	path := filepath.Join(dir, VerifyKeysetFile)
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := writeFileAtomic(path, pub, 0o644); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		b = pub
 	case err != nil:
-		return nil, errs.Wrap(errs.Unavailable, err, "audit: reading %s", path)
+		return nil, nil, errs.Wrap(errs.Unavailable, err, "audit: reading %s", path)
 	}
 	v, err := parseVerifyKeyset(b)
 	if err != nil {
-		return nil, errs.Wrap(errs.FailedPrecondition, err, "audit: reading %s", path)
+		return nil, nil, errs.Wrap(errs.FailedPrecondition, err, "audit: reading %s", path)
 	}
-	probe := []byte("contractual.audit.key-probe")
-	sig, err := signer.Sign(probe)
-	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "audit: signing")
+	// Exactly the signing key's public half: devices pin this file, and a
+	// key added beside the real one would verify whatever it signs.
+	if !sameKeyset(b, pub) {
+		return nil, nil, errs.E(errs.FailedPrecondition, "audit: %s does not match %s", path, SigningKeysetFile)
 	}
-	if v.Verify(sig, probe) != nil {
-		return nil, errs.E(errs.FailedPrecondition, "audit: %s does not match %s", path, SigningKeysetFile)
+	return v, b, nil
+}
+
+// sameKeyset reports whether two binary public keysets hold the same keys.
+func sameKeyset(a, b []byte) bool {
+	var ka, kb tinkpb.Keyset
+	if proto.Unmarshal(a, &ka) != nil || proto.Unmarshal(b, &kb) != nil {
+		return false
 	}
-	return v, nil
+	return proto.Equal(&ka, &kb)
 }
 
 // parseVerifyKeyset reads a public keyset written by decision.MarshalPublic.

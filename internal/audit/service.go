@@ -2,6 +2,8 @@ package audit
 
 import (
 	"context"
+	"errors"
+	"strings"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
@@ -54,6 +56,38 @@ func (s *Service) Tail(ctx context.Context, req *contractualv1.TailRequest) (*co
 // Verify recomputes the hash chain and checks every signed checkpoint.
 func (s *Service) Verify(ctx context.Context, _ *contractualv1.VerifyRequest) (*contractualv1.VerifyResponse, error) {
 	return s.store.Verify(ctx)
+}
+
+// LatestCheckpoint returns the newest signed checkpoint, if there is one.
+func (s *Service) LatestCheckpoint(ctx context.Context, _ *contractualv1.LatestCheckpointRequest) (*contractualv1.LatestCheckpointResponse, error) {
+	c, err := s.store.LatestCheckpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.LatestCheckpointResponse{Checkpoint: c}, nil
+}
+
+// Entries returns the stored encodings of the events after an index.
+func (s *Service) Entries(ctx context.Context, req *contractualv1.EntriesRequest) (*contractualv1.EntriesResponse, error) {
+	es, err := s.store.Entries(ctx, req.GetAfter(), int(min(req.GetLimit(), MaxEntries)))
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.EntriesResponse{Entries: es}, nil
+}
+
+// CheckConsistency checks that the log extends the checkpoint a device saw.
+// Tampering is an answer (Ok false), not an error.
+func (s *Service) CheckConsistency(ctx context.Context, req *contractualv1.CheckConsistencyRequest) (*contractualv1.CheckConsistencyResponse, error) {
+	latest, err := s.store.CheckConsistency(ctx, req.GetSeen())
+	switch {
+	case errors.Is(err, ErrTampered):
+		problem := strings.TrimPrefix(err.Error(), ErrTampered.Error()+": ")
+		return &contractualv1.CheckConsistencyResponse{Problem: problem, Latest: latest}, nil
+	case err != nil:
+		return nil, err
+	}
+	return &contractualv1.CheckConsistencyResponse{Ok: true, Latest: latest}, nil
 }
 
 // Close writes a final checkpoint and closes the store.

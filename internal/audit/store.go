@@ -14,6 +14,14 @@
 // VerifyFile recompute the chain, check every checkpoint and name the first
 // index at which the log is not what was written.
 //
+// A log cut back to an earlier state verifies on its own, so the newest
+// signed checkpoint also leaves the server: a device remembers the newest
+// one it saw (LatestCheckpoint), and later checks with Extends, over the
+// stored encodings of the events in between (Entries), that the log still
+// extends it. CheckConsistency runs the same check on the server, for the
+// Control UI; CheckFileConsistency runs it on a copy of the data against
+// an exported checkpoint.
+//
 // Appends are durable (fsync) before they return. Concurrent appends are
 // batched by one writer goroutine into one transaction: one fsync for many
 // events (group commit). When the log cannot be written, Append fails with
@@ -107,6 +115,7 @@ type Store struct {
 	ins      *sql.Stmt
 	signer   tink.Signer
 	verifier tink.Verifier
+	public   []byte // the public keyset, as in audit-verify.keyset
 
 	// mu guards closed against the send in submit, so that Close can close
 	// reqs once no sender is left.
@@ -170,10 +179,11 @@ func (s *Store) init(ctx context.Context, dir string) error {
 		return err
 	}
 	s.w, s.pub = h, h
-	s.signer, s.verifier, err = loadKeys(dir, h.ckptSeq > 0)
+	k, err := loadKeys(dir, h.ckptSeq > 0)
 	if err != nil {
 		return err
 	}
+	s.signer, s.verifier, s.public = k.signer, k.verifier, k.public
 	s.ins, err = s.wdb.PrepareContext(ctx, `INSERT INTO events (idx, enc, hash) VALUES (?, ?, ?)`)
 	if err != nil {
 		return errs.Wrap(errs.Unavailable, err, "audit: preparing insert")

@@ -63,6 +63,17 @@ func verifyFile(ctx context.Context, dir string, pub []byte) (*contractualv1.Ver
 			return nil, errs.Wrap(errs.FailedPrecondition, err, "audit: reading the verify keyset")
 		}
 	}
+	db, err := openReadOnly(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return verifyDB(ctx, db, v, nil)
+}
+
+// openReadOnly opens the log in dir read-only, beside a store that may
+// have it open.
+func openReadOnly(ctx context.Context, dir string) (*sql.DB, error) {
 	path, err := filepath.Abs(filepath.Join(dir, DBFile))
 	if err != nil {
 		return nil, errs.Wrap(errs.Invalid, err, "audit: directory %q", dir)
@@ -71,12 +82,7 @@ func verifyFile(ctx context.Context, dir string, pub []byte) (*contractualv1.Ver
 		return nil, errs.Wrap(errs.NotFound, err, "audit: no log at %s", path)
 	}
 	params := url.Values{"mode": {"ro"}, "_pragma": {"busy_timeout(5000)", "query_only(1)"}}
-	db, err := openDB(ctx, dsn(path, params), 1)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	return verifyDB(ctx, db, v, nil)
+	return openDB(ctx, dsn(path, params), 1)
 }
 
 // verifyDB verifies the log in db inside one read transaction, so that

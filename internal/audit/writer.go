@@ -10,9 +10,10 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 )
 
-// request is one Append waiting for the writer.
+// request is one Append, or one Seal, waiting for the writer.
 type request struct {
 	bodies [][]byte   // the events' encodings without index and time
+	seal   bool       // sign a checkpoint over everything committed with this batch
 	idxs   []uint64   // set by the writer before it sends on done
 	done   chan error // buffered: the writer never blocks on it
 }
@@ -40,6 +41,23 @@ func (s *Store) Append(ctx context.Context, events []*contractualv1.AuditEvent) 
 		return r.idxs, nil
 	case <-ctx.Done():
 		return nil, ctxErr(ctx, "audit: gave up waiting for the write; the events may or may not be recorded")
+	}
+}
+
+// Seal signs a checkpoint over the events that no checkpoint covers yet,
+// if there are any, and returns once it is on disk: the newest checkpoint
+// then covers every event appended before the call. A device is given a
+// checkpoint only after a Seal, so that all it has seen is signed.
+func (s *Store) Seal(ctx context.Context) error {
+	r := &request{seal: true, done: make(chan error, 1)}
+	if err := s.submit(ctx, r); err != nil {
+		return err
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctxErr(ctx, "audit: gave up waiting for the checkpoint")
 	}
 }
 
@@ -118,20 +136,28 @@ func (s *Store) gather(batch []*request) []*request {
 	return batch
 }
 
-// commit writes batch in one transaction, with a checkpoint if one is due.
-// On success it sets each request's indexes and advances the head; on
-// failure the head stays where it was and every request gets the error.
+// commit writes batch in one transaction, with a checkpoint if one is due
+// or a request in batch asks to seal. On success it sets each request's
+// indexes and advances the head; on failure the head stays where it was
+// and every request gets the error.
 func (s *Store) commit(batch []*request) error {
 	ctx := context.Background() // a caller's cancellation must not cut a write short
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
+	events, seal := 0, false
+	for _, r := range batch {
+		events, seal = events+len(r.bodies), seal || r.seal
+	}
 	next := s.w
+	if events == 0 && (!seal || next.idx == next.ckptIdx) {
+		return nil // only seals, and nothing to seal
+	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		if err := s.insert(ctx, tx, batch, &next); err != nil {
 			return err
 		}
-		if next.idx-next.ckptIdx >= uint64(s.opts.CheckpointEvery) {
+		if next.idx-next.ckptIdx >= uint64(s.opts.CheckpointEvery) || seal && next.idx > next.ckptIdx {
 			return s.writeCheckpoint(ctx, tx, &next)
 		}
 		return nil

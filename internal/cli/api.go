@@ -18,7 +18,6 @@ import (
 
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
-	"github.com/contractual/contractual/internal/audit"
 	"github.com/contractual/contractual/internal/errs"
 )
 
@@ -211,76 +210,6 @@ func invokeCmd(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "egress: %s %s -> %d, %d bytes\n", e.GetMethod(), e.GetUrl(), e.GetStatus(), e.GetBytes())
 	}
 	return nil
-}
-
-// auditCmd shows and verifies the audit log.
-func auditCmd(ctx context.Context, env *Env, args []string) error {
-	var cf connectFlags
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	cf.register(fs, env)
-	data := fs.String("data", defaultDataDir(env), "the data directory (verify reads its audit log directly)")
-	online := fs.Bool("online", false, "verify through the server instead of reading the data directory")
-	limit := fs.Uint("n", 20, "how many events (tail)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) == 0 {
-		return usagef("want a subcommand: tail, verify")
-	}
-	sub, pos := pos[0], pos[1:]
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
-	}
-	switch sub {
-	case "tail":
-		c, err := cf.dial(env)
-		if err != nil {
-			return err
-		}
-		resp, err := c.audit.Tail(ctx, &contractualv1.TailRequest{Limit: uint32(*limit)})
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(env, resp)
-		}
-		for _, e := range resp.GetEvents() {
-			fmt.Fprintf(env.Stdout, "%6d %s %-8s %-18s %-10s %-18s %s %s\n", e.GetIndex(), e.GetTime().AsTime().Format("15:04:05.000"),
-				e.GetService(), e.GetAction(), e.GetPrincipal(), e.GetOutcome(), e.GetTool(), e.GetDetail())
-		}
-		return nil
-	case "verify":
-		var resp *contractualv1.VerifyResponse
-		var err error
-		if *online {
-			c, derr := cf.dial(env)
-			if derr != nil {
-				return derr
-			}
-			resp, err = c.audit.Verify(ctx, &contractualv1.VerifyRequest{})
-		} else {
-			resp, err = audit.VerifyFile(ctx, filepath.Join(*data, "audit"))
-		}
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			if err := printJSON(env, resp); err != nil {
-				return err
-			}
-		}
-		if !resp.GetOk() {
-			fmt.Fprintf(env.Stderr, "audit log NOT intact: first bad index %d: %s\n", resp.GetFirstBadIndex(), resp.GetProblem())
-			return errReported
-		}
-		if !*asJSON {
-			fmt.Fprintf(env.Stdout, "audit log intact: %d events, %d signed checkpoints\n", resp.GetEvents(), resp.GetCheckpoints())
-		}
-		return nil
-	}
-	return usagef("unknown subcommand %q", sub)
 }
 
 // printCard prints a contract as the Control UI shows it: who and what,

@@ -234,3 +234,77 @@
     }
   });
 })();
+
+// The audit log's consistency, on the pages that show its verification.
+// This browser is a device that remembers the newest signed checkpoint of
+// the audit log it has seen (in localStorage: a checkpoint is public) and
+// has the server check that the log still extends it: a log truncated or
+// rewritten behind the server's back, or restored from an older copy, no
+// longer does. On tampering the page shows an alert and this browser keeps
+// the checkpoint it saw.
+(function () {
+  "use strict";
+
+  var el = document.getElementById("audit-consistency");
+  if (!el) {
+    return;
+  }
+  var KEY = "contractual.audit.checkpoint.v1";
+
+  function show(msg, kind) {
+    el.textContent = msg;
+    el.className = "banner " + kind;
+    el.setAttribute("role", kind === "bad" ? "alert" : "status");
+    el.hidden = false;
+  }
+
+  function describe(cp) {
+    return "checkpoint " + cp.seq + " (index " + cp.index + ")";
+  }
+
+  async function check() {
+    var seen = null;
+    try {
+      seen = localStorage.getItem(KEY);
+    } catch (e) {
+      show("This browser cannot keep the audit log's checkpoint (no localStorage), so it cannot check that the log was not rolled back.", "bad");
+      return;
+    }
+    var body = new URLSearchParams();
+    body.set("csrf", el.dataset.csrf);
+    if (seen) {
+      body.set("seen", seen);
+    }
+    var resp, data;
+    try {
+      resp = await fetch("/ui/audit/checkpoint", {
+        method: "POST", body: body, credentials: "same-origin", cache: "no-store", redirect: "error"
+      });
+      data = await resp.json();
+    } catch (e) {
+      show("Could not check the audit log against the checkpoint this browser saw: " + e.message, "bad");
+      return;
+    }
+    if (resp.status !== 200) {
+      show("Could not check the audit log against the checkpoint this browser saw: " + (data.error || "HTTP " + resp.status), "bad");
+      return;
+    }
+    if (!data.ok) {
+      var kept = "";
+      try {
+        kept = " This browser keeps the " + describe(JSON.parse(seen)) + " it saw.";
+      } catch (e) {}
+      show("Audit log TAMPERING: " + data.problem + "." + kept, "bad");
+      return;
+    }
+    if (!data.checkpoint) {
+      el.hidden = true; // no signed checkpoint yet, nothing seen: nothing to say
+      return;
+    }
+    localStorage.setItem(KEY, JSON.stringify(data.checkpoint));
+    show("This browser remembers " + describe(data.checkpoint) + " of the audit log" +
+      (seen ? "; the log extends the checkpoint it saw before." : ", the first it has seen."), "ok");
+  }
+
+  check();
+})();

@@ -618,6 +618,400 @@ func (x *VerifyResponse) GetProblem() string {
 	return ""
 }
 
+// Checkpoint is a signed statement of the audit log: the chain hash after
+// event `index` is `hash`. Its JSON form is the file that
+// `contractual audit checkpoint` exports and that a device remembers.
+type Checkpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1, 2, ... with no gap.
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The last event it seals.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The chain hash at index (32 bytes).
+	Hash []byte `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	// When it was signed.
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The Tink Ed25519 signature over seq, index, time and hash.
+	Signature []byte `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The log's public keyset (Tink, binary: audit-verify.keyset). It
+	// travels with the checkpoint so that a device can pin it at first use
+	// and an exported checkpoint stands alone; a check uses the key the
+	// checker trusts, never merely the one a checkpoint carries.
+	PublicKeyset  []byte `protobuf:"bytes,6,opt,name=public_keyset,json=publicKeyset,proto3" json:"public_keyset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Checkpoint) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetPublicKeyset() []byte {
+	if x != nil {
+		return x.PublicKeyset
+	}
+	return nil
+}
+
+// LatestCheckpointRequest asks for the newest signed checkpoint.
+type LatestCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LatestCheckpointRequest) Reset() {
+	*x = LatestCheckpointRequest{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LatestCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LatestCheckpointRequest) ProtoMessage() {}
+
+func (x *LatestCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LatestCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*LatestCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{9}
+}
+
+// LatestCheckpointResponse holds it; checkpoint is absent while the log
+// has none.
+type LatestCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint    *Checkpoint            `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LatestCheckpointResponse) Reset() {
+	*x = LatestCheckpointResponse{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LatestCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LatestCheckpointResponse) ProtoMessage() {}
+
+func (x *LatestCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LatestCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*LatestCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LatestCheckpointResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+// EntriesRequest asks for the stored encodings of the events after an
+// index.
+type EntriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Events with an index greater than this, oldest first.
+	After uint64 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
+	// At most this many (default and most 1000; fewer when they are large).
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EntriesRequest) Reset() {
+	*x = EntriesRequest{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EntriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EntriesRequest) ProtoMessage() {}
+
+func (x *EntriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EntriesRequest.ProtoReflect.Descriptor instead.
+func (*EntriesRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *EntriesRequest) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *EntriesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// EntriesResponse holds the encodings, exactly as the chain hashes them,
+// of events after+1, after+2, ...; empty past the end of the log.
+type EntriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       [][]byte               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EntriesResponse) Reset() {
+	*x = EntriesResponse{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EntriesResponse) ProtoMessage() {}
+
+func (x *EntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EntriesResponse.ProtoReflect.Descriptor instead.
+func (*EntriesResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EntriesResponse) GetEntries() [][]byte {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// CheckConsistencyRequest carries the newest checkpoint a device saw.
+type CheckConsistencyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absent if the device has seen none: the answer is then just the
+	// newest checkpoint.
+	Seen          *Checkpoint `protobuf:"bytes,1,opt,name=seen,proto3" json:"seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckConsistencyRequest) Reset() {
+	*x = CheckConsistencyRequest{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckConsistencyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckConsistencyRequest) ProtoMessage() {}
+
+func (x *CheckConsistencyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckConsistencyRequest.ProtoReflect.Descriptor instead.
+func (*CheckConsistencyRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CheckConsistencyRequest) GetSeen() *Checkpoint {
+	if x != nil {
+		return x.Seen
+	}
+	return nil
+}
+
+// CheckConsistencyResponse tells whether the log extends the checkpoint
+// the device saw.
+type CheckConsistencyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False means tampering: the log no longer extends what the device saw.
+	Ok bool `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	// What is wrong, if not ok.
+	Problem string `protobuf:"bytes,2,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The newest checkpoint, absent while the log has none. A device
+	// remembers it only when ok.
+	Latest        *Checkpoint `protobuf:"bytes,3,opt,name=latest,proto3" json:"latest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckConsistencyResponse) Reset() {
+	*x = CheckConsistencyResponse{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckConsistencyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckConsistencyResponse) ProtoMessage() {}
+
+func (x *CheckConsistencyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckConsistencyResponse.ProtoReflect.Descriptor instead.
+func (*CheckConsistencyResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CheckConsistencyResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *CheckConsistencyResponse) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+func (x *CheckConsistencyResponse) GetLatest() *Checkpoint {
+	if x != nil {
+		return x.Latest
+	}
+	return nil
+}
+
 var File_contractual_v1_audit_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_audit_proto_rawDesc = "" +
@@ -670,11 +1064,38 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12 \n" +
 	"\vcheckpoints\x18\x03 \x01(\x04R\vcheckpoints\x12&\n" +
 	"\x0ffirst_bad_index\x18\x04 \x01(\x04R\rfirstBadIndex\x12\x18\n" +
-	"\aproblem\x18\x05 \x01(\tR\aproblem2\xed\x01\n" +
+	"\aproblem\x18\x05 \x01(\tR\aproblem\"\xbb\x01\n" +
+	"\n" +
+	"Checkpoint\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\fR\x04hash\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
+	"\tsignature\x18\x05 \x01(\fR\tsignature\x12#\n" +
+	"\rpublic_keyset\x18\x06 \x01(\fR\fpublicKeyset\"\x19\n" +
+	"\x17LatestCheckpointRequest\"V\n" +
+	"\x18LatestCheckpointResponse\x12:\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\n" +
+	"checkpoint\"<\n" +
+	"\x0eEntriesRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\x04R\x05after\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"+\n" +
+	"\x0fEntriesResponse\x12\x18\n" +
+	"\aentries\x18\x01 \x03(\fR\aentries\"I\n" +
+	"\x17CheckConsistencyRequest\x12.\n" +
+	"\x04seen\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\x04seen\"x\n" +
+	"\x18CheckConsistencyResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
+	"\aproblem\x18\x02 \x01(\tR\aproblem\x122\n" +
+	"\x06latest\x18\x03 \x01(\v2\x1a.contractual.v1.CheckpointR\x06latest2\x96\x04\n" +
 	"\fAuditService\x12G\n" +
 	"\x06Append\x12\x1d.contractual.v1.AppendRequest\x1a\x1e.contractual.v1.AppendResponse\x12F\n" +
 	"\x04Tail\x12\x1b.contractual.v1.TailRequest\x1a\x1c.contractual.v1.TailResponse\"\x03\x90\x02\x01\x12L\n" +
-	"\x06Verify\x12\x1d.contractual.v1.VerifyRequest\x1a\x1e.contractual.v1.VerifyResponse\"\x03\x90\x02\x01B\xc8\x01\n" +
+	"\x06Verify\x12\x1d.contractual.v1.VerifyRequest\x1a\x1e.contractual.v1.VerifyResponse\"\x03\x90\x02\x01\x12j\n" +
+	"\x10LatestCheckpoint\x12'.contractual.v1.LatestCheckpointRequest\x1a(.contractual.v1.LatestCheckpointResponse\"\x03\x90\x02\x02\x12O\n" +
+	"\aEntries\x12\x1e.contractual.v1.EntriesRequest\x1a\x1f.contractual.v1.EntriesResponse\"\x03\x90\x02\x01\x12j\n" +
+	"\x10CheckConsistency\x12'.contractual.v1.CheckConsistencyRequest\x1a(.contractual.v1.CheckConsistencyResponse\"\x03\x90\x02\x02B\xc8\x01\n" +
 	"\x12com.contractual.v1B\n" +
 	"AuditProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 
@@ -690,34 +1111,51 @@ func file_contractual_v1_audit_proto_rawDescGZIP() []byte {
 	return file_contractual_v1_audit_proto_rawDescData
 }
 
-var file_contractual_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_contractual_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_contractual_v1_audit_proto_goTypes = []any{
-	(*AuditEvent)(nil),            // 0: contractual.v1.AuditEvent
-	(*EgressRecord)(nil),          // 1: contractual.v1.EgressRecord
-	(*AppendRequest)(nil),         // 2: contractual.v1.AppendRequest
-	(*AppendResponse)(nil),        // 3: contractual.v1.AppendResponse
-	(*TailRequest)(nil),           // 4: contractual.v1.TailRequest
-	(*TailResponse)(nil),          // 5: contractual.v1.TailResponse
-	(*VerifyRequest)(nil),         // 6: contractual.v1.VerifyRequest
-	(*VerifyResponse)(nil),        // 7: contractual.v1.VerifyResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*AuditEvent)(nil),               // 0: contractual.v1.AuditEvent
+	(*EgressRecord)(nil),             // 1: contractual.v1.EgressRecord
+	(*AppendRequest)(nil),            // 2: contractual.v1.AppendRequest
+	(*AppendResponse)(nil),           // 3: contractual.v1.AppendResponse
+	(*TailRequest)(nil),              // 4: contractual.v1.TailRequest
+	(*TailResponse)(nil),             // 5: contractual.v1.TailResponse
+	(*VerifyRequest)(nil),            // 6: contractual.v1.VerifyRequest
+	(*VerifyResponse)(nil),           // 7: contractual.v1.VerifyResponse
+	(*Checkpoint)(nil),               // 8: contractual.v1.Checkpoint
+	(*LatestCheckpointRequest)(nil),  // 9: contractual.v1.LatestCheckpointRequest
+	(*LatestCheckpointResponse)(nil), // 10: contractual.v1.LatestCheckpointResponse
+	(*EntriesRequest)(nil),           // 11: contractual.v1.EntriesRequest
+	(*EntriesResponse)(nil),          // 12: contractual.v1.EntriesResponse
+	(*CheckConsistencyRequest)(nil),  // 13: contractual.v1.CheckConsistencyRequest
+	(*CheckConsistencyResponse)(nil), // 14: contractual.v1.CheckConsistencyResponse
+	(*timestamppb.Timestamp)(nil),    // 15: google.protobuf.Timestamp
 }
 var file_contractual_v1_audit_proto_depIdxs = []int32{
-	8, // 0: contractual.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	1, // 1: contractual.v1.AuditEvent.egress:type_name -> contractual.v1.EgressRecord
-	0, // 2: contractual.v1.AppendRequest.events:type_name -> contractual.v1.AuditEvent
-	0, // 3: contractual.v1.TailResponse.events:type_name -> contractual.v1.AuditEvent
-	2, // 4: contractual.v1.AuditService.Append:input_type -> contractual.v1.AppendRequest
-	4, // 5: contractual.v1.AuditService.Tail:input_type -> contractual.v1.TailRequest
-	6, // 6: contractual.v1.AuditService.Verify:input_type -> contractual.v1.VerifyRequest
-	3, // 7: contractual.v1.AuditService.Append:output_type -> contractual.v1.AppendResponse
-	5, // 8: contractual.v1.AuditService.Tail:output_type -> contractual.v1.TailResponse
-	7, // 9: contractual.v1.AuditService.Verify:output_type -> contractual.v1.VerifyResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	15, // 0: contractual.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 1: contractual.v1.AuditEvent.egress:type_name -> contractual.v1.EgressRecord
+	0,  // 2: contractual.v1.AppendRequest.events:type_name -> contractual.v1.AuditEvent
+	0,  // 3: contractual.v1.TailResponse.events:type_name -> contractual.v1.AuditEvent
+	15, // 4: contractual.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
+	8,  // 5: contractual.v1.LatestCheckpointResponse.checkpoint:type_name -> contractual.v1.Checkpoint
+	8,  // 6: contractual.v1.CheckConsistencyRequest.seen:type_name -> contractual.v1.Checkpoint
+	8,  // 7: contractual.v1.CheckConsistencyResponse.latest:type_name -> contractual.v1.Checkpoint
+	2,  // 8: contractual.v1.AuditService.Append:input_type -> contractual.v1.AppendRequest
+	4,  // 9: contractual.v1.AuditService.Tail:input_type -> contractual.v1.TailRequest
+	6,  // 10: contractual.v1.AuditService.Verify:input_type -> contractual.v1.VerifyRequest
+	9,  // 11: contractual.v1.AuditService.LatestCheckpoint:input_type -> contractual.v1.LatestCheckpointRequest
+	11, // 12: contractual.v1.AuditService.Entries:input_type -> contractual.v1.EntriesRequest
+	13, // 13: contractual.v1.AuditService.CheckConsistency:input_type -> contractual.v1.CheckConsistencyRequest
+	3,  // 14: contractual.v1.AuditService.Append:output_type -> contractual.v1.AppendResponse
+	5,  // 15: contractual.v1.AuditService.Tail:output_type -> contractual.v1.TailResponse
+	7,  // 16: contractual.v1.AuditService.Verify:output_type -> contractual.v1.VerifyResponse
+	10, // 17: contractual.v1.AuditService.LatestCheckpoint:output_type -> contractual.v1.LatestCheckpointResponse
+	12, // 18: contractual.v1.AuditService.Entries:output_type -> contractual.v1.EntriesResponse
+	14, // 19: contractual.v1.AuditService.CheckConsistency:output_type -> contractual.v1.CheckConsistencyResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_audit_proto_init() }
@@ -731,7 +1169,7 @@ func file_contractual_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_audit_proto_rawDesc), len(file_contractual_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,14 @@ const (
 	AuditServiceTailProcedure = "/contractual.v1.AuditService/Tail"
 	// AuditServiceVerifyProcedure is the fully-qualified name of the AuditService's Verify RPC.
 	AuditServiceVerifyProcedure = "/contractual.v1.AuditService/Verify"
+	// AuditServiceLatestCheckpointProcedure is the fully-qualified name of the AuditService's
+	// LatestCheckpoint RPC.
+	AuditServiceLatestCheckpointProcedure = "/contractual.v1.AuditService/LatestCheckpoint"
+	// AuditServiceEntriesProcedure is the fully-qualified name of the AuditService's Entries RPC.
+	AuditServiceEntriesProcedure = "/contractual.v1.AuditService/Entries"
+	// AuditServiceCheckConsistencyProcedure is the fully-qualified name of the AuditService's
+	// CheckConsistency RPC.
+	AuditServiceCheckConsistencyProcedure = "/contractual.v1.AuditService/CheckConsistency"
 )
 
 // AuditServiceClient is a client for the contractual.v1.AuditService service.
@@ -51,6 +59,23 @@ type AuditServiceClient interface {
 	Tail(context.Context, *v1.TailRequest) (*v1.TailResponse, error)
 	// Verify recomputes the hash chain and checks every signed checkpoint.
 	Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error)
+	// LatestCheckpoint returns the newest signed checkpoint. A device
+	// remembers it, and checks later that the log it sees extends it. It
+	// first signs a checkpoint over the events that no checkpoint covers
+	// yet, so that the answer covers every event appended before the call.
+	LatestCheckpoint(context.Context, *v1.LatestCheckpointRequest) (*v1.LatestCheckpointResponse, error)
+	// Entries returns events as the chain hashes them: their stored
+	// encodings, oldest first. With them a device recomputes the chain from
+	// a checkpoint it saw to a newer one (the consistency proof of a hash
+	// chain).
+	Entries(context.Context, *v1.EntriesRequest) (*v1.EntriesResponse, error)
+	// CheckConsistency checks on the server that the log extends a
+	// checkpoint a device saw, and returns the newest one. It is for devices
+	// that cannot recompute the chain themselves (the Control UI's browser);
+	// it can only catch a log changed behind the server's back (a tampered
+	// or restored data directory), not a server that lies. Like
+	// LatestCheckpoint, it first seals the events no checkpoint covers.
+	CheckConsistency(context.Context, *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error)
 }
 
 // NewAuditServiceClient constructs a client for the contractual.v1.AuditService service. By
@@ -84,14 +109,38 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		latestCheckpoint: connect.NewClient[v1.LatestCheckpointRequest, v1.LatestCheckpointResponse](
+			httpClient,
+			baseURL+AuditServiceLatestCheckpointProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("LatestCheckpoint")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		entries: connect.NewClient[v1.EntriesRequest, v1.EntriesResponse](
+			httpClient,
+			baseURL+AuditServiceEntriesProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("Entries")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		checkConsistency: connect.NewClient[v1.CheckConsistencyRequest, v1.CheckConsistencyResponse](
+			httpClient,
+			baseURL+AuditServiceCheckConsistencyProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("CheckConsistency")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // auditServiceClient implements AuditServiceClient.
 type auditServiceClient struct {
-	append *connect.Client[v1.AppendRequest, v1.AppendResponse]
-	tail   *connect.Client[v1.TailRequest, v1.TailResponse]
-	verify *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
+	append           *connect.Client[v1.AppendRequest, v1.AppendResponse]
+	tail             *connect.Client[v1.TailRequest, v1.TailResponse]
+	verify           *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
+	latestCheckpoint *connect.Client[v1.LatestCheckpointRequest, v1.LatestCheckpointResponse]
+	entries          *connect.Client[v1.EntriesRequest, v1.EntriesResponse]
+	checkConsistency *connect.Client[v1.CheckConsistencyRequest, v1.CheckConsistencyResponse]
 }
 
 // Append calls contractual.v1.AuditService.Append.
@@ -121,6 +170,33 @@ func (c *auditServiceClient) Verify(ctx context.Context, req *v1.VerifyRequest) 
 	return nil, err
 }
 
+// LatestCheckpoint calls contractual.v1.AuditService.LatestCheckpoint.
+func (c *auditServiceClient) LatestCheckpoint(ctx context.Context, req *v1.LatestCheckpointRequest) (*v1.LatestCheckpointResponse, error) {
+	response, err := c.latestCheckpoint.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// Entries calls contractual.v1.AuditService.Entries.
+func (c *auditServiceClient) Entries(ctx context.Context, req *v1.EntriesRequest) (*v1.EntriesResponse, error) {
+	response, err := c.entries.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// CheckConsistency calls contractual.v1.AuditService.CheckConsistency.
+func (c *auditServiceClient) CheckConsistency(ctx context.Context, req *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error) {
+	response, err := c.checkConsistency.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // AuditServiceHandler is an implementation of the contractual.v1.AuditService service.
 type AuditServiceHandler interface {
 	// Append durably records events, in order, and returns their indexes.
@@ -131,6 +207,23 @@ type AuditServiceHandler interface {
 	Tail(context.Context, *v1.TailRequest) (*v1.TailResponse, error)
 	// Verify recomputes the hash chain and checks every signed checkpoint.
 	Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error)
+	// LatestCheckpoint returns the newest signed checkpoint. A device
+	// remembers it, and checks later that the log it sees extends it. It
+	// first signs a checkpoint over the events that no checkpoint covers
+	// yet, so that the answer covers every event appended before the call.
+	LatestCheckpoint(context.Context, *v1.LatestCheckpointRequest) (*v1.LatestCheckpointResponse, error)
+	// Entries returns events as the chain hashes them: their stored
+	// encodings, oldest first. With them a device recomputes the chain from
+	// a checkpoint it saw to a newer one (the consistency proof of a hash
+	// chain).
+	Entries(context.Context, *v1.EntriesRequest) (*v1.EntriesResponse, error)
+	// CheckConsistency checks on the server that the log extends a
+	// checkpoint a device saw, and returns the newest one. It is for devices
+	// that cannot recompute the chain themselves (the Control UI's browser);
+	// it can only catch a log changed behind the server's back (a tampered
+	// or restored data directory), not a server that lies. Like
+	// LatestCheckpoint, it first seals the events no checkpoint covers.
+	CheckConsistency(context.Context, *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error)
 }
 
 // NewAuditServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -160,6 +253,27 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	auditServiceLatestCheckpointHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceLatestCheckpointProcedure,
+		svc.LatestCheckpoint,
+		connect.WithSchema(auditServiceMethods.ByName("LatestCheckpoint")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceEntriesHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceEntriesProcedure,
+		svc.Entries,
+		connect.WithSchema(auditServiceMethods.ByName("Entries")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceCheckConsistencyHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceCheckConsistencyProcedure,
+		svc.CheckConsistency,
+		connect.WithSchema(auditServiceMethods.ByName("CheckConsistency")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/contractual.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuditServiceAppendProcedure:
@@ -168,6 +282,12 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 			auditServiceTailHandler.ServeHTTP(w, r)
 		case AuditServiceVerifyProcedure:
 			auditServiceVerifyHandler.ServeHTTP(w, r)
+		case AuditServiceLatestCheckpointProcedure:
+			auditServiceLatestCheckpointHandler.ServeHTTP(w, r)
+		case AuditServiceEntriesProcedure:
+			auditServiceEntriesHandler.ServeHTTP(w, r)
+		case AuditServiceCheckConsistencyProcedure:
+			auditServiceCheckConsistencyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -187,4 +307,16 @@ func (UnimplementedAuditServiceHandler) Tail(context.Context, *v1.TailRequest) (
 
 func (UnimplementedAuditServiceHandler) Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.Verify is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) LatestCheckpoint(context.Context, *v1.LatestCheckpointRequest) (*v1.LatestCheckpointResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.LatestCheckpoint is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) Entries(context.Context, *v1.EntriesRequest) (*v1.EntriesResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.Entries is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) CheckConsistency(context.Context, *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.CheckConsistency is not implemented"))
 }
