@@ -239,7 +239,11 @@ func source(r *http.Request, trustProxy bool) string {
 		peer = host
 	}
 	ip, err := netip.ParseAddr(peer)
-	if !trustProxy || err != nil || !ip.Unmap().IsLoopback() {
+	if err != nil {
+		return peer
+	}
+	peer = ip.Unmap().String()
+	if !trustProxy || !ip.Unmap().IsLoopback() {
 		return peer
 	}
 	if login := r.Header.Get(headerTailscaleLogin); login != "" {

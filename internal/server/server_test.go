@@ -245,15 +245,24 @@ func TestCurl(t *testing.T) {
 	if body, code := curl(owner, huge); code != "429" || !strings.Contains(body, "resource_exhausted") {
 		t.Errorf("oversized: %s %.200s", code, body)
 	}
-	// Procedures for services only are not routed by the gateway, whoever
-	// asks.
-	for _, path := range []string{
-		"/contractual.v1.RunnerService/Execute", "/contractual.v1.AuditService/Append", "/contractual.v1.PolicyService/Evaluate",
-		"/contractual.v1.PolicyService/GetModule", "/contractual.v1.BrokerService/IssueHandle", "/contractual.v1.BrokerService/RedeemHandle",
+	// Procedures for services only are refused by the gateway, whoever
+	// asks, with a Connect error; an unknown procedure is unimplemented.
+	for _, tt := range []struct{ path, code, msg string }{
+		{"/contractual.v1.RunnerService/Execute", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.AuditService/Append", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.PolicyService/Evaluate", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.PolicyService/GetModule", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.PolicyService/GetVerifier", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.BrokerService/IssueHandle", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.BrokerService/RedeemHandle", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.ToolService/Nope", "501", `"code":"unimplemented"`},
+		{"/contractual.v1.NopeService/Invoke", "501", `"code":"unimplemented"`},
+		{"/contractual.v2.ToolService/Invoke", "501", `"code":"unimplemented"`},
+		{"/grpc.health.v1.Health/Nope", "501", `"code":"unimplemented"`},
 	} {
-		for _, auth := range []string{owner, ""} {
-			if body, code := curlTo(path, auth, `{}`); code != "404" {
-				t.Errorf("%s: %s %s", path, code, body)
+		for _, auth := range []string{owner, "", "garbage-token"} {
+			if body, code := curlTo(tt.path, auth, `{}`); code != tt.code || !strings.Contains(body, tt.msg) {
+				t.Errorf("%s (token %q): %s %s, want %s with %s", tt.path, auth, code, body, tt.code, tt.msg)
 			}
 		}
 	}
