@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,8 +13,6 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
-	"connectrpc.com/grpchealth"
-	"connectrpc.com/grpcreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 	_ "modernc.org/sqlite"
 
@@ -291,32 +288,5 @@ func TestGRPC(t *testing.T) {
 	_, err = tools.Invoke(context.Background(), &contractualv1.InvokeRequest{Tool: "textkit.nope", Input: in})
 	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("unknown export: %v", err)
-	}
-}
-
-// TestReflectionAndHealth: grpcurl and buf curl find the services by
-// server reflection, over gRPC on h2c; the health service answers.
-func TestReflectionAndHealth(t *testing.T) {
-	s, _ := start(t)
-	h2c := &http.Client{Transport: &http.Transport{Protocols: func() *http.Protocols {
-		p := new(http.Protocols)
-		p.SetUnencryptedHTTP2(true)
-		return p
-	}()}}
-	stream := grpcreflect.NewClient(h2c, s.URL).NewStream(context.Background())
-	defer stream.Close()
-	names, err := stream.ListServices()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := fmt.Sprint(names)
-	for _, want := range []string{"contractual.v1.ToolService", "contractual.v1.PolicyService", "contractual.v1.AuditService"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("reflection lists %s, lacking %s", got, want)
-		}
-	}
-	res, err := grpchealth.NewClient(h2c, s.URL, connect.WithGRPC()).Check(context.Background(), &grpchealth.CheckRequest{Service: "contractual.v1.ToolService"})
-	if err != nil || res.Status != grpchealth.StatusServing {
-		t.Errorf("health: %v %v", res, err)
 	}
 }
