@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,29 +307,60 @@ func TestUnauthenticatedSlots(t *testing.T) {
 }
 
 // TestConnectionCap: at MaxConns, connections that never authenticated are
-// closed, oldest first, to let a paired device in.
+// closed, oldest first, to let a paired device in; a connection that has
+// carried an authenticated request (HTTP/1.1 or HTTP/2) is kept.
 func TestConnectionCap(t *testing.T) {
 	s := startWith(t, func(c *server.Config) { c.Limits = server.Limits{MaxConns: 8} })
 	tok, _ := owner(t, s)
 	publishApproved(t, s, tok)
-	var idle []net.Conn
-	for range 8 {
-		// Each one is served (so accepted and counted), then sits idle.
-		c := dial(t, s)
-		io.WriteString(c, "GET /ui/pair HTTP/1.1\r\nHost: x\r\n\r\n")
-		c.SetReadDeadline(time.Now().Add(patience))
-		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
-			resp.Body.Close()
+	idle := func() []net.Conn {
+		var conns []net.Conn
+		for range 8 {
+			// Each one is served (so accepted and counted), then sits idle.
+			c := dial(t, s)
+			io.WriteString(c, "GET /ui/pair HTTP/1.1\r\nHost: x\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(patience))
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+				resp.Body.Close()
+			}
+			conns = append(conns, c)
 		}
-		idle = append(idle, c)
+		return conns
 	}
+	first := idle()
 	for i := range 3 {
 		if got, err := invoke(s, tok, fmt.Sprint("call ", i)); err != nil || got != fmt.Sprint("call-", i) {
 			t.Fatalf("an authorized call at the cap: %q %v", got, err)
 		}
 	}
-	if !closedByServer(idle[0]) {
+	if !closedByServer(first[0]) {
 		t.Error("the oldest unauthenticated connection was kept")
+	}
+
+	// A gRPC client's one HTTP/2 connection, once authenticated, outlives
+	// a new wave of unauthenticated ones.
+	var dials atomic.Int32
+	h2c := &http.Client{Transport: &http.Transport{
+		Protocols: func() *http.Protocols {
+			p := new(http.Protocols)
+			p.SetUnencryptedHTTP2(true)
+			return p
+		}(),
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			dials.Add(1)
+			return new(net.Dialer).DialContext(ctx, network, address)
+		},
+	}}
+	pol := contractualv1connect.NewPolicyServiceClient(h2c, s.URL, connect.WithGRPC(), connect.WithInterceptors(bearer(tok)))
+	if _, err := pol.ListContracts(context.Background(), &contractualv1.ListContractsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	idle()
+	if _, err := pol.ListContracts(context.Background(), &contractualv1.ListContractsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the authenticated HTTP/2 connection was closed: %d dials", n)
 	}
 }
 
