@@ -66,13 +66,6 @@ func (l *connLimit) admit(c net.Conn) *limitedConn {
 	return lc
 }
 
-// Open returns the number of connections counted against the cap.
-func (l *connLimit) Open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.open
-}
-
 // limitedConn is a connection accepted by a connLimit.
 type limitedConn struct {
 	net.Conn
