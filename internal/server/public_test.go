@@ -181,6 +181,9 @@ func TestReflectionShowsOnlyThePublicAPI(t *testing.T) {
 				"contractual.v1.PolicyService.Evaluate", "contractual.v1.PolicyService.GetModule", "contractual.v1.PolicyService.GetVerifier",
 				"contractual.v1.BrokerService.IssueHandle", "contractual.v1.BrokerService.RedeemHandle",
 				"contractual.v1.AuditService.Append",
+				// Messages only internal procedures use.
+				"contractual.v1.EvaluateRequest", "contractual.v1.ExecuteRequest",
+				"contractual.v1.RedeemHandleResponse", "contractual.v1.AppendRequest",
 			} {
 				if _, code, err := r.file(ctx, symbol); err != nil || code != codes.NotFound {
 					t.Errorf("%s: %s: %v %v, want not found", r.name, symbol, code, err)
