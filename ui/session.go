@@ -109,6 +109,17 @@ func (u *UI) session(r *http.Request) (s *session, hadCookie bool, err error) {
 	return s, true, nil
 }
 
+// SessionToken returns the token in r's session cookie, or "" if there is
+// none: the gateway authenticates it before it lets a request's body be
+// read.
+func (u *UI) SessionToken(r *http.Request) string {
+	c, err := r.Cookie(u.cookieName)
+	if err != nil || len(c.Value) > maxTokenLen {
+		return ""
+	}
+	return c.Value
+}
+
 // deviceName is the name of device id, or "" if it cannot be read.
 func (u *UI) deviceName(ctx context.Context, id string) string {
 	resp, err := u.cfg.Pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})

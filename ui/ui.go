@@ -39,6 +39,7 @@ import (
 
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/pairing"
 )
 
 // Authenticator checks a device token (pairing.Store implements it):
@@ -316,8 +317,12 @@ func (u *UI) serveStatic(w http.ResponseWriter, r *http.Request) {
 	u.static.ServeHTTP(w, r)
 }
 
-// sourceOf is the caller's IP address, for the pairing rate limits.
+// sourceOf is where r comes from, for the pairing rate limits: the source
+// the gateway named (pairing.WithSource), else the peer's IP address.
 func sourceOf(r *http.Request) string {
+	if src := pairing.SourceFrom(r.Context()); src != "" {
+		return src
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

@@ -36,6 +36,8 @@ const (
 	// ToolFailed means the tool module ran and reported failure (a trap, an
 	// Extism error, a non-zero exit).
 	ToolFailed
+	// Unimplemented means the procedure or operation does not exist here.
+	Unimplemented
 )
 
 var kindNames = [...]string{
@@ -50,6 +52,7 @@ var kindNames = [...]string{
 	DeadlineExceeded:   "deadline_exceeded",
 	Unavailable:        "unavailable",
 	ToolFailed:         "tool_failed",
+	Unimplemented:      "unimplemented",
 }
 
 func (k Kind) String() string {

@@ -52,9 +52,15 @@ func hash(b []byte) []byte {
 	return sum[:]
 }
 
-// limiter counts events per key in a sliding window, in memory. It holds at
-// most the events of the last window, so its size is bounded by the number
-// of keys active in one window.
+// limiterKeys bounds the keys a limiter tracks, so that a flood of
+// distinct sources cannot grow it: past it, a new key is not tracked (its
+// events still count against the overall limits, which have one key).
+const limiterKeys = 4096
+
+// limiter counts events per key in a sliding window, in memory. It keeps
+// at most the newest max events of each key (enough to tell whether the
+// key is full) and at most limiterKeys keys, so its size is bounded
+// whatever the traffic.
 type limiter struct {
 	mu     sync.Mutex
 	max    int
@@ -74,16 +80,27 @@ func (l *limiter) full(key string, now time.Time) bool {
 	return len(l.prune(key, now)) >= l.max
 }
 
-// add records an event for key at now.
-func (l *limiter) add(key string, now time.Time) {
+// add records an event for key at now and reports whether key was already
+// full before it.
+func (l *limiter) add(key string, now time.Time) (wasFull bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.events[key] = append(l.prune(key, now), now)
-	if len(l.events) > 1024 {
+	ev := l.prune(key, now)
+	if ev == nil && len(l.events) >= limiterKeys {
 		for k := range l.events {
 			l.prune(k, now)
 		}
+		if len(l.events) >= limiterKeys {
+			return false
+		}
 	}
+	wasFull = len(ev) >= l.max
+	ev = append(ev, now)
+	if len(ev) > l.max {
+		ev = ev[len(ev)-l.max:]
+	}
+	l.events[key] = ev
+	return wasFull
 }
 
 // prune drops key's events older than the window and returns the rest.

@@ -35,21 +35,31 @@ func errBadToken() error {
 
 // Authenticate returns the principal ("device:<id>") of the device holding
 // token, if the token is valid and the device unrevoked; errs.Unauthenticated
-// otherwise, with the same message whatever the reason. Failures are counted
-// per source (e.g. the remote IP): once a source has
-// Options.AuthFailuresPerMinute failures in the last minute, every call from
-// it is refused with errs.ResourceExhausted, valid token or not, until the
-// window slides. There is no cache: a revocation holds at the next call.
+// otherwise, with the same message whatever the reason. There is no cache:
+// a revocation holds at the next call.
+//
+// A valid token is always accepted, whatever failed before it, from its own
+// source (e.g. the remote IP, or the tailnet user behind `tailscale serve`)
+// or any other: failures never lock out a good token. Failures are counted
+// per source and overall in a sliding minute; once a source has had
+// Options.AuthFailuresPerMinute failures, or all sources together
+// Options.AuthFailuresPerMinuteTotal, a further failure is answered with
+// errs.ResourceExhausted (back off) instead of errs.Unauthenticated.
 func (s *Store) Authenticate(ctx context.Context, token, source string) (string, error) {
-	now := s.now()
-	if s.authFails.full(source, now) {
-		return "", errs.E(errs.ResourceExhausted, "pairing: too many failed authentications from this source; try again later")
-	}
 	p, err := s.lookupToken(ctx, token)
-	if errs.Is(err, errs.Unauthenticated) {
-		s.authFails.add(source, now)
+	if !errs.Is(err, errs.Unauthenticated) {
+		return p, err
 	}
-	return p, err
+	now := s.now()
+	fromSource := s.authFails.add(source, now)
+	overall := s.allFails.add("", now)
+	switch {
+	case fromSource:
+		return "", errs.E(errs.ResourceExhausted, "pairing: invalid or revoked device token, and too many failed authentications from this source; try again later")
+	case overall:
+		return "", errs.E(errs.ResourceExhausted, "pairing: invalid or revoked device token, and too many failed authentications; try again later")
+	}
+	return "", err
 }
 
 // lookupToken finds the unrevoked device whose token hash matches token.

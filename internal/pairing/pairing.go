@@ -73,7 +73,12 @@ type Options struct {
 	BeginsPerSourcePerMinute int
 	// AuthFailuresPerMinute bounds failed Authenticate calls per source,
 	// and failed setup codes overall, in any 60 s window (default 10).
+	// Past it, a failure is answered errs.ResourceExhausted; a valid token
+	// is never refused (see Authenticate).
 	AuthFailuresPerMinute int
+	// AuthFailuresPerMinuteTotal bounds failed Authenticate calls from all
+	// sources together in any 60 s window (default 100), in the same way.
+	AuthFailuresPerMinuteTotal int
 	// Audit records every pairing change and refusal; nil records nothing
 	// (the store's own tests).
 	Audit Auditor
@@ -105,6 +110,9 @@ func (o Options) withDefaults() Options {
 	if o.AuthFailuresPerMinute <= 0 {
 		o.AuthFailuresPerMinute = 10
 	}
+	if o.AuthFailuresPerMinuteTotal <= 0 {
+		o.AuthFailuresPerMinuteTotal = 100
+	}
 	return o
 }
 
@@ -119,7 +127,8 @@ type Store struct {
 	mu         sync.Mutex
 	begins     *limiter
 	beginsFrom *limiter
-	authFails  *limiter
+	authFails  *limiter // per source
+	allFails   *limiter // every source, one key
 	setupFails *limiter
 }
 
@@ -177,6 +186,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		begins:     newLimiter(o.BeginsPerMinute, time.Minute),
 		beginsFrom: newLimiter(o.BeginsPerSourcePerMinute, time.Minute),
 		authFails:  newLimiter(o.AuthFailuresPerMinute, time.Minute),
+		allFails:   newLimiter(o.AuthFailuresPerMinuteTotal, time.Minute),
 		setupFails: newLimiter(o.AuthFailuresPerMinute, time.Minute),
 	}, nil
 }

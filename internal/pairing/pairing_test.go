@@ -2,8 +2,11 @@ package pairing
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -350,21 +353,81 @@ func TestRateLimits(t *testing.T) {
 	})
 	t.Run("auth failures per source", func(t *testing.T) {
 		f := newFixture(t, Options{AuthFailuresPerMinute: 3})
-		_, tok := f.pairFirst()
+		f.pairFirst()
 		for _, bad := range []string{"", "x", strings.Repeat("A", 43)} {
 			_, err := f.s.Authenticate(f.ctx, bad, "evil")
 			wantErr(t, err, errs.Unauthenticated, "pairing: invalid or revoked device token")
 		}
-		_, err := f.s.Authenticate(f.ctx, tok, "evil")
-		wantErr(t, err, errs.ResourceExhausted, "pairing: too many failed authentications from this source; try again later")
-		if _, err := f.s.Authenticate(f.ctx, tok, "good"); err != nil {
-			t.Fatalf("other source: %v", err)
-		}
+		_, err := f.s.Authenticate(f.ctx, "y", "evil")
+		wantErr(t, err, errs.ResourceExhausted, "pairing: invalid or revoked device token, and too many failed authentications from this source; try again later")
+		_, err = f.s.Authenticate(f.ctx, "y", "good")
+		wantErr(t, err, errs.Unauthenticated, "pairing: invalid or revoked device token")
 		f.clk.Advance(time.Minute)
-		if _, err := f.s.Authenticate(f.ctx, tok, "evil"); err != nil {
-			t.Fatalf("after the window: %v", err)
-		}
+		_, err = f.s.Authenticate(f.ctx, "y", "evil")
+		wantErr(t, err, errs.Unauthenticated, "pairing: invalid or revoked device token")
 	})
+}
+
+// TestFailuresNeverLockOutAValidToken: however many failures came from a
+// source, or from all sources, a valid token from that same source is
+// accepted; only the failures are answered "back off".
+func TestFailuresNeverLockOutAValidToken(t *testing.T) {
+	f := newFixture(t, Options{AuthFailuresPerMinute: 10, AuthFailuresPerMinuteTotal: 50})
+	first, tok := f.pairFirst()
+	for i := range 100 {
+		// Well-formed tokens, so that each one is looked up.
+		_, err := f.s.Authenticate(f.ctx, base64.RawURLEncoding.EncodeToString(randomBytes(TokenSize)), "203.0.113.7")
+		if i < 10 {
+			wantKind(t, err, errs.Unauthenticated)
+		} else {
+			wantKind(t, err, errs.ResourceExhausted)
+		}
+		if p, err := f.s.Authenticate(f.ctx, tok, "203.0.113.7"); err != nil || p != Principal(first.id) {
+			t.Fatalf("the valid token after %d failures from its source: %q %v", i+1, p, err)
+		}
+	}
+	// Failures spread over many sources hit the overall bound; a valid
+	// token still passes, from any of them.
+	for i := range 100 {
+		src := fmt.Sprintf("198.51.100.%d", i)
+		_, err := f.s.Authenticate(f.ctx, "garbage", src)
+		wantKind(t, err, errs.ResourceExhausted) // 100 failures above are already past the total of 50
+		if _, err := f.s.Authenticate(f.ctx, tok, src); err != nil {
+			t.Fatalf("the valid token from %s: %v", src, err)
+		}
+	}
+	f.clk.Advance(time.Minute)
+	_, err := f.s.Authenticate(f.ctx, "garbage", "198.51.100.200")
+	wantKind(t, err, errs.Unauthenticated)
+}
+
+// TestLimiterBounded: the limiter keeps at most max events per key and at
+// most limiterKeys keys, whatever the traffic.
+func TestLimiterBounded(t *testing.T) {
+	l := newLimiter(3, time.Minute)
+	now := time.Unix(1000, 0)
+	for i := range 10 {
+		if full := l.add("a", now); full != (i >= 3) {
+			t.Fatalf("event %d: wasFull %v", i, full)
+		}
+	}
+	if n := len(l.events["a"]); n != 3 {
+		t.Fatalf("kept %d events for one key, want 3", n)
+	}
+	for i := range 2 * limiterKeys {
+		l.add(fmt.Sprint("k", i), now)
+	}
+	if n := len(l.events); n > limiterKeys {
+		t.Fatalf("tracking %d keys, more than %d", n, limiterKeys)
+	}
+	if !l.full("a", now) {
+		t.Fatal("a key tracked before the flood was dropped")
+	}
+	// Once the window has passed, room is made for new keys.
+	later := now.Add(time.Minute)
+	if l.add("new", later); len(l.events["new"]) != 1 {
+		t.Fatalf("a new key after the window: %v", l.events["new"])
+	}
 }
 
 func TestMalformedInput(t *testing.T) {
@@ -421,4 +484,10 @@ func TestMalformedInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
 }

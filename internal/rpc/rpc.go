@@ -26,7 +26,8 @@ var kindToCode = map[errs.Kind]connect.Code{
 	errs.Unavailable:        connect.CodeUnavailable,
 	// The tool ran and failed: the request was fine and policy allowed it,
 	// but the call did not complete.
-	errs.ToolFailed: connect.CodeAborted,
+	errs.ToolFailed:    connect.CodeAborted,
+	errs.Unimplemented: connect.CodeUnimplemented,
 }
 
 var codeToKind = func() map[connect.Code]errs.Kind {

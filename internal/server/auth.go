@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -70,15 +68,15 @@ type Authenticator interface {
 }
 
 // authInterceptor authenticates the bearer token of a paired device,
-// authorizes the procedure and puts the principal and the caller's source
-// in the context. Tokens travel only in the Authorization header, never in
-// a URL.
+// authorizes the procedure and puts the principal in the context. Tokens
+// travel only in the Authorization header, never in a URL. The gate has
+// already refused requests without a valid token, before their bodies were
+// read; this is the second layer.
 func authInterceptor(devices Authenticator) connect.Interceptor {
 	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			proc := req.Spec().Procedure
-			src := source(req.Peer().Addr)
-			ctx = pairing.WithSource(ctx, src)
+			src := pairing.SourceFrom(ctx) // set by the gate
 			if openProcedures[proc] {
 				return next(ctx, req)
 			}
@@ -97,23 +95,4 @@ func authInterceptor(devices Authenticator) connect.Interceptor {
 			return next(principal.With(ctx, who), req)
 		}
 	})
-}
-
-// gateway routes only the public procedures (plus reflection and health) to
-// the services' handlers; anything else is 404, whoever asks.
-func gateway(services http.Handler, extra ...string) http.Handler {
-	mux := http.NewServeMux()
-	for _, p := range append(publicProcedures(), extra...) {
-		mux.Handle(p, services)
-	}
-	return mux
-}
-
-// source is the caller's IP address, for rate limits.
-func source(addr string) string {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	return host
 }

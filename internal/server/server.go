@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"connectrpc.com/grpchealth"
-	"connectrpc.com/grpcreflect"
 
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/audit"
@@ -58,6 +56,9 @@ type Config struct {
 	// test servers through a test dialer; the zero value dials public
 	// addresses only.
 	Egress egress.Config
+	// Limits bounds connections, unauthenticated requests and how long
+	// any request may take; zero fields take the defaults.
+	Limits Limits
 }
 
 // Request size caps: a publish carries a module, everything else is small.
@@ -76,7 +77,7 @@ type Server struct {
 
 	log     *slog.Logger
 	devices *pairing.Store
-	ln      net.Listener
+	ln      *connLimit
 	http    *http.Server
 	served  chan error
 	closers []func(context.Context) error
@@ -103,19 +104,32 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: reach the server from your tailnet through `tailscale serve`, not by listening elsewhere", cfg.Addr)
 	}
-	mux, err := s.services(ctx, cfg)
+	limits := cfg.Limits.withDefaults()
+	handler, err := s.services(ctx, cfg, limits)
 	if err != nil {
 		return nil, err
 	}
-	s.ln, err = net.Listen("tcp", cfg.Addr)
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "listen")
 	}
-	s.URL = "http://" + s.ln.Addr().String()
+	s.ln = newConnLimit(ln, limits.MaxConns)
+	s.URL = "http://" + ln.Addr().String()
+	// Until a request authenticates, it has UnauthenticatedReadTimeout to
+	// be read whole; the gate then sets each authenticated request's
+	// deadlines by procedure.
 	s.http = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		Protocols:         new(http.Protocols),
+		Handler:           handler,
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
+		ReadTimeout:       limits.UnauthenticatedReadTimeout,
+		WriteTimeout:      limits.WriteTimeout + writeGrace,
+		IdleTimeout:       limits.IdleTimeout,
+		MaxHeaderBytes:    limits.MaxHeaderBytes,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		Protocols: new(http.Protocols),
 	}
 	s.http.Protocols.SetHTTP1(true)
 	s.http.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c
@@ -124,8 +138,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	return s, nil
 }
 
-// services opens every service and mounts their handlers.
-func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error) {
+// services opens every service and mounts their handlers behind the gate.
+func (s *Server) services(ctx context.Context, cfg Config, limits Limits) (http.Handler, error) {
 	auditSvc, err := audit.OpenService(ctx, filepath.Join(cfg.DataDir, "audit"), audit.Options{})
 	if err != nil {
 		return nil, err
@@ -181,6 +195,7 @@ func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error)
 	opts := connect.WithHandlerOptions(append(rpc.Codecs(),
 		connect.WithInterceptors(rpc.ErrorInterceptor(s.log), authInterceptor(devices)),
 		connect.WithReadMaxBytes(maxRequestBytes),
+		withCappedGzip(maxPublishBytes+1),
 	)...)
 	r := http.NewServeMux()
 	mount := func(path string, h http.Handler) { r.Handle(path, h) }
@@ -191,18 +206,24 @@ func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error)
 	mount(contractualv1connect.NewBrokerServiceHandler(brk, opts))
 	pairingSvc := pairing.NewService(devices)
 	mount(contractualv1connect.NewPairingServiceHandler(pairingSvc, opts))
-	names := []string{
+	public := map[string]bool{}
+	for _, p := range publicProcedures() {
+		public[p] = true
+	}
+	for p := range openAPI {
+		public[p] = true
+	}
+	introspection, err := publicIntrospection([]string{
 		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
 		contractualv1connect.AuditServiceName, contractualv1connect.RunnerServiceName,
 		contractualv1connect.BrokerServiceName, contractualv1connect.PairingServiceName,
+	}, public)
+	if err != nil {
+		return nil, err
 	}
-	reflector := grpcreflect.NewStaticReflector(names...)
-	reflectV1, reflectV1H := grpcreflect.NewHandlerV1(reflector)
-	reflectV1Alpha, reflectV1AlphaH := grpcreflect.NewHandlerV1Alpha(reflector)
-	health, healthH := grpchealth.NewHandler(grpchealth.NewStaticChecker(names...))
-	mount(reflectV1, reflectV1H)
-	mount(reflectV1Alpha, reflectV1AlphaH)
-	mount(health, healthH)
+	for p, h := range introspection {
+		mount(p, h)
+	}
 
 	console, err := ui.New(ui.Config{
 		Policy: pol, Pairing: pairingSvc, Broker: brk, Audit: auditSvc, Auth: devices, Log: s.log,
@@ -214,8 +235,13 @@ func (s *Server) services(ctx context.Context, cfg Config) (http.Handler, error)
 	top := http.NewServeMux()
 	top.Handle("/ui/", console)
 	top.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
-	top.Handle("/", http.MaxBytesHandler(gateway(r, reflectV1, reflectV1Alpha, health), maxPublishBytes+1<<20))
-	return top, nil
+	top.Handle("/", http.MaxBytesHandler(r, maxPublishBytes+1<<20))
+	return &gate{
+		next: top, auth: devices, uiToken: console.SessionToken, limits: limits,
+		trustProxy: cfg.PublicURL != "", public: public,
+		slots: make(chan struct{}, limits.MaxUnauthenticated),
+		errw:  connect.NewErrorWriter(), log: s.log,
+	}, nil
 }
 
 // NewSetupCode replaces the setup code with a fresh one, while no device is

@@ -1,0 +1,284 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/pairing"
+	"github.com/contractual/contractual/internal/rpc"
+)
+
+// gate is the gateway's HTTP layer, in front of every handler. Before any
+// byte of a request's body is read, it names the request's source, answers
+// what it must not pass on (a procedure that is not public, a missing or
+// bad credential) in the caller's protocol, and authenticates the bearer
+// token or the Control UI's session cookie. What it passes on is bounded:
+// an authenticated request by deadlines for its procedure, any other one
+// that has a body by a slot among Limits.MaxUnauthenticated, a body cap,
+// the short UnauthenticatedReadTimeout and, for the API, no compression.
+type gate struct {
+	next       http.Handler // the API and the Control UI
+	auth       Authenticator
+	uiToken    func(*http.Request) string // the UI's session token, if any
+	limits     Limits
+	trustProxy bool            // believe tailscale serve's headers from loopback
+	public     map[string]bool // procedures served here
+	slots      chan struct{}   // one per unauthenticated request in progress
+	errw       *connect.ErrorWriter
+	log        *slog.Logger
+}
+
+// openAPI are the public procedures anyone may call without a token:
+// pairing's first steps, server reflection and health.
+var openAPI = func() map[string]bool {
+	m := map[string]bool{
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      true,
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": true,
+		"/grpc.health.v1.Health/Check":                                   true,
+		"/grpc.health.v1.Health/Watch":                                   true,
+	}
+	for p := range openProcedures {
+		m[p] = true
+	}
+	return m
+}()
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r = r.WithContext(pairing.WithSource(r.Context(), source(r, g.trustProxy)))
+	if proc, ok := procedure(r.URL.Path); ok {
+		g.serveAPI(w, r, proc)
+		return
+	}
+	g.serveUI(w, r)
+}
+
+// serveAPI serves a request for procedure proc.
+func (g *gate) serveAPI(w http.ResponseWriter, r *http.Request, proc string) {
+	if !g.public[proc] {
+		if internal(proc) {
+			g.refuse(w, r, errs.E(errs.PermissionDenied, "%s is for services, not for devices", proc))
+		} else {
+			g.refuse(w, r, errs.E(errs.Unimplemented, "no procedure %s here", proc))
+		}
+		return
+	}
+	tok, hasToken := bearer(r.Header)
+	if !hasToken {
+		if !openAPI[proc] {
+			g.refuse(w, r, errs.E(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token> of a paired device (`contractual pair`)"))
+			return
+		}
+		if compressed(r.Header) {
+			g.refuse(w, r, errs.E(errs.Invalid, "compressed request bodies are refused before authentication: send this request uncompressed"))
+			return
+		}
+		g.serveUnauthenticated(w, r)
+		return
+	}
+	// A token, even on an open procedure, must be good: a bad credential
+	// is never ignored.
+	if _, err := g.auth.Authenticate(r.Context(), tok, pairing.SourceFrom(r.Context())); err != nil {
+		g.refuse(w, r, err)
+		return
+	}
+	markAuthenticated(r.Context())
+	read, write := g.limits.ReadTimeout, g.limits.WriteTimeout
+	switch proc {
+	case contractualv1connect.PolicyServicePublishProcedure:
+		read, write = g.limits.PublishTimeout, g.limits.PublishTimeout
+	case contractualv1connect.ToolServiceInvokeProcedure:
+		write = g.limits.InvokeTimeout
+	}
+	g.serveWithin(w, r, read, write)
+}
+
+// serveUI serves a request for the Control UI (or anything else that is
+// not a procedure): its session cookie, if it authenticates, makes it an
+// authenticated request; otherwise a request with a body is bounded like
+// an open procedure's. The UI authenticates the cookie again itself.
+func (g *gate) serveUI(w http.ResponseWriter, r *http.Request) {
+	if tok := g.uiToken(r); tok != "" {
+		if _, err := g.auth.Authenticate(r.Context(), tok, pairing.SourceFrom(r.Context())); err == nil {
+			markAuthenticated(r.Context())
+			g.serveWithin(w, r, g.limits.ReadTimeout, g.limits.WriteTimeout)
+			return
+		}
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		g.next.ServeHTTP(w, r) // nothing to read: the server's deadlines suffice
+		return
+	}
+	g.serveUnauthenticated(w, r)
+}
+
+// serveUnauthenticated passes on a request that has not authenticated,
+// within a slot, under the body cap; the server's ReadTimeout (set to
+// UnauthenticatedReadTimeout) bounds its reading.
+func (g *gate) serveUnauthenticated(w http.ResponseWriter, r *http.Request) {
+	select {
+	case g.slots <- struct{}{}:
+		defer func() { <-g.slots }()
+	default:
+		g.refuse(w, r, errs.E(errs.ResourceExhausted, "too many unauthenticated requests in progress; try again later"))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, g.limits.UnauthenticatedBytes)
+	ctx, cancel := context.WithTimeout(r.Context(), g.limits.WriteTimeout)
+	defer cancel()
+	g.next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// serveWithin passes r on with its body's read deadline and its response's
+// write deadline (and its context's) set from now.
+func (g *gate) serveWithin(w http.ResponseWriter, r *http.Request, read, write time.Duration) {
+	now := time.Now()
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(now.Add(read))
+	// The handler's context ends first, so that it can still answer.
+	rc.SetWriteDeadline(now.Add(write + writeGrace))
+	ctx, cancel := context.WithDeadline(r.Context(), now.Add(write))
+	defer cancel()
+	g.next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// writeGrace is the time a handler whose context has ended has left to
+// write its answer.
+const writeGrace = 10 * time.Second
+
+// refuse answers r with err in the caller's protocol (Connect, gRPC,
+// gRPC-Web; Connect JSON for anything else, the Control UI's pages
+// included), without reading its body: nothing more is read from the
+// request, and an HTTP/1 connection is closed after the answer, since the
+// rest of the body would still be on it.
+func (g *gate) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
+	if r.ProtoMajor < 2 {
+		w.Header().Set("Connection", "close")
+	}
+	if werr := g.errw.Write(w, r, rpc.ToConnect(err, g.log)); werr != nil {
+		g.log.Debug("writing a refusal", "err", werr)
+	}
+}
+
+// procedure returns the procedure named by an RPC path, "/pkg.Service/Method".
+func procedure(path string) (string, bool) {
+	svc, method, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if !ok || !strings.HasPrefix(path, "/") || !strings.Contains(svc, ".") || method == "" || strings.Contains(method, "/") {
+		return "", false
+	}
+	return path, true
+}
+
+// internal reports whether proc is a procedure of one of Contractual's own
+// services (one that this port does not serve to devices).
+func internal(proc string) bool {
+	svc, method, _ := strings.Cut(strings.TrimPrefix(proc, "/"), "/")
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil || !strings.HasPrefix(svc, "contractual.") {
+		return false
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	return ok && sd.Methods().ByName(protoreflect.Name(method)) != nil
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header.
+func bearer(h http.Header) (string, bool) {
+	tok, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
+	tok = strings.TrimSpace(tok)
+	return tok, ok && tok != ""
+}
+
+// compressed reports whether a request says its body is compressed, in any
+// of the protocols' headers.
+func compressed(h http.Header) bool {
+	for _, k := range []string{"Content-Encoding", "Connect-Content-Encoding", "Grpc-Encoding"} {
+		for _, v := range h.Values(k) {
+			for e := range strings.SplitSeq(v, ",") {
+				if e = strings.TrimSpace(e); e != "" && !strings.EqualFold(e, "identity") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Headers that `tailscale serve` sets on what it proxies: it replaces any
+// the client sent.
+const (
+	headerTailscaleLogin = "Tailscale-User-Login"
+	headerForwardedFor   = "X-Forwarded-For"
+)
+
+// maxSourceLen bounds a source taken from a header.
+const maxSourceLen = 128
+
+// source names where r comes from, to key rate limits and to record in
+// audit details; it never grants anything. It is the peer's IP address,
+// unless trustProxy is set (the server was told it is published by
+// `tailscale serve`) and the peer is on loopback, where tailscale serve
+// connects from: then it is the tailnet user ("tailscale:<login>") or,
+// without one (a tagged device, a funnel request), the forwarded client
+// address. Headers from any other peer are ignored.
+func source(r *http.Request, trustProxy bool) string {
+	peer := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(peer); err == nil {
+		peer = host
+	}
+	ip, err := netip.ParseAddr(peer)
+	if err != nil {
+		return peer
+	}
+	peer = ip.Unmap().String()
+	if !trustProxy || !ip.Unmap().IsLoopback() {
+		return peer
+	}
+	if login := r.Header.Get(headerTailscaleLogin); login != "" {
+		if dec, err := new(mime.WordDecoder).DecodeHeader(login); err == nil {
+			login = dec
+		}
+		if login = printable(login); login != "" {
+			return "tailscale:" + login
+		}
+	}
+	if fwd := r.Header.Values(headerForwardedFor); len(fwd) > 0 {
+		// The nearest proxy's entry is the last one; tailscale serve sets
+		// exactly one.
+		last := fwd[len(fwd)-1]
+		last = strings.TrimSpace(last[strings.LastIndexByte(last, ',')+1:])
+		if a, err := netip.ParseAddr(last); err == nil {
+			return a.Unmap().String()
+		}
+	}
+	return peer
+}
+
+// printable returns s without control characters, cut to maxSourceLen
+// runes.
+func printable(s string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if n == maxSourceLen {
+			break
+		}
+		if unicode.IsPrint(r) {
+			b.WriteRune(r)
+			n++
+		}
+	}
+	return b.String()
+}
