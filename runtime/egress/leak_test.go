@@ -1,6 +1,7 @@
 package egress_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/egress/egresstest"
 )
 
 // TestLeakGuard: a server echoes the request's Authorization header, so the
@@ -65,5 +67,58 @@ func TestLeakGuard(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestLeakGuardServerSpellings: a server echoes the injected header back
+// in each spelling servers really produce (egresstest.Spellings: JSON with
+// \/ or \uXXXX escapes, percent-encoding of every byte, HTML references,
+// quoted-printable, wrapped base64...). A module that forwards the echo as
+// it got it, in the URL, the body or a header of its own, to the
+// secret's audience or elsewhere, is blocked before the request leaves.
+func TestLeakGuardServerSpellings(t *testing.T) {
+	const key = "sk-live/12+34=567890"
+	w := newWorld(t, egresstest.Echo("Authorization"))
+	rule := egress.Rule{Scheme: "https", Host: "api.example.com", PathPrefix: "/", Methods: []string{"GET", "POST"},
+		Secrets: []egress.SecretSpec{{Name: "API_KEY", Header: "Authorization", Format: "Bearer {{secret}}"}}}
+	other := egress.Rule{Scheme: "https", Host: "other.example.com", PathPrefix: "/", Methods: []string{"GET", "POST"}}
+	for _, sp := range egresstest.Spellings {
+		t.Run(sp.Name, func(t *testing.T) {
+			cfg := w.cfg
+			cfg.Rules = []egress.Rule{rule, other}
+			cfg.Secrets = &fakeSecrets{values: map[string]string{"API_KEY": key}}
+			s := w.sessionCfg(cfg)
+			echo, err := s.Do(context.Background(), egress.Request{URL: "https://api.example.com/echo?spelling=" + url.QueryEscape(sp.Name)})
+			if err != nil || echo.Status != http.StatusOK || string(echo.Body) != sp.Spell("Bearer "+key) {
+				t.Fatalf("echo: %v %v", err, echo)
+			}
+			if sp.Name != "raw" && strings.Contains(string(echo.Body), key) {
+				t.Fatalf("the echo %q holds the key as it is", echo.Body)
+			}
+			for _, target := range []string{"api.example.com", "other.example.com"} {
+				for _, place := range []string{"url", "body", "header"} {
+					req := egress.Request{Method: "POST", URL: "https://" + target + "/x"}
+					switch place {
+					case "url":
+						req.URL += "?k=" + url.QueryEscape(string(echo.Body))
+					case "body":
+						req.Body = echo.Body
+					case "header":
+						if bytes.ContainsAny(echo.Body, "\r\n") {
+							continue // not a header value
+						}
+						req.Header = http.Header{"X-Data": {string(echo.Body)}}
+					}
+					before := len(w.requests())
+					_, err = s.Do(context.Background(), req)
+					if errs.KindOf(err) != errs.PermissionDenied || !strings.Contains(err.Error(), "carries a secret") {
+						t.Errorf("in the %s to %s: %v", place, target, err)
+					}
+					if len(w.requests()) != before {
+						t.Errorf("in the %s to %s: the request left", place, target)
+					}
+				}
+			}
+		})
 	}
 }
