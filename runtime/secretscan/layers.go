@@ -23,10 +23,10 @@ type stream struct {
 }
 
 // A block layer decodes a run of alphabet characters, bits bits each,
-// across line breaks (CRLF or LF, and indentation after
-// them), with or without trailing '=' padding. The bytes a character
-// carries depend on where the encoding started, so a run is decoded from
-// each of its first group characters.
+// across line breaks (LF or CRLF, and indentation after them), with or
+// without trailing '=' padding. The bits a character carries land in
+// different bytes depending on where the encoding started, so a run is
+// decoded from each of its first group characters.
 type block struct {
 	name  string
 	bits  int       // per character
@@ -36,6 +36,19 @@ type block struct {
 }
 
 // The layers, in the order a scan tries them.
+//
+// A stream layer's delimiters split the work: a run from delimiter to
+// delimiter is decoded once, and scanned again whole, so they must be
+// bytes its encoders escape, and frequent enough to keep runs short. All
+// of them end at control characters (which keeps runs short in decoded
+// binary); JSON strings end at a quote; percent-encoded text at a space,
+// quote, angle bracket or backslash (so that a run inside a JSON string
+// does not swallow a \" escape); HTML text at a quote or angle bracket.
+// Quoted-printable escapes only line breaks, so its runs are logical
+// lines (soft line breaks are escapes) — on lines of at most maxLine
+// bytes, as its lines are. On longer ones its runs end where
+// percent-encoding's do: a run to the end of the line would be a whole
+// minified JSON document, scanned again whenever "page=10" turns up in it.
 var (
 	streams = []*stream{
 		{name: "json", trigger: '\\', delim: delims(`"`), step: jsonStep},
@@ -51,20 +64,7 @@ var (
 	}
 )
 
-// delims returns the table of the bytes in s and the control characters.
-// A stream layer's delimiters split the work (a run from delimiter to
-// delimiter is decoded once, and so is scanned again, whole) and are bytes
-// its encoders escape: control characters (in decoded binary, they keep
-// runs short) and a quote for JSON strings; space, quotes, angle brackets
-// and backslash too for percent-encoding (a backslash keeps a run inside a
-// JSON string from swallowing a \" escape); quotes and angle brackets for
-// HTML (an attribute value or a text node). Quoted-printable escapes none
-// of those but line breaks and other control characters: its runs are
-// lines, logical ones (soft line breaks are escapes), but only if the line
-// is at most maxLine bytes long, as quoted-printable lines are. On longer
-// lines its runs end where percent-encoding's do: a run to the end of the
-// line would be a whole minified JSON document, scanned again whenever
-// "page=10" turns up in it.
+// delims returns the table of the control characters and the bytes in s.
 func delims(s string) *[256]bool {
 	var t [256]bool
 	for c := range 0x20 {
@@ -77,7 +77,7 @@ func delims(s string) *[256]bool {
 	return &t
 }
 
-// lineDelims ends a quoted-printable run on a short line: any control
+// lineDelims ends a quoted-printable run on a short line: a control
 // character but a tab.
 var lineDelims = func() *[256]bool {
 	t := delims("")

@@ -4,71 +4,64 @@
 // before the module reads it; the runner, to redact what goes back to the
 // caller.
 //
-// A scan looks for each secret in the bytes as they are, then undoes, one
-// layer at a time and up to MaxDepth layers deep, every encoding it knows,
-// wherever a stretch of the bytes could be one, and looks again in what
-// that gives:
+// A scan looks for each secret in the bytes as they are, then undoes every
+// encoding it knows wherever a run of the bytes could be one, and looks
+// again in what that gives, recursively, up to MaxDepth layers deep:
 //
-//   - JSON string escapes: \/ \" \\ \n and the others, \uXXXX in either
-//     case (surrogate pairs too), and JavaScript's \xHH, \u{H...} and \';
-//   - percent-encoding: %XX in either case, of any character, and %uXXXX;
-//   - HTML character references: &#DDD; &#xHH; (';' optional) and named
-//     ones (&amp;);
-//   - quoted-printable: =XX and soft line breaks;
+//   - JSON string escapes: \/ \" \\ \n and the others, \uXXXX in any case
+//     (surrogate pairs too), and JavaScript's \xHH, \u{H...} and \';
+//   - percent-encoding: %XX in any case, of any character, and %uXXXX;
+//   - HTML character references: &#DDD; and &#xHH; (';' optional) and
+//     named ones (&amp;, and the legacy ones without ';');
+//   - quoted-printable: =XX in any case, soft line breaks;
 //   - base64, standard and URL-safe alphabets (mixed too), with any
-//     padding or none, wrapped with CRLF or LF at any width, after any
-//     prefix: a run is decoded from each of its first four characters, so
-//     the secret may start anywhere in it, after any text ("Bearer ", a
-//     path, a data: URL's header is outside the run);
-//   - base32, either case, any padding, wrapped, decoded from each of its
-//     first eight characters;
-//   - hex, any mix of cases, wrapped, decoded from either of its first two
-//     characters.
+//     padding or none, wrapped with LF or CRLF at any width (and indented);
+//   - base32, upper or lower case, any padding, wrapped;
+//   - hex, any mix of cases, wrapped.
 //
-// Layers compose in any order (base64 of a percent-encoded JSON string is
-// three), and the secret may sit anywhere inside a decoded run, with any
-// text around it.
+// Layers compose in any order and any repetition (base64 of a
+// percent-encoded JSON string is three). The secret may sit anywhere in
+// the decoded text, with anything around it (base64 of "Bearer "+key+"\n").
+// A base64, base32 or hex run is decoded from each of its first 4, 8 or 2
+// characters, so an encoding that starts inside a longer run of the same
+// alphabet (a path, a word, "token" glued to it) is decoded too.
 //
 // Redact replaces what it finds with Redacted, in the original bytes: for
 // an escape layer, exactly the escapes and characters that spell the
-// secret (a JSON string stays a valid JSON string); for base64, base32 and
-// hex, the whole run, padding included. Bytes where nothing was found are
-// returned unchanged. Redact's result is scanned again, so that Contains is
-// false on it.
+// secret, so that the rest still decodes (a JSON string stays a valid JSON
+// string); for base64, base32 and hex, the whole run and its padding.
+// Bytes where nothing was found are returned as they are.
 //
-// The cost is bounded: a scan may decode at most BudgetFactor times its
-// input's length plus BudgetBase bytes, over all layers. Past that, it
-// fails closed: a run it cannot afford to decode counts as a find, so
-// Contains reports true and Redact replaces the run.
+// The cost is bounded: a scan of n bytes decodes at most BudgetFactor*n +
+// BudgetBase bytes over all layers, and fails closed past that: a run it
+// cannot afford to decode counts as a find, so Contains reports true and
+// Redact replaces the run.
 //
 // What a scan cannot see:
 //
 //   - a secret shorter than MinLen bytes inside base64, base32 or hex,
-//     unless the run encodes exactly that secret (trailing whitespace
-//     aside): short strings would turn up by chance in decoded runs of
-//     unrelated text;
-//   - more than MaxDepth layers of encoding;
-//   - encodings it does not know: encryption, compression (gzip,
-//     deflate), any keyed or lossy transformation, reversal, XOR, ROT13,
-//     case changes of the secret itself, base32hex, base58, base85,
-//     uuencode, octal or decimal lists, Unicode normalization, punycode,
-//     hex with separators between bytes ("de:ad:be:ef"), escapes of other
-//     languages (\101, &#x;-like inventions), HTTP chunking or multipart
-//     boundaries inside an encoded run;
-//   - a secret split across requests, headers, or values (its first half
-//     in one JSON field, its second in another), or interleaved with other
-//     text;
-//   - base64, base32 or hex broken by anything other than line breaks and
-//     indentation (spaces between groups, a JSON "\n" escape is fine: it
-//     is a layer);
-//   - for percent, HTML and quoted-printable escapes: a secret with
-//     whitespace, '"', '<', '>' or '\' left unescaped in the escaped
-//     spelling (runs end at those characters); for JSON escapes: a secret
-//     with a raw '"';
-//   - a secret with a space spelled as '+' is found (form encoding), but
-//     only if every space is;
-//   - when the budget runs out: nothing is missed, but runs past it are
-//     reported or redacted whole whether or not they hold a secret.
+//     unless the run (trimmed of whitespace) encodes exactly that secret:
+//     a short string turns up by chance in decoded noise;
+//   - more than MaxDepth layers;
+//   - anything but these encodings: encryption, compression (the egress
+//     client undoes a response's Content-Encoding; gzip inside a JSON
+//     field is opaque), hashing, reversal, XOR, ROT13, a change of the
+//     secret's own case, base32hex, base58, base85, uuencode, octal
+//     escapes (\101), lists of character codes, Unicode normalization;
+//   - a secret split across requests, headers or fields, or interleaved
+//     with other text;
+//   - base64, base32 or hex runs broken by anything but line breaks and
+//     the indentation after them ("de:ad:be:ef", "dead beef"), or base32
+//     mixing cases within a run;
+//   - escapes mixed with characters that end the layer's runs, left raw
+//     in the secret's spelling: for JSON, a quote or a control character;
+//     for percent-encoding, those and a space, '<', '>' or '\' (encoders
+//     escape all of them); for HTML, a quote, '<', '>' or a control
+//     character; for quoted-printable, a control character on lines of up
+//     to 998 bytes (SMTP's limit; its own lines are 76), the percent
+//     ones on longer lines, which are no e-mail's;
+//   - '+' for a space (form encoding) only if every space of the secret
+//     is spelled so.
 package secretscan
 
 import (
@@ -81,9 +74,12 @@ import (
 const Redacted = "[REDACTED]"
 
 // MaxDepth is how many layers of encoding a scan undoes, one inside the
-// other. Three cover what servers do on their own (a credential base64'd
-// for Basic auth, put in a URL, in a JSON string); the fourth is margin
-// for a deliberate extra one.
+// other. Three cover what servers do on their own: an encoding of the
+// credential (base64 for Basic auth, hex), a place for it (a URL's
+// percent-encoding, a quoted-printable mail body) and the response's
+// syntax (a JSON string, an HTML attribute). The fourth is margin for
+// one more, deliberate or not. Each layer multiplies what a crafted input
+// can make a scan decode; the budget bounds that, not the depth.
 const MaxDepth = 4
 
 // MinLen is the shortest secret looked for anywhere inside base64, base32
@@ -123,7 +119,9 @@ func New(secrets [][]byte) *Set {
 			s.needles = append(s.needles, bytes.ReplaceAll(secret, []byte(" "), []byte("+")))
 		}
 	}
-	slices.SortFunc(s.needles, func(a, b []byte) int { return cmp.Compare(len(b), len(a)) })
+	slices.SortFunc(s.needles, func(a, b []byte) int {
+		return cmp.Or(cmp.Compare(len(b), len(a)), bytes.Compare(a, b))
+	})
 	s.needles = slices.CompactFunc(s.needles, bytes.Equal)
 	for _, n := range s.needles {
 		if len(n) >= MinLen {
@@ -154,17 +152,14 @@ func (s *Set) Redact(b []byte) []byte {
 	if s.Empty() {
 		return b
 	}
-	for range 3 {
-		out, changed := s.redactOnce(b)
-		if !changed {
-			return b
-		}
-		b = out
-	}
-	if s.Contains(b) {
+	out, changed := s.redactOnce(b)
+	if changed && s.Contains(out) {
+		// One pass replaces whatever a scan finds, and Redacted cannot
+		// join what is around it into a new find; the tests and the
+		// fuzzer have never seen this. If it happens, fail closed.
 		return []byte(Redacted)
 	}
-	return b
+	return out
 }
 
 // redactOnce replaces what one scan of b finds, reporting whether it found
@@ -359,12 +354,21 @@ func (sc *scanner) descendRun(l *block, b []byte, start, end, chars, d int, foun
 		}
 		data := l.decode(sc.buf[d+1][:0], b[start:end], skip)
 		sc.buf[d+1] = data
-		if skip == 0 && sc.exact(data) ||
-			long > 0 && chars-skip >= long && len(sc.find(data, d+1, false)) > 0 {
+		if skip == 0 && sc.exact(data) || long > 0 && chars-skip >= long && sc.any(data, d+1) {
 			return append(found, span{start, end})
 		}
 	}
 	return found
+}
+
+// any reports whether b, a decoded run d layers deep, holds a long needle:
+// where, the caller does not need, since it replaces the whole run.
+func (sc *scanner) any(b []byte, d int) bool {
+	first := sc.first
+	sc.first = true
+	found := sc.find(b, d, false)
+	sc.first = first
+	return len(found) > 0
 }
 
 // exact reports whether data, but for surrounding whitespace, is a short

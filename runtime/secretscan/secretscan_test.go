@@ -206,6 +206,7 @@ func TestEncodedVariants(t *testing.T) {
 		{"HTML legacy reference without ';'", []byte("a&b<c>d-x"), `a&ampb&ltc&gtd-x`},
 		{"quoted-printable lower case, soft breaks with blanks", apiKey, "sk-live/4f9+Ab=3dZx=  \r\n_12"},
 		{"quoted-printable LF soft break", apiKey, "sk-li=\nve/4f9+Ab=3DZx_12"},
+		{"quoted-printable on a line too long for e-mail", apiKey, strings.Repeat("abc ", 300) + "sk-live/4f9+Ab=3dZx_12 " + strings.Repeat("abc ", 300)},
 		{"form encoding: '+' for spaces", spaced, url.QueryEscape(string(spaced))},
 		{"form encoding inside JSON", spaced, `{"q":"correct+horse+battery+staple"}`},
 		{"base64 with indented lines", apiKey, "key:\n  " + string(wrap(base64.StdEncoding.EncodeToString([]byte("Bearer "+string(apiKey))), 8, "\n  "))},
