@@ -80,7 +80,12 @@ var encoders = []encoder{
 			case 5:
 				var out []byte
 				for _, r := range string(b) {
-					out = fmt.Appendf(out, "%%u%04X", r)
+					if r >= 0x10000 {
+						r1, r2 := utf16.EncodeRune(r)
+						out = fmt.Appendf(out, "%%u%04X%%u%04X", r1, r2)
+					} else {
+						out = fmt.Appendf(out, "%%u%04X", r)
+					}
 				}
 				return out
 			}

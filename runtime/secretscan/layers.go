@@ -199,37 +199,38 @@ func (l *stream) remap(run []byte, spans []span) []span {
 // padding, and the number of alphabet characters in it, if there are at
 // least min of them, until yield returns false.
 func (l *block) runs(b []byte, min int, yield func(start, end, chars int) bool) {
-	i := 0
-	for i < len(b) {
-		for i < len(b) && l.val[b[i]] < 0 {
+	val := &l.val
+	for i := 0; i < len(b); {
+		for i < len(b) && val[b[i]] < 0 {
 			i++
 		}
-		start, end, chars := i, i, 0
-		for i < len(b) {
-			if l.val[b[i]] >= 0 {
-				chars++
-				i++
-				end = i
-				continue
+		start, chars := i, 0
+		for {
+			j := i
+			for j < len(b) && val[b[j]] >= 0 {
+				j++
 			}
+			chars += j - i
+			i = j
 			// Whitespace with a line break in it continues the run.
-			j, nl := i, false
+			nl := false
 			for j < len(b) && (b[j] == ' ' || b[j] == '\t' || b[j] == '\r' || b[j] == '\n') {
 				nl = nl || b[j] == '\r' || b[j] == '\n'
 				j++
 			}
-			if !nl || j == len(b) || l.val[b[j]] < 0 {
+			if !nl || j == len(b) || val[b[j]] < 0 {
 				break
 			}
 			i = j
 		}
+		end := i
 		for l.pad && end < len(b) && b[end] == '=' {
 			end++
 		}
-		i = end
 		if chars >= min && chars > 0 && !yield(start, end, chars) {
 			return
 		}
+		i = end
 	}
 }
 
