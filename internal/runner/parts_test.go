@@ -2,9 +2,11 @@ package runner
 
 import (
 	"context"
+	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -124,6 +126,15 @@ func TestModuleLoadFailureNotCached(t *testing.T) {
 	}
 }
 
+// everyChar spells each byte of b with format.
+func everyChar(b []byte, format string) string {
+	var sb strings.Builder
+	for _, c := range b {
+		fmt.Fprintf(&sb, format, c)
+	}
+	return sb.String()
+}
+
 // TestRedact: every common spelling of a released secret is redacted from
 // the output, the logs and error messages.
 func TestRedact(t *testing.T) {
@@ -137,6 +148,18 @@ func TestRedact(t *testing.T) {
 		url.QueryEscape(string(secret)),
 		url.PathEscape(string(secret)),
 		`s3cr/t+key?=\u0026\"`,
+		// The spellings servers produce that a fixed list missed: JSON with
+		// escaped slashes, \uXXXX and percent-encoding of every character,
+		// HTML references, quoted-printable, wrapped base64, base32, hex in
+		// mixed case.
+		`s3cr\/t+key?=&\"`,
+		everyChar(secret, `\u%04X`),
+		everyChar(secret, "%%%02x"),
+		everyChar(secret, "&#%d;"),
+		`s3cr/t+key?=3D&"`,
+		"czNjci90K2tl\r\neT89JiI=",
+		base32.StdEncoding.EncodeToString(secret),
+		"73336372" + strings.ToUpper("2f742b6b") + "65793f3d2622",
 	}
 	for _, s := range spell {
 		got := string(redact([]byte("before "+s+" after"), [][]byte{[]byte("other"), secret}))

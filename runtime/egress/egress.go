@@ -24,11 +24,11 @@ import (
 	"crypto/x509"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/secretscan"
 )
 
 // Defaults for the zero values of Config's limits, and the redirect bound.
@@ -247,8 +247,9 @@ func (s *Session) record(r Record) {
 	s.records = append(s.records, r)
 }
 
-// scrub removes released secret values from text taken from a URL (a
-// server may echo a secret into a redirect target).
+// scrub removes released secret values, in any spelling secretscan sees,
+// from text taken from a URL (a server may echo a secret into a redirect
+// target, percent-encoded in its path).
 func (s *Session) scrub(text string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -256,8 +257,8 @@ func (s *Session) scrub(text string) string {
 }
 
 func (s *Session) scrubLocked(text string) string {
-	for _, v := range s.released {
-		text = strings.ReplaceAll(text, string(v), "[redacted]")
+	if len(s.released) == 0 {
+		return text
 	}
-	return text
+	return string(secretscan.New(s.released).Redact([]byte(text)))
 }

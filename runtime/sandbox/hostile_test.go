@@ -3,8 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +18,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/egress/egresstest"
+	"github.com/contractual/contractual/runtime/secretscan"
 )
 
 // TestHostile runs each hostile fixture under a contract that grants what it
@@ -281,29 +281,20 @@ func TestSlots(t *testing.T) {
 	}
 }
 
-// TestExfiltration runs a module that gets the injected secret echoed back,
-// in each encoding, and POSTs what it got to another path of the same host.
-// The secret never reaches /collect in any spelling.
+// TestExfiltration runs a module that gets the injected secret echoed
+// back, in each spelling servers produce (egresstest.Spellings), and POSTs
+// what it got to another path of the same host. The module gets the echo
+// with the secret redacted, so what reaches /collect is the echo with
+// [REDACTED] in its place, and no spelling of the secret.
 func TestExfiltration(t *testing.T) {
-	const key = "sk-exfil-9876543210"
+	const key = "sk-exfil/98+76=543210"
 	var mu sync.Mutex
 	var collected []string
+	echo := egresstest.Echo("Authorization")
 	srv := egresstest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/echo":
-			got := []byte(r.Header.Get("Authorization"))
-			switch r.URL.Query().Get("enc") {
-			case "raw":
-				w.Write(got)
-			case "base64":
-				w.Write([]byte(base64.StdEncoding.EncodeToString(got)))
-			case "base64url":
-				w.Write([]byte(base64.RawURLEncoding.EncodeToString(got)))
-			case "hex":
-				w.Write([]byte(hex.EncodeToString(got)))
-			case "url":
-				w.Write([]byte(url.QueryEscape(string(got))))
-			}
+			echo(w, r)
 		case "/collect":
 			b, _ := io.ReadAll(r.Body)
 			mu.Lock()
@@ -319,24 +310,51 @@ func TestExfiltration(t *testing.T) {
 		Scheme: "https", Host: "api.example.com", PathPrefix: "/", Methods: []string{"GET", "POST"},
 		Secrets: []egress.SecretSpec{{Name: "API_KEY", Header: "Authorization", Format: "Bearer {{secret}}"}},
 	}}})
-	for _, enc := range []string{"raw", "base64", "base64url", "hex", "url"} {
-		input := `{"url": "https://api.example.com/echo?enc=` + enc + `"}`
+	set := secretscan.New([][]byte{[]byte(key)})
+	for _, sp := range egresstest.Spellings {
+		mu.Lock()
+		collected = nil
+		mu.Unlock()
+		input := `{"url": "https://api.example.com/echo?spelling=` + url.QueryEscape(sp.Name) + `"}`
 		res, err := m.Call(context.Background(), "run", []byte(input), WithSecrets(oneSecret(key)))
-		if err != nil && errs.KindOf(err) != errs.PermissionDenied {
-			t.Errorf("%s: %v", enc, err)
+		if err != nil || len(res.Egress) != 2 {
+			t.Errorf("%s: %v %v", sp.Name, err, res)
+			continue
 		}
-		if res != nil && len(res.Egress) == 0 {
-			t.Errorf("%s: no egress recorded", enc)
+		mu.Lock()
+		got := collected
+		mu.Unlock()
+		if len(got) != 1 {
+			t.Errorf("%s: /collect got %q", sp.Name, got)
+			continue
+		}
+		if strings.Contains(got[0], key) || set.Contains([]byte(got[0])) || !strings.Contains(got[0], secretscan.Redacted) {
+			t.Errorf("%s: the module saw and forwarded %q", sp.Name, got[0])
 		}
 	}
-	if len(collected) == 0 {
-		t.Fatal("the module never reached /collect: the test proves nothing")
+	// The module's view of the review's three examples, exactly: the rest
+	// of the echo is left as the server wrote it.
+	var uEsc, pct strings.Builder
+	for _, c := range []byte("Bearer ") {
+		fmt.Fprintf(&uEsc, `\u%04X`, c)
+		fmt.Fprintf(&pct, "%%%02x", c)
 	}
-	for _, c := range collected {
-		for _, sp := range []string{key, base64.StdEncoding.EncodeToString([]byte("Bearer " + key)), hex.EncodeToString([]byte(key)), base64.RawURLEncoding.EncodeToString([]byte(key))} {
-			if strings.Contains(c, sp) {
-				t.Errorf("the secret reached /collect: %q", c)
-			}
+	for name, want := range map[string]string{
+		"json, escaped slashes (PHP json_encode)": `{"authorization":"Bearer [REDACTED]"}`,
+		`json, \uXXXX for every character`:        `{"authorization":"` + uEsc.String() + `[REDACTED]"}`,
+		"percent-encoded, every byte":             "https://app.example.com/callback?auth=" + pct.String() + "[REDACTED]&state=1",
+	} {
+		mu.Lock()
+		collected = nil
+		mu.Unlock()
+		input := `{"url": "https://api.example.com/echo?spelling=` + url.QueryEscape(name) + `"}`
+		if _, err := m.Call(context.Background(), "run", []byte(input), WithSecrets(oneSecret(key))); err != nil {
+			t.Fatal(err)
 		}
+		mu.Lock()
+		if len(collected) != 1 || collected[0] != want {
+			t.Errorf("%s: /collect got %q, want %q", name, collected, want)
+		}
+		mu.Unlock()
 	}
 }

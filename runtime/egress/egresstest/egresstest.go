@@ -5,6 +5,10 @@
 // HTTPS works for host names that the httptest certificate covers:
 // example.com and one label below it (api.example.com); NewTLSServer starts
 // one with a certificate for any names. Plain HTTP works for any name.
+//
+// Echo is a handler that writes an injected header back in one of
+// Spellings, the encodings real servers use, for tests of the leak guard
+// and of redaction.
 package egresstest
 
 import (
