@@ -78,7 +78,7 @@ func (d device) sign(nonce []byte) []byte {
 // begin starts a request for d, failing the test on error.
 func (f *fixture) begin(d device, name string) *Request {
 	f.t.Helper()
-	r, err := f.s.Begin(f.ctx, d.pub, name)
+	r, err := f.s.Begin(f.ctx, d.pub, name, ScopeOwner, KindClient)
 	if err != nil {
 		f.t.Fatalf("Begin: %v", err)
 	}
@@ -88,7 +88,7 @@ func (f *fixture) begin(d device, name string) *Request {
 // complete completes r for d, failing the test on error.
 func (f *fixture) complete(d device, r *Request) string {
 	f.t.Helper()
-	tok, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+	tok, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
 	if err != nil {
 		f.t.Fatalf("Complete: %v", err)
 	}
