@@ -75,10 +75,17 @@ func (d device) sign(nonce []byte) []byte {
 	return ed25519.Sign(d.priv, SignedMessage(d.id, nonce))
 }
 
-// begin starts a request for d, failing the test on error.
+// begin starts a request for d asking for scope owner, failing the test on
+// error.
 func (f *fixture) begin(d device, name string) *Request {
 	f.t.Helper()
-	r, err := f.s.Begin(f.ctx, d.pub, name, ScopeOwner, KindClient)
+	return f.beginScopes(d, name, ScopeOwner)
+}
+
+// beginScopes starts a request for d asking for scopes.
+func (f *fixture) beginScopes(d device, name string, scopes Scopes) *Request {
+	f.t.Helper()
+	r, err := f.s.Begin(f.ctx, d.pub, name, scopes, KindClient)
 	if err != nil {
 		f.t.Fatalf("Begin: %v", err)
 	}

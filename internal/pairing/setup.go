@@ -50,15 +50,18 @@ func (s *Store) SetupCode(ctx context.Context) (string, time.Time, error) {
 
 // SetupCodeDue reports whether a fresh setup code is needed: no owner
 // device is active (none paired yet, or all revoked or expired), so that
-// only a setup code can pair one, and no setup code is valid (unused and
-// unexpired). `serve` then makes one and prints it.
+// only a setup code can pair one; no setup code is valid (unused and
+// unexpired); and no request approved with one is still waiting for its
+// device to complete. `serve` then makes one and prints it.
 func (s *Store) SetupCodeDue(ctx context.Context) (bool, error) {
 	now := s.now()
 	if n, err := ownerCount(ctx, s.db, now); err != nil || n > 0 {
 		return false, err
 	}
 	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM setup_codes WHERE used_at IS NULL AND expires_at > ?`, nanos(now)).Scan(&n)
+	err := s.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM setup_codes WHERE used_at IS NULL AND expires_at > ?1)
+		+ (SELECT count(*) FROM requests WHERE state = ?2 AND decided_by = ?3 AND decided_at > ?4)`,
+		nanos(now), int(Approved), approvedBySetupCode, nanos(now.Add(-s.opts.NonceTTL))).Scan(&n)
 	if err != nil {
 		return false, storeErr(err, "reading setup codes")
 	}
