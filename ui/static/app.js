@@ -264,6 +264,15 @@
       start();
     }
   });
+  // A hidden tab's timers are throttled (to once a minute in Chrome): ask
+  // at once when it is shown again, so that an approval given meanwhile is
+  // completed before its nonce goes stale.
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && pending && timer !== null) {
+      stopPolling();
+      poll();
+    }
+  });
   setupInput.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !setupBtn.disabled) {
       useSetupCode();
