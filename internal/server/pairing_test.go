@@ -165,3 +165,41 @@ func TestNewSetupCode(t *testing.T) {
 		t.Fatalf("a setup code with a device paired: %v", err)
 	}
 }
+
+// TestSetupCodeAfterLastOwnerLeaves: when the last owner device unpairs
+// (or expires), serve's check makes a fresh setup code, which pairs a new
+// owner, even with an invoke-only device still active; while a code is
+// valid or an owner is active, it makes none.
+func TestSetupCodeAfterLastOwnerLeaves(t *testing.T) {
+	s, _ := start(t)
+	ctx := context.Background()
+	if fresh, err := s.EnsureSetupCode(ctx); err != nil || fresh {
+		t.Fatalf("with the first code still valid: %v %v", fresh, err)
+	}
+	ownerTok, _ := owner(t, s)
+	pairScoped(t, s, ownerTok, "agent", "invoke")
+	if fresh, err := s.EnsureSetupCode(ctx); err != nil || fresh {
+		t.Fatalf("with an owner paired: %v %v", fresh, err)
+	}
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(ownerTok)))
+	if _, err := pc.Unpair(ctx, &contractualv1.UnpairRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	old := s.SetupCode
+	if fresh, err := s.EnsureSetupCode(ctx); err != nil || !fresh || s.SetupCode == old {
+		t.Fatalf("with no owner left: %v %v (code %q, was %q)", fresh, err, s.SetupCode, old)
+	}
+	if fresh, err := s.EnsureSetupCode(ctx); err != nil || fresh {
+		t.Fatalf("right after making one: %v %v", fresh, err)
+	}
+	open := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL)
+	tok := pairDevice(t, s.URL, "new laptop", func(code string) {
+		if _, err := open.ApproveWithSetupCode(ctx, &contractualv1.ApproveWithSetupCodeRequest{RequestCode: code, SetupCode: s.SetupCode}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	asNew := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(tok)))
+	if _, err := asNew.ListDevices(ctx, &contractualv1.ListDevicesRequest{}); err != nil {
+		t.Fatalf("the new owner: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -166,7 +167,7 @@ type cliEnv struct {
 
 func newCLI(t *testing.T, s *server.Server) *cliEnv { return &cliEnv{t: t, s: s, cfg: t.TempDir()} }
 
-// run runs the CLI with args, writing its output to out, and returns its
+// runTo runs the CLI with args, writing its output to out, and returns its
 // exit status and stderr.
 func (c *cliEnv) runTo(out io.Writer, args ...string) (int, string) {
 	var errOut strings.Builder
@@ -218,7 +219,7 @@ func TestPairCLIScopes(t *testing.T) {
 		var rest strings.Builder
 		code, errOut := agent.runTo(io.MultiWriter(pw, &rest), "pair", "--name", "agent", "--scope", "invoke")
 		pw.Close()
-		paired <- strings.Join([]string{string(rune('0' + code)), rest.String(), errOut}, "\n")
+		paired <- strconv.Itoa(code) + "\n" + rest.String() + errOut
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')
 	if err != nil {
