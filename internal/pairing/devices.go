@@ -90,6 +90,11 @@ func (s *Store) Authenticate(ctx context.Context, token, source string) (Identit
 	return id, err
 }
 
+// byTokenQuery reads a device by its token's hash, for lookupToken, which
+// runs on every call and so uses it prepared (Store.byToken).
+const byTokenQuery = `SELECT id, name, token_hash, revoked_at, scope, kind, paired_at, last_used_at, expires_at
+	FROM devices WHERE token_hash = ?`
+
 // lookupToken finds the active device whose token hash matches token and
 // renews its token.
 func (s *Store) lookupToken(ctx context.Context, token string, now time.Time) (Identity, error) {
@@ -104,8 +109,7 @@ func (s *Store) lookupToken(ctx context.Context, token string, now time.Time) (I
 		revoked               sql.NullInt64
 		paired, used, expires int64
 	)
-	err = s.db.QueryRowContext(ctx, `SELECT id, name, token_hash, revoked_at, scope, kind, paired_at, last_used_at, expires_at
-		FROM devices WHERE token_hash = ?`, want).Scan(&id, &name, &got, &revoked, &scope, &kind, &paired, &used, &expires)
+	err = s.byToken.QueryRowContext(ctx, want).Scan(&id, &name, &got, &revoked, &scope, &kind, &paired, &used, &expires)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return Identity{}, errBadToken()

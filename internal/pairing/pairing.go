@@ -32,6 +32,7 @@ import (
 	"database/sql"
 	"encoding/base32"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -127,6 +128,8 @@ func (o Options) withDefaults() Options {
 type Store struct {
 	db   *sql.DB
 	opts Options
+	// byToken is byTokenQuery, prepared.
+	byToken *sql.Stmt
 
 	// mu serializes writers, so that count-then-insert checks (pending
 	// limit, one setup code) cannot race within this process.
@@ -241,9 +244,15 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	byToken, err := db.PrepareContext(ctx, byTokenQuery)
+	if err != nil {
+		db.Close()
+		return nil, storeErr(err, "preparing the token lookup")
+	}
 	return &Store{
 		db:         db,
 		opts:       o,
+		byToken:    byToken,
 		begins:     newLimiter(o.BeginsPerMinute, time.Minute),
 		beginsFrom: newLimiter(o.BeginsPerSourcePerMinute, time.Minute),
 		authFails:  newLimiter(o.AuthFailuresPerMinute, time.Minute),
@@ -253,7 +262,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 
 // Close closes the store.
 func (s *Store) Close() error {
-	if err := s.db.Close(); err != nil {
+	if err := errors.Join(s.byToken.Close(), s.db.Close()); err != nil {
 		return errs.Wrap(errs.Internal, err, "pairing: closing the store")
 	}
 	return nil
