@@ -175,3 +175,29 @@ func TestSessionLifetime(t *testing.T) {
 		t.Fatalf("a post with an expired session: %d %q", r.StatusCode, msg)
 	}
 }
+
+// TestPairSetupCodeRetry: on the pairing page's endpoints, a mistyped and
+// then an expired setup code leave the browser's request usable: each
+// says what is wrong (the expired one, where the new one is), and the
+// right code then pairs it.
+func TestPairSetupCodeRetry(t *testing.T) {
+	e := newEnv(t)
+	old, _, _ := e.store.SetupCode(e.ctx)
+	code, _, _ := e.store.SetupCode(e.ctx) // what serve does when a code expires
+	b := e.newBrowser()
+	p := b.beginPairing("laptop")
+	setup := func(c string) response {
+		return b.postJSON("/ui/pair/setup", `{"code":"`+p.begin.Code+`","setup_code":"`+c+`"}`)
+	}
+	if r := setup("ZZZZZZZZ"); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "wrong setup code") {
+		t.Fatalf("a mistyped code: %d %s", r.StatusCode, r.body)
+	}
+	if r := setup(old); r.StatusCode != http.StatusConflict || !strings.Contains(r.body, "setup code expired") ||
+		!strings.Contains(r.body, "the server prints a new one on its console") {
+		t.Fatalf("an expired code: %d %s", r.StatusCode, r.body)
+	}
+	if r := setup(code); r.StatusCode != http.StatusOK {
+		t.Fatalf("the right code: %d %s", r.StatusCode, r.body)
+	}
+	b.complete(p)
+}

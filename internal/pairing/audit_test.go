@@ -127,6 +127,15 @@ func TestBeginPerSource(t *testing.T) {
 		}
 	}
 	wantKind(t, from("203.0.113.7"), errs.ResourceExhausted)
+	// Beginning again with one key (which replaces its request) counts too.
+	again := newDevice(t)
+	for i := range 3 {
+		if _, err := f.s.Begin(WithSource(f.ctx, "192.0.2.9"), again.pub, "d", ScopeOwner, KindClient); err != nil {
+			t.Fatalf("begin again %d: %v", i, err)
+		}
+	}
+	_, err := f.s.Begin(WithSource(f.ctx, "192.0.2.9"), again.pub, "d", ScopeOwner, KindClient)
+	wantKind(t, err, errs.ResourceExhausted)
 	if err := from("198.51.100.2"); err != nil {
 		t.Fatalf("another source: %v", err)
 	}
