@@ -68,15 +68,15 @@ type contractAction struct {
 // contractActions are the decisions the contract page posts.
 var contractActions = []contractAction{
 	{verb: "approve", done: "approved", field: "reason", call: func(ctx context.Context, u *UI, d, reason string) error {
-		_, err := u.cfg.Policy.Approve(ctx, &contractualv1.ApproveRequest{Digest: d, Reason: reason})
+		_, err := u.policy.Approve(ctx, &contractualv1.ApproveRequest{Digest: d, Reason: reason})
 		return err
 	}},
 	{verb: "reject", done: "rejected", field: "reason", reasonRequired: true, call: func(ctx context.Context, u *UI, d, reason string) error {
-		_, err := u.cfg.Policy.Reject(ctx, &contractualv1.RejectRequest{Digest: d, Reason: reason})
+		_, err := u.policy.Reject(ctx, &contractualv1.RejectRequest{Digest: d, Reason: reason})
 		return err
 	}},
 	{verb: "revoke", done: "revoked", field: "revoke_reason", call: func(ctx context.Context, u *UI, d, reason string) error {
-		_, err := u.cfg.Policy.Revoke(ctx, &contractualv1.RevokeRequest{Digest: d, Reason: reason})
+		_, err := u.policy.Revoke(ctx, &contractualv1.RevokeRequest{Digest: d, Reason: reason})
 		return err
 	}},
 }
@@ -122,10 +122,10 @@ func (u *UI) requestAction(approve bool) sessionHandler {
 		var err error
 		done := "request-approved"
 		if approve {
-			_, err = u.cfg.Pairing.ApprovePairing(s.ctx, &contractualv1.ApprovePairingRequest{Code: code})
+			_, err = u.pairing.ApprovePairing(s.ctx, &contractualv1.ApprovePairingRequest{Code: code})
 		} else {
 			done = "request-rejected"
-			_, err = u.cfg.Pairing.RejectPairing(s.ctx, &contractualv1.RejectPairingRequest{Code: code})
+			_, err = u.pairing.RejectPairing(s.ctx, &contractualv1.RejectPairingRequest{Code: code})
 		}
 		if err != nil {
 			status, msg := u.publicError(r, err)
@@ -136,15 +136,21 @@ func (u *UI) requestAction(approve bool) sessionHandler {
 	}
 }
 
-// revokeDevice revokes a device; revoking this browser's own device signs
-// it out.
+// revokeDevice revokes a device (scope owner); revoking this browser's
+// own device unpairs it (any scope), which signs it out.
 func (u *UI) revokeDevice(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PathValue("id")
 	if id == "" || len(id) > maxIDLen {
 		u.show(w, r, s, u.devicesPageSpec(), http.StatusBadRequest, "That is not a device id.", nil)
 		return
 	}
-	if _, err := u.cfg.Pairing.RevokeDevice(s.ctx, &contractualv1.RevokeDeviceRequest{DeviceId: id}); err != nil {
+	var err error
+	if id == s.DeviceID {
+		_, err = u.pairing.Unpair(s.ctx, &contractualv1.UnpairRequest{})
+	} else {
+		_, err = u.pairing.RevokeDevice(s.ctx, &contractualv1.RevokeDeviceRequest{DeviceId: id})
+	}
+	if err != nil {
 		status, msg := u.publicError(r, err)
 		u.show(w, r, s, u.devicesPageSpec(), status, msg, nil)
 		return
@@ -187,7 +193,7 @@ func (u *UI) putSecret(w http.ResponseWriter, r *http.Request, s *session) {
 		fail(http.StatusBadRequest, "The secret value is "+strconv.Itoa(len(vs[0]))+" bytes, over the "+strconv.Itoa(maxSecretValue)+" byte limit.", keep)
 		return
 	}
-	resp, err := u.cfg.Broker.PutSecret(s.ctx, &contractualv1.PutSecretRequest{Name: name, Value: []byte(vs[0])})
+	resp, err := u.broker.PutSecret(s.ctx, &contractualv1.PutSecretRequest{Name: name, Value: []byte(vs[0])})
 	if err != nil {
 		status, msg := u.publicError(r, err)
 		fail(status, msg, keep)
@@ -204,7 +210,7 @@ func (u *UI) deleteSecret(w http.ResponseWriter, r *http.Request, s *session) {
 		u.show(w, r, s, u.secretsPageSpec(), http.StatusBadRequest, badSecretName, nil)
 		return
 	}
-	if _, err := u.cfg.Broker.DeleteSecret(s.ctx, &contractualv1.DeleteSecretRequest{Name: name}); err != nil {
+	if _, err := u.broker.DeleteSecret(s.ctx, &contractualv1.DeleteSecretRequest{Name: name}); err != nil {
 		status, msg := u.publicError(r, err)
 		u.show(w, r, s, u.secretsPageSpec(), status, msg, nil)
 		return

@@ -40,7 +40,7 @@ func (u *UI) auditCheckpoint(w http.ResponseWriter, r *http.Request, s *session)
 			return
 		}
 	}
-	resp, err := u.cfg.Audit.CheckConsistency(s.ctx, &contractualv1.CheckConsistencyRequest{Seen: seen})
+	resp, err := u.audit.CheckConsistency(s.ctx, &contractualv1.CheckConsistencyRequest{Seen: seen})
 	if err != nil {
 		u.jsonFail(w, r, err)
 		return

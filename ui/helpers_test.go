@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/audit"
@@ -51,6 +52,8 @@ type env struct {
 type envOptions struct {
 	pairing   pairing.Options
 	publicURL string
+	// now, if set, is the clock of the pairing store and of the UI.
+	now func() time.Time
 }
 
 // newEnv builds the services the way internal/server does and serves the
@@ -63,6 +66,9 @@ func newEnv(t *testing.T, opts ...envOptions) *env {
 	}
 	if o.pairing.AuthFailuresPerMinute == 0 {
 		o.pairing.AuthFailuresPerMinute = 1000
+	}
+	if o.now != nil {
+		o.pairing.Now = o.now
 	}
 	e := &env{t: t, dir: t.TempDir(), ctx: context.Background()}
 	var err error
@@ -93,7 +99,7 @@ func newEnv(t *testing.T, opts ...envOptions) *env {
 	e.pairing = pairing.NewService(e.store)
 	e.ui, err = ui.New(ui.Config{
 		Policy: e.policy, Pairing: e.pairing, Broker: e.broker, Audit: e.audit, Auth: e.store,
-		KeyFile: filepath.Join(e.dir, "gateway", "ui.key"), PublicURL: o.publicURL,
+		KeyFile: filepath.Join(e.dir, "gateway", "ui.key"), PublicURL: o.publicURL, Now: o.now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -227,12 +233,14 @@ func (b *browser) postJSON(path, body string) response {
 
 var csrfRE = regexp.MustCompile(`name="csrf" value="([A-Za-z0-9_-]+)"`)
 
-// csrf reads the form token from a page of the UI.
+// csrf reads the form token from a page of the UI (every page of a
+// signed-in browser has one, in the sign-out form, even one that refuses
+// it for want of a scope).
 func (b *browser) csrf() string {
 	b.e.t.Helper()
 	r := b.get("/ui/devices")
 	m := csrfRE.FindStringSubmatch(r.body)
-	if r.StatusCode != http.StatusOK || m == nil {
+	if (r.StatusCode != http.StatusOK && r.StatusCode != http.StatusForbidden) || m == nil {
 		b.e.t.Fatalf("no CSRF token on /ui/devices (%d)", r.StatusCode)
 	}
 	return m[1]
@@ -260,11 +268,12 @@ func (b *browser) cookie() string {
 
 // beginResp is /ui/pair/begin's answer.
 type beginResp struct {
-	Code      string `json:"code"`
-	DeviceID  string `json:"device_id"`
-	Nonce     string `json:"nonce"`
-	ExpiresAt string `json:"expires_at"`
-	Error     string `json:"error"`
+	Code      string   `json:"code"`
+	DeviceID  string   `json:"device_id"`
+	Nonce     string   `json:"nonce"`
+	ExpiresAt string   `json:"expires_at"`
+	Scopes    []string `json:"scopes"`
+	Error     string   `json:"error"`
 }
 
 // pairing is a browser's pairing in progress.
@@ -273,11 +282,16 @@ type pairingState struct {
 	priv  ed25519.PrivateKey
 }
 
-// beginPairing does what app.js does first: a key, then /ui/pair/begin.
-func (b *browser) beginPairing(name string) pairingState {
+// beginPairing does what app.js does first: a key, then /ui/pair/begin,
+// asking for scopes (none: the default, owner).
+func (b *browser) beginPairing(name string, scopes ...string) pairingState {
 	b.e.t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	body, _ := json.Marshal(map[string]string{"name": name, "public_key": base64.StdEncoding.EncodeToString(pub)})
+	req := map[string]any{"name": name, "public_key": base64.StdEncoding.EncodeToString(pub)}
+	if len(scopes) > 0 {
+		req["scopes"] = scopes
+	}
+	body, _ := json.Marshal(req)
 	r := b.postJSON("/ui/pair/begin", string(body))
 	var br beginResp
 	if err := json.Unmarshal([]byte(r.body), &br); err != nil || r.StatusCode != http.StatusOK || br.Code == "" {
@@ -330,12 +344,12 @@ func (e *env) pairFirst(name string) *browser {
 	return b
 }
 
-// pairBy pairs a new browser, approved by browser by through the devices
-// page's form.
-func (e *env) pairBy(by *browser, name string) *browser {
+// pairBy pairs a new browser asking for scopes (none: owner), approved by
+// browser by through the devices page's form.
+func (e *env) pairBy(by *browser, name string, scopes ...string) *browser {
 	e.t.Helper()
 	b := e.newBrowser()
-	p := b.beginPairing(name)
+	p := b.beginPairing(name, scopes...)
 	if r := by.postForm("/ui/devices/requests/"+p.begin.Code+"/approve", by.form()); r.StatusCode != http.StatusSeeOther {
 		e.t.Fatalf("approve request: %d %s", r.StatusCode, r.body)
 	}

@@ -357,8 +357,20 @@ func TestPairEndpoints(t *testing.T) {
 		t.Fatalf("setup: %d %s", r.StatusCode, r.body)
 	}
 	b.complete(p)
-	if r := b.postJSON("/ui/pair/complete", p.completeBody()); r.StatusCode != http.StatusConflict || !strings.Contains(r.body, "already used") {
-		t.Fatalf("replayed completion: %d %s", r.StatusCode, r.body)
+	// The same proof again from the browser that got the session (a
+	// repeat of its own completion) is answered ok, with nothing new; from
+	// anywhere else it is refused: one proof, one token.
+	cookie := b.cookie()
+	if r := b.postJSON("/ui/pair/complete", p.completeBody()); r.StatusCode != http.StatusOK || r.Header.Get("Set-Cookie") != "" || b.cookie() != cookie {
+		t.Fatalf("repeated completion by the paired browser: %d %s %q", r.StatusCode, r.body, r.Header.Get("Set-Cookie"))
+	}
+	other := e.newBrowser()
+	if r := other.postJSON("/ui/pair/complete", p.completeBody()); r.StatusCode != http.StatusConflict ||
+		!strings.Contains(r.body, "already completed") || other.cookie() != "" {
+		t.Fatalf("replayed completion from another browser: %d %s", r.StatusCode, r.body)
+	}
+	if ds, _ := e.store.Devices(e.ctx); len(ds) != 1 {
+		t.Fatalf("%d devices after the repeats, want 1", len(ds))
 	}
 }
 

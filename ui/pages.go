@@ -10,7 +10,9 @@ import (
 
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/pairing"
 )
 
 // Audit actions of the runner that are runs (see internal/runner).
@@ -68,7 +70,7 @@ func (u *UI) overviewPage(w http.ResponseWriter, r *http.Request, s *session) {
 
 func (u *UI) loadOverview(ctx context.Context, _ *http.Request, _ *session) (any, error) {
 	var d overviewData
-	cs, err := u.cfg.Policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
+	cs, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
 	if err != nil {
 		return nil, err
 	}
@@ -80,21 +82,21 @@ func (u *UI) loadOverview(ctx context.Context, _ *http.Request, _ *session) (any
 			d.ApprovedContracts++
 		}
 	}
-	reqs, err := u.cfg.Pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{})
+	reqs, err := u.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{})
 	if err != nil {
 		return nil, err
 	}
 	d.PendingRequests = len(reqs.GetRequests())
-	devs, err := u.cfg.Pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
+	devs, err := u.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
 	if err != nil {
 		return nil, err
 	}
 	for _, dev := range devs.GetDevices() {
-		if dev.GetRevokedAt() == nil {
+		if dev.GetRevokedAt() == nil && dev.GetExpiresAt().AsTime().After(u.cfg.Now()) {
 			d.Devices++
 		}
 	}
-	secs, err := u.cfg.Broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{})
+	secs, err := u.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{})
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +114,7 @@ func (u *UI) loadOverview(ctx context.Context, _ *http.Request, _ *session) (any
 
 // tail returns the recent runs and events, newest first.
 func (u *UI) tail(ctx context.Context) (runs, events []*contractualv1.AuditEvent, err error) {
-	resp, err := u.cfg.Audit.Tail(ctx, &contractualv1.TailRequest{Limit: tailEvents})
+	resp, err := u.audit.Tail(ctx, &contractualv1.TailRequest{Limit: tailEvents})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -140,7 +142,7 @@ func (u *UI) contractsPage(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 func (u *UI) loadContracts(ctx context.Context, _ *http.Request, _ *session) (any, error) {
-	resp, err := u.cfg.Policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
+	resp, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +215,7 @@ func (u *UI) loadContract(ctx context.Context, r *http.Request, _ *session) (any
 	if !digestOK(digest) {
 		return nil, badDigest
 	}
-	resp, err := u.cfg.Policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: digest})
+	resp, err := u.policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: digest})
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +243,7 @@ func (u *UI) loadContract(ctx context.Context, r *http.Request, _ *session) (any
 // predecessor cannot be read, it falls back to the diff policy sent.
 func (u *UI) diff(ctx context.Context, r *http.Request, pred string, c *contractualv1.Contract, fallback []*contractualv1.ContractChange) []changeRow {
 	var rows []changeRow
-	old, err := u.cfg.Policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: pred})
+	old, err := u.policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: pred})
 	if err != nil {
 		u.log.Warn("ui: reading the predecessor for a diff", "path", r.URL.Path, "predecessor", pred, "err", err)
 		for _, ch := range fallback {
@@ -265,6 +267,7 @@ type devicesData struct {
 type deviceRow struct {
 	*contractualv1.Device
 	Revoked bool
+	Expired bool
 	This    bool
 }
 
@@ -277,17 +280,20 @@ func (u *UI) devicesPage(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 func (u *UI) loadDevices(ctx context.Context, _ *http.Request, s *session) (any, error) {
-	reqs, err := u.cfg.Pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{})
+	reqs, err := u.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{})
 	if err != nil {
 		return nil, err
 	}
-	devs, err := u.cfg.Pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
+	devs, err := u.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
 	if err != nil {
 		return nil, err
 	}
 	d := devicesData{Requests: reqs.GetRequests()}
 	for _, dev := range devs.GetDevices() {
-		d.Devices = append(d.Devices, deviceRow{Device: dev, Revoked: dev.GetRevokedAt() != nil, This: dev.GetId() == s.DeviceID})
+		d.Devices = append(d.Devices, deviceRow{
+			Device: dev, Revoked: dev.GetRevokedAt() != nil, Expired: !dev.GetExpiresAt().AsTime().After(u.cfg.Now()),
+			This: dev.GetId() == s.DeviceID,
+		})
 	}
 	// Active devices first, this browser at the top.
 	slices.SortStableFunc(d.Devices, func(a, b deviceRow) int {
@@ -295,7 +301,7 @@ func (u *UI) loadDevices(ctx context.Context, _ *http.Request, s *session) (any,
 			switch {
 			case x.This:
 				return 0
-			case !x.Revoked:
+			case !x.Revoked && !x.Expired:
 				return 1
 			}
 			return 2
@@ -329,7 +335,7 @@ func (u *UI) secretsPage(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 func (u *UI) loadSecrets(ctx context.Context, _ *http.Request, _ *session) (any, error) {
-	resp, err := u.cfg.Broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{})
+	resp, err := u.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{})
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +344,7 @@ func (u *UI) loadSecrets(ctx context.Context, _ *http.Request, _ *session) (any,
 	for _, m := range d.Secrets {
 		have[m.GetName()] = true
 	}
-	cs, err := u.cfg.Policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
+	cs, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
 	if err != nil {
 		return nil, err
 	}
@@ -414,13 +420,17 @@ type verified struct {
 // verify returns a verification of the whole audit log no older than
 // verifyEvery.
 func (u *UI) verify(ctx context.Context) (*contractualv1.VerifyResponse, error) {
+	// A reused result skips the guarded call: authorize here too.
+	if err := pairing.AuthorizeContext(ctx, contractualv1connect.AuditServiceVerifyProcedure); err != nil {
+		return nil, err
+	}
 	v := &u.verified
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.res != nil && time.Since(v.at) < v.every {
 		return v.res, nil
 	}
-	res, err := u.cfg.Audit.Verify(ctx, &contractualv1.VerifyRequest{})
+	res, err := u.audit.Verify(ctx, &contractualv1.VerifyRequest{})
 	if err != nil {
 		return nil, err
 	}

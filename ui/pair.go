@@ -36,16 +36,37 @@ func isJSONPath(path string) bool {
 }
 
 // pairPage is the pairing page; it works without a session. A browser
-// that is already signed in is told so.
+// that is already signed in is told so; one whose session expired is told
+// that.
 func (u *UI) pairPage(w http.ResponseWriter, r *http.Request) {
 	s, hadCookie, err := u.session(r)
+	v := view{Title: "Pair this browser", Nav: "pair", Data: pairData{Scopes: browserScopes}}
 	if err != nil {
 		s = nil
 		if hadCookie && errs.Is(err, errs.Unauthenticated) {
 			u.clearCookie(w, r)
 		}
+		if errors.Is(err, pairing.ErrTokenExpired) {
+			v.Flash = flashes["session-expired"]
+		}
 	}
-	u.render(w, r, http.StatusOK, "pair", view{Title: "Pair this browser", Nav: "pair", Session: s})
+	v.Session = s
+	u.render(w, r, http.StatusOK, "pair", v)
+}
+
+// pairData is what the pairing page offers.
+type pairData struct{ Scopes []scopeChoice }
+
+// scopeChoice is a choice of scopes for a browser, with what it means.
+type scopeChoice struct{ Value, Label string }
+
+// browserScopes are the scopes the pairing page offers a browser, the
+// first being the default. A browser never calls tools, so invoke and
+// publish are not offered (the API still accepts them).
+var browserScopes = []scopeChoice{
+	{"owner", "owner: everything (approve, secrets, devices)"},
+	{"approve", "approve: decide contracts and pairing requests, see everything, no secrets or devices"},
+	{"read", "read: see contracts, devices, runs and the audit log; change nothing"},
 }
 
 // jsonError is a failed request's status and message.
@@ -147,19 +168,26 @@ func decodeB64(name, v string) ([]byte, error) {
 }
 
 type beginRequest struct {
-	Name      string `json:"name"`
-	PublicKey string `json:"public_key"`
+	Name      string   `json:"name"`
+	PublicKey string   `json:"public_key"`
+	Scopes    []string `json:"scopes"`
 }
 
 type beginResponse struct {
-	Code      string `json:"code"`
-	DeviceID  string `json:"device_id"`
-	Nonce     string `json:"nonce"`
-	ExpiresAt string `json:"expires_at"`
+	Code      string   `json:"code"`
+	DeviceID  string   `json:"device_id"`
+	Nonce     string   `json:"nonce"`
+	ExpiresAt string   `json:"expires_at"`
+	Scopes    []string `json:"scopes"`
 }
 
-// pairBegin asks to pair this browser: POST {"name", "public_key"} →
-// {"code", "device_id", "nonce", "expires_at"}.
+// maxScopes bounds the scopes field of a begin request.
+const maxScopes = 8
+
+// pairBegin asks to pair this browser: POST {"name", "public_key",
+// "scopes"} → {"code", "device_id", "nonce", "expires_at", "scopes"}.
+// No scopes means owner. Beginning again with the same key replaces the
+// browser's live request.
 func (u *UI) pairBegin(w http.ResponseWriter, r *http.Request) {
 	var req beginRequest
 	if err := readJSON(w, r, &req); err != nil {
@@ -175,8 +203,20 @@ func (u *UI) pairBegin(w http.ResponseWriter, r *http.Request) {
 		u.jsonFail(w, r, err)
 		return
 	}
+	if len(req.Scopes) > maxScopes {
+		u.jsonFail(w, r, &jsonError{http.StatusBadRequest, "scopes has too many entries"})
+		return
+	}
+	for _, sc := range req.Scopes {
+		if err := checkField("scopes", sc, maxCodeLen); err != nil {
+			u.jsonFail(w, r, err)
+			return
+		}
+	}
 	ctx := pairing.WithSource(r.Context(), sourceOf(r))
-	resp, err := u.cfg.Pairing.BeginPairing(ctx, &contractualv1.BeginPairingRequest{PublicKey: pub, Name: req.Name})
+	resp, err := u.pairing.BeginPairing(ctx, &contractualv1.BeginPairingRequest{
+		PublicKey: pub, Name: req.Name, Scopes: req.Scopes, Kind: contractualv1.DeviceKind_DEVICE_KIND_BROWSER,
+	})
 	if err != nil {
 		u.jsonFail(w, r, err)
 		return
@@ -185,6 +225,7 @@ func (u *UI) pairBegin(w http.ResponseWriter, r *http.Request) {
 		Code: resp.GetCode(), DeviceID: resp.GetDeviceId(),
 		Nonce:     base64.StdEncoding.EncodeToString(resp.GetNonce()),
 		ExpiresAt: resp.GetExpiresAt().AsTime().UTC().Format(time.RFC3339),
+		Scopes:    resp.GetScopes(),
 	})
 }
 
@@ -212,7 +253,7 @@ func (u *UI) pairSetup(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ctx := pairing.WithSource(r.Context(), sourceOf(r))
-	_, err := u.cfg.Pairing.ApproveWithSetupCode(ctx, &contractualv1.ApproveWithSetupCodeRequest{RequestCode: req.Code, SetupCode: req.SetupCode})
+	_, err := u.pairing.ApproveWithSetupCode(ctx, &contractualv1.ApproveWithSetupCodeRequest{RequestCode: req.Code, SetupCode: req.SetupCode})
 	if err != nil {
 		u.jsonFail(w, r, err)
 		return
@@ -231,7 +272,10 @@ type completeRequest struct {
 // cookie (never into the response body) and the answer is {"ok": true};
 // while the request awaits approval it is 202 Accepted with "pending": true
 // (a routine answer, not an error: the page polls), and a refusal is the
-// error's status.
+// error's status. A browser that already holds the session of device_id
+// (its first completion got through) is answered {"ok": true} without a
+// second completion: one proof earns one token, and a repeat is not an
+// error for the browser that has it.
 func (u *UI) pairComplete(w http.ResponseWriter, r *http.Request) {
 	var req completeRequest
 	if err := readJSON(w, r, &req); err != nil {
@@ -256,8 +300,12 @@ func (u *UI) pairComplete(w http.ResponseWriter, r *http.Request) {
 		u.jsonFail(w, r, err)
 		return
 	}
+	if s, _, err := u.session(r); err == nil && s.DeviceID == req.DeviceID {
+		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+		return
+	}
 	ctx := pairing.WithSource(r.Context(), sourceOf(r))
-	resp, err := u.cfg.Pairing.CompletePairing(ctx, &contractualv1.CompletePairingRequest{DeviceId: req.DeviceID, Nonce: nonce, Signature: sig})
+	resp, err := u.pairing.CompletePairing(ctx, &contractualv1.CompletePairingRequest{DeviceId: req.DeviceID, Nonce: nonce, Signature: sig})
 	if err != nil {
 		if errs.Is(err, errs.FailedPrecondition) && strings.Contains(err.Error(), "awaiting approval") {
 			writeJSON(w, http.StatusAccepted, map[string]any{"message": err.Error(), "pending": true})
@@ -266,6 +314,6 @@ func (u *UI) pairComplete(w http.ResponseWriter, r *http.Request) {
 		u.jsonFail(w, r, err)
 		return
 	}
-	u.setCookie(w, r, resp.GetToken())
+	u.setCookie(w, r, resp.GetToken(), resp.GetExpiresAt().AsTime())
 	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 }

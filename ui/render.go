@@ -2,6 +2,7 @@ package ui
 
 import (
 	"bytes"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -12,7 +13,9 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/pairing"
 )
 
 // view is what every page template gets.
@@ -37,6 +40,16 @@ var funcs = template.FuncMap{
 	"short":      shortDigest,
 	"when":       when,
 	"iso":        iso,
+	"join":       func(s []string) string { return strings.Join(s, ",") },
+	"kind":       kindName,
+}
+
+// kindName names a device kind as the devices page shows it.
+func kindName(k contractualv1.DeviceKind) string {
+	if k == contractualv1.DeviceKind_DEVICE_KIND_BROWSER {
+		return "browser"
+	}
+	return "client"
 }
 
 // parsePages parses every page with the layout.
@@ -89,7 +102,13 @@ var flashes = map[string]string{
 	"paired":           "This browser is paired and signed in.",
 	"signed-out":       "Signed out: this browser's device was revoked. Pair it again to sign in.",
 	"session-ended":    "Signed out: this browser's device token is no longer valid (was it revoked?). Pair it again to sign in.",
+	"session-expired": fmt.Sprintf("Signed out: this browser's session expired (a browser's device token lasts %s without use, and %s after pairing at most). "+
+		"Pair it again below: approve its new code on a paired device, or use the setup code if no owner device is left.",
+		days(pairing.DefaultBrowserLifetime.Idle), days(pairing.DefaultBrowserLifetime.Max)),
 }
+
+// days renders a whole number of days.
+func days(d time.Duration) string { return strconv.Itoa(int(d/(24*time.Hour))) + " days" }
 
 // secretNameRE is a secret's name, as contracts and the broker name them.
 var secretNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
@@ -16,41 +18,61 @@ import (
 	"github.com/contractual/contractual/internal/principal"
 )
 
-// cookieMaxAge is the session cookie's lifetime: 400 days, the most
-// browsers keep. The cookie is not a login that should fade with the
-// browser session: it is this browser's device credential, the equivalent
-// of the CLI's device.token file, and the private key that earned it is
-// gone as soon as the pairing page is left. A session-only cookie would
-// make the owner pair again after every browser restart, leaving a trail
-// of orphaned (still valid) device records and teaching them to approve
-// pairing requests routinely, which is what a phishing attempt needs.
-// Expiry is not what protects a lost device anyway: revocation is, and it
-// takes effect at the next request because every request re-authenticates
-// the token.
-const cookieMaxAge = 400 * 24 * 60 * 60
+// The session cookie is this browser's device credential, the equivalent
+// of the CLI's device.token file: the private key that earned it is gone
+// as soon as the pairing page is left. Its token expires as pairing's
+// browser Lifetime says (by default after 30 days unused, and 90 days after
+// pairing at the latest), renewed on use; the cookie follows: every
+// signed-in response sets its Max-Age to the token's remaining life plus
+// cookieGrace. The grace lets the browser bring an expired token back once
+// more, so that the UI can say that the session expired, and why, instead
+// of showing a bare pairing page. Expiry bounds a stolen or forgotten
+// cookie; revocation, which holds at the next request because every
+// request re-authenticates the token, is what stops one at once.
+const cookieGrace = 7 * 24 * time.Hour
 
 // maxTokenLen bounds what is passed to the authenticator from a cookie.
 const maxTokenLen = 256
 
 // session is a signed-in browser.
 type session struct {
-	// ctx carries the principal and the caller's source for service calls.
+	// ctx carries the principal, the identity (for the guards) and the
+	// caller's source for service calls.
 	ctx       context.Context
 	Principal string
 	DeviceID  string
 	Name      string
+	Scopes    pairing.Scopes
 	// CSRF is the form token of this session.
 	CSRF string
+	// token and expires are the cookie's value and the token's expiry.
+	token   string
+	expires time.Time
+}
+
+// Can reports whether the session's device holds scope name (for the
+// templates, which show only what it may do).
+func (s *session) Can(name string) bool {
+	want, err := pairing.ParseScopes(name)
+	return err == nil && s.Scopes.Has(want)
+}
+
+// CanGrant reports whether the session's device may approve a pairing
+// request for scopes: it needs scope approve and every scope asked for.
+func (s *session) CanGrant(scopes []string) bool {
+	want, err := pairing.ParseScopes(scopes...)
+	return err == nil && s.Scopes.Has(want|pairing.ScopeApprove)
 }
 
 // sessionHandler is a handler that needs a signed-in browser.
 type sessionHandler func(w http.ResponseWriter, r *http.Request, s *session)
 
 // authed wraps h: it authenticates the session cookie on every request
-// (so that a revoked device is signed out at once) and, for a POST, checks
-// the form's CSRF token before h runs. Without a valid session, a GET is
-// redirected to the pairing page and anything else gets 401; an invalid
-// cookie is cleared.
+// (so that a revoked or expired device is signed out at once), renews the
+// cookie and, for a POST, checks the form's CSRF token before h runs.
+// Without a valid session, a GET is redirected to the pairing page (which
+// says why when the cookie was refused) and anything else gets 401; an
+// invalid cookie is cleared.
 func (u *UI) authed(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s, hadCookie, err := u.session(r)
@@ -58,19 +80,28 @@ func (u *UI) authed(h sessionHandler) http.HandlerFunc {
 			if hadCookie && errs.Is(err, errs.Unauthenticated) {
 				u.clearCookie(w, r)
 			}
+			expired := errors.Is(err, pairing.ErrTokenExpired)
 			switch {
 			case !errs.Is(err, errs.Unauthenticated):
 				u.failErr(w, r, nil, err)
 			case r.Method == http.MethodGet || r.Method == http.MethodHead:
 				to := "/ui/pair"
-				if hadCookie {
+				switch {
+				case expired:
+					to += "?done=session-expired"
+				case hadCookie:
 					to += "?done=session-ended"
 				}
 				http.Redirect(w, r, to, http.StatusSeeOther)
+			case expired:
+				u.fail(w, r, nil, http.StatusUnauthorized, "This browser's session expired: "+err.Error()+". Pair it again on the pairing page; nothing was changed.")
 			default:
 				u.fail(w, r, nil, http.StatusUnauthorized, "This browser is not signed in (or its device was revoked). Pair it again on the pairing page; nothing was changed.")
 			}
 			return
+		}
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			u.setCookie(w, r, s.token, s.expires) // the cookie follows the renewed token
 		}
 		if r.Method == http.MethodPost {
 			if status, msg := u.parseForm(w, r); status != 0 {
@@ -98,14 +129,16 @@ func (u *UI) session(r *http.Request) (s *session, hadCookie bool, err error) {
 	}
 	src := sourceOf(r)
 	ctx := pairing.WithSource(r.Context(), src)
-	who, err := u.cfg.Auth.Authenticate(ctx, c.Value, src)
+	id, err := u.cfg.Auth.Authenticate(ctx, c.Value, src)
 	if err != nil {
 		return nil, true, err
 	}
-	s = &session{ctx: principal.With(ctx, who), Principal: who, CSRF: u.csrfToken(c.Value)}
-	if id, ok := strings.CutPrefix(who, "device:"); ok {
-		s.DeviceID, s.Name = id, u.deviceName(s.ctx, id)
+	s = &session{
+		ctx:       principal.With(pairing.WithIdentity(ctx, id), id.Principal),
+		Principal: id.Principal, Name: id.Name, Scopes: id.Scopes,
+		CSRF: u.csrfToken(c.Value), token: c.Value, expires: id.ExpiresAt,
 	}
+	s.DeviceID, _ = strings.CutPrefix(id.Principal, "device:")
 	return s, true, nil
 }
 
@@ -118,20 +151,6 @@ func (u *UI) SessionToken(r *http.Request) string {
 		return ""
 	}
 	return c.Value
-}
-
-// deviceName is the name of device id, or "" if it cannot be read.
-func (u *UI) deviceName(ctx context.Context, id string) string {
-	resp, err := u.cfg.Pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
-	if err != nil {
-		return ""
-	}
-	for _, d := range resp.GetDevices() {
-		if d.GetId() == id {
-			return d.GetName()
-		}
-	}
-	return ""
 }
 
 // csrfToken is the form token of the session holding token:
@@ -180,10 +199,12 @@ func (u *UI) parseForm(w http.ResponseWriter, r *http.Request) (int, string) {
 	return 0, ""
 }
 
-// setCookie gives the browser its session.
-func (u *UI) setCookie(w http.ResponseWriter, r *http.Request, token string) {
+// setCookie gives the browser its session, for as long as the token lasts
+// (plus cookieGrace).
+func (u *UI) setCookie(w http.ResponseWriter, r *http.Request, token string, expires time.Time) {
+	maxAge := int((expires.Sub(u.cfg.Now()) + cookieGrace) / time.Second)
 	http.SetCookie(w, &http.Cookie{
-		Name: u.cookieName, Value: token, Path: "/", MaxAge: cookieMaxAge,
+		Name: u.cookieName, Value: token, Path: "/", MaxAge: max(maxAge, 1),
 		HttpOnly: true, Secure: u.secureCookie || r.TLS != nil, SameSite: http.SameSiteStrictMode,
 	})
 }
@@ -196,10 +217,11 @@ func (u *UI) clearCookie(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// logout revokes this browser's own device and clears the cookie.
+// logout revokes this browser's own device (Unpair: any scope may) and
+// clears the cookie.
 func (u *UI) logout(w http.ResponseWriter, r *http.Request, s *session) {
 	if s.DeviceID != "" {
-		if _, err := u.cfg.Pairing.RevokeDevice(s.ctx, &contractualv1.RevokeDeviceRequest{DeviceId: s.DeviceID}); err != nil {
+		if _, err := u.pairing.Unpair(s.ctx, &contractualv1.UnpairRequest{}); err != nil {
 			u.failErr(w, r, s, err)
 			return
 		}

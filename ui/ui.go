@@ -10,8 +10,12 @@
 //     JSON endpoints of this package, which call the PairingService in
 //     process, so the device token never reaches JavaScript;
 //   - the token lives only in an HttpOnly, SameSite=Strict cookie (Secure on
-//     TLS) and is re-authenticated on every request, so a revoked device is
-//     signed out at once;
+//     TLS) and is re-authenticated on every request, so a revoked or
+//     expired device is signed out at once; the cookie's Max-Age follows
+//     the token's sliding expiry;
+//   - the browser's device has scopes, and every service call the UI makes
+//     for it is authorized from pairing's one table, as the API's are
+//     (guard.go);
 //   - every state change is a POST that passes Go's CrossOriginProtection
 //     (Sec-Fetch-Site, Origin against Host), and every form carries a CSRF
 //     token bound to the session (HMAC of the token's hash under a server
@@ -36,6 +40,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
@@ -43,10 +48,11 @@ import (
 )
 
 // Authenticator checks a device token (pairing.Store implements it):
-// it returns the principal ("device:<id>") of a valid, unrevoked token.
-// source is where the attempt came from (the remote IP), for rate limits.
+// it returns the identity (principal "device:<id>", scopes, expiry) of a
+// valid, unrevoked, unexpired token, and renews it. source is where the
+// attempt came from (the remote IP), for rate limits.
 type Authenticator interface {
-	Authenticate(ctx context.Context, token, source string) (principal string, err error)
+	Authenticate(ctx context.Context, token, source string) (pairing.Identity, error)
 }
 
 // Config configures the Control UI.
@@ -68,11 +74,19 @@ type Config struct {
 	// `tailscale serve`). When it is https, cookies get Secure and the
 	// __Host- prefix; its origin is trusted for POSTs.
 	PublicURL string
+	// Now returns the current time (default time.Now), for the cookie's
+	// Max-Age; tests set it to the pairing store's clock.
+	Now func() time.Time
 }
 
 // UI is the Control UI's HTTP handler.
 type UI struct {
-	cfg          Config
+	cfg Config
+	// The services, each behind its guard (guard.go).
+	policy       contractualv1connect.PolicyServiceHandler
+	pairing      contractualv1connect.PairingServiceHandler
+	broker       contractualv1connect.BrokerServiceHandler
+	audit        contractualv1connect.AuditServiceHandler
 	log          *slog.Logger
 	key          []byte
 	cookieName   string
@@ -108,7 +122,16 @@ func New(cfg Config) (*UI, error) {
 	case cfg.Auth == nil:
 		return nil, errs.E(errs.Invalid, "ui: an authenticator is required")
 	}
-	u := &UI{cfg: cfg, log: cfg.Log, cookieName: cookieName, cop: http.NewCrossOriginProtection()}
+	u := &UI{
+		cfg: cfg, log: cfg.Log, cookieName: cookieName, cop: http.NewCrossOriginProtection(),
+		policy:  policyGuard{next: cfg.Policy},
+		pairing: pairingGuard{next: cfg.Pairing},
+		broker:  brokerGuard{next: cfg.Broker},
+		audit:   auditGuard{next: cfg.Audit},
+	}
+	if u.cfg.Now == nil {
+		u.cfg.Now = time.Now
+	}
 	u.verified.every = verifyEvery
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)

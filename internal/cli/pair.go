@@ -39,35 +39,45 @@ func configDir(env *Env) string {
 func deviceTokenFile(env *Env) string { return filepath.Join(configDir(env), "device.token") }
 
 // pairCmd is the device side of pairing for the CLI: a key pair kept in the
-// config directory, a request, the owner's approval (on a paired device, or
-// with the server's setup code for the first device), the proof of
-// possession, and the token, kept 0600 in the config directory.
+// config directory, a request for the scopes asked for, the owner's
+// approval (on a paired device, or with the server's setup code for an
+// owner device), the proof of possession, and the token, kept 0600 in the
+// config directory. Running it again after a failed step (a mistyped or
+// expired setup code, a lost code) starts a new request at once.
 func pairCmd(ctx context.Context, env *Env, args []string) error {
 	var cf connectFlags
 	fs := flag.NewFlagSet("pair", flag.ContinueOnError)
 	cf.register(fs, env)
 	name := fs.String("name", hostname(), "a name for this device")
-	setup := fs.String("setup-code", "", "the setup code that contractual serve printed (first device only)")
+	scope := fs.String("scope", "owner", "the scopes to ask for, comma-separated: "+strings.Join(pairing.ScopeNames(), ", ")+
+		" (e.g. invoke for an agent's machine; the setup code always grants owner)")
+	setup := fs.String("setup-code", "", "the setup code that contractual serve printed (while no owner device is paired)")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the owner's approval")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	scopes, err := pairing.ParseScopes(*scope)
+	if err != nil {
+		return usagef("--scope: %v", err)
 	}
 	priv, err := deviceKey(configDir(env))
 	if err != nil {
 		return err
 	}
 	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, cf.server)
-	begin, err := pc.BeginPairing(ctx, &contractualv1.BeginPairingRequest{PublicKey: priv.Public().(ed25519.PublicKey), Name: *name})
+	begin, err := pc.BeginPairing(ctx, &contractualv1.BeginPairingRequest{
+		PublicKey: priv.Public().(ed25519.PublicKey), Name: *name, Scopes: scopes.Names(), Kind: contractualv1.DeviceKind_DEVICE_KIND_CLIENT,
+	})
 	if err != nil {
 		return rpc.FromConnect(err)
 	}
 	if *setup != "" {
 		if _, err := pc.ApproveWithSetupCode(ctx, &contractualv1.ApproveWithSetupCodeRequest{RequestCode: begin.GetCode(), SetupCode: *setup}); err != nil {
-			return rpc.FromConnect(err)
+			return errs.Wrap(errs.KindOf(rpc.FromConnect(err)), rpc.FromConnect(err), "the setup code was refused (fix it and run `contractual pair` again)")
 		}
 	} else {
-		fmt.Fprintf(env.Stdout, "pairing request %s for device %s (%s)\napprove it on a paired device: contractual devices approve %s\n",
-			begin.GetCode(), begin.GetDeviceId(), *name, begin.GetCode())
+		fmt.Fprintf(env.Stdout, "pairing request %s for device %s (%s), scopes %s\napprove it on a paired device: contractual devices approve %s\n",
+			begin.GetCode(), begin.GetDeviceId(), *name, strings.Join(begin.GetScopes(), ","), begin.GetCode())
 	}
 	req := &contractualv1.CompletePairingRequest{
 		DeviceId:  begin.GetDeviceId(),
@@ -86,7 +96,8 @@ func pairCmd(ctx context.Context, env *Env, args []string) error {
 			if err := rememberServer(env, cf.server); err != nil {
 				return err
 			}
-			fmt.Fprintf(env.Stdout, "paired as %s with %s; token in %s\n", done.GetPrincipal(), cf.server, deviceTokenFile(env))
+			fmt.Fprintf(env.Stdout, "paired as %s with %s, scopes %s; token in %s (it expires %s unless used before)\n",
+				done.GetPrincipal(), cf.server, strings.Join(done.GetScopes(), ","), deviceTokenFile(env), done.GetExpiresAt().AsTime().Local().Format("2006-01-02"))
 			return nil
 		case !errs.Is(err, errs.FailedPrecondition) || !strings.Contains(err.Error(), "awaiting approval"):
 			return err
@@ -164,6 +175,7 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 		}
 		return pos[0], nil
 	}
+	const stamp = "2006-01-02 15:04"
 	switch sub {
 	case "list":
 		resp, err := c.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
@@ -171,13 +183,18 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tNAME\tPAIRED\tAPPROVED BY\tREVOKED")
+		fmt.Fprintln(w, "ID\tNAME\tKIND\tSCOPES\tPAIRED\tAPPROVED BY\tLAST USED\tSTATUS")
+		now := time.Now()
 		for _, d := range resp.GetDevices() {
-			revoked := ""
-			if d.GetRevokedAt() != nil {
-				revoked = d.GetRevokedAt().AsTime().Format("2006-01-02 15:04:05")
+			status := "active until " + d.GetExpiresAt().AsTime().Local().Format(stamp) + " unless used"
+			switch {
+			case d.GetRevokedAt() != nil:
+				status = "revoked " + d.GetRevokedAt().AsTime().Local().Format(stamp)
+			case !d.GetExpiresAt().AsTime().After(now):
+				status = "expired " + d.GetExpiresAt().AsTime().Local().Format(stamp)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetName(), d.GetPairedAt().AsTime().Format("2006-01-02 15:04:05"), d.GetApprovedBy(), revoked)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetName(), kindName(d.GetKind()), strings.Join(d.GetScopes(), ","),
+				d.GetPairedAt().AsTime().Local().Format(stamp), d.GetApprovedBy(), d.GetLastUsedAt().AsTime().Local().Format(stamp), status)
 		}
 		return w.Flush()
 	case "requests":
@@ -185,10 +202,13 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
+		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "CODE\tDEVICE\tNAME\tKIND\tSCOPES ASKED\tEXPIRES")
 		for _, r := range resp.GetRequests() {
-			fmt.Fprintf(env.Stdout, "%s  %s  %s  expires %s\n", r.GetCode(), r.GetDeviceId(), r.GetName(), r.GetExpiresAt().AsTime().Format("15:04:05"))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.GetCode(), r.GetDeviceId(), r.GetName(), kindName(r.GetKind()),
+				strings.Join(r.GetScopes(), ","), r.GetExpiresAt().AsTime().Local().Format("15:04:05"))
 		}
-		return nil
+		return w.Flush()
 	case "approve", "reject":
 		code, err := one("request code")
 		if err != nil {
@@ -209,11 +229,34 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := c.pairing.RevokeDevice(ctx, &contractualv1.RevokeDeviceRequest{DeviceId: id}); err != nil {
+		if id == thisDeviceID(env) {
+			// Unpairing itself needs no scope.
+			_, err = c.pairing.Unpair(ctx, &contractualv1.UnpairRequest{})
+		} else {
+			_, err = c.pairing.RevokeDevice(ctx, &contractualv1.RevokeDeviceRequest{DeviceId: id})
+		}
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(env.Stdout, "revoked %s\n", id)
 		return nil
 	}
 	return usagef("unknown subcommand %q", sub)
+}
+
+// thisDeviceID is the id of this CLI's device key, or "" if it has none.
+func thisDeviceID(env *Env) string {
+	seed, err := os.ReadFile(filepath.Join(configDir(env), "device.key"))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return ""
+	}
+	return pairing.DeviceID(ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey))
+}
+
+// kindName names a device kind for listings.
+func kindName(k contractualv1.DeviceKind) string {
+	if k == contractualv1.DeviceKind_DEVICE_KIND_BROWSER {
+		return "browser"
+	}
+	return "client"
 }

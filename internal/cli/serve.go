@@ -35,11 +35,11 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 	if s.SetupCode != "" {
 		printSetupCode(env, s)
 	}
-	renew := time.NewTimer(time.Until(s.SetupCodeExpires))
-	if s.SetupCode == "" {
-		renew.Stop()
-	}
-	defer renew.Stop()
+	// Every minute, print a fresh setup code if one is due: the last one
+	// expired or was used while no owner device is active, or every owner
+	// device was revoked or expired.
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
 	done := waitDone(s)
 wait:
 	for {
@@ -48,12 +48,12 @@ wait:
 			break wait
 		case <-done:
 			break wait
-		case <-renew.C:
-			// The code expired unused: print a fresh one while no device
-			// is paired.
-			if _, exp, err := s.NewSetupCode(ctx); err == nil {
+		case <-tick.C:
+			fresh, err := s.EnsureSetupCode(ctx)
+			if err != nil {
+				log.Error("making a setup code", "err", err)
+			} else if fresh {
 				printSetupCode(env, s)
-				renew.Reset(time.Until(exp))
 			}
 		}
 	}
@@ -62,9 +62,9 @@ wait:
 	return s.Close(shutdown)
 }
 
-// printSetupCode tells the owner how to pair the first device.
+// printSetupCode tells the owner how to pair an owner device.
 func printSetupCode(env *Env, s *server.Server) {
-	fmt.Fprintf(env.Stdout, "contractual: no device is paired yet; pair the first one with setup code %s (valid until %s):\n"+
+	fmt.Fprintf(env.Stdout, "contractual: no owner device is paired; pair one with setup code %s (valid until %s; if it expires unused, a new one is printed here):\n"+
 		"contractual:   in a browser, open %s/ui/pair; or run `contractual pair --setup-code %s`\n",
 		s.SetupCode, s.SetupCodeExpires.Local().Format("15:04:05"), s.URL, s.SetupCode)
 }

@@ -51,7 +51,7 @@ func TestAuditTrail(t *testing.T) {
 	}
 	// Refused: a rejected request's completion, a second rejection, a
 	// revoked device approving.
-	_, err := f.s.Complete(f.ctx, third.id, r.Nonce, third.sign(r.Nonce))
+	_, _, err := f.s.Complete(f.ctx, third.id, r.Nonce, third.sign(r.Nonce))
 	wantKind(t, err, errs.PermissionDenied)
 	wantKind(t, f.s.Reject(f.ctx, r.Code, Principal(first.id)), errs.FailedPrecondition)
 	if err := f.s.Revoke(f.ctx, second.id, Principal(first.id)); err != nil {
@@ -62,7 +62,7 @@ func TestAuditTrail(t *testing.T) {
 	wantKind(t, f.s.Approve(f.ctx, "??", Principal(first.id)), errs.Invalid)
 	fourth := newDevice(t)
 	r4 := f.begin(fourth, "watch")
-	_, err = f.s.Complete(f.ctx, fourth.id, r4.Nonce, fourth.sign(r4.Nonce))
+	_, _, err = f.s.Complete(f.ctx, fourth.id, r4.Nonce, fourth.sign(r4.Nonce))
 	wantKind(t, err, errs.FailedPrecondition)
 
 	p1, p2, p3, p4 := Principal(first.id), Principal(second.id), Principal(third.id), Principal(fourth.id)
@@ -106,7 +106,7 @@ func TestAuditOutageChangesNothing(t *testing.T) {
 	if _, err := f.s.Authenticate(f.ctx, firstTok, "test"); err != nil {
 		t.Fatalf("the device whose revocation failed: %v", err)
 	}
-	_, err = f.s.Begin(f.ctx, newDevice(t).pub, "tablet")
+	_, err = f.s.Begin(f.ctx, newDevice(t).pub, "tablet", ScopeOwner, KindClient)
 	wantKind(t, err, errs.Unavailable)
 	if pending, _ := f.s.Pending(f.ctx); len(pending) != 1 {
 		t.Fatalf("a begin that could not be audited left %d pending requests", len(pending))
@@ -118,7 +118,7 @@ func TestAuditOutageChangesNothing(t *testing.T) {
 func TestBeginPerSource(t *testing.T) {
 	f := newFixture(t, Options{BeginsPerSourcePerMinute: 3, BeginsPerMinute: 100, MaxPending: 100})
 	from := func(src string) error {
-		_, err := f.s.Begin(WithSource(f.ctx, src), newDevice(t).pub, "d")
+		_, err := f.s.Begin(WithSource(f.ctx, src), newDevice(t).pub, "d", ScopeOwner, KindClient)
 		return err
 	}
 	for i := range 3 {
@@ -127,6 +127,15 @@ func TestBeginPerSource(t *testing.T) {
 		}
 	}
 	wantKind(t, from("203.0.113.7"), errs.ResourceExhausted)
+	// Beginning again with one key (which replaces its request) counts too.
+	again := newDevice(t)
+	for i := range 3 {
+		if _, err := f.s.Begin(WithSource(f.ctx, "192.0.2.9"), again.pub, "d", ScopeOwner, KindClient); err != nil {
+			t.Fatalf("begin again %d: %v", i, err)
+		}
+	}
+	_, err := f.s.Begin(WithSource(f.ctx, "192.0.2.9"), again.pub, "d", ScopeOwner, KindClient)
+	wantKind(t, err, errs.ResourceExhausted)
 	if err := from("198.51.100.2"); err != nil {
 		t.Fatalf("another source: %v", err)
 	}

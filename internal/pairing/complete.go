@@ -18,56 +18,63 @@ const TokenSize = 32
 
 // Complete finishes pairing: the device with deviceID proves it holds the
 // private key of the request with nonce by signing SignedMessage(deviceID,
-// nonce). On success the device is recorded and its token (32 random bytes,
-// base64url without padding) is returned, this once; only its hash is kept.
+// nonce). On success the device is recorded with the approved scopes, and
+// its token (32 random bytes, base64url without padding) is returned, this
+// once, with its identity; only the token's hash is kept.
 //
 // The checks, in order, each with its own error: the request exists
 // (NotFound); deviceID is the key's id (PermissionDenied "does not match");
 // the signature verifies (Unauthenticated "bad signature") — so that only
-// the key holder learns the request's state —; the nonce was not already
-// used (FailedPrecondition "already used"); the request was not rejected
-// (PermissionDenied); it has not expired unapproved (FailedPrecondition
-// "expired"); it is approved (FailedPrecondition "awaiting approval"); and
-// the nonce is not stale: Complete must come within Options.NonceTTL of the
-// approval (FailedPrecondition "stale").
-func (s *Store) Complete(ctx context.Context, deviceID string, nonce, sig []byte) (string, error) {
+// the key holder learns the request's state —; the request was not already
+// completed (AlreadyExists "already completed": one proof gets one token,
+// however often it is sent); it was not replaced by a newer request of the
+// device (FailedPrecondition "replaced") or rejected (PermissionDenied); it
+// has not expired unapproved (FailedPrecondition "expired"); it is
+// approved (FailedPrecondition "awaiting approval"); and the nonce is not
+// stale: Complete must come within Options.NonceTTL of the approval
+// (FailedPrecondition "stale").
+func (s *Store) Complete(ctx context.Context, deviceID string, nonce, sig []byte) (string, Identity, error) {
 	if err := checkComplete(deviceID, nonce, sig); err != nil {
-		return "", err
+		return "", Identity{}, err
 	}
-	token, err := s.completeTx(ctx, deviceID, nonce, sig)
+	token, id, err := s.completeTx(ctx, deviceID, nonce, sig)
 	if errs.Is(err, errs.NotFound) {
-		return "", err // no request: nothing to attach a record to
+		return "", Identity{}, err // no request: nothing to attach a record to
 	}
-	return token, s.refused(ctx, ActionPair, Principal(deviceID), "completing pairing", err)
+	if err := s.refused(ctx, ActionPair, Principal(deviceID), "completing pairing", err); err != nil {
+		return "", Identity{}, err
+	}
+	return token, id, nil
 }
 
-func (s *Store) completeTx(ctx context.Context, deviceID string, nonce, sig []byte) (string, error) {
+func (s *Store) completeTx(ctx context.Context, deviceID string, nonce, sig []byte) (string, Identity, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return "", storeErr(err, "starting a transaction")
+		return "", Identity{}, storeErr(err, "starting a transaction")
 	}
 	defer tx.Rollback()
 	r, err := requestByNonce(ctx, tx, nonce)
 	if err != nil {
-		return "", err
+		return "", Identity{}, err
 	}
 	if err := s.checkProof(r, deviceID, nonce, sig, now); err != nil {
-		return "", err
+		return "", Identity{}, err
 	}
-	token, err := s.pair(ctx, tx, r, now)
+	token, id, err := s.pair(ctx, tx, r, now)
 	if err != nil {
-		return "", err
+		return "", Identity{}, err
 	}
-	if err := s.record(ctx, event(ActionPair, Principal(r.DeviceID), fmt.Sprintf("device %q paired (request %s, approved by %s)", r.Name, r.Code, r.DecidedBy))); err != nil {
-		return "", err
+	detail := fmt.Sprintf("device %q paired, %s, scopes %s (request %s, approved by %s)", r.Name, r.Kind, r.Scopes, r.Code, r.DecidedBy)
+	if err := s.record(ctx, event(ActionPair, Principal(r.DeviceID), detail)); err != nil {
+		return "", Identity{}, err
 	}
 	if err := commit(tx, "committing the pairing"); err != nil {
-		return "", err
+		return "", Identity{}, err
 	}
-	return token, nil
+	return token, id, nil
 }
 
 // checkComplete refuses malformed Complete arguments.
@@ -105,7 +112,9 @@ func (s *Store) checkProof(r *Request, deviceID string, nonce, sig []byte, now t
 	case !ed25519.Verify(r.PublicKey, SignedMessage(deviceID, nonce), sig):
 		return errs.E(errs.Unauthenticated, "pairing: bad signature of the nonce")
 	case r.State == Completed:
-		return errs.E(errs.FailedPrecondition, "pairing: nonce already used (replayed completion)")
+		return errs.E(errs.AlreadyExists, "pairing: request %s was already completed: device %s is paired, and its token went to the first completion only; if this device did not get it, begin again", r.Code, deviceID)
+	case r.State == Replaced:
+		return errs.E(errs.FailedPrecondition, "pairing: request %s was replaced: this device began again, so only its newest request counts", r.Code)
 	case r.State == Rejected:
 		return errs.E(errs.PermissionDenied, "pairing: request %s was rejected", r.Code)
 	case r.State == Pending && !now.Before(r.ExpiresAt):
@@ -118,25 +127,28 @@ func (s *Store) checkProof(r *Request, deviceID string, nonce, sig []byte, now t
 	return nil
 }
 
-// pair marks r completed and records its device with a new token, which it
-// returns. A revoked record of the same device is replaced.
-func (s *Store) pair(ctx context.Context, tx *sql.Tx, r *Request, now time.Time) (string, error) {
+// pair marks r completed and records its device with r's scopes and a new
+// token, which it returns with the device's identity. A revoked or expired
+// record of the same device is replaced.
+func (s *Store) pair(ctx context.Context, tx *sql.Tx, r *Request, now time.Time) (string, Identity, error) {
 	if _, err := tx.ExecContext(ctx, `UPDATE requests SET state = ? WHERE nonce_hash = ?`, int(Completed), r.nonceHash); err != nil {
-		return "", storeErr(err, "completing request %s", r.Code)
+		return "", Identity{}, storeErr(err, "completing request %s", r.Code)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ? AND revoked_at IS NOT NULL`, r.DeviceID); err != nil {
-		return "", storeErr(err, "replacing revoked device %s", r.DeviceID)
+	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = ? AND NOT `+activeClause, r.DeviceID, nanos(now)); err != nil {
+		return "", Identity{}, storeErr(err, "replacing revoked device %s", r.DeviceID)
 	}
 	raw := make([]byte, TokenSize)
 	rand.Read(raw)
 	token := base64.RawURLEncoding.EncodeToString(raw)
-	_, err := tx.ExecContext(ctx, `INSERT INTO devices (id, name, pub, scope, token_hash, paired_at, approved_by)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
-		r.DeviceID, r.Name, []byte(r.PublicKey), ScopeOwner, hash([]byte(token)), nanos(now), r.DecidedBy)
+	id := Identity{Principal: Principal(r.DeviceID), Name: r.Name, Scopes: r.Scopes, Kind: r.Kind, ExpiresAt: s.lifetime(r.Kind).expiry(now, now)}
+	_, err := tx.ExecContext(ctx, `INSERT INTO devices (id, name, pub, scope, token_hash, paired_at, approved_by, kind, last_used_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+		r.DeviceID, r.Name, []byte(r.PublicKey), r.Scopes.String(), hash([]byte(token)), nanos(now), r.DecidedBy,
+		r.Kind.String(), nanos(now), nanos(id.ExpiresAt))
 	if err != nil {
-		return "", storeErr(err, "storing device %s", r.DeviceID)
+		return "", Identity{}, storeErr(err, "storing device %s", r.DeviceID)
 	}
-	return token, s.checkInserted(ctx, tx, r.DeviceID, token)
+	return token, id, s.checkInserted(ctx, tx, r.DeviceID, token)
 }
 
 // checkInserted refuses when device id was already paired (the insert did

@@ -61,7 +61,7 @@ type device struct {
 	id   string
 }
 
-func newDevice(t *testing.T) device {
+func newDevice(t testing.TB) device {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -75,10 +75,17 @@ func (d device) sign(nonce []byte) []byte {
 	return ed25519.Sign(d.priv, SignedMessage(d.id, nonce))
 }
 
-// begin starts a request for d, failing the test on error.
+// begin starts a request for d asking for scope owner, failing the test on
+// error.
 func (f *fixture) begin(d device, name string) *Request {
 	f.t.Helper()
-	r, err := f.s.Begin(f.ctx, d.pub, name)
+	return f.beginScopes(d, name, ScopeOwner)
+}
+
+// beginScopes starts a request for d asking for scopes.
+func (f *fixture) beginScopes(d device, name string, scopes Scopes) *Request {
+	f.t.Helper()
+	r, err := f.s.Begin(f.ctx, d.pub, name, scopes, KindClient)
 	if err != nil {
 		f.t.Fatalf("Begin: %v", err)
 	}
@@ -88,7 +95,7 @@ func (f *fixture) begin(d device, name string) *Request {
 // complete completes r for d, failing the test on error.
 func (f *fixture) complete(d device, r *Request) string {
 	f.t.Helper()
-	tok, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+	tok, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
 	if err != nil {
 		f.t.Fatalf("Complete: %v", err)
 	}

@@ -6,16 +6,23 @@
 // A device holds an Ed25519 key pair; its id is the fingerprint of the
 // public key (DeviceID) and its principal is "device:<id>". The flow:
 //
-//  1. the device calls Begin with its public key and a name and gets a short
-//     code (shown to the user) and a 32-byte nonce;
-//  2. the owner approves the code (Approve, from a paired device, or
-//     ApproveWithSetupCode for the very first device) or rejects it;
+//  1. the device calls Begin with its public key, a name, the scopes it
+//     asks for and its kind, and gets a short code (shown to the user) and
+//     a 32-byte nonce; beginning again replaces its live request;
+//  2. the owner approves the code (Approve, from a paired device holding
+//     every scope asked for, or ApproveWithSetupCode while no owner device
+//     is active, which grants scope owner) or rejects it;
 //  3. the device signs SignedMessage(id, nonce) and calls Complete, which
 //     returns the device token once.
 //
+// A token carries the scopes that were approved (see Scopes and the one
+// authorization table, Authorize) and expires after its kind's Lifetime:
+// some time unused (renewed on use), and for a browser at the latest some
+// time after pairing.
+//
 // Nothing secret is stored in clear: tokens, setup codes and nonces are kept
-// only as SHA-256 hashes. This package has no HTTP, UI or proto; the gateway
-// calls it.
+// only as SHA-256 hashes. Store has no HTTP, UI or proto; Service is the
+// PairingService over it, which the gateway serves.
 package pairing
 
 import (
@@ -25,6 +32,7 @@ import (
 	"database/sql"
 	"encoding/base32"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -37,9 +45,6 @@ import (
 
 // DBFile is the name of the pairing store inside its directory.
 const DBFile = "pairing.db"
-
-// ScopeOwner is the scope of every device token for now: full owner rights.
-const ScopeOwner = "owner"
 
 // MaxNameLen is the longest device name accepted, in characters.
 const MaxNameLen = 64
@@ -79,6 +84,10 @@ type Options struct {
 	// AuthFailuresPerMinuteTotal bounds failed Authenticate calls from all
 	// sources together in any 60 s window (default 100), in the same way.
 	AuthFailuresPerMinuteTotal int
+	// Browser is the lifetime of a browser's token (default
+	// DefaultBrowserLifetime); Client that of any other device's (default
+	// DefaultClientLifetime).
+	Browser, Client Lifetime
 	// Audit records every pairing change and refusal; nil records nothing
 	// (the store's own tests).
 	Audit Auditor
@@ -113,6 +122,12 @@ func (o Options) withDefaults() Options {
 	if o.AuthFailuresPerMinuteTotal <= 0 {
 		o.AuthFailuresPerMinuteTotal = 100
 	}
+	if o.Browser.Idle <= 0 {
+		o.Browser = DefaultBrowserLifetime
+	}
+	if o.Client.Idle <= 0 {
+		o.Client = DefaultClientLifetime
+	}
 	return o
 }
 
@@ -121,6 +136,8 @@ func (o Options) withDefaults() Options {
 type Store struct {
 	db   *sql.DB
 	opts Options
+	// byToken is byTokenQuery, prepared.
+	byToken *sql.Stmt
 
 	// mu serializes writers, so that count-then-insert checks (pending
 	// limit, one setup code) cannot race within this process.
@@ -132,10 +149,13 @@ type Store struct {
 	setupFails *limiter
 }
 
-// schema is the pairing store. Times are Unix nanoseconds. Requests are
-// keyed by the hash of their nonce; completed and rejected requests are kept
-// (for distinct replay and rejection errors) until purged a day after
-// creation.
+// schema is the pairing store (version 2). Times are Unix nanoseconds.
+// Requests are keyed by the hash of their nonce; finished requests
+// (completed, rejected, replaced) are kept, for distinct replay and
+// rejection errors, until purged a day after creation; setup codes too,
+// so that an old code is told apart from a wrong one. Scopes are stored by
+// name ("invoke,read"); a device's expires_at moves on use (see
+// Authenticate).
 const schema = `
 CREATE TABLE IF NOT EXISTS setup_codes (
 	hash       BLOB PRIMARY KEY,
@@ -153,36 +173,95 @@ CREATE TABLE IF NOT EXISTS requests (
 	expires_at  INTEGER NOT NULL,
 	state       INTEGER NOT NULL,
 	decided_by  TEXT NOT NULL DEFAULT '',
-	decided_at  INTEGER
+	decided_at  INTEGER,
+	scopes      TEXT NOT NULL DEFAULT 'owner',
+	kind        TEXT NOT NULL DEFAULT 'client'
 ) STRICT;
 CREATE INDEX IF NOT EXISTS requests_by_code ON requests(code);
 CREATE INDEX IF NOT EXISTS requests_by_device ON requests(device_id);
 CREATE TABLE IF NOT EXISTS devices (
-	id          TEXT PRIMARY KEY,
-	name        TEXT NOT NULL,
-	pub         BLOB NOT NULL,
-	scope       TEXT NOT NULL,
-	token_hash  BLOB NOT NULL UNIQUE,
-	paired_at   INTEGER NOT NULL,
-	approved_by TEXT NOT NULL,
-	revoked_at  INTEGER,
-	revoked_by  TEXT NOT NULL DEFAULT ''
+	id           TEXT PRIMARY KEY,
+	name         TEXT NOT NULL,
+	pub          BLOB NOT NULL,
+	scope        TEXT NOT NULL,
+	token_hash   BLOB NOT NULL UNIQUE,
+	paired_at    INTEGER NOT NULL,
+	approved_by  TEXT NOT NULL,
+	revoked_at   INTEGER,
+	revoked_by   TEXT NOT NULL DEFAULT '',
+	kind         TEXT NOT NULL DEFAULT 'client',
+	last_used_at INTEGER NOT NULL DEFAULT 0,
+	expires_at   INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 `
+
+// schemaVersion is the schema's version: 2 added scopes and kinds to
+// requests, and kinds, last use and expiry to devices.
+const schemaVersion = 2
+
+// addedColumns are the columns version 2 added to version 1's tables, for
+// migrate.
+var addedColumns = []struct{ table, column, def string }{
+	{"requests", "scopes", `TEXT NOT NULL DEFAULT 'owner'`},
+	{"requests", "kind", `TEXT NOT NULL DEFAULT 'client'`},
+	{"devices", "kind", `TEXT NOT NULL DEFAULT 'client'`},
+	{"devices", "last_used_at", `INTEGER NOT NULL DEFAULT 0`},
+	{"devices", "expires_at", `INTEGER NOT NULL DEFAULT 0`},
+}
+
+// migrate brings a version 1 store to version 2, idempotently: it adds the
+// missing columns, and gives the devices paired before (expires_at 0)
+// their scope as it was (owner), the kind client (a version 1 store cannot
+// tell browsers apart) and a client's lifetime from now.
+func migrate(ctx context.Context, db *sql.DB, o Options) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return storeErr(err, "starting the migration")
+	}
+	defer tx.Rollback()
+	for _, c := range addedColumns {
+		var n int
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info(?) WHERE name = ?`, c.table, c.column).Scan(&n)
+		if err != nil {
+			return storeErr(err, "reading the columns of %s", c.table)
+		}
+		if n == 0 {
+			if _, err := tx.ExecContext(ctx, `ALTER TABLE `+c.table+` ADD COLUMN `+c.column+` `+c.def); err != nil {
+				return storeErr(err, "adding %s.%s", c.table, c.column)
+			}
+		}
+	}
+	now := o.Now()
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET last_used_at = ?, expires_at = ? WHERE expires_at = 0`,
+		nanos(now), nanos(now.Add(o.Client.Idle))); err != nil {
+		return storeErr(err, "migrating devices")
+	}
+	return commit(tx, "committing the migration")
+}
 
 // Open opens (creating if needed) the pairing store in dir.
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	db, err := sqlitestore.Open(ctx, sqlitestore.Config{
 		Service: "pairing", Dir: dir, File: DBFile,
-		Schema: schema, Version: 1,
+		Schema: schema, Version: schemaVersion,
 	})
 	if err != nil {
 		return nil, err
 	}
 	o := opts.withDefaults()
+	if err := migrate(ctx, db, o); err != nil {
+		db.Close()
+		return nil, err
+	}
+	byToken, err := db.PrepareContext(ctx, byTokenQuery)
+	if err != nil {
+		db.Close()
+		return nil, storeErr(err, "preparing the token lookup")
+	}
 	return &Store{
 		db:         db,
 		opts:       o,
+		byToken:    byToken,
 		begins:     newLimiter(o.BeginsPerMinute, time.Minute),
 		beginsFrom: newLimiter(o.BeginsPerSourcePerMinute, time.Minute),
 		authFails:  newLimiter(o.AuthFailuresPerMinute, time.Minute),
@@ -193,7 +272,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 
 // Close closes the store.
 func (s *Store) Close() error {
-	if err := s.db.Close(); err != nil {
+	if err := errors.Join(s.byToken.Close(), s.db.Close()); err != nil {
 		return errs.Wrap(errs.Internal, err, "pairing: closing the store")
 	}
 	return nil

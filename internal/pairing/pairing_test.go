@@ -32,15 +32,16 @@ func TestFirstDeviceEndToEnd(t *testing.T) {
 	f := newFixture(t, Options{})
 	d, tok := f.pairFirst()
 	p, err := f.s.Authenticate(f.ctx, tok, "1.2.3.4")
-	if err != nil || p != "device:"+d.id {
-		t.Fatalf("Authenticate = %q, %v", p, err)
+	if err != nil || p.Principal != "device:"+d.id || p.Scopes != ScopeOwner || p.Kind != KindClient ||
+		!p.ExpiresAt.Equal(f.clk.Now().Add(DefaultClientLifetime.Idle)) {
+		t.Fatalf("Authenticate = %+v, %v", p, err)
 	}
 	devs, err := f.s.Devices(f.ctx)
 	if err != nil || len(devs) != 1 {
 		t.Fatalf("Devices = %v, %v", devs, err)
 	}
 	got := devs[0]
-	if got.ID != d.id || got.Name != "laptop" || !bytes.Equal(got.PublicKey, d.pub) || got.Scope != ScopeOwner ||
+	if got.ID != d.id || got.Name != "laptop" || !bytes.Equal(got.PublicKey, d.pub) || got.Scopes != ScopeOwner ||
 		got.ApprovedBy != "setup-code" || !got.PairedAt.Equal(f.clk.Now()) || !got.RevokedAt.IsZero() {
 		t.Fatalf("device = %+v", got)
 	}
@@ -54,8 +55,8 @@ func TestFirstDeviceEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if p, err := s2.Authenticate(f.ctx, tok, "1.2.3.4"); err != nil || p != "device:"+d.id {
-		t.Fatalf("Authenticate after restart = %q, %v", p, err)
+	if p, err := s2.Authenticate(f.ctx, tok, "1.2.3.4"); err != nil || p.Principal != "device:"+d.id {
+		t.Fatalf("Authenticate after restart = %+v, %v", p, err)
 	}
 }
 
@@ -72,14 +73,17 @@ func TestSecondDeviceApprovedByFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := f.complete(d, r)
-	if p, err := f.s.Authenticate(f.ctx, tok, "src"); err != nil || p != Principal(d.id) {
-		t.Fatalf("Authenticate = %q, %v", p, err)
+	if p, err := f.s.Authenticate(f.ctx, tok, "src"); err != nil || p.Principal != Principal(d.id) {
+		t.Fatalf("Authenticate = %+v, %v", p, err)
 	}
 	devs, _ := f.s.Devices(f.ctx)
 	if len(devs) != 2 || devs[1].ApprovedBy != Principal(first.id) {
 		t.Fatalf("Devices = %+v", devs)
 	}
 }
+
+// wrongSetupCode is the message for a setup code that was never issued.
+const wrongSetupCode = "pairing: wrong setup code; use the latest one the server printed on its console (in the output of `contractual serve`)"
 
 func TestSetupCode(t *testing.T) {
 	t.Run("single use and refused once a device exists", func(t *testing.T) {
@@ -95,33 +99,36 @@ func TestSetupCode(t *testing.T) {
 		}
 		// Used again before the device completes: the code is spent.
 		r2 := f.begin(newDevice(t), "other")
-		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r2.Code, code), errs.FailedPrecondition, "pairing: setup code already used")
+		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r2.Code, code), errs.FailedPrecondition, "pairing: setup code already used; "+whereSetupCodes)
 		f.complete(d, r)
 		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r2.Code, code), errs.FailedPrecondition,
-			"pairing: a device is already paired; the setup code is only for the first device")
+			"pairing: an owner device is already paired; the setup code is only for when none is: approve request "+r2.Code+" on a paired device")
 		_, _, err = f.s.SetupCode(f.ctx)
-		wantErr(t, err, errs.FailedPrecondition, "pairing: a device is already paired; pair more devices by approval")
+		wantErr(t, err, errs.FailedPrecondition, "pairing: an owner device is already paired; pair more devices by approval")
 	})
 	t.Run("expired", func(t *testing.T) {
 		f := newFixture(t, Options{})
 		code, _, _ := f.s.SetupCode(f.ctx)
 		f.clk.Advance(10 * time.Minute)
 		r := f.begin(newDevice(t), "laptop")
-		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, code), errs.FailedPrecondition, "pairing: setup code expired")
+		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, code), errs.FailedPrecondition,
+			"pairing: setup code expired at 03:14:05 UTC (a code lasts 10m0s, and a newer one ends it); "+whereSetupCodes)
 	})
 	t.Run("wrong", func(t *testing.T) {
 		f := newFixture(t, Options{})
 		f.s.SetupCode(f.ctx)
 		r := f.begin(newDevice(t), "laptop")
-		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, "ZZZZ-ZZZZ"), errs.PermissionDenied, "pairing: wrong setup code")
+		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, "ZZZZ-ZZZZ"), errs.PermissionDenied, wrongSetupCode)
 	})
-	t.Run("a new code replaces the old", func(t *testing.T) {
+	t.Run("a new code replaces the old, which reads as expired", func(t *testing.T) {
 		f := newFixture(t, Options{})
 		old, _, _ := f.s.SetupCode(f.ctx)
+		f.clk.Advance(time.Minute)
 		code, _, _ := f.s.SetupCode(f.ctx)
 		r := f.begin(newDevice(t), "laptop")
 		if old != code {
-			wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, old), errs.PermissionDenied, "pairing: wrong setup code")
+			wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, old), errs.FailedPrecondition,
+				"pairing: setup code expired at 03:05:05 UTC (a code lasts 10m0s, and a newer one ends it); "+whereSetupCodes)
 		}
 		if err := f.s.ApproveWithSetupCode(f.ctx, r.Code, code); err != nil {
 			t.Fatal(err)
@@ -132,7 +139,7 @@ func TestSetupCode(t *testing.T) {
 		code, _, _ := f.s.SetupCode(f.ctx)
 		r := f.begin(newDevice(t), "laptop")
 		for range 3 {
-			wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, "ZZZZZZZZ"), errs.PermissionDenied, "pairing: wrong setup code")
+			wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, "ZZZZZZZZ"), errs.PermissionDenied, wrongSetupCode)
 		}
 		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, code), errs.ResourceExhausted,
 			"pairing: too many wrong setup codes in the last minute; try again later")
@@ -153,7 +160,7 @@ func TestApproveAndReject(t *testing.T) {
 		r := f.begin(d, "phone")
 		f.clk.Advance(5 * time.Minute)
 		wantErr(t, f.s.Approve(f.ctx, r.Code, by), errs.FailedPrecondition, "pairing: request "+r.Code+" expired")
-		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+		_, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
 		wantErr(t, err, errs.FailedPrecondition, "pairing: request "+r.Code+" expired before approval")
 	})
 	t.Run("rejected", func(t *testing.T) {
@@ -162,7 +169,7 @@ func TestApproveAndReject(t *testing.T) {
 		if err := f.s.Reject(f.ctx, r.Code, by); err != nil {
 			t.Fatal(err)
 		}
-		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+		_, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
 		wantErr(t, err, errs.PermissionDenied, "pairing: request "+r.Code+" was rejected")
 		wantErr(t, f.s.Approve(f.ctx, r.Code, by), errs.FailedPrecondition, "pairing: request "+r.Code+" is already rejected")
 	})
@@ -201,43 +208,53 @@ func TestComplete(t *testing.T) {
 	t.Run("awaiting approval", func(t *testing.T) {
 		d := newDevice(t)
 		r := f.begin(d, "phone")
-		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+		_, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
 		wantErr(t, err, errs.FailedPrecondition, "pairing: request "+r.Code+" is awaiting approval")
 	})
 	t.Run("unknown nonce", func(t *testing.T) {
 		d, _ := approved(t)
 		nonce := bytes.Repeat([]byte{7}, NonceSize)
-		_, err := f.s.Complete(f.ctx, d.id, nonce, d.sign(nonce))
+		_, _, err := f.s.Complete(f.ctx, d.id, nonce, d.sign(nonce))
 		wantErr(t, err, errs.NotFound, "pairing: no pairing request for this nonce")
 	})
 	t.Run("device id does not match the key", func(t *testing.T) {
 		_, r := approved(t)
-		_, err := f.s.Complete(f.ctx, other.id, r.Nonce, other.sign(r.Nonce))
+		_, _, err := f.s.Complete(f.ctx, other.id, r.Nonce, other.sign(r.Nonce))
 		wantErr(t, err, errs.PermissionDenied, "pairing: device id "+other.id+" does not match the key of the request")
 	})
 	t.Run("bad signature", func(t *testing.T) {
 		d, r := approved(t)
 		forged := ed25519Sign(other, SignedMessage(d.id, r.Nonce))
-		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, forged)
+		_, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, forged)
 		wantErr(t, err, errs.Unauthenticated, "pairing: bad signature of the nonce")
 		// Signing the bare nonce, without the domain prefix, is refused too.
-		_, err = f.s.Complete(f.ctx, d.id, r.Nonce, ed25519Sign(d, r.Nonce))
+		_, _, err = f.s.Complete(f.ctx, d.id, r.Nonce, ed25519Sign(d, r.Nonce))
 		wantErr(t, err, errs.Unauthenticated, "pairing: bad signature of the nonce")
 		f.complete(d, r) // the request is still usable by its owner
 	})
 	t.Run("replay", func(t *testing.T) {
 		d, r := approved(t)
 		sig := d.sign(r.Nonce)
-		if _, err := f.s.Complete(f.ctx, d.id, r.Nonce, sig); err != nil {
+		tok, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, sig)
+		if err != nil {
 			t.Fatal(err)
 		}
-		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, sig)
-		wantErr(t, err, errs.FailedPrecondition, "pairing: nonce already used (replayed completion)")
+		// The same proof again: no second token, and an answer that says
+		// the device is paired rather than that something was replayed.
+		again, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, sig)
+		wantErr(t, err, errs.AlreadyExists, "pairing: request "+r.Code+" was already completed: device "+d.id+
+			" is paired, and its token went to the first completion only; if this device did not get it, begin again")
+		if again != "" {
+			t.Fatal("a replayed completion returned a token")
+		}
+		if id, err := f.s.Authenticate(f.ctx, tok, "s"); err != nil || id.Principal != Principal(d.id) {
+			t.Fatalf("the first token after a replay: %+v, %v", id, err)
+		}
 	})
 	t.Run("stale nonce", func(t *testing.T) {
 		d, r := approved(t)
 		f.clk.Advance(60 * time.Second)
-		_, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
+		_, _, err := f.s.Complete(f.ctx, d.id, r.Nonce, d.sign(r.Nonce))
 		wantErr(t, err, errs.FailedPrecondition, "pairing: nonce is stale (not completed within 1m0s of approval); begin again")
 		// A stale request is no longer live: the device may begin again.
 		r2 := f.begin(d, "phone")
@@ -247,14 +264,39 @@ func TestComplete(t *testing.T) {
 		f.complete(d, r2)
 	})
 	t.Run("already paired", func(t *testing.T) {
-		_, err := f.s.Begin(f.ctx, first.pub, "again")
+		_, err := f.s.Begin(f.ctx, first.pub, "again", ScopeOwner, KindClient)
 		wantErr(t, err, errs.AlreadyExists, "pairing: device "+first.id+" is already paired")
 	})
-	t.Run("one live request per device", func(t *testing.T) {
-		d := newDevice(t)
-		f.begin(d, "phone")
-		_, err := f.s.Begin(f.ctx, d.pub, "phone")
-		wantErr(t, err, errs.AlreadyExists, "pairing: device "+d.id+" already has a live pairing request")
+	t.Run("beginning again replaces the live request", func(t *testing.T) {
+		for _, approveFirst := range []bool{false, true} {
+			d := newDevice(t)
+			old := f.begin(d, "phone")
+			if approveFirst {
+				if err := f.s.Approve(f.ctx, old.Code, by); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := f.begin(d, "phone")
+			if r.Code == old.Code {
+				t.Fatal("the same code again")
+			}
+			pend, _ := f.s.Pending(f.ctx)
+			for _, p := range pend {
+				if p.Code == old.Code {
+					t.Fatalf("the replaced request is still live: %+v", p)
+				}
+			}
+			if !approveFirst {
+				wantErr(t, f.s.Approve(f.ctx, old.Code, by), errs.FailedPrecondition,
+					"pairing: request "+old.Code+" was replaced: its device began again; look for its new code")
+			}
+			_, _, err := f.s.Complete(f.ctx, d.id, old.Nonce, d.sign(old.Nonce))
+			wantErr(t, err, errs.FailedPrecondition, "pairing: request "+old.Code+" was replaced: this device began again, so only its newest request counts")
+			if err := f.s.Approve(f.ctx, r.Code, by); err != nil {
+				t.Fatal(err)
+			}
+			f.complete(d, r)
+		}
 	})
 }
 
@@ -290,8 +332,8 @@ func TestRevoke(t *testing.T) {
 	if _, err := f.s.Authenticate(f.ctx, tok, "s"); err == nil {
 		t.Fatal("old token accepted after re-pairing")
 	}
-	if p, err := f.s.Authenticate(f.ctx, tok2, "s"); err != nil || p != Principal(second.id) {
-		t.Fatalf("new token: %q, %v", p, err)
+	if p, err := f.s.Authenticate(f.ctx, tok2, "s"); err != nil || p.Principal != Principal(second.id) {
+		t.Fatalf("new token: %+v, %v", p, err)
 	}
 }
 
@@ -336,7 +378,7 @@ func TestRateLimits(t *testing.T) {
 		f := newFixture(t, Options{MaxPending: 2})
 		f.begin(newDevice(t), "a")
 		f.begin(newDevice(t), "b")
-		_, err := f.s.Begin(f.ctx, newDevice(t).pub, "c")
+		_, err := f.s.Begin(f.ctx, newDevice(t).pub, "c", ScopeOwner, KindClient)
 		wantErr(t, err, errs.ResourceExhausted, "pairing: 2 pairing requests are already pending; try again later")
 		f.clk.Advance(5 * time.Minute) // both expire
 		f.begin(newDevice(t), "c")
@@ -346,7 +388,7 @@ func TestRateLimits(t *testing.T) {
 		for range 3 {
 			f.begin(newDevice(t), "a")
 		}
-		_, err := f.s.Begin(f.ctx, newDevice(t).pub, "a")
+		_, err := f.s.Begin(f.ctx, newDevice(t).pub, "a", ScopeOwner, KindClient)
 		wantErr(t, err, errs.ResourceExhausted, "pairing: too many pairing requests in the last minute; try again later")
 		f.clk.Advance(time.Minute)
 		f.begin(newDevice(t), "a")
@@ -382,8 +424,8 @@ func TestFailuresNeverLockOutAValidToken(t *testing.T) {
 		} else {
 			wantKind(t, err, errs.ResourceExhausted)
 		}
-		if p, err := f.s.Authenticate(f.ctx, tok, "203.0.113.7"); err != nil || p != Principal(first.id) {
-			t.Fatalf("the valid token after %d failures from its source: %q %v", i+1, p, err)
+		if id, err := f.s.Authenticate(f.ctx, tok, "203.0.113.7"); err != nil || id.Principal != Principal(first.id) {
+			t.Fatalf("the valid token after %d failures from its source: %q %v", i+1, id.Principal, err)
 		}
 	}
 	// Failures spread over many sources hit the overall bound; a valid
@@ -441,17 +483,23 @@ func TestMalformedInput(t *testing.T) {
 		call func() error
 		msg  string
 	}{
-		{"empty name", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, " "); return err },
+		{"empty name", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, " ", ScopeOwner, KindClient); return err },
 			"pairing: device name is empty"},
-		{"long name", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, strings.Repeat("é", 65)); return err },
+		{"long name", func() error {
+			_, err := f.s.Begin(f.ctx, newDevice(t).pub, strings.Repeat("é", 65), ScopeOwner, KindClient)
+			return err
+		},
 			"pairing: device name is longer than 64 characters"},
-		{"control char", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, "a\nb"); return err },
+		{"control char", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, "a\nb", ScopeOwner, KindClient); return err },
 			"pairing: device name has a control or non-printable character"},
-		{"bad utf-8", func() error { _, err := f.s.Begin(f.ctx, newDevice(t).pub, "a\xffb"); return err },
+		{"bad utf-8", func() error {
+			_, err := f.s.Begin(f.ctx, newDevice(t).pub, "a\xffb", ScopeOwner, KindClient)
+			return err
+		},
 			"pairing: device name is not valid UTF-8"},
-		{"short key", func() error { _, err := f.s.Begin(f.ctx, d.pub[:31], "x"); return err },
+		{"short key", func() error { _, err := f.s.Begin(f.ctx, d.pub[:31], "x", ScopeOwner, KindClient); return err },
 			"pairing: public key must be 32 bytes, got 31"},
-		{"nil key", func() error { _, err := f.s.Begin(f.ctx, nil, "x"); return err },
+		{"nil key", func() error { _, err := f.s.Begin(f.ctx, nil, "x", ScopeOwner, KindClient); return err },
 			"pairing: public key must be 32 bytes, got 0"},
 		{"short code", func() error { return f.s.Approve(f.ctx, "123", Principal(first.id)) },
 			"pairing: request code must be 6 characters"},
@@ -461,13 +509,13 @@ func TestMalformedInput(t *testing.T) {
 			"pairing: request code must be 6 characters"},
 		{"setup code length", func() error { return f.s.ApproveWithSetupCode(f.ctx, r.Code, "ABC") },
 			"pairing: setup code must be 8 characters"},
-		{"device id", func() error { _, err := f.s.Complete(f.ctx, "short", nonce, sig); return err },
+		{"device id", func() error { _, _, err := f.s.Complete(f.ctx, "short", nonce, sig); return err },
 			"pairing: device id must be 26 characters, got 5"},
-		{"device id alphabet", func() error { _, err := f.s.Complete(f.ctx, strings.ToUpper(d.id), nonce, sig); return err },
+		{"device id alphabet", func() error { _, _, err := f.s.Complete(f.ctx, strings.ToUpper(d.id), nonce, sig); return err },
 			"pairing: device id is not lowercase base32"},
-		{"nonce size", func() error { _, err := f.s.Complete(f.ctx, d.id, nonce[:8], sig); return err },
+		{"nonce size", func() error { _, _, err := f.s.Complete(f.ctx, d.id, nonce[:8], sig); return err },
 			"pairing: nonce must be 32 bytes, got 8"},
-		{"sig size", func() error { _, err := f.s.Complete(f.ctx, d.id, nonce, sig[:10]); return err },
+		{"sig size", func() error { _, _, err := f.s.Complete(f.ctx, d.id, nonce, sig[:10]); return err },
 			"pairing: signature must be 64 bytes, got 10"},
 		{"revoke id", func() error { return f.s.Revoke(f.ctx, "", Principal(first.id)) },
 			"pairing: device id must be 26 characters, got 0"},

@@ -16,12 +16,14 @@ import (
 // State is a pairing request's state.
 type State int
 
-// The states of a request. Only Pending and Approved are live.
+// The states of a request. Only Pending and Approved are live. Replaced
+// is a live request its device began again.
 const (
 	Pending State = iota
 	Approved
 	Rejected
 	Completed
+	Replaced
 )
 
 func (st State) String() string {
@@ -34,6 +36,8 @@ func (st State) String() string {
 		return "rejected"
 	case Completed:
 		return "completed"
+	case Replaced:
+		return "replaced"
 	}
 	return "unknown"
 }
@@ -41,8 +45,8 @@ func (st State) String() string {
 // NonceSize is the size of a pairing nonce.
 const NonceSize = 32
 
-// purgeAfter is how long finished requests are kept (for distinct replay
-// and rejection errors) before they are deleted.
+// purgeAfter is how long finished requests and setup codes are kept (for
+// distinct replay, rejection and expiry errors) before they are deleted.
 const purgeAfter = 24 * time.Hour
 
 // Request is a pairing request. Nonce is set only in Begin's result: the
@@ -53,6 +57,9 @@ type Request struct {
 	Name      string
 	PublicKey ed25519.PublicKey
 	Nonce     []byte
+	// Scopes are what the device asks for; approving grants exactly these.
+	Scopes    Scopes
+	Kind      Kind
 	State     State
 	CreatedAt time.Time
 	ExpiresAt time.Time
@@ -61,19 +68,25 @@ type Request struct {
 	nonceHash []byte
 }
 
-// Begin records a pairing request for the device with key pub and returns
-// it with a short code to show the user and a random nonce to sign after
-// approval. It is refused (errs.ResourceExhausted) beyond Options.MaxPending
-// live requests, Options.BeginsPerMinute calls per minute overall or
-// Options.BeginsPerSourcePerMinute from the caller's source (WithSource),
-// and (errs.AlreadyExists) for a device already paired or with a live
-// request. The request is audited.
-func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string) (*Request, error) {
+// Begin records a pairing request for the device with key pub, named name,
+// of kind kind, asking for scopes, and returns it with a short code to show
+// the user and a random nonce to sign after approval. A live request of the
+// same device is replaced (its code and nonce stop working), so that a
+// device that failed a step (a mistyped setup code, a lost code) may begin
+// again at once. It is refused (errs.ResourceExhausted) beyond
+// Options.MaxPending live requests, Options.BeginsPerMinute calls per
+// minute overall or Options.BeginsPerSourcePerMinute from the caller's
+// source (WithSource), and (errs.AlreadyExists) for a device that is
+// paired and active. The request is audited.
+func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string, scopes Scopes, kind Kind) (*Request, error) {
 	if err := checkPub(pub); err != nil {
 		return nil, err
 	}
 	if err := checkName(name); err != nil {
 		return nil, err
+	}
+	if scopes == 0 || scopes&^allScopes != 0 {
+		return nil, errs.E(errs.Invalid, "pairing: a request must ask for at least one of the scopes %s", strings.Join(scopeNames, ", "))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -98,14 +111,19 @@ func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string) (
 		return nil, storeErr(err, "purging old requests")
 	}
 	id := DeviceID(pub)
-	if err := s.checkCanBegin(ctx, tx, id, now); err != nil {
-		return nil, err
-	}
-	r, err := s.insertRequest(ctx, tx, pub, id, name, now)
+	replaced, err := s.checkCanBegin(ctx, tx, id, now)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.record(ctx, event(ActionRequest, Principal(id), fmt.Sprintf("request %s, device name %q, from %q", r.Code, name, src))); err != nil {
+	r, err := s.insertRequest(ctx, tx, &Request{DeviceID: id, Name: name, PublicKey: pub, Scopes: scopes, Kind: kind}, now)
+	if err != nil {
+		return nil, err
+	}
+	detail := fmt.Sprintf("request %s, device name %q, %s, scopes %s, from %q", r.Code, name, kind, scopes, src)
+	if len(replaced) > 0 {
+		detail += ", replacing request " + strings.Join(replaced, ", ")
+	}
+	if err := s.record(ctx, event(ActionRequest, Principal(id), detail)); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -117,49 +135,58 @@ func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string) (
 // liveClause selects the live requests at (?1 = now, ?2 = now - NonceTTL).
 const liveClause = `((state = 0 AND expires_at > ?) OR (state = 1 AND decided_at > ?))`
 
-// checkCanBegin refuses a request for a paired device, a second live request
-// for one device, and one beyond the pending limit.
-func (s *Store) checkCanBegin(ctx context.Context, tx *sql.Tx, id string, now time.Time) error {
+// checkCanBegin refuses a request for an active device and one beyond the
+// pending limit, and marks the live requests of device id replaced,
+// returning their codes.
+func (s *Store) checkCanBegin(ctx context.Context, tx *sql.Tx, id string, now time.Time) ([]string, error) {
 	var n int
-	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE id = ? AND revoked_at IS NULL`, id).Scan(&n)
+	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE id = ? AND `+activeClause, id, nanos(now)).Scan(&n)
 	if err != nil {
-		return storeErr(err, "reading device %s", id)
+		return nil, storeErr(err, "reading device %s", id)
 	}
 	if n > 0 {
-		return errs.E(errs.AlreadyExists, "pairing: device %s is already paired", id)
+		return nil, errs.E(errs.AlreadyExists, "pairing: device %s is already paired", id)
 	}
 	live := []any{nanos(now), nanos(now.Add(-s.opts.NonceTTL))}
-	err = tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE device_id = ? AND `+liveClause, append([]any{id}, live...)...).Scan(&n)
+	rows, err := tx.QueryContext(ctx, `UPDATE requests SET state = ?, decided_at = ? WHERE device_id = ? AND `+liveClause+` RETURNING code`,
+		append([]any{int(Replaced), nanos(now), id}, live...)...)
 	if err != nil {
-		return storeErr(err, "reading requests")
+		return nil, storeErr(err, "replacing the requests of device %s", id)
 	}
-	if n > 0 {
-		return errs.E(errs.AlreadyExists, "pairing: device %s already has a live pairing request", id)
+	var replaced []string
+	for rows.Next() {
+		var code string
+		if err := rows.Scan(&code); err != nil {
+			rows.Close()
+			return nil, storeErr(err, "replacing the requests of device %s", id)
+		}
+		replaced = append(replaced, code)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, storeErr(err, "replacing the requests of device %s", id)
 	}
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM requests WHERE `+liveClause, live...).Scan(&n); err != nil {
-		return storeErr(err, "counting requests")
+		return nil, storeErr(err, "counting requests")
 	}
 	if n >= s.opts.MaxPending {
-		return errs.E(errs.ResourceExhausted, "pairing: %d pairing requests are already pending; try again later", n)
+		return nil, errs.E(errs.ResourceExhausted, "pairing: %d pairing requests are already pending; try again later", n)
 	}
-	return nil
+	return replaced, nil
 }
 
-// insertRequest stores a new pending request with a fresh code (unique among
-// stored requests) and nonce.
-func (s *Store) insertRequest(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, id, name string, now time.Time) (*Request, error) {
+// insertRequest stores r as a new pending request with a fresh code
+// (unique among stored requests) and nonce, and returns it complete.
+func (s *Store) insertRequest(ctx context.Context, tx *sql.Tx, r *Request, now time.Time) (*Request, error) {
 	code, err := freshCode(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
 	nonce := make([]byte, NonceSize)
 	rand.Read(nonce)
-	r := &Request{
-		Code: code, DeviceID: id, Name: name, PublicKey: pub, Nonce: nonce,
-		State: Pending, CreatedAt: now, ExpiresAt: now.Add(s.opts.RequestTTL),
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO requests (nonce_hash, code, device_id, name, pub, created_at, expires_at, state)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 0)`, hash(nonce), code, id, name, []byte(pub), nanos(now), nanos(r.ExpiresAt))
+	r.Code, r.Nonce, r.State, r.CreatedAt, r.ExpiresAt = code, nonce, Pending, now, now.Add(s.opts.RequestTTL)
+	_, err = tx.ExecContext(ctx, `INSERT INTO requests (nonce_hash, code, device_id, name, pub, created_at, expires_at, state, scopes, kind)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`, hash(nonce), code, r.DeviceID, r.Name, []byte(r.PublicKey), nanos(now), nanos(r.ExpiresAt),
+		r.Scopes.String(), r.Kind.String())
 	if err != nil {
 		return nil, storeErr(err, "storing the pairing request")
 	}
@@ -181,14 +208,15 @@ func freshCode(ctx context.Context, tx *sql.Tx) (string, error) {
 	return "", errs.E(errs.Internal, "pairing: could not draw an unused request code")
 }
 
-// Approve approves the pending request with code on behalf of by, which must
-// be the principal of a paired, unrevoked device.
+// Approve approves the pending request with code, and exactly the scopes it
+// asks for, on behalf of by, which must be the principal of an active
+// device with scope approve and every scope the request asks for.
 func (s *Store) Approve(ctx context.Context, code, by string) error {
 	return s.decide(ctx, code, by, Approved)
 }
 
 // Reject rejects the pending request with code on behalf of by, which must
-// be the principal of a paired, unrevoked device.
+// be the principal of an active device with scope approve.
 func (s *Store) Reject(ctx context.Context, code, by string) error {
 	return s.decide(ctx, code, by, Rejected)
 }
@@ -214,22 +242,32 @@ func (s *Store) decideTx(ctx context.Context, code, by string, to State, action 
 		return storeErr(err, "starting a transaction")
 	}
 	defer tx.Rollback()
-	if err := checkApprover(ctx, tx, by); err != nil {
-		return err
-	}
-	r, err := s.setState(ctx, tx, code, by, to, now)
+	held, err := activeDevice(ctx, tx, by, ScopeApprove, now)
 	if err != nil {
 		return err
 	}
-	if err := s.record(ctx, event(action, by, fmt.Sprintf("request %s for %s (%q)", code, Principal(r.DeviceID), r.Name))); err != nil {
+	r, err := requestByCode(ctx, tx, code)
+	if err != nil {
+		return err
+	}
+	if to == Approved && !held.Has(r.Scopes) {
+		return errs.E(errs.PermissionDenied, "pairing: %s has scopes %s and may grant only those; request %s asks for %s: approve it on a device that holds them",
+			by, held, code, r.Scopes)
+	}
+	if err := s.setState(ctx, tx, r, by, to, now); err != nil {
+		return err
+	}
+	if err := s.record(ctx, event(action, by, fmt.Sprintf("request %s for %s (%q), %s, scopes %s", code, Principal(r.DeviceID), r.Name, r.Kind, r.Scopes))); err != nil {
 		return err
 	}
 	return commit(tx, "committing the decision")
 }
 
-// ApproveWithSetupCode approves the request with requestCode for the very
-// first device, with the one-time setup code, which it consumes. It is
-// refused once a device is paired.
+// ApproveWithSetupCode approves the request with requestCode with the
+// one-time setup code, which it consumes, and grants it scope owner
+// whatever it asked for: it pairs the first device, or a new owner device
+// when none is active (all revoked or expired). It is refused while an
+// owner device is active.
 func (s *Store) ApproveWithSetupCode(ctx context.Context, requestCode, setupCode string) error {
 	rc, err := normalizeCode(requestCode, requestCodeLen, "request code")
 	if err != nil {
@@ -255,62 +293,76 @@ func (s *Store) approveWithSetupCodeTx(ctx context.Context, rc, sc string) error
 		return storeErr(err, "starting a transaction")
 	}
 	defer tx.Rollback()
-	if n, err := pairedCount(ctx, tx); err != nil {
+	if n, err := ownerCount(ctx, tx, now); err != nil {
 		return err
 	} else if n > 0 {
-		return errs.E(errs.FailedPrecondition, "pairing: a device is already paired; the setup code is only for the first device")
+		return errs.E(errs.FailedPrecondition, "pairing: an owner device is already paired; the setup code is only for when none is: approve request %s on a paired device", rc)
 	}
 	if err := s.consumeSetupCode(ctx, tx, sc, now); err != nil {
 		return err
 	}
-	r, err := s.setState(ctx, tx, rc, approvedBySetupCode, Approved, now)
+	r, err := requestByCode(ctx, tx, rc)
 	if err != nil {
 		return err
 	}
-	if err := s.record(ctx, event(ActionApprove, approvedBySetupCode, fmt.Sprintf("request %s for %s (%q), the first device", rc, Principal(r.DeviceID), r.Name))); err != nil {
+	asked := r.Scopes
+	r.Scopes = ScopeOwner
+	if err := s.setState(ctx, tx, r, approvedBySetupCode, Approved, now); err != nil {
+		return err
+	}
+	detail := fmt.Sprintf("request %s for %s (%q), %s, with the setup code: scope owner", rc, Principal(r.DeviceID), r.Name, r.Kind)
+	if asked != ScopeOwner {
+		detail += " (it asked for " + asked.String() + ")"
+	}
+	if err := s.record(ctx, event(ActionApprove, approvedBySetupCode, detail)); err != nil {
 		return err
 	}
 	return commit(tx, "committing the approval")
 }
 
-// checkApprover refuses by unless it is a paired, unrevoked device.
-func checkApprover(ctx context.Context, q querier, by string) error {
+// activeDevice refuses by unless it is an active device holding need, and
+// returns its scopes.
+func activeDevice(ctx context.Context, q querier, by string, need Scopes, now time.Time) (Scopes, error) {
 	id, ok := strings.CutPrefix(by, "device:")
 	if !ok || checkDeviceID(id) != nil {
-		return errs.E(errs.PermissionDenied, "pairing: %q is not a device principal", by)
+		return 0, errs.E(errs.PermissionDenied, "pairing: %q is not a device principal", by)
 	}
-	var n int
-	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE id = ? AND revoked_at IS NULL`, id).Scan(&n); err != nil {
-		return storeErr(err, "reading device %s", id)
+	var scope string
+	err := q.QueryRowContext(ctx, `SELECT scope FROM devices WHERE id = ? AND `+activeClause, id, nanos(now)).Scan(&scope)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, errs.E(errs.PermissionDenied, "pairing: %s is not a paired device", by)
+	case err != nil:
+		return 0, storeErr(err, "reading device %s", id)
 	}
-	if n == 0 {
-		return errs.E(errs.PermissionDenied, "pairing: %s is not a paired device", by)
+	held := parseStored(scope)
+	if !held.Has(need) {
+		return 0, errs.E(errs.PermissionDenied, "pairing: %s has scopes %s; this needs scope %s", by, orNone(held), need)
+	}
+	return held, nil
+}
+
+// setState moves the pending request r to state to, with r.Scopes (which
+// the setup code may have raised to owner).
+func (s *Store) setState(ctx context.Context, tx *sql.Tx, r *Request, by string, to State, now time.Time) error {
+	switch {
+	case r.State == Replaced:
+		return errs.E(errs.FailedPrecondition, "pairing: request %s was replaced: its device began again; look for its new code", r.Code)
+	case r.State != Pending:
+		return errs.E(errs.FailedPrecondition, "pairing: request %s is already %s", r.Code, r.State)
+	case !now.Before(r.ExpiresAt):
+		return errs.E(errs.FailedPrecondition, "pairing: request %s expired", r.Code)
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE requests SET state = ?, decided_by = ?, decided_at = ?, scopes = ? WHERE nonce_hash = ?`,
+		int(to), by, nanos(now), r.Scopes.String(), r.nonceHash)
+	if err != nil {
+		return storeErr(err, "updating request %s", r.Code)
 	}
 	return nil
 }
 
-// setState moves the pending request with code to state to and returns it.
-func (s *Store) setState(ctx context.Context, tx *sql.Tx, code, by string, to State, now time.Time) (*Request, error) {
-	r, err := requestByCode(ctx, tx, code)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case r.State != Pending:
-		return nil, errs.E(errs.FailedPrecondition, "pairing: request %s is already %s", code, r.State)
-	case !now.Before(r.ExpiresAt):
-		return nil, errs.E(errs.FailedPrecondition, "pairing: request %s expired", code)
-	}
-	_, err = tx.ExecContext(ctx, `UPDATE requests SET state = ?, decided_by = ?, decided_at = ? WHERE nonce_hash = ?`,
-		int(to), by, nanos(now), r.nonceHash)
-	if err != nil {
-		return nil, storeErr(err, "updating request %s", code)
-	}
-	return r, nil
-}
-
 // requestColumns are the columns scanRequest reads, in order.
-const requestColumns = `nonce_hash, code, device_id, name, pub, state, created_at, expires_at, decided_by, decided_at`
+const requestColumns = `nonce_hash, code, device_id, name, pub, state, created_at, expires_at, decided_by, decided_at, scopes, kind`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -322,11 +374,13 @@ func scanRequest(row scanner) (*Request, error) {
 		pub              []byte
 		created, expires int64
 		decided          sql.NullInt64
+		scopes, kind     string
 	)
-	err := row.Scan(&r.nonceHash, &r.Code, &r.DeviceID, &r.Name, &pub, &r.State, &created, &expires, &r.DecidedBy, &decided)
+	err := row.Scan(&r.nonceHash, &r.Code, &r.DeviceID, &r.Name, &pub, &r.State, &created, &expires, &r.DecidedBy, &decided, &scopes, &kind)
 	if err != nil {
 		return nil, err
 	}
+	r.Scopes, r.Kind = parseStored(scopes), parseKind(kind)
 	r.PublicKey = ed25519.PublicKey(pub)
 	r.CreatedAt, r.ExpiresAt = fromNanos(created), fromNanos(expires)
 	if decided.Valid {

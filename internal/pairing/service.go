@@ -3,6 +3,7 @@ package pairing
 import (
 	"context"
 	"crypto/ed25519"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -22,16 +23,26 @@ var _ contractualv1connect.PairingServiceHandler = (*Service)(nil)
 // NewService returns the PairingService for store.
 func NewService(store *Store) *Service { return &Service{store: store} }
 
-// BeginPairing asks to pair a device.
+// BeginPairing asks to pair a device, with the scopes it names (none:
+// owner).
 func (s *Service) BeginPairing(ctx context.Context, req *contractualv1.BeginPairingRequest) (*contractualv1.BeginPairingResponse, error) {
 	if len(req.GetPublicKey()) != ed25519.PublicKeySize {
 		return nil, errs.E(errs.Invalid, "public_key must be a raw %d-byte Ed25519 key, not %d bytes", ed25519.PublicKeySize, len(req.GetPublicKey()))
 	}
-	r, err := s.store.Begin(ctx, ed25519.PublicKey(req.GetPublicKey()), req.GetName())
+	scopes := ScopeOwner
+	if len(req.GetScopes()) > 0 {
+		var err error
+		if scopes, err = ParseScopes(req.GetScopes()...); err != nil {
+			return nil, err
+		}
+	}
+	r, err := s.store.Begin(ctx, ed25519.PublicKey(req.GetPublicKey()), req.GetName(), scopes, kindFromProto(req.GetKind()))
 	if err != nil {
 		return nil, err
 	}
-	return &contractualv1.BeginPairingResponse{Code: r.Code, DeviceId: r.DeviceID, Nonce: r.Nonce, ExpiresAt: timestamppb.New(r.ExpiresAt)}, nil
+	return &contractualv1.BeginPairingResponse{
+		Code: r.Code, DeviceId: r.DeviceID, Nonce: r.Nonce, ExpiresAt: timestamppb.New(r.ExpiresAt), Scopes: r.Scopes.Names(),
+	}, nil
 }
 
 // ApproveWithSetupCode approves the first device with the setup code.
@@ -44,11 +55,13 @@ func (s *Service) ApproveWithSetupCode(ctx context.Context, req *contractualv1.A
 
 // CompletePairing proves possession and returns the device's token, once.
 func (s *Service) CompletePairing(ctx context.Context, req *contractualv1.CompletePairingRequest) (*contractualv1.CompletePairingResponse, error) {
-	tok, err := s.store.Complete(ctx, req.GetDeviceId(), req.GetNonce(), req.GetSignature())
+	tok, id, err := s.store.Complete(ctx, req.GetDeviceId(), req.GetNonce(), req.GetSignature())
 	if err != nil {
 		return nil, err
 	}
-	return &contractualv1.CompletePairingResponse{Token: tok, Principal: Principal(req.GetDeviceId())}, nil
+	return &contractualv1.CompletePairingResponse{
+		Token: tok, Principal: id.Principal, Scopes: id.Scopes.Names(), ExpiresAt: timestamppb.New(id.ExpiresAt),
+	}, nil
 }
 
 // ApprovePairing approves a pending request, as the calling device.
@@ -78,6 +91,7 @@ func (s *Service) ListPairingRequests(ctx context.Context, _ *contractualv1.List
 		out.Requests = append(out.Requests, &contractualv1.PairingRequest{
 			Code: r.Code, DeviceId: r.DeviceID, Name: r.Name,
 			CreatedAt: timestamppb.New(r.CreatedAt), ExpiresAt: timestamppb.New(r.ExpiresAt),
+			Scopes: r.Scopes.Names(), Kind: kindToProto(r.Kind),
 		})
 	}
 	return out, nil
@@ -93,6 +107,8 @@ func (s *Service) ListDevices(ctx context.Context, _ *contractualv1.ListDevicesR
 	for _, d := range ds {
 		out.Devices = append(out.Devices, &contractualv1.Device{
 			Id: d.ID, Name: d.Name, PairedAt: timestamppb.New(d.PairedAt), ApprovedBy: d.ApprovedBy, RevokedAt: optionalTime(d.RevokedAt),
+			Scopes: d.Scopes.Names(), Kind: kindToProto(d.Kind),
+			LastUsedAt: timestamppb.New(d.LastUsedAt), ExpiresAt: timestamppb.New(d.ExpiresAt),
 		})
 	}
 	return out, nil
@@ -104,6 +120,34 @@ func (s *Service) RevokeDevice(ctx context.Context, req *contractualv1.RevokeDev
 		return nil, err
 	}
 	return &contractualv1.RevokeDeviceResponse{}, nil
+}
+
+// Unpair revokes the calling device itself: signing out.
+func (s *Service) Unpair(ctx context.Context, _ *contractualv1.UnpairRequest) (*contractualv1.UnpairResponse, error) {
+	id, ok := strings.CutPrefix(principal.From(ctx), "device:")
+	if !ok {
+		return nil, errs.E(errs.PermissionDenied, "pairing: only a paired device can unpair itself")
+	}
+	if err := s.store.Revoke(ctx, id, Principal(id)); err != nil {
+		return nil, err
+	}
+	return &contractualv1.UnpairResponse{}, nil
+}
+
+// kindFromProto maps the API's device kind; unspecified is a client.
+func kindFromProto(k contractualv1.DeviceKind) Kind {
+	if k == contractualv1.DeviceKind_DEVICE_KIND_BROWSER {
+		return KindBrowser
+	}
+	return KindClient
+}
+
+// kindToProto maps a device kind to the API's.
+func kindToProto(k Kind) contractualv1.DeviceKind {
+	if k == KindBrowser {
+		return contractualv1.DeviceKind_DEVICE_KIND_BROWSER
+	}
+	return contractualv1.DeviceKind_DEVICE_KIND_CLIENT
 }
 
 func optionalTime(t time.Time) *timestamppb.Timestamp {

@@ -9,11 +9,13 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 )
 
-// SetupCode creates the one-time setup code that pairs the first device
-// (the server prints it on its console). It works only while no unrevoked
-// device is paired (else errs.FailedPrecondition); a new code replaces any
-// earlier unused one. Only the code's hash is stored; it is valid for
-// Options.SetupCodeTTL and can be used once.
+// SetupCode creates the one-time setup code that pairs an owner device: the
+// first device, or a new one when no owner device is active any more (all
+// revoked or expired). The server prints it on its console. It works only
+// while no owner device is active (else errs.FailedPrecondition); a new
+// code ends any earlier unused one, which is kept as expired so that it is
+// told apart from a mistyped code. Only the code's hash is stored; it is
+// valid for Options.SetupCodeTTL and can be used once.
 func (s *Store) SetupCode(ctx context.Context) (string, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -23,13 +25,16 @@ func (s *Store) SetupCode(ctx context.Context) (string, time.Time, error) {
 		return "", time.Time{}, storeErr(err, "starting a transaction")
 	}
 	defer tx.Rollback()
-	if n, err := pairedCount(ctx, tx); err != nil {
+	if n, err := ownerCount(ctx, tx, now); err != nil {
 		return "", time.Time{}, err
 	} else if n > 0 {
-		return "", time.Time{}, errs.E(errs.FailedPrecondition, "pairing: a device is already paired; pair more devices by approval")
+		return "", time.Time{}, errs.E(errs.FailedPrecondition, "pairing: an owner device is already paired; pair more devices by approval")
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM setup_codes WHERE used_at IS NULL`); err != nil {
-		return "", time.Time{}, storeErr(err, "dropping old setup codes")
+	if _, err := tx.ExecContext(ctx, `DELETE FROM setup_codes WHERE created_at < ?`, nanos(now.Add(-purgeAfter))); err != nil {
+		return "", time.Time{}, storeErr(err, "purging old setup codes")
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE setup_codes SET expires_at = ? WHERE used_at IS NULL AND expires_at > ?`, nanos(now), nanos(now)); err != nil {
+		return "", time.Time{}, storeErr(err, "ending old setup codes")
 	}
 	code := newCode(setupCodeLen)
 	exp := now.Add(s.opts.SetupCodeTTL)
@@ -43,18 +48,55 @@ func (s *Store) SetupCode(ctx context.Context) (string, time.Time, error) {
 	return code, exp, nil
 }
 
-// pairedCount counts the unrevoked devices.
-func pairedCount(ctx context.Context, q querier) (int, error) {
+// SetupCodeDue reports whether a fresh setup code is needed: no owner
+// device is active (none paired yet, or all revoked or expired), so that
+// only a setup code can pair one; no setup code is valid (unused and
+// unexpired); and no request approved with one is still waiting for its
+// device to complete. `serve` then makes one and prints it.
+func (s *Store) SetupCodeDue(ctx context.Context) (bool, error) {
+	now := s.now()
+	if n, err := ownerCount(ctx, s.db, now); err != nil || n > 0 {
+		return false, err
+	}
 	var n int
-	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM devices WHERE revoked_at IS NULL`).Scan(&n); err != nil {
+	err := s.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM setup_codes WHERE used_at IS NULL AND expires_at > ?1)
+		+ (SELECT count(*) FROM requests WHERE state = ?2 AND decided_by = ?3 AND decided_at > ?4)`,
+		nanos(now), int(Approved), approvedBySetupCode, nanos(now.Add(-s.opts.NonceTTL))).Scan(&n)
+	if err != nil {
+		return false, storeErr(err, "reading setup codes")
+	}
+	return n == 0, nil
+}
+
+// ownerCount counts the active devices with scope owner.
+func ownerCount(ctx context.Context, q querier, now time.Time) (int, error) {
+	rows, err := q.QueryContext(ctx, `SELECT scope FROM devices WHERE `+activeClause, nanos(now))
+	if err != nil {
+		return 0, storeErr(err, "counting devices")
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var scope string
+		if err := rows.Scan(&scope); err != nil {
+			return 0, storeErr(err, "counting devices")
+		}
+		if parseStored(scope).Has(ScopeOwner) {
+			n++
+		}
+	}
+	if err := rows.Err(); err != nil {
 		return 0, storeErr(err, "counting devices")
 	}
 	return n, nil
 }
 
+// whereSetupCodes tells the owner where to find a valid setup code.
+const whereSetupCodes = "the server prints a new one on its console (in the output of `contractual serve`, the latest line with \"setup code\") while no owner device is paired"
+
 // consumeSetupCode checks code (normalized) against the stored setup codes
-// and marks it used, inside tx. Wrong, used and expired codes get distinct
-// errors.
+// and marks it used, inside tx. Wrong, used and expired (or replaced) codes
+// get distinct errors.
 func (s *Store) consumeSetupCode(ctx context.Context, tx *sql.Tx, code string, now time.Time) error {
 	var exp int64
 	var used sql.NullInt64
@@ -63,13 +105,14 @@ func (s *Store) consumeSetupCode(ctx context.Context, tx *sql.Tx, code string, n
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		s.setupFails.add("", now)
-		return errs.E(errs.PermissionDenied, "pairing: wrong setup code")
+		return errs.E(errs.PermissionDenied, "pairing: wrong setup code; use the latest one the server printed on its console (in the output of `contractual serve`)")
 	case err != nil:
 		return storeErr(err, "reading the setup code")
 	case used.Valid:
-		return errs.E(errs.FailedPrecondition, "pairing: setup code already used")
+		return errs.E(errs.FailedPrecondition, "pairing: setup code already used; %s", whereSetupCodes)
 	case !now.Before(fromNanos(exp)):
-		return errs.E(errs.FailedPrecondition, "pairing: setup code expired")
+		return errs.E(errs.FailedPrecondition, "pairing: setup code expired at %s (a code lasts %s, and a newer one ends it); %s",
+			fromNanos(exp).UTC().Format("15:04:05 UTC"), s.opts.SetupCodeTTL, whereSetupCodes)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE setup_codes SET used_at = ? WHERE hash = ?`, nanos(now), h); err != nil {
 		return storeErr(err, "consuming the setup code")

@@ -280,9 +280,16 @@ type pendingDevice struct {
 
 func beginPairing(t testing.TB, base, name string) *pendingDevice {
 	t.Helper()
+	return beginPairingWith(t, base, &contractualv1.BeginPairingRequest{Name: name})
+}
+
+// beginPairingWith asks to pair a new device (a fresh key) with req.
+func beginPairingWith(t testing.TB, base string, req *contractualv1.BeginPairingRequest) *pendingDevice {
+	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	req.PublicKey = pub
 	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, base)
-	begin, err := pc.BeginPairing(context.Background(), &contractualv1.BeginPairingRequest{PublicKey: pub, Name: name})
+	begin, err := pc.BeginPairing(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,8 +144,8 @@ func TestPairCLI(t *testing.T) {
 }
 
 // TestNewSetupCode: while no device is paired, a fresh setup code replaces
-// the old one (serve prints it when the old one expires unused); once a
-// device is paired there is none.
+// the old one, which then reads as expired (serve prints a new one when the
+// old one expires unused); once a device is paired there is none.
 func TestNewSetupCode(t *testing.T) {
 	s, _ := start(t)
 	old := s.SetupCode
@@ -160,11 +160,49 @@ func TestNewSetupCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = pc.ApproveWithSetupCode(context.Background(), &contractualv1.ApproveWithSetupCodeRequest{RequestCode: begin.GetCode(), SetupCode: old})
-	if connect.CodeOf(err) != connect.CodePermissionDenied {
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("the replaced setup code: %v", err)
 	}
 	owner(t, s)
 	if _, _, err := s.NewSetupCode(context.Background()); !errs.Is(err, errs.FailedPrecondition) {
 		t.Fatalf("a setup code with a device paired: %v", err)
+	}
+}
+
+// TestSetupCodeAfterLastOwnerLeaves: when the last owner device unpairs
+// (or expires), serve's check makes a fresh setup code, which pairs a new
+// owner, even with an invoke-only device still active; while a code is
+// valid or an owner is active, it makes none.
+func TestSetupCodeAfterLastOwnerLeaves(t *testing.T) {
+	s, _ := start(t)
+	ctx := context.Background()
+	if fresh, err := s.EnsureSetupCode(ctx); err != nil || fresh {
+		t.Fatalf("with the first code still valid: %v %v", fresh, err)
+	}
+	ownerTok, _ := owner(t, s)
+	pairScoped(t, s, ownerTok, "agent", "invoke")
+	if fresh, err := s.EnsureSetupCode(ctx); err != nil || fresh {
+		t.Fatalf("with an owner paired: %v %v", fresh, err)
+	}
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(ownerTok)))
+	if _, err := pc.Unpair(ctx, &contractualv1.UnpairRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	old := s.SetupCode
+	if fresh, err := s.EnsureSetupCode(ctx); err != nil || !fresh || s.SetupCode == old {
+		t.Fatalf("with no owner left: %v %v (code %q, was %q)", fresh, err, s.SetupCode, old)
+	}
+	if fresh, err := s.EnsureSetupCode(ctx); err != nil || fresh {
+		t.Fatalf("right after making one: %v %v", fresh, err)
+	}
+	open := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL)
+	tok := pairDevice(t, s.URL, "new laptop", func(code string) {
+		if _, err := open.ApproveWithSetupCode(ctx, &contractualv1.ApproveWithSetupCodeRequest{RequestCode: code, SetupCode: s.SetupCode}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	asNew := contractualv1connect.NewPairingServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(tok)))
+	if _, err := asNew.ListDevices(ctx, &contractualv1.ListDevicesRequest{}); err != nil {
+		t.Fatalf("the new owner: %v", err)
 	}
 }

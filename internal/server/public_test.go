@@ -27,7 +27,7 @@ import (
 var publicAPI = map[string][]string{
 	"contractual.v1.AuditService":   {"CheckConsistency", "Entries", "LatestCheckpoint", "Tail", "Verify"},
 	"contractual.v1.BrokerService":  {"DeleteSecret", "ListSecrets", "PutSecret", "RotateKey"},
-	"contractual.v1.PairingService": {"ApprovePairing", "ApproveWithSetupCode", "BeginPairing", "CompletePairing", "ListDevices", "ListPairingRequests", "RejectPairing", "RevokeDevice"},
+	"contractual.v1.PairingService": {"ApprovePairing", "ApproveWithSetupCode", "BeginPairing", "CompletePairing", "ListDevices", "ListPairingRequests", "RejectPairing", "RevokeDevice", "Unpair"},
 	"contractual.v1.PolicyService":  {"Approve", "GetContract", "ListContracts", "Publish", "Reject", "Revoke"},
 	"contractual.v1.ToolService":    {"Invoke"},
 }

@@ -71,7 +71,8 @@ const (
 type Server struct {
 	// URL is the API's base URL, e.g. http://127.0.0.1:7700.
 	URL string
-	// SetupCode pairs the first device; set only while no device is paired.
+	// SetupCode pairs an owner device; set while no owner device is
+	// active (the first start, or all revoked or expired).
 	SetupCode        string
 	SetupCodeExpires time.Time
 
@@ -244,9 +245,24 @@ func (s *Server) services(ctx context.Context, cfg Config, limits Limits) (http.
 	}, nil
 }
 
-// NewSetupCode replaces the setup code with a fresh one, while no device is
-// paired (errs.FailedPrecondition once one is): `serve` prints a new code
-// when the last one expires unused.
+// EnsureSetupCode makes a fresh setup code when one is due (no owner device
+// is active and no setup code is valid: the last one expired or was used,
+// or every owner device was revoked or expired) and reports whether it
+// did: `serve` checks every minute and prints the new code, so that the
+// owner is never left without a way to pair.
+func (s *Server) EnsureSetupCode(ctx context.Context) (bool, error) {
+	due, err := s.devices.SetupCodeDue(ctx)
+	if err != nil || !due {
+		return false, err
+	}
+	if _, _, err := s.NewSetupCode(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// NewSetupCode replaces the setup code with a fresh one, while no owner
+// device is active (errs.FailedPrecondition while one is).
 func (s *Server) NewSetupCode(ctx context.Context) (string, time.Time, error) {
 	code, exp, err := s.devices.SetupCode(ctx)
 	if err != nil {

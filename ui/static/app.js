@@ -3,6 +3,12 @@
 // this page's memory (never in localStorage, sessionStorage or IndexedDB).
 // The page talks only to the UI's JSON endpoints; the device token they
 // earn goes into an HttpOnly cookie that this script never sees.
+//
+// At most one completion request is in flight at a time: the timer's
+// polls and the one that follows an accepted setup code go through poll(),
+// which waits for the request in flight instead of sending a second one.
+// (Two at once was a race: after approval, both could reach the server,
+// one to succeed and one to be refused as a repeat of the same proof.)
 (function () {
   "use strict";
 
@@ -12,6 +18,7 @@
   }
   var $ = function (id) { return document.getElementById(id); };
   var nameInput = $("pair-name");
+  var scopesInput = $("pair-scopes");
   var startBtn = $("pair-start");
   var setupInput = $("setup-code");
   var setupBtn = $("setup-submit");
@@ -23,6 +30,8 @@
   var keyPair = null;   // Promise of the CryptoKeyPair
   var pending = null;   // {code, device_id, nonce, expires, signature}
   var timer = null;
+  var inflight = false; // a completion request is on its way
+  var again = false;    // poll again as soon as it is back
 
   function say(msg, kind) {
     statusEl.textContent = msg;
@@ -35,6 +44,7 @@
     el.hidden = false;
     startBtn.disabled = true;
     nameInput.disabled = true;
+    scopesInput.disabled = true;
   }
 
   function b64(buf) {
@@ -102,7 +112,7 @@
     try {
       var kp = await keyPair;
       var raw = await crypto.subtle.exportKey("raw", kp.publicKey);
-      var r = await post("/ui/pair/begin", { name: name, public_key: b64(raw) });
+      var r = await post("/ui/pair/begin", { name: name, public_key: b64(raw), scopes: [scopesInput.value] });
       if (r.status !== 200) {
         startBtn.disabled = false;
         say(r.data.error || ("pairing refused (HTTP " + r.status + ")"), "bad");
@@ -117,6 +127,7 @@
       $("pair-code").textContent = r.data.code;
       $("pair-code-again").textContent = r.data.code;
       $("pair-device-id").textContent = r.data.device_id;
+      $("pair-scopes-asked").textContent = (r.data.scopes || []).join(", ");
       $("pair-expires").textContent = new Date(pending.expires).toLocaleTimeString();
       $("pair-step1").hidden = true;
       $("pair-step2").hidden = false;
@@ -134,37 +145,61 @@
     timer = setTimeout(poll, POLL_MS);
   }
 
+  // poll asks once whether the request is approved, and completes pairing
+  // if it is. With a request already in flight it sends nothing and has
+  // that one poll again when it is back.
   async function poll() {
     timer = null;
     if (!pending) {
+      return;
+    }
+    if (inflight) {
+      again = true;
       return;
     }
     if (Date.now() > pending.expires) {
       failed("The pairing request expired before it was approved. Start again.");
       return;
     }
-    var p = pending;
+    var p = pending, r = null;
+    inflight = true;
+    again = false;
     try {
-      var r = await post("/ui/pair/complete", { device_id: p.device_id, nonce: p.nonce, signature: p.signature });
-      if (p !== pending) {
-        return;
-      }
-      if (r.status === 200 && r.data.ok) {
-        pending = null;
-        say("Paired. Opening the Control UI…", "ok");
-        window.location.assign("/ui/?done=paired");
-        return;
-      }
-      if (r.status === 202 && r.data.pending) {
-        schedule();
-        return;
-      }
-      failed(r.data.error || ("pairing failed (HTTP " + r.status + ")"));
+      r = await post("/ui/pair/complete", { device_id: p.device_id, nonce: p.nonce, signature: p.signature });
     } catch (e) {
-      // A network hiccup: keep trying until the request expires.
+      r = null; // a network hiccup: keep trying until the request expires
+    } finally {
+      inflight = false;
+    }
+    if (p !== pending) {
+      // Started again meanwhile: serve the new request's waiting poll.
+      if (again) {
+        again = false;
+        poll();
+      }
+      return;
+    }
+    if (r === null) {
       say("Waiting for approval (the server did not answer; retrying)…");
       schedule();
+      return;
     }
+    if (r.status === 200 && r.data.ok) {
+      pending = null;
+      say("Paired. Opening the Control UI…", "ok");
+      window.location.assign("/ui/?done=paired");
+      return;
+    }
+    if (r.status === 202 && r.data.pending) {
+      if (again) {
+        again = false;
+        poll();
+      } else {
+        schedule();
+      }
+      return;
+    }
+    failed(r.data.error || ("pairing failed (HTTP " + r.status + ")"));
   }
 
   async function useSetupCode() {
@@ -188,7 +223,7 @@
       setupInput.value = "";
       say("Setup code accepted; finishing pairing…");
       stopPolling();
-      poll();
+      poll(); // now, or as soon as the request in flight is back
     } catch (e) {
       setupBtn.disabled = false;
       say("Could not send the setup code: " + e.message, "bad");
@@ -198,6 +233,7 @@
   function restart() {
     stopPolling();
     pending = null;
+    again = false;
     keyPair = newKey();
     keyPair.catch(function () {});
     $("pair-step2").hidden = true;
@@ -226,6 +262,15 @@
   nameInput.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !startBtn.disabled) {
       start();
+    }
+  });
+  // A hidden tab's timers are throttled (to once a minute in Chrome): ask
+  // at once when it is shown again, so that an approval given meanwhile is
+  // completed before its nonce goes stale.
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && pending && timer !== null) {
+      stopPolling();
+      poll();
     }
   });
   setupInput.addEventListener("keydown", function (ev) {

@@ -22,15 +22,75 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DeviceKind is how a device keeps its token, which sets how long the
+// token lasts.
+type DeviceKind int32
+
+const (
+	// Unspecified is taken as a client.
+	DeviceKind_DEVICE_KIND_UNSPECIFIED DeviceKind = 0
+	// A client that sends its token as a bearer token: the CLI, an agent's
+	// machine, curl. Its token expires after a long time unused.
+	DeviceKind_DEVICE_KIND_CLIENT DeviceKind = 1
+	// A browser, whose token is the Control UI's session cookie. Its token
+	// expires after a shorter time unused, and at the latest a fixed time
+	// after pairing.
+	DeviceKind_DEVICE_KIND_BROWSER DeviceKind = 2
+)
+
+// Enum value maps for DeviceKind.
+var (
+	DeviceKind_name = map[int32]string{
+		0: "DEVICE_KIND_UNSPECIFIED",
+		1: "DEVICE_KIND_CLIENT",
+		2: "DEVICE_KIND_BROWSER",
+	}
+	DeviceKind_value = map[string]int32{
+		"DEVICE_KIND_UNSPECIFIED": 0,
+		"DEVICE_KIND_CLIENT":      1,
+		"DEVICE_KIND_BROWSER":     2,
+	}
+)
+
+func (x DeviceKind) Enum() *DeviceKind {
+	p := new(DeviceKind)
+	*p = x
+	return p
+}
+
+func (x DeviceKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeviceKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_contractual_v1_pairing_proto_enumTypes[0].Descriptor()
+}
+
+func (DeviceKind) Type() protoreflect.EnumType {
+	return &file_contractual_v1_pairing_proto_enumTypes[0]
+}
+
+func (x DeviceKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeviceKind.Descriptor instead.
+func (DeviceKind) EnumDescriptor() ([]byte, []int) {
+	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{0}
+}
+
 // PairingRequest is a pending request as the owner sees it.
 type PairingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The short code the device shows.
-	Code          string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Code      string                 `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	DeviceId  string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Name      string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The scopes the device asks for: approving grants exactly these.
+	Scopes        []string   `protobuf:"bytes,6,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	Kind          DeviceKind `protobuf:"varint,7,opt,name=kind,proto3,enum=contractual.v1.DeviceKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,14 +160,36 @@ func (x *PairingRequest) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *PairingRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *PairingRequest) GetKind() DeviceKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DeviceKind_DEVICE_KIND_UNSPECIFIED
+}
+
 // Device is a paired device.
 type Device struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	PairedAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=paired_at,json=pairedAt,proto3" json:"paired_at,omitempty"`
-	ApprovedBy    string                 `protobuf:"bytes,4,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
-	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PairedAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=paired_at,json=pairedAt,proto3" json:"paired_at,omitempty"`
+	ApprovedBy string                 `protobuf:"bytes,4,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	RevokedAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// The scopes its token carries.
+	Scopes []string   `protobuf:"bytes,6,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	Kind   DeviceKind `protobuf:"varint,7,opt,name=kind,proto3,enum=contractual.v1.DeviceKind" json:"kind,omitempty"`
+	// When its token was last used (to within an hour).
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// When its token expires unless used before (renewed on use, up to the
+	// kind's cap); a device past it must pair again.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -177,12 +259,43 @@ func (x *Device) GetRevokedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Device) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *Device) GetKind() DeviceKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DeviceKind_DEVICE_KIND_UNSPECIFIED
+}
+
+func (x *Device) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+func (x *Device) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 // BeginPairingRequest carries the device's public key and a name for it.
 type BeginPairingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The raw 32-byte Ed25519 public key.
-	PublicKey     []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PublicKey []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Name      string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The scopes the device asks for; empty means ["owner"].
+	Scopes        []string   `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	Kind          DeviceKind `protobuf:"varint,4,opt,name=kind,proto3,enum=contractual.v1.DeviceKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +344,20 @@ func (x *BeginPairingRequest) GetName() string {
 	return ""
 }
 
+func (x *BeginPairingRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *BeginPairingRequest) GetKind() DeviceKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DeviceKind_DEVICE_KIND_UNSPECIFIED
+}
+
 // BeginPairingResponse is what the device needs to finish pairing.
 type BeginPairingResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -239,8 +366,10 @@ type BeginPairingResponse struct {
 	// The device id: the fingerprint of its public key.
 	DeviceId string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	// The nonce to sign once approved.
-	Nonce         []byte                 `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Nonce     []byte                 `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The scopes asked for, normalized.
+	Scopes        []string `protobuf:"bytes,5,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -299,6 +428,13 @@ func (x *BeginPairingResponse) GetNonce() []byte {
 func (x *BeginPairingResponse) GetExpiresAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *BeginPairingResponse) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
 	}
 	return nil
 }
@@ -458,9 +594,13 @@ func (x *CompletePairingRequest) GetSignature() []byte {
 
 // CompletePairingResponse returns the device token, once.
 type CompletePairingResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	Principal     string                 `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Token     string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Principal string                 `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	// The scopes the token carries.
+	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// When the token expires unless used before (see Device.expires_at).
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -507,6 +647,20 @@ func (x *CompletePairingResponse) GetPrincipal() string {
 		return x.Principal
 	}
 	return ""
+}
+
+func (x *CompletePairingResponse) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *CompletePairingResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
 }
 
 // ApprovePairingRequest names the request by its code.
@@ -919,11 +1073,85 @@ func (*RevokeDeviceResponse) Descriptor() ([]byte, []int) {
 	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{17}
 }
 
+// UnpairRequest is empty: the caller unpairs itself.
+type UnpairRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpairRequest) Reset() {
+	*x = UnpairRequest{}
+	mi := &file_contractual_v1_pairing_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpairRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpairRequest) ProtoMessage() {}
+
+func (x *UnpairRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_pairing_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpairRequest.ProtoReflect.Descriptor instead.
+func (*UnpairRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{18}
+}
+
+// UnpairResponse is empty.
+type UnpairResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpairResponse) Reset() {
+	*x = UnpairResponse{}
+	mi := &file_contractual_v1_pairing_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpairResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpairResponse) ProtoMessage() {}
+
+func (x *UnpairResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_pairing_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpairResponse.ProtoReflect.Descriptor instead.
+func (*UnpairResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{19}
+}
+
 var File_contractual_v1_pairing_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccontractual/v1/pairing.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n" +
+	"\x1ccontractual/v1/pairing.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n" +
 	"\x0ePairingRequest\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x12\n" +
@@ -931,7 +1159,9 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xc1\x01\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
+	"\x06scopes\x18\x06 \x03(\tR\x06scopes\x12.\n" +
+	"\x04kind\x18\a \x01(\x0e2\x1a.contractual.v1.DeviceKindR\x04kind\"\x82\x03\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -939,17 +1169,26 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\vapproved_by\x18\x04 \x01(\tR\n" +
 	"approvedBy\x129\n" +
 	"\n" +
-	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"H\n" +
+	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x16\n" +
+	"\x06scopes\x18\x06 \x03(\tR\x06scopes\x12.\n" +
+	"\x04kind\x18\a \x01(\x0e2\x1a.contractual.v1.DeviceKindR\x04kind\x12<\n" +
+	"\flast_used_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x90\x01\n" +
 	"\x13BeginPairingRequest\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\x98\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12.\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x1a.contractual.v1.DeviceKindR\x04kind\"\xb0\x01\n" +
 	"\x14BeginPairingResponse\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05nonce\x18\x03 \x01(\fR\x05nonce\x129\n" +
 	"\n" +
-	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"_\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
+	"\x06scopes\x18\x05 \x03(\tR\x06scopes\"_\n" +
 	"\x1bApproveWithSetupCodeRequest\x12!\n" +
 	"\frequest_code\x18\x01 \x01(\tR\vrequestCode\x12\x1d\n" +
 	"\n" +
@@ -958,10 +1197,13 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\x16CompletePairingRequest\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\fR\tsignature\"M\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"\xa0\x01\n" +
 	"\x17CompletePairingResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1c\n" +
-	"\tprincipal\x18\x02 \x01(\tR\tprincipal\"+\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"+\n" +
 	"\x15ApprovePairingRequest\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\"\x18\n" +
 	"\x16ApprovePairingResponse\"*\n" +
@@ -976,7 +1218,14 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\adevices\x18\x01 \x03(\v2\x16.contractual.v1.DeviceR\adevices\"2\n" +
 	"\x13RevokeDeviceRequest\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\"\x16\n" +
-	"\x14RevokeDeviceResponse2\xae\x06\n" +
+	"\x14RevokeDeviceResponse\"\x0f\n" +
+	"\rUnpairRequest\"\x10\n" +
+	"\x0eUnpairResponse*Z\n" +
+	"\n" +
+	"DeviceKind\x12\x1b\n" +
+	"\x17DEVICE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12DEVICE_KIND_CLIENT\x10\x01\x12\x17\n" +
+	"\x13DEVICE_KIND_BROWSER\x10\x022\xf7\x06\n" +
 	"\x0ePairingService\x12Y\n" +
 	"\fBeginPairing\x12#.contractual.v1.BeginPairingRequest\x1a$.contractual.v1.BeginPairingResponse\x12q\n" +
 	"\x14ApproveWithSetupCode\x12+.contractual.v1.ApproveWithSetupCodeRequest\x1a,.contractual.v1.ApproveWithSetupCodeResponse\x12b\n" +
@@ -985,7 +1234,8 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\rRejectPairing\x12$.contractual.v1.RejectPairingRequest\x1a%.contractual.v1.RejectPairingResponse\x12s\n" +
 	"\x13ListPairingRequests\x12*.contractual.v1.ListPairingRequestsRequest\x1a+.contractual.v1.ListPairingRequestsResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\vListDevices\x12\".contractual.v1.ListDevicesRequest\x1a#.contractual.v1.ListDevicesResponse\"\x03\x90\x02\x01\x12Y\n" +
-	"\fRevokeDevice\x12#.contractual.v1.RevokeDeviceRequest\x1a$.contractual.v1.RevokeDeviceResponseB\xca\x01\n" +
+	"\fRevokeDevice\x12#.contractual.v1.RevokeDeviceRequest\x1a$.contractual.v1.RevokeDeviceResponse\x12G\n" +
+	"\x06Unpair\x12\x1d.contractual.v1.UnpairRequest\x1a\x1e.contractual.v1.UnpairResponseB\xca\x01\n" +
 	"\x12com.contractual.v1B\fPairingProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 
 var (
@@ -1000,57 +1250,69 @@ func file_contractual_v1_pairing_proto_rawDescGZIP() []byte {
 	return file_contractual_v1_pairing_proto_rawDescData
 }
 
-var file_contractual_v1_pairing_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_contractual_v1_pairing_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_contractual_v1_pairing_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_contractual_v1_pairing_proto_goTypes = []any{
-	(*PairingRequest)(nil),               // 0: contractual.v1.PairingRequest
-	(*Device)(nil),                       // 1: contractual.v1.Device
-	(*BeginPairingRequest)(nil),          // 2: contractual.v1.BeginPairingRequest
-	(*BeginPairingResponse)(nil),         // 3: contractual.v1.BeginPairingResponse
-	(*ApproveWithSetupCodeRequest)(nil),  // 4: contractual.v1.ApproveWithSetupCodeRequest
-	(*ApproveWithSetupCodeResponse)(nil), // 5: contractual.v1.ApproveWithSetupCodeResponse
-	(*CompletePairingRequest)(nil),       // 6: contractual.v1.CompletePairingRequest
-	(*CompletePairingResponse)(nil),      // 7: contractual.v1.CompletePairingResponse
-	(*ApprovePairingRequest)(nil),        // 8: contractual.v1.ApprovePairingRequest
-	(*ApprovePairingResponse)(nil),       // 9: contractual.v1.ApprovePairingResponse
-	(*RejectPairingRequest)(nil),         // 10: contractual.v1.RejectPairingRequest
-	(*RejectPairingResponse)(nil),        // 11: contractual.v1.RejectPairingResponse
-	(*ListPairingRequestsRequest)(nil),   // 12: contractual.v1.ListPairingRequestsRequest
-	(*ListPairingRequestsResponse)(nil),  // 13: contractual.v1.ListPairingRequestsResponse
-	(*ListDevicesRequest)(nil),           // 14: contractual.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),          // 15: contractual.v1.ListDevicesResponse
-	(*RevokeDeviceRequest)(nil),          // 16: contractual.v1.RevokeDeviceRequest
-	(*RevokeDeviceResponse)(nil),         // 17: contractual.v1.RevokeDeviceResponse
-	(*timestamppb.Timestamp)(nil),        // 18: google.protobuf.Timestamp
+	(DeviceKind)(0),                      // 0: contractual.v1.DeviceKind
+	(*PairingRequest)(nil),               // 1: contractual.v1.PairingRequest
+	(*Device)(nil),                       // 2: contractual.v1.Device
+	(*BeginPairingRequest)(nil),          // 3: contractual.v1.BeginPairingRequest
+	(*BeginPairingResponse)(nil),         // 4: contractual.v1.BeginPairingResponse
+	(*ApproveWithSetupCodeRequest)(nil),  // 5: contractual.v1.ApproveWithSetupCodeRequest
+	(*ApproveWithSetupCodeResponse)(nil), // 6: contractual.v1.ApproveWithSetupCodeResponse
+	(*CompletePairingRequest)(nil),       // 7: contractual.v1.CompletePairingRequest
+	(*CompletePairingResponse)(nil),      // 8: contractual.v1.CompletePairingResponse
+	(*ApprovePairingRequest)(nil),        // 9: contractual.v1.ApprovePairingRequest
+	(*ApprovePairingResponse)(nil),       // 10: contractual.v1.ApprovePairingResponse
+	(*RejectPairingRequest)(nil),         // 11: contractual.v1.RejectPairingRequest
+	(*RejectPairingResponse)(nil),        // 12: contractual.v1.RejectPairingResponse
+	(*ListPairingRequestsRequest)(nil),   // 13: contractual.v1.ListPairingRequestsRequest
+	(*ListPairingRequestsResponse)(nil),  // 14: contractual.v1.ListPairingRequestsResponse
+	(*ListDevicesRequest)(nil),           // 15: contractual.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),          // 16: contractual.v1.ListDevicesResponse
+	(*RevokeDeviceRequest)(nil),          // 17: contractual.v1.RevokeDeviceRequest
+	(*RevokeDeviceResponse)(nil),         // 18: contractual.v1.RevokeDeviceResponse
+	(*UnpairRequest)(nil),                // 19: contractual.v1.UnpairRequest
+	(*UnpairResponse)(nil),               // 20: contractual.v1.UnpairResponse
+	(*timestamppb.Timestamp)(nil),        // 21: google.protobuf.Timestamp
 }
 var file_contractual_v1_pairing_proto_depIdxs = []int32{
-	18, // 0: contractual.v1.PairingRequest.created_at:type_name -> google.protobuf.Timestamp
-	18, // 1: contractual.v1.PairingRequest.expires_at:type_name -> google.protobuf.Timestamp
-	18, // 2: contractual.v1.Device.paired_at:type_name -> google.protobuf.Timestamp
-	18, // 3: contractual.v1.Device.revoked_at:type_name -> google.protobuf.Timestamp
-	18, // 4: contractual.v1.BeginPairingResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 5: contractual.v1.ListPairingRequestsResponse.requests:type_name -> contractual.v1.PairingRequest
-	1,  // 6: contractual.v1.ListDevicesResponse.devices:type_name -> contractual.v1.Device
-	2,  // 7: contractual.v1.PairingService.BeginPairing:input_type -> contractual.v1.BeginPairingRequest
-	4,  // 8: contractual.v1.PairingService.ApproveWithSetupCode:input_type -> contractual.v1.ApproveWithSetupCodeRequest
-	6,  // 9: contractual.v1.PairingService.CompletePairing:input_type -> contractual.v1.CompletePairingRequest
-	8,  // 10: contractual.v1.PairingService.ApprovePairing:input_type -> contractual.v1.ApprovePairingRequest
-	10, // 11: contractual.v1.PairingService.RejectPairing:input_type -> contractual.v1.RejectPairingRequest
-	12, // 12: contractual.v1.PairingService.ListPairingRequests:input_type -> contractual.v1.ListPairingRequestsRequest
-	14, // 13: contractual.v1.PairingService.ListDevices:input_type -> contractual.v1.ListDevicesRequest
-	16, // 14: contractual.v1.PairingService.RevokeDevice:input_type -> contractual.v1.RevokeDeviceRequest
-	3,  // 15: contractual.v1.PairingService.BeginPairing:output_type -> contractual.v1.BeginPairingResponse
-	5,  // 16: contractual.v1.PairingService.ApproveWithSetupCode:output_type -> contractual.v1.ApproveWithSetupCodeResponse
-	7,  // 17: contractual.v1.PairingService.CompletePairing:output_type -> contractual.v1.CompletePairingResponse
-	9,  // 18: contractual.v1.PairingService.ApprovePairing:output_type -> contractual.v1.ApprovePairingResponse
-	11, // 19: contractual.v1.PairingService.RejectPairing:output_type -> contractual.v1.RejectPairingResponse
-	13, // 20: contractual.v1.PairingService.ListPairingRequests:output_type -> contractual.v1.ListPairingRequestsResponse
-	15, // 21: contractual.v1.PairingService.ListDevices:output_type -> contractual.v1.ListDevicesResponse
-	17, // 22: contractual.v1.PairingService.RevokeDevice:output_type -> contractual.v1.RevokeDeviceResponse
-	15, // [15:23] is the sub-list for method output_type
-	7,  // [7:15] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	21, // 0: contractual.v1.PairingRequest.created_at:type_name -> google.protobuf.Timestamp
+	21, // 1: contractual.v1.PairingRequest.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 2: contractual.v1.PairingRequest.kind:type_name -> contractual.v1.DeviceKind
+	21, // 3: contractual.v1.Device.paired_at:type_name -> google.protobuf.Timestamp
+	21, // 4: contractual.v1.Device.revoked_at:type_name -> google.protobuf.Timestamp
+	0,  // 5: contractual.v1.Device.kind:type_name -> contractual.v1.DeviceKind
+	21, // 6: contractual.v1.Device.last_used_at:type_name -> google.protobuf.Timestamp
+	21, // 7: contractual.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 8: contractual.v1.BeginPairingRequest.kind:type_name -> contractual.v1.DeviceKind
+	21, // 9: contractual.v1.BeginPairingResponse.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 10: contractual.v1.CompletePairingResponse.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 11: contractual.v1.ListPairingRequestsResponse.requests:type_name -> contractual.v1.PairingRequest
+	2,  // 12: contractual.v1.ListDevicesResponse.devices:type_name -> contractual.v1.Device
+	3,  // 13: contractual.v1.PairingService.BeginPairing:input_type -> contractual.v1.BeginPairingRequest
+	5,  // 14: contractual.v1.PairingService.ApproveWithSetupCode:input_type -> contractual.v1.ApproveWithSetupCodeRequest
+	7,  // 15: contractual.v1.PairingService.CompletePairing:input_type -> contractual.v1.CompletePairingRequest
+	9,  // 16: contractual.v1.PairingService.ApprovePairing:input_type -> contractual.v1.ApprovePairingRequest
+	11, // 17: contractual.v1.PairingService.RejectPairing:input_type -> contractual.v1.RejectPairingRequest
+	13, // 18: contractual.v1.PairingService.ListPairingRequests:input_type -> contractual.v1.ListPairingRequestsRequest
+	15, // 19: contractual.v1.PairingService.ListDevices:input_type -> contractual.v1.ListDevicesRequest
+	17, // 20: contractual.v1.PairingService.RevokeDevice:input_type -> contractual.v1.RevokeDeviceRequest
+	19, // 21: contractual.v1.PairingService.Unpair:input_type -> contractual.v1.UnpairRequest
+	4,  // 22: contractual.v1.PairingService.BeginPairing:output_type -> contractual.v1.BeginPairingResponse
+	6,  // 23: contractual.v1.PairingService.ApproveWithSetupCode:output_type -> contractual.v1.ApproveWithSetupCodeResponse
+	8,  // 24: contractual.v1.PairingService.CompletePairing:output_type -> contractual.v1.CompletePairingResponse
+	10, // 25: contractual.v1.PairingService.ApprovePairing:output_type -> contractual.v1.ApprovePairingResponse
+	12, // 26: contractual.v1.PairingService.RejectPairing:output_type -> contractual.v1.RejectPairingResponse
+	14, // 27: contractual.v1.PairingService.ListPairingRequests:output_type -> contractual.v1.ListPairingRequestsResponse
+	16, // 28: contractual.v1.PairingService.ListDevices:output_type -> contractual.v1.ListDevicesResponse
+	18, // 29: contractual.v1.PairingService.RevokeDevice:output_type -> contractual.v1.RevokeDeviceResponse
+	20, // 30: contractual.v1.PairingService.Unpair:output_type -> contractual.v1.UnpairResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_pairing_proto_init() }
@@ -1063,13 +1325,14 @@ func file_contractual_v1_pairing_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_pairing_proto_rawDesc), len(file_contractual_v1_pairing_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   18,
+			NumEnums:      1,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_contractual_v1_pairing_proto_goTypes,
 		DependencyIndexes: file_contractual_v1_pairing_proto_depIdxs,
+		EnumInfos:         file_contractual_v1_pairing_proto_enumTypes,
 		MessageInfos:      file_contractual_v1_pairing_proto_msgTypes,
 	}.Build()
 	File_contractual_v1_pairing_proto = out.File

@@ -57,11 +57,15 @@ const (
 	// PairingServiceRevokeDeviceProcedure is the fully-qualified name of the PairingService's
 	// RevokeDevice RPC.
 	PairingServiceRevokeDeviceProcedure = "/contractual.v1.PairingService/RevokeDevice"
+	// PairingServiceUnpairProcedure is the fully-qualified name of the PairingService's Unpair RPC.
+	PairingServiceUnpairProcedure = "/contractual.v1.PairingService/Unpair"
 )
 
 // PairingServiceClient is a client for the contractual.v1.PairingService service.
 type PairingServiceClient interface {
-	// BeginPairing asks to pair a device (no authentication).
+	// BeginPairing asks to pair a device (no authentication). A device with a
+	// live request asks again by beginning again: its new request replaces
+	// the old one.
 	BeginPairing(context.Context, *v1.BeginPairingRequest) (*v1.BeginPairingResponse, error)
 	// ApproveWithSetupCode approves the first device's request with the
 	// server's one-time setup code (no authentication).
@@ -77,8 +81,12 @@ type PairingServiceClient interface {
 	ListPairingRequests(context.Context, *v1.ListPairingRequestsRequest) (*v1.ListPairingRequestsResponse, error)
 	// ListDevices lists paired devices (a paired device).
 	ListDevices(context.Context, *v1.ListDevicesRequest) (*v1.ListDevicesResponse, error)
-	// RevokeDevice revokes a device's token, at once (a paired device).
+	// RevokeDevice revokes a device's token, at once (a paired device with
+	// scope owner).
 	RevokeDevice(context.Context, *v1.RevokeDeviceRequest) (*v1.RevokeDeviceResponse, error)
+	// Unpair revokes the calling device's own token, at once: signing out
+	// (any paired device, whatever its scopes).
+	Unpair(context.Context, *v1.UnpairRequest) (*v1.UnpairResponse, error)
 }
 
 // NewPairingServiceClient constructs a client for the contractual.v1.PairingService service. By
@@ -142,6 +150,12 @@ func NewPairingServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(pairingServiceMethods.ByName("RevokeDevice")),
 			connect.WithClientOptions(opts...),
 		),
+		unpair: connect.NewClient[v1.UnpairRequest, v1.UnpairResponse](
+			httpClient,
+			baseURL+PairingServiceUnpairProcedure,
+			connect.WithSchema(pairingServiceMethods.ByName("Unpair")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -155,6 +169,7 @@ type pairingServiceClient struct {
 	listPairingRequests  *connect.Client[v1.ListPairingRequestsRequest, v1.ListPairingRequestsResponse]
 	listDevices          *connect.Client[v1.ListDevicesRequest, v1.ListDevicesResponse]
 	revokeDevice         *connect.Client[v1.RevokeDeviceRequest, v1.RevokeDeviceResponse]
+	unpair               *connect.Client[v1.UnpairRequest, v1.UnpairResponse]
 }
 
 // BeginPairing calls contractual.v1.PairingService.BeginPairing.
@@ -229,9 +244,20 @@ func (c *pairingServiceClient) RevokeDevice(ctx context.Context, req *v1.RevokeD
 	return nil, err
 }
 
+// Unpair calls contractual.v1.PairingService.Unpair.
+func (c *pairingServiceClient) Unpair(ctx context.Context, req *v1.UnpairRequest) (*v1.UnpairResponse, error) {
+	response, err := c.unpair.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // PairingServiceHandler is an implementation of the contractual.v1.PairingService service.
 type PairingServiceHandler interface {
-	// BeginPairing asks to pair a device (no authentication).
+	// BeginPairing asks to pair a device (no authentication). A device with a
+	// live request asks again by beginning again: its new request replaces
+	// the old one.
 	BeginPairing(context.Context, *v1.BeginPairingRequest) (*v1.BeginPairingResponse, error)
 	// ApproveWithSetupCode approves the first device's request with the
 	// server's one-time setup code (no authentication).
@@ -247,8 +273,12 @@ type PairingServiceHandler interface {
 	ListPairingRequests(context.Context, *v1.ListPairingRequestsRequest) (*v1.ListPairingRequestsResponse, error)
 	// ListDevices lists paired devices (a paired device).
 	ListDevices(context.Context, *v1.ListDevicesRequest) (*v1.ListDevicesResponse, error)
-	// RevokeDevice revokes a device's token, at once (a paired device).
+	// RevokeDevice revokes a device's token, at once (a paired device with
+	// scope owner).
 	RevokeDevice(context.Context, *v1.RevokeDeviceRequest) (*v1.RevokeDeviceResponse, error)
+	// Unpair revokes the calling device's own token, at once: signing out
+	// (any paired device, whatever its scopes).
+	Unpair(context.Context, *v1.UnpairRequest) (*v1.UnpairResponse, error)
 }
 
 // NewPairingServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -308,6 +338,12 @@ func NewPairingServiceHandler(svc PairingServiceHandler, opts ...connect.Handler
 		connect.WithSchema(pairingServiceMethods.ByName("RevokeDevice")),
 		connect.WithHandlerOptions(opts...),
 	)
+	pairingServiceUnpairHandler := connect.NewUnaryHandlerSimple(
+		PairingServiceUnpairProcedure,
+		svc.Unpair,
+		connect.WithSchema(pairingServiceMethods.ByName("Unpair")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/contractual.v1.PairingService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PairingServiceBeginPairingProcedure:
@@ -326,6 +362,8 @@ func NewPairingServiceHandler(svc PairingServiceHandler, opts ...connect.Handler
 			pairingServiceListDevicesHandler.ServeHTTP(w, r)
 		case PairingServiceRevokeDeviceProcedure:
 			pairingServiceRevokeDeviceHandler.ServeHTTP(w, r)
+		case PairingServiceUnpairProcedure:
+			pairingServiceUnpairHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -365,4 +403,8 @@ func (UnimplementedPairingServiceHandler) ListDevices(context.Context, *v1.ListD
 
 func (UnimplementedPairingServiceHandler) RevokeDevice(context.Context, *v1.RevokeDeviceRequest) (*v1.RevokeDeviceResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PairingService.RevokeDevice is not implemented"))
+}
+
+func (UnimplementedPairingServiceHandler) Unpair(context.Context, *v1.UnpairRequest) (*v1.UnpairResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PairingService.Unpair is not implemented"))
 }
