@@ -76,11 +76,16 @@ type Options struct {
 	// BeginsPerSourcePerMinute bounds Begin calls from one source (see
 	// WithSource) in any 60 s window (default 5).
 	BeginsPerSourcePerMinute int
-	// AuthFailuresPerMinute bounds failed Authenticate calls per source,
-	// and failed setup codes overall, in any 60 s window (default 10).
-	// Past it, a failure is answered errs.ResourceExhausted; a valid token
-	// is never refused (see Authenticate).
+	// AuthFailuresPerMinute bounds failed Authenticate calls per source in
+	// any 60 s window (default 10). Past it, a failure is answered
+	// errs.ResourceExhausted; a valid token is never refused (see
+	// Authenticate).
 	AuthFailuresPerMinute int
+	// SetupCodeGuesses is how many wrong setup codes, from anyone, retire
+	// the current one (default 20): guessing a code is bounded by that
+	// many tries, and the right code is never refused for others' wrong
+	// ones while it lives. `serve` prints a new one when it is retired.
+	SetupCodeGuesses int
 	// AuthFailuresPerMinuteTotal bounds failed Authenticate calls from all
 	// sources together in any 60 s window (default 100), in the same way.
 	AuthFailuresPerMinuteTotal int
@@ -100,6 +105,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SetupCodeTTL <= 0 {
 		o.SetupCodeTTL = 10 * time.Minute
+	}
+	if o.SetupCodeGuesses <= 0 {
+		o.SetupCodeGuesses = 20
 	}
 	if o.RequestTTL <= 0 {
 		o.RequestTTL = 5 * time.Minute
@@ -146,7 +154,9 @@ type Store struct {
 	beginsFrom *limiter
 	authFails  *limiter // per source
 	allFails   *limiter // every source, one key
-	setupFails *limiter
+	// setupWrong counts the wrong setup codes since the current code was
+	// made; guarded by mu.
+	setupWrong int
 }
 
 // schema is the pairing store (version 2). Times are Unix nanoseconds.
@@ -266,7 +276,6 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		beginsFrom: newLimiter(o.BeginsPerSourcePerMinute, time.Minute),
 		authFails:  newLimiter(o.AuthFailuresPerMinute, time.Minute),
 		allFails:   newLimiter(o.AuthFailuresPerMinuteTotal, time.Minute),
-		setupFails: newLimiter(o.AuthFailuresPerMinute, time.Minute),
 	}, nil
 }
 

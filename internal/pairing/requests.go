@@ -285,9 +285,6 @@ func (s *Store) approveWithSetupCodeTx(ctx context.Context, rc, sc string) error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	if s.setupFails.full("", now) {
-		return errs.E(errs.ResourceExhausted, "pairing: too many wrong setup codes in the last minute; try again later")
-	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return storeErr(err, "starting a transaction")
@@ -298,7 +295,10 @@ func (s *Store) approveWithSetupCodeTx(ctx context.Context, rc, sc string) error
 	} else if n > 0 {
 		return errs.E(errs.FailedPrecondition, "pairing: an owner device is already paired; the setup code is only for when none is: approve request %s on a paired device", rc)
 	}
-	if err := s.consumeSetupCode(ctx, tx, sc, now); err != nil {
+	if err := s.consumeSetupCode(ctx, tx, sc, now); errors.Is(err, errWrongSetupCode) {
+		tx.Rollback()
+		return s.wrongSetupCode(ctx, now)
+	} else if err != nil {
 		return err
 	}
 	r, err := requestByCode(ctx, tx, rc)

@@ -36,6 +36,7 @@ func (s *Store) SetupCode(ctx context.Context) (string, time.Time, error) {
 	if _, err := tx.ExecContext(ctx, `UPDATE setup_codes SET expires_at = ? WHERE used_at IS NULL AND expires_at > ?`, nanos(now), nanos(now)); err != nil {
 		return "", time.Time{}, storeErr(err, "ending old setup codes")
 	}
+	s.setupWrong = 0
 	code := newCode(setupCodeLen)
 	exp := now.Add(s.opts.SetupCodeTTL)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO setup_codes (hash, created_at, expires_at) VALUES (?, ?, ?)`,
@@ -104,20 +105,40 @@ func (s *Store) consumeSetupCode(ctx context.Context, tx *sql.Tx, code string, n
 	err := tx.QueryRowContext(ctx, `SELECT expires_at, used_at FROM setup_codes WHERE hash = ?`, h).Scan(&exp, &used)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		s.setupFails.add("", now)
-		return errs.E(errs.PermissionDenied, "pairing: wrong setup code; use the latest one the server printed on its console (in the output of `contractual serve`)")
+		return errWrongSetupCode
 	case err != nil:
 		return storeErr(err, "reading the setup code")
 	case used.Valid:
 		return errs.E(errs.FailedPrecondition, "pairing: setup code already used; %s", whereSetupCodes)
 	case !now.Before(fromNanos(exp)):
-		return errs.E(errs.FailedPrecondition, "pairing: setup code expired at %s (a code lasts %s, and a newer one ends it); %s",
+		return errs.E(errs.FailedPrecondition, "pairing: setup code expired at %s (a code lasts %s; a newer one, or too many wrong codes, end it sooner); %s",
 			fromNanos(exp).UTC().Format("15:04:05 UTC"), s.opts.SetupCodeTTL, whereSetupCodes)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE setup_codes SET used_at = ? WHERE hash = ?`, nanos(now), h); err != nil {
 		return storeErr(err, "consuming the setup code")
 	}
 	return nil
+}
+
+// errWrongSetupCode is consumeSetupCode's error for a code that is no
+// setup code at all; wrongSetupCode answers it.
+var errWrongSetupCode = errors.New("wrong setup code")
+
+// wrongSetupCode counts a wrong setup code and, at the
+// Options.SetupCodeGuesses-th since the current code was made, retires
+// every valid code: guessing is bounded by that many tries per code, and a
+// wrong code never stops the right one from working while it lives. The
+// caller holds s.mu.
+func (s *Store) wrongSetupCode(ctx context.Context, now time.Time) error {
+	const wrong = "pairing: wrong setup code; use the latest one the server printed on its console (in the output of `contractual serve`)"
+	if s.setupWrong++; s.setupWrong < s.opts.SetupCodeGuesses {
+		return errs.E(errs.PermissionDenied, wrong)
+	}
+	s.setupWrong = 0
+	if _, err := s.db.ExecContext(ctx, `UPDATE setup_codes SET expires_at = ? WHERE used_at IS NULL AND expires_at > ?`, nanos(now), nanos(now)); err != nil {
+		return storeErr(err, "retiring the setup code")
+	}
+	return errs.E(errs.PermissionDenied, "%s; after %d wrong setup codes the current one is retired, and %s", wrong, s.opts.SetupCodeGuesses, whereSetupCodes)
 }
 
 // querier is a *sql.DB or a *sql.Tx.
