@@ -204,7 +204,10 @@ func TestRefusalsInEachProtocol(t *testing.T) {
 // server.
 func TestSlowClientsAreCut(t *testing.T) {
 	s := startWith(t, func(c *server.Config) {
-		c.Limits = server.Limits{ReadHeaderTimeout: time.Second, UnauthenticatedReadTimeout: time.Second, ReadTimeout: time.Second, IdleTimeout: time.Second}
+		// Short enough to keep the test quick; the requests below are sent
+		// whole at once, so only the server's timeouts can end them.
+		const d = 2 * time.Second
+		c.Limits = server.Limits{ReadHeaderTimeout: d, UnauthenticatedReadTimeout: d, ReadTimeout: d, IdleTimeout: d}
 	})
 	tok, _ := owner(t, s)
 
