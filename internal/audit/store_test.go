@@ -547,7 +547,7 @@ func TestQuietLogIsSealed(t *testing.T) {
 	if _, err := s.Append(context.Background(), []*contractualv1.AuditEvent{event(1), event(2)}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		res, err := VerifyFile(context.Background(), dir)
 		if err != nil {

@@ -145,7 +145,7 @@ func (f *remote) pair(t *testing.T, logs *syncBuffer) {
 	t.Helper()
 	re := regexp.MustCompile(`with setup code (\S+) `)
 	var m []string
-	for deadline := time.Now().Add(30 * time.Second); m == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(3 * time.Minute); m == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		m = re.FindStringSubmatch(logs.String())
 	}
 	if m == nil {
@@ -199,7 +199,7 @@ func freeAddr(t *testing.T) string {
 
 // waitListening waits (bounded) for the server to accept connections.
 func waitListening(t *testing.T, addr string) {
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
