@@ -73,15 +73,26 @@ func FromConnect(err error) error {
 	return &errs.Error{Kind: kind, Msg: ce.Message()}
 }
 
-// ErrorInterceptor maps every error a handler returns with ToConnect.
+// ErrorInterceptor maps every error a handler returns with ToConnect. An
+// internal error of a call whose context has ended is the end of the call,
+// not a fault: it is reported as deadline_exceeded or unavailable (canceled),
+// with the internal error logged.
 func ErrorInterceptor(log *slog.Logger) connect.Interceptor {
 	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			resp, err := next(ctx, req)
-			if err != nil {
-				return nil, ToConnect(err, log)
+			if err == nil {
+				return resp, nil
 			}
-			return resp, nil
+			if cerr := ctx.Err(); cerr != nil && errs.KindOf(err) == errs.Internal {
+				log.Warn("internal error after the call's context ended", "procedure", req.Spec().Procedure, "err", err)
+				kind := errs.Unavailable
+				if errors.Is(cerr, context.DeadlineExceeded) {
+					kind = errs.DeadlineExceeded
+				}
+				err = errs.Wrap(kind, cerr, "%s ended before it completed", req.Spec().Procedure)
+			}
+			return nil, ToConnect(err, log)
 		}
 	})
 }

@@ -1,11 +1,14 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/contractual/contractual/internal/errs"
 )
@@ -38,5 +41,32 @@ func TestRoundTrip(t *testing.T) {
 	local := errs.E(errs.NotFound, "local")
 	if FromConnect(local) != local || FromConnect(nil) != nil {
 		t.Error("a local error must pass through unchanged")
+	}
+}
+
+// TestErrorInterceptorEndedCalls: an internal error of a call whose context
+// has ended is reported as the end of the call, not as a fault; other
+// errors keep their kind.
+func TestErrorInterceptorEndedCalls(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	expired, cancelExpired := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancelExpired()
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tt := range []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want connect.Code
+	}{
+		{"live call, internal", context.Background(), errs.E(errs.Internal, "disk on fire"), connect.CodeInternal},
+		{"expired call, internal", expired, errs.E(errs.Internal, "sql: context deadline exceeded"), connect.CodeDeadlineExceeded},
+		{"canceled call, internal", canceled, errs.E(errs.Internal, "sql: context canceled"), connect.CodeUnavailable},
+		{"expired call, invalid", expired, errs.E(errs.Invalid, "bad input"), connect.CodeInvalidArgument},
+	} {
+		h := ErrorInterceptor(log).WrapUnary(func(context.Context, connect.AnyRequest) (connect.AnyResponse, error) { return nil, tt.err })
+		if _, err := h(tt.ctx, connect.NewRequest(&emptypb.Empty{})); connect.CodeOf(err) != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
 	}
 }

@@ -90,11 +90,15 @@ func (g *gate) serveAPI(w http.ResponseWriter, r *http.Request, proc string) {
 	}
 	// A token, even on an open procedure, must be good: a bad credential
 	// is never ignored.
-	if _, err := g.auth.Authenticate(r.Context(), tok, pairing.SourceFrom(r.Context())); err != nil {
+	id, err := g.auth.Authenticate(r.Context(), tok, pairing.SourceFrom(r.Context()))
+	if err != nil {
 		g.refuse(w, r, err)
 		return
 	}
 	markAuthenticated(r.Context())
+	// The interceptor authorizes this identity rather than look the
+	// token up again.
+	r = r.WithContext(pairing.WithIdentity(r.Context(), id))
 	read, write := g.limits.ReadTimeout, g.limits.WriteTimeout
 	switch proc {
 	case contractualv1connect.PolicyServicePublishProcedure:
