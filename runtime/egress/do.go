@@ -139,7 +139,7 @@ func (s *Session) build(ctx context.Context, h *hop, r *compiled) (*http.Request
 	if err := s.inject(ctx, req.Header, r, h.t); err != nil {
 		return nil, err
 	}
-	if err := s.guard(h); err != nil {
+	if err := s.guard(ctx, h); err != nil {
 		return nil, err
 	}
 	return req, nil
@@ -150,7 +150,7 @@ func (s *Session) build(ctx context.Context, h *hop, r *compiled) (*http.Request
 // module that got a secret echoed back must not send it anywhere, not even
 // to the audience it was released for, outside the header it is injected
 // into.
-func (s *Session) guard(h *hop) error {
+func (s *Session) guard(ctx context.Context, h *hop) error {
 	s.mu.Lock()
 	set := secretscan.New(s.released)
 	s.mu.Unlock()
@@ -159,20 +159,24 @@ func (s *Session) guard(h *hop) error {
 	}
 	where := ""
 	switch {
-	case set.Contains([]byte(h.t.u.String())):
+	case set.ContainsContext(ctx, []byte(h.t.u.String())):
 		where = "its URL"
-	case set.Contains(h.body):
+	case set.ContainsContext(ctx, h.body):
 		where = "its body"
 	default:
 		for name, values := range h.header {
-			if set.Contains([]byte(name)) || set.Contains([]byte(strings.Join(values, "\n"))) {
+			if set.ContainsContext(ctx, []byte(name)) || set.ContainsContext(ctx, []byte(strings.Join(values, "\n"))) {
 				where = "header " + name
 				break
 			}
 		}
 	}
-	if where == "" {
+	switch {
+	case where == "":
 		return nil
+	case ctx.Err() != nil:
+		// The scan stopped early and failed closed: say why.
+		return errs.Wrap(classify(ctx, ctx.Err()), ctx.Err(), "egress: the call ended while its request was scanned for secrets")
 	}
 	return errs.E(errs.PermissionDenied, "blocked: %s carries a secret released to this call", where)
 }

@@ -216,10 +216,10 @@ func httpRequest(c *call, s []uint64) {
 	// response with every released secret redacted, in any spelling.
 	if released := c.egress.Released(); len(released) > 0 {
 		set := secretscan.New(released)
-		resp.Body = set.Redact(resp.Body)
+		resp.Body = set.RedactContext(c.ctx, resp.Body)
 		for k, vs := range resp.Header {
 			for i, v := range vs {
-				vs[i] = string(set.Redact([]byte(v)))
+				vs[i] = string(set.RedactContext(c.ctx, []byte(v)))
 			}
 			resp.Header[k] = vs
 		}

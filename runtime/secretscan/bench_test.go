@@ -2,6 +2,7 @@ package secretscan
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -209,7 +210,7 @@ func TestWork(t *testing.T) {
 	}
 	for name, doc := range docs {
 		for _, secrets := range [][][]byte{benchSecrets, {[]byte("hunter22")}, {[]byte("pin4")}} {
-			sc := New(secrets).scanner(doc, false)
+			sc := New(secrets).scanner(context.Background(), doc, false)
 			if found := sc.find(doc, 0, true); len(found) > 0 || sc.exhausted {
 				t.Fatalf("%s: found %v, exhausted %v", name, found, sc.exhausted)
 			}

@@ -2,6 +2,7 @@ package secretscan
 
 import (
 	"bytes"
+	"context"
 	"testing"
 )
 
@@ -54,7 +55,7 @@ func checkStack(t *testing.T, secret, inner []byte, layers []layer) {
 	if !set.Contains(doc) {
 		t.Fatalf("not found in %q\nlayers %v", doc, layers)
 	}
-	once, changed := set.redactOnce(doc)
+	once, changed := set.redactOnce(context.Background(), doc)
 	if !changed || set.Contains(once) || bytes.Contains(once, secret) || !bytes.Contains(once, []byte(Redacted)) {
 		t.Fatalf("one pass redacts %q to %q\nlayers %v", doc, once, layers)
 	}

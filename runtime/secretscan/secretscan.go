@@ -67,8 +67,13 @@ package secretscan
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"slices"
 )
+
+// checkEvery is how many decoded bytes a scan goes between two looks at
+// its context: a few tens of microseconds of work.
+const checkEvery = 64 << 10
 
 // Redacted replaces a secret found by Redact.
 const Redacted = "[REDACTED]"
@@ -139,21 +144,34 @@ func (s *Set) Empty() bool { return len(s.needles) == 0 }
 // Contains reports whether b holds any secret, in any spelling the scan
 // sees, or a run too costly to scan.
 func (s *Set) Contains(b []byte) bool {
+	return s.ContainsContext(context.Background(), b)
+}
+
+// ContainsContext is Contains, bounded by ctx: once ctx ends, every run
+// the scan has yet to decode counts as a find (fail closed), so a scan
+// inside a call ends soon after the call's deadline.
+func (s *Set) ContainsContext(ctx context.Context, b []byte) bool {
 	if s.Empty() {
 		return false
 	}
-	sc := s.scanner(b, true)
+	sc := s.scanner(ctx, b, true)
 	return len(sc.find(b, 0, true)) > 0
 }
 
 // Redact returns b with every secret, in any spelling the scan sees,
 // replaced by Redacted; b itself if there is none.
 func (s *Set) Redact(b []byte) []byte {
+	return s.RedactContext(context.Background(), b)
+}
+
+// RedactContext is Redact, bounded by ctx as ContainsContext is: once ctx
+// ends, every run it has yet to decode is replaced.
+func (s *Set) RedactContext(ctx context.Context, b []byte) []byte {
 	if s.Empty() {
 		return b
 	}
-	out, changed := s.redactOnce(b)
-	if changed && s.Contains(out) {
+	out, changed := s.redactOnce(ctx, b)
+	if changed && s.ContainsContext(ctx, out) {
 		// One pass replaces whatever a scan finds, and Redacted cannot
 		// join what is around it into a new find; the tests and the
 		// fuzzer have never seen this. If it happens, fail closed.
@@ -164,8 +182,8 @@ func (s *Set) Redact(b []byte) []byte {
 
 // redactOnce replaces what one scan of b finds, reporting whether it found
 // anything.
-func (s *Set) redactOnce(b []byte) ([]byte, bool) {
-	sc := s.scanner(b, false)
+func (s *Set) redactOnce(ctx context.Context, b []byte) ([]byte, bool) {
+	sc := s.scanner(ctx, b, false)
 	spans := merge(sc.find(b, 0, true))
 	if len(spans) == 0 {
 		return b, false
@@ -207,13 +225,17 @@ type scanner struct {
 	budget    int  // bytes decoding may still produce
 	spent     int  // bytes decoded
 	exhausted bool // a run was too costly to decode
+	// ctx bounds the scan; unchecked is what was decoded since the last
+	// look at it.
+	ctx       context.Context
+	unchecked int
 	// buf[d] holds the bytes being scanned d layers deep: a run is decoded,
 	// scanned and done with before the next one at its depth.
 	buf [MaxDepth + 1][]byte
 }
 
-func (s *Set) scanner(b []byte, first bool) *scanner {
-	return &scanner{set: s, first: first, budget: BudgetFactor*len(b) + BudgetBase}
+func (s *Set) scanner(ctx context.Context, b []byte, first bool) *scanner {
+	return &scanner{set: s, first: first, budget: BudgetFactor*len(b) + BudgetBase, ctx: ctx}
 }
 
 // done reports whether the scan may stop with what it found.
@@ -257,8 +279,15 @@ func (sc *scanner) search(b []byte, text bool) []span {
 	return found
 }
 
-// afford takes n bytes from the budget, if there are that many left.
+// afford takes n bytes from the budget, if there are that many left and
+// the scan's context has not ended; an ended context empties the budget.
 func (sc *scanner) afford(n int) bool {
+	if sc.unchecked += n; sc.unchecked >= checkEvery {
+		sc.unchecked = 0
+		if sc.ctx.Err() != nil {
+			sc.budget = 0
+		}
+	}
 	if n > sc.budget {
 		sc.exhausted = true
 		return false

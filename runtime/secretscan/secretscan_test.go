@@ -2,6 +2,7 @@ package secretscan
 
 import (
 	"bytes"
+	"context"
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/hex"
@@ -347,7 +348,7 @@ func TestBudget(t *testing.T) {
 	doc := append(adversarial(64<<10), tail...)
 	limit := BudgetFactor*len(doc) + BudgetBase
 
-	unbounded := set.scanner(doc, false)
+	unbounded := set.scanner(context.Background(), doc, false)
 	unbounded.budget = 1 << 40
 	if found := unbounded.find(doc, 0, true); len(found) > 0 {
 		t.Fatalf("found %v", found)
@@ -356,7 +357,7 @@ func TestBudget(t *testing.T) {
 		t.Fatalf("the crafted input decodes %d bytes, within the budget of %d: it proves nothing", unbounded.spent, limit)
 	}
 
-	sc := set.scanner(doc, false)
+	sc := set.scanner(context.Background(), doc, false)
 	found := merge(sc.find(doc, 0, true))
 	if !sc.exhausted || sc.spent > limit {
 		t.Errorf("decoded %d bytes, exhausted %v; budget %d", sc.spent, sc.exhausted, limit)
@@ -371,4 +372,41 @@ func TestBudget(t *testing.T) {
 		t.Errorf("redacted to %.80q", got)
 	}
 	t.Logf("%d bytes: %d decoded without a budget, %d with", len(doc), unbounded.spent, sc.spent)
+}
+
+// TestContextEndsScan: a scan whose context has ended stops decoding within
+// checkEvery bytes and fails closed, so a crafted response cannot hold a
+// call past its deadline for as long as the budget allows.
+func TestContextEndsScan(t *testing.T) {
+	set := New([][]byte{apiKey})
+	const tail = "\nand after it, a clean line"
+	doc := append(adversarial(64<<10), tail...)
+
+	live := set.scanner(context.Background(), doc, true)
+	if found := live.find(doc, 0, true); len(found) == 0 || live.spent <= 2*checkEvery {
+		t.Fatalf("live scan: found %v after decoding %d bytes; the input must cost more than %d to prove anything",
+			found, live.spent, 2*checkEvery)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ended := set.scanner(ctx, doc, false)
+	found := ended.find(doc, 0, true)
+	if !ended.exhausted || ended.spent > checkEvery {
+		t.Errorf("ended scan decoded %d bytes (exhausted %v); want at most %d", ended.spent, ended.exhausted, checkEvery)
+	}
+	if len(found) == 0 {
+		t.Error("an ended scan found nothing in runs it did not decode: it must fail closed")
+	}
+	if !set.ContainsContext(ctx, doc) {
+		t.Error("ContainsContext is false after its context ended")
+	}
+	if got := string(set.RedactContext(ctx, doc)); strings.Contains(got, string(doc[:64])) {
+		t.Errorf("RedactContext left undecoded runs: %.80q", got)
+	}
+	// Small inputs finish before the first look at the context.
+	clean := []byte(`{"name":"contractual"}`)
+	if set.ContainsContext(ctx, clean) || string(set.RedactContext(ctx, clean)) != string(clean) {
+		t.Error("a small clean input is reported after its context ended")
+	}
 }
