@@ -145,12 +145,15 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 		return nil, errs.Wrap(errs.Invalid, err, "rewriting the module's imports")
 	}
 	start := time.Now()
+	metered, err := meter(routed, g.Limits)
+	if err != nil {
+		return nil, err
+	}
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
 		WithCompilationCache(e.cache).
-		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(g.Limits.memoryPages()))
 	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, slots: e.slots}
-	if err := m.link(ctx, routed); err != nil {
+	if err := m.link(ctx, metered); err != nil {
 		rt.Close(ctx)
 		return nil, err
 	}
@@ -162,6 +165,9 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 func (m *Module) link(ctx context.Context, wasm []byte) error {
 	if err := hostModule(ctx, m.rt); err != nil {
 		return errs.Wrap(errs.Internal, err, "host module")
+	}
+	if err := meterModule(ctx, m.rt); err != nil {
+		return errs.Wrap(errs.Internal, err, "meter host module")
 	}
 	if m.grants.WASI != nil {
 		if _, err := wasi_snapshot_preview1.Instantiate(ctx, m.rt); err != nil {
@@ -223,6 +229,7 @@ type CallOption func(*callOptions)
 
 type callOptions struct {
 	secrets egress.SecretSource
+	yield   func(context.Context) error
 }
 
 // WithSecrets gives the call's egress the source of the secrets its rules
@@ -251,7 +258,7 @@ func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...
 	if len(input) > MaxInputBytes || uint64(len(input)) > lim.MemoryBytes/2 {
 		return res, errs.E(errs.Invalid, "input of %d bytes is too large for this tool", len(input))
 	}
-	c := &call{limits: lim, grants: &m.grants}
+	c := &call{limits: lim, grants: &m.grants, yield: co.yield}
 	c.k = newKernel(c, lim.MemoryBytes)
 	if !c.k.setInput(input) {
 		return res, errs.E(errs.ResourceExhausted, "input of %d bytes does not fit the memory limit", len(input))
