@@ -440,7 +440,7 @@ func (m *metering) globalSection(r *reader) ([]byte, error) {
 	}
 	for _, v := range []int32{m.cfg.Fuel, m.cfg.Stack} {
 		out = append(out, 0x7f, 0x01, 0x41) // mut i32, i32.const
-		out = binary.AppendVarint(out, int64(v))
+		out = appendSLEB(out, int64(v))
 		out = append(out, 0x0b)
 	}
 	return out, nil
@@ -712,7 +712,7 @@ func patchCost(b []byte, at int, cost uint64) {
 //	if  i32.const TickStack  call $tick  drop  end
 func (m *metering) stackCharge(out []byte, frame int32) []byte {
 	out = binary.AppendUvarint(append(out, 0x23), uint64(m.stack))
-	out = binary.AppendVarint(append(out, 0x41), int64(frame))
+	out = appendSLEB(append(out, 0x41), int64(frame))
 	out = binary.AppendUvarint(append(out, 0x6b, 0x24), uint64(m.stack))
 	out = binary.AppendUvarint(append(out, 0x23), uint64(m.stack))
 	out = append(out, 0x41, 0x00, 0x48, 0x04, 0x40, 0x41, byte(TickStack), 0x10)
@@ -723,7 +723,7 @@ func (m *metering) stackCharge(out []byte, frame int32) []byte {
 // stackRefund appends the refund of frame bytes after a call.
 func (m *metering) stackRefund(out []byte, frame int32) []byte {
 	out = binary.AppendUvarint(append(out, 0x23), uint64(m.stack))
-	out = binary.AppendVarint(append(out, 0x41), int64(frame))
+	out = appendSLEB(append(out, 0x41), int64(frame))
 	return binary.AppendUvarint(append(out, 0x6a, 0x24), uint64(m.stack))
 }
 
@@ -837,4 +837,16 @@ func (m *metering) function(code []byte, out []byte) ([]byte, error) {
 	}
 	flush(len(code))
 	return out, nil
+}
+
+// appendSLEB appends v as a signed LEB128.
+func appendSLEB(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
 }
