@@ -527,3 +527,22 @@ func (g *generator) expr(fn, depth int, inLoop bool) []byte {
 	}
 	return []byte{0x20, 0}
 }
+
+// BenchmarkMeterRewrite measures Meter itself on a 3 MB Go-built tool, and
+// the growth of the module:
+//
+//	go test -run '^$' -bench MeterRewrite ./runtime/wasmbin
+func BenchmarkMeterRewrite(b *testing.B) {
+	wasm, err := os.ReadFile("../../tools/textkit/textkit.wasm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []byte
+	for b.Loop() {
+		if out, err = Meter(wasm, meterCfg(1<<15, 1<<21)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(wasm)))
+	b.ReportMetric(float64(len(out))/float64(len(wasm)), "size-ratio")
+}
