@@ -4,6 +4,9 @@
 // cache, optionally on disk so that a restart is cheap). A Module is one
 // module bound to one set of Grants; each Call runs in a fresh, isolated
 // instance whose linear memory comes from a pool and is zeroed between calls.
+// Every module is metered at load (wasmbin.Meter, meter.go): the guest calls
+// back into the host at bounded intervals, where the call's timeout and the
+// scheduler act, and its call stack is bounded by its memory limit.
 // Every call is interruptible, bounded by the contract's limits, and sees only
 // what the contract grants: the capability host functions (config, log, HTTP)
 // are Contractual's own, HTTP leaves only through the egress package, and WASI
