@@ -23,9 +23,9 @@ const (
 	// that imports from it itself.
 	meterEnv = "contractual:host/meter"
 	// tickFuel is the fuel between two ticks. The tightest metered loop
-	// (`loop br 0`) costs 2 units an iteration at about 1 ns, so a guest
-	// ticks at least every ~25 µs of such code (BenchmarkTick); a tick costs
-	// about 0.1 µs, under 1% of that.
+	// (`loop br 0`) costs 2 units an iteration at about 2 ns, so it ticks
+	// every ~30 µs; BenchmarkTick measured 20–31 µs a tick for loop, spin
+	// and fib. A tick is one host call, a small fraction of that.
 	tickFuel = 1 << 15
 )
 
