@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"testing"
 	"time"
@@ -214,22 +215,165 @@ func BenchmarkRestart(b *testing.B) {
 	b.ReportMetric(float64(len(wasm))/(1<<20), "module-MiB")
 }
 
-// BenchmarkTimeoutOvershoot measures how long after its timeout an infinite
-// loop stops: the call's duration minus its timeout, reported as
-// overshoot-ms/op next to the timeout itself. Tests assert only that the
-// loop stops with DeadlineExceeded; this is where its promptness is seen.
+// BenchmarkTimeoutOvershoot measures how long after its timeout a guest
+// that does not end stops: the call's duration minus its timeout, for an
+// infinite loop and a loop-free recursion (fib(60)), reported as
+// overshoot-ms/op (mean) and overshoot-max-ms next to the timeout. Tests
+// assert only that such calls stop with DeadlineExceeded; this is where
+// their promptness is seen. (The endless recursion of recursion.wasm ends
+// on its stack budget long before any timeout: BenchmarkStackRSS.)
+//
+//	go test -run '^$' -bench TimeoutOvershoot -benchtime 20x ./runtime/sandbox
 func BenchmarkTimeoutOvershoot(b *testing.B) {
 	const timeout = 50 * time.Millisecond
 	e := newEngine(b, egress.Config{})
-	loop := load(b, e, fixture(b, "hostile/loop.wasm"), Grants{Limits: Limits{Timeout: timeout}})
-	var over time.Duration
-	for b.Loop() {
-		res, err := loop.Call(context.Background(), "run", nil)
-		if errs.KindOf(err) != errs.DeadlineExceeded {
-			b.Fatalf("loop: %v", err)
-		}
-		over += res.Duration - timeout
+	for _, file := range []string{"loop", "fib"} {
+		b.Run(file, func(b *testing.B) {
+			m := load(b, e, fixture(b, "hostile/"+file+".wasm"), Grants{Limits: Limits{Timeout: timeout}})
+			var over, worst time.Duration
+			for b.Loop() {
+				res, err := m.Call(context.Background(), "run", nil)
+				if errs.KindOf(err) != errs.DeadlineExceeded {
+					b.Fatalf("%s: %v", file, err)
+				}
+				over += res.Duration - timeout
+				worst = max(worst, res.Duration-timeout)
+			}
+			b.ReportMetric(float64(over)/float64(b.N)/float64(time.Millisecond), "overshoot-ms/op")
+			b.ReportMetric(float64(worst)/float64(time.Millisecond), "overshoot-max-ms")
+			b.ReportMetric(float64(timeout)/float64(time.Millisecond), "timeout-ms")
+		})
 	}
-	b.ReportMetric(float64(over)/float64(b.N)/float64(time.Millisecond), "overshoot-ms/op")
-	b.ReportMetric(float64(timeout)/float64(time.Millisecond), "timeout-ms")
+}
+
+// meterVariants are the engines BenchmarkMeter compares, in the same run:
+// the sandbox before metering (the module as it is, with wazero's own
+// check at every loop back-edge, WithCloseOnContextDone), metering with
+// that check kept, and metering alone (what Load does).
+var meterVariants = []struct {
+	name                   string
+	unmetered, closeOnDone bool
+}{
+	{"before", true, true},
+	{"metered+close", false, true},
+	{"metered", false, false},
+}
+
+// BenchmarkMeter measures what metering costs a call: a tight loop (spin,
+// 10^7 iterations), a call-heavy recursion (fib(25), 250,000 calls), a small
+// tool (count) and a Go-built tool (textkit), each as p50 per variant and
+// as the ratio to "before":
+//
+//	go test -run '^$' -bench Meter -benchtime 20x ./runtime/sandbox
+func BenchmarkMeter(b *testing.B) {
+	textkit, err := os.ReadFile(filepath.Join("..", "..", "tools", "textkit", "textkit.wasm"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	goGrants := Grants{WASI: &WASI{Clock: true, Random: true}, Limits: Limits{MemoryBytes: 16 << 20}}
+	long := Grants{Limits: Limits{Timeout: time.Minute}}
+	for _, w := range []struct {
+		name, export string
+		wasm         []byte
+		grants       Grants
+		input        []byte
+	}{
+		{"spin", "run", fixture(b, "hostile/spin.wasm"), long, nil},
+		{"fib", "check", fixture(b, "hostile/fib.wasm"), long, nil},
+		{"count", "count_vowels", fixture(b, "hostile/count.wasm"), Grants{}, countInput},
+		{"textkit", "slugify", textkit, goGrants, []byte(`{"text": "Hello, Contractual World!"}`)},
+	} {
+		b.Run(w.name, func(b *testing.B) {
+			ctx := context.Background()
+			mods := make([]*Module, len(meterVariants))
+			times := make([][]time.Duration, len(meterVariants))
+			for i, v := range meterVariants {
+				e := newEngine(b, egress.Config{})
+				e.unmetered, e.closeOnDone = v.unmetered, v.closeOnDone
+				mods[i] = load(b, e, w.wasm, w.grants)
+			}
+			b.ResetTimer()
+			for range b.N {
+				for i, m := range mods {
+					t0 := time.Now()
+					if _, err := m.Call(ctx, w.export, w.input); err != nil {
+						b.Fatalf("%s: %v", meterVariants[i].name, err)
+					}
+					times[i] = append(times[i], time.Since(t0))
+				}
+			}
+			b.StopTimer()
+			base := p50(times[0])
+			for i, v := range meterVariants {
+				p := p50(times[i])
+				b.ReportMetric(p, v.name+"-p50-µs")
+				if i > 0 {
+					b.ReportMetric(p/base, v.name+"/before")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkTick measures how often a metered guest ticks: the call's
+// duration divided by its ticks (counted by the yield hook), for a bare
+// infinite loop, a tight counting loop, and a loop-free recursion. This is
+// the interval at which a timeout or the scheduler can act.
+//
+//	go test -run '^$' -bench Tick -benchtime 10x ./runtime/sandbox
+func BenchmarkTick(b *testing.B) {
+	e := newEngine(b, egress.Config{})
+	for _, w := range []struct{ file, export string }{
+		{"loop", "run"}, {"spin", "run"}, {"fib", "run"},
+	} {
+		b.Run(w.file, func(b *testing.B) {
+			m := load(b, e, fixture(b, "hostile/"+w.file+".wasm"), Grants{Limits: Limits{Timeout: 100 * time.Millisecond}})
+			var ticks int
+			var total time.Duration
+			for range b.N {
+				res, _ := m.Call(context.Background(), w.export, nil, withYield(func(context.Context) error {
+					ticks++
+					return nil
+				}))
+				total += res.Duration
+			}
+			if ticks == 0 {
+				b.Fatal("no ticks")
+			}
+			b.ReportMetric(float64(total)/float64(ticks)/float64(time.Microsecond), "µs/tick")
+			b.ReportMetric(float64(ticks)/float64(b.N), "ticks/op")
+		})
+	}
+}
+
+// BenchmarkStackRSS measures the peak RSS growth of one call that recurses
+// without end (recursion.wasm, memory_mib 16), metered (ends on its 2 MiB
+// stack budget) and before metering (ends at wazero's 50 MB stack ceiling).
+//
+//	go test -run '^$' -bench StackRSS -benchtime 3x ./runtime/sandbox
+func BenchmarkStackRSS(b *testing.B) {
+	for _, v := range []struct {
+		name      string
+		unmetered bool
+	}{{"metered", false}, {"before", true}} {
+		b.Run(v.name, func(b *testing.B) {
+			e := newEngine(b, egress.Config{})
+			e.unmetered, e.closeOnDone = v.unmetered, v.unmetered
+			m := load(b, e, fixture(b, "hostile/recursion.wasm"), Grants{Limits: Limits{MemoryBytes: 16 << 20, Timeout: time.Minute}})
+			var grew, took float64
+			for range b.N {
+				debug.FreeOSMemory()
+				resetPeakRSS(b)
+				before := rss(b, "VmRSS")
+				res, err := m.Call(context.Background(), "run", nil)
+				if errs.KindOf(err) != errs.ResourceExhausted {
+					b.Fatalf("recursion: %v", err)
+				}
+				grew += float64(rss(b, "VmHWM") - before)
+				took += float64(res.Duration)
+			}
+			b.ReportMetric(grew/float64(b.N)/(1<<20), "peak-RSS-growth-MiB")
+			b.ReportMetric(took/float64(b.N)/float64(time.Millisecond), "call-ms")
+		})
+	}
 }

@@ -34,8 +34,13 @@ type WASI struct {
 
 // Limits bound one call. Zero fields take the defaults of DefaultLimits.
 type Limits struct {
-	// MemoryBytes caps each linear memory (the module's and the Extism
-	// kernel's, which holds input and output); rounded down to 64 KiB pages.
+	// MemoryBytes caps the module's memory: its linear memory and its call
+	// stack together. The call stack gets an eighth (at least 256 KiB, at
+	// most 8 MiB, never more than half), charged per call with a static
+	// estimate of the callee's frame (wasmbin.FrameSize); the linear memory
+	// may grow to the rest, rounded down to 64 KiB pages. The Extism
+	// kernel's memory, which holds input and output, is capped at
+	// MemoryBytes on its own.
 	MemoryBytes uint64
 	// Timeout is the wall-clock limit of one call.
 	Timeout time.Duration
@@ -88,7 +93,8 @@ func orDefault[T comparable](v *T, d T) {
 	}
 }
 
-// memoryPages is the memory limit in Wasm pages (at least one).
+// memoryPages is the linear memory limit in Wasm pages (at least one): what
+// MemoryBytes leaves after the call stack's share (stackBytes).
 func (l Limits) memoryPages() uint32 {
-	return uint32(max(l.MemoryBytes/pageSize, 1))
+	return uint32(max((l.MemoryBytes-l.stackBytes())/pageSize, 1))
 }

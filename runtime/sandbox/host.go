@@ -34,6 +34,11 @@ type call struct {
 	hostCalls int
 	// violation is the first limit or policy breach; the call fails with it.
 	violation error
+	// yield, if set, is called at every tick of the metered guest (see
+	// meter.go), to let the scheduler take the CPU; an error ends the call.
+	yield func(context.Context) error
+	// ticks counts the guest's ticks.
+	ticks int
 
 	egress     *egress.Session
 	lastStatus int32

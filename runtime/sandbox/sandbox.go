@@ -4,6 +4,9 @@
 // cache, optionally on disk so that a restart is cheap). A Module is one
 // module bound to one set of Grants; each Call runs in a fresh, isolated
 // instance whose linear memory comes from a pool and is zeroed between calls.
+// Every module is metered at load (wasmbin.Meter, meter.go): the guest calls
+// back into the host at bounded intervals, where the call's timeout and the
+// scheduler act, and its call stack is bounded by its memory limit.
 // Every call is interruptible, bounded by the contract's limits, and sees only
 // what the contract grants: the capability host functions (config, log, HTTP)
 // are Contractual's own, HTTP leaves only through the egress package, and WASI
@@ -61,6 +64,10 @@ type Engine struct {
 	cache wazero.CompilationCache
 	log   *slog.Logger
 	slots chan struct{}
+	// For the benchmarks that compare metering with what it replaced:
+	// unmetered loads modules as they are, and closeOnDone turns on
+	// wazero's own interruption (a check at every loop back-edge).
+	unmetered, closeOnDone bool
 }
 
 // NewEngine returns an Engine; Close releases its compilation cache.
@@ -145,12 +152,18 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 		return nil, errs.Wrap(errs.Invalid, err, "rewriting the module's imports")
 	}
 	start := time.Now()
+	metered, err := routed, error(nil)
+	if !e.unmetered {
+		if metered, err = meter(routed, g.Limits); err != nil {
+			return nil, err
+		}
+	}
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
 		WithCompilationCache(e.cache).
-		WithCloseOnContextDone(true).
+		WithCloseOnContextDone(e.closeOnDone).
 		WithMemoryLimitPages(g.Limits.memoryPages()))
 	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, slots: e.slots}
-	if err := m.link(ctx, routed); err != nil {
+	if err := m.link(ctx, metered); err != nil {
 		rt.Close(ctx)
 		return nil, err
 	}
@@ -162,6 +175,9 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 func (m *Module) link(ctx context.Context, wasm []byte) error {
 	if err := hostModule(ctx, m.rt); err != nil {
 		return errs.Wrap(errs.Internal, err, "host module")
+	}
+	if err := meterModule(ctx, m.rt); err != nil {
+		return errs.Wrap(errs.Internal, err, "meter host module")
 	}
 	if m.grants.WASI != nil {
 		if _, err := wasi_snapshot_preview1.Instantiate(ctx, m.rt); err != nil {
@@ -223,6 +239,7 @@ type CallOption func(*callOptions)
 
 type callOptions struct {
 	secrets egress.SecretSource
+	yield   func(context.Context) error
 }
 
 // WithSecrets gives the call's egress the source of the secrets its rules
@@ -251,7 +268,7 @@ func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...
 	if len(input) > MaxInputBytes || uint64(len(input)) > lim.MemoryBytes/2 {
 		return res, errs.E(errs.Invalid, "input of %d bytes is too large for this tool", len(input))
 	}
-	c := &call{limits: lim, grants: &m.grants}
+	c := &call{limits: lim, grants: &m.grants, yield: co.yield}
 	c.k = newKernel(c, lim.MemoryBytes)
 	if !c.k.setInput(input) {
 		return res, errs.E(errs.ResourceExhausted, "input of %d bytes does not fit the memory limit", len(input))

@@ -1,7 +1,9 @@
-// Package wasmbin reads, and rewrites, the import section of a WebAssembly
-// core module binary. It understands just enough of the format to list what a
-// module asks the host for and to move an import to another namespace; every
-// other byte of the module is copied unchanged.
+// Package wasmbin reads and rewrites WebAssembly core module binaries: it
+// lists a module's imports and exports, moves an import to another namespace
+// (Rename, which copies every other byte unchanged), and instruments a
+// module's code so that the host regains control at bounded intervals and
+// bounds its call stack (Meter, which decodes every instruction of
+// WebAssembly 2.0 and refuses anything else).
 package wasmbin
 
 import (
