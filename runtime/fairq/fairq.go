@@ -135,6 +135,13 @@ func New(opts Options) *Queue {
 // Slots returns the number of slots.
 func (q *Queue) Slots() int { return q.opts.Slots }
 
+// Held returns the number of slots held.
+func (q *Queue) Held() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.opts.Slots - q.free
+}
+
 // Waiting returns the number of calls waiting for a slot.
 func (q *Queue) Waiting() int { return int(q.nwaiting.Load()) }
 
