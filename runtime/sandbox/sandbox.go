@@ -79,7 +79,7 @@ type Options struct {
 const (
 	DefaultMaxQueue     = 1024
 	DefaultQueueTimeout = time.Second
-	DefaultQuantum      = time.Millisecond
+	DefaultQuantum      = fairq.DefaultQuantum
 )
 
 // Engine compiles and runs modules. It is safe for concurrent use.
@@ -120,6 +120,9 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// Busy returns the number of CPU slots held and of calls waiting for one.
+func (e *Engine) Busy() (held, waiting int) { return e.cpu.Held(), e.cpu.Waiting() }
 
 // Close releases the engine's compilation cache. Modules loaded from the
 // engine must be closed first.

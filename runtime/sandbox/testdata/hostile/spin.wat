@@ -1,7 +1,7 @@
 ;; spin.wat: a busy guest that enters the host every few microseconds, as a
 ;; metered guest does; it stands for the loops that the scheduler must
 ;; time-slice.
-;;   run  forever: 2,000 rounds of integer arithmetic, then config_get on a
+;;   run  forever: 500 rounds of integer arithmetic, then config_get on a
 ;;        1-byte key "z" (grant any config without it: the answer is 0 and
 ;;        nothing is allocated). Never returns; only a timeout, a
 ;;        cancellation or the host-call limit ends it.
@@ -23,7 +23,7 @@
       (loop $work
         (local.set $x (i32.add (i32.mul (local.get $x) (i32.const 1103515245)) (i32.const 12345)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br_if $work (i32.lt_u (local.get $i) (i32.const 2000))))
+        (br_if $work (i32.lt_u (local.get $i) (i32.const 500))))
       (global.set $sink (local.get $x))
       (drop (call $config_get (local.get $key)))
       (br $forever))
