@@ -262,6 +262,7 @@ func (s *Slot) Yield(ctx context.Context) error {
 	}
 	q.put(s)
 	q.enqueue(s, true)
+	q.behind(s.f)
 	q.dispatch()
 	q.mu.Unlock()
 	return s.wait(ctx)
@@ -428,6 +429,19 @@ func (q *Queue) leaveRounds(f *flow) {
 	p.active, p.next = leaveRound(p.active, p.next, f)
 	if len(p.active) == 0 {
 		q.active, q.next = leaveRound(q.active, q.next, p)
+	}
+}
+
+// behind makes f, and its principal, the last of their rounds: they just
+// had their turn. Without it a holder that yields while its flow has calls
+// waiting could find its flow next in the round and get the slot back.
+func (q *Queue) behind(f *flow) {
+	p := f.p
+	if i := slices.Index(p.active, f); i >= 0 {
+		p.next = (i + 1) % len(p.active)
+	}
+	if i := slices.Index(q.active, p); i >= 0 {
+		q.next = (i + 1) % len(q.active)
 	}
 }
 

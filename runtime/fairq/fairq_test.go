@@ -372,6 +372,38 @@ func TestYieldOwnFlow(t *testing.T) {
 	(<-next).s.Release()
 }
 
+// TestYieldBehindOwnFlow: a holder whose own flow has calls waiting too
+// gives the slot to the other flow's call, not back to its own flow.
+func TestYieldBehindOwnFlow(t *testing.T) {
+	c := newClock()
+	q := newQueue(c, Options{Slots: 1, Quantum: time.Millisecond})
+	hog := mustAcquire(t, q, floodKey)
+	same := acquireAsync(context.Background(), q, floodKey)
+	waitWaiting(q, 1)
+	small := acquireAsync(context.Background(), q, smallKey)
+	waitWaiting(q, 2)
+	c.Advance(time.Millisecond)
+	yielded := make(chan error, 1)
+	go func() { yielded <- hog.Yield(context.Background()) }()
+	var r result
+	select {
+	case r = <-small:
+	case err := <-yielded:
+		t.Fatalf("Yield returned (%v) holding the slot while another flow waits", err)
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	waitWaiting(q, 2) // the hog, ahead of its flow's other call
+	r.s.Release()
+	if err := <-yielded; err != nil {
+		t.Fatal(err)
+	}
+	pending(same)
+	hog.Release()
+	(<-same).s.Release()
+}
+
 // TestYieldContextEnds: a holder whose context ends while it waits to get
 // its slot back fails, holds nothing, and its Release does nothing.
 func TestYieldContextEnds(t *testing.T) {
