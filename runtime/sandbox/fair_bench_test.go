@@ -68,6 +68,8 @@ func benchFairness(b *testing.B, quantum time.Duration) {
 			*into = append(*into, d)
 		}
 	}
+	var warm []time.Duration
+	measure(10, &warm)
 	b.ResetTimer()
 	const round = 25
 	for left := b.N; left > 0; left -= round {
