@@ -45,7 +45,7 @@ func (f *fixture) async(req *contractualv1.ExecuteRequest) <-chan error {
 
 // waitQueued yields until n calls wait for a place in the runner.
 func waitQueued(s *Service, n int64) {
-	for s.waiting.Load() != n {
+	for int64(s.places.Waiting()) != n {
 		runtime.Gosched()
 	}
 }
@@ -143,7 +143,7 @@ func TestBusy(t *testing.T) {
 
 			req := f.call(ct, "count_vowels", `{}`)
 			resp, err := f.svc.Execute(context.Background(), req)
-			wantKind(t, err, errs.ResourceExhausted, "runner busy: 1 calls in flight")
+			wantKind(t, err, errs.ResourceExhausted, "runner busy")
 			if resp != nil {
 				t.Fatal("a response from a busy runner")
 			}
@@ -196,7 +196,7 @@ func TestQueue(t *testing.T) {
 	}()
 	waitQueued(f.svc, 1)
 	cancel()
-	wantKind(t, <-done, errs.Unavailable, "canceled while waiting for the runner")
+	wantKind(t, <-done, errs.Unavailable, "canceled while waiting for a runner slot")
 	release()
 	if err := <-held; err != nil {
 		t.Fatal(err)

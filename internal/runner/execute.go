@@ -11,6 +11,7 @@ import (
 	"github.com/contractual/contractual/internal/principal"
 	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/fairq"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
 
@@ -50,9 +51,21 @@ func (c *call) decided(d *contractualv1.Decision) {
 	ev.DecisionId = d.GetId()
 }
 
-// execute does the work of Execute; finish audits what it did.
-func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest, c *call) (*contractualv1.ExecuteResponse, error) {
-	// The module gets the canonical input: exactly what was decided.
+// verified is a request whose decision verified.
+type verified struct {
+	d *contractualv1.Decision
+	// input is the canonical input: exactly what was decided, and what the
+	// module gets.
+	input []byte
+	// at is when it verified.
+	at time.Time
+}
+
+// verify checks req's decision for its input, before the call waits for a
+// place: it is cheap (no I/O once the keys are fetched), and it makes the
+// place the call waits for that of the principal and tool policy signed,
+// not of whatever the request claims.
+func (s *Service) verify(ctx context.Context, req *contractualv1.ExecuteRequest, c *call) (*verified, error) {
 	input, err := decision.Canonical(req.GetInput())
 	if err != nil {
 		return nil, err
@@ -64,10 +77,29 @@ func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest
 		return nil, err
 	}
 	c.decided(d)
+	return &verified{d: d, input: input, at: now}, nil
+}
+
+// flow is the key of a call in the fair queues: the verified decision's
+// principal and tool, or, for a call whose decision did not verify (it
+// only waits to be refused and audited), the caller's principal.
+func flow(ctx context.Context, v *verified) fairq.Key {
+	if v == nil {
+		return fairq.Key{Principal: principal.From(ctx)}
+	}
+	return fairq.Key{Principal: v.d.GetPrincipal(), Tool: v.d.GetTool()}
+}
+
+// execute does the work of Execute once the call has a place; finish
+// audits what it did.
+func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest, c *call, v *verified) (*contractualv1.ExecuteResponse, error) {
+	d := v.d
 	if err := s.issuedSinceStart(d); err != nil {
 		return nil, err
 	}
-	if err := s.spent.spend(d.GetId(), d.GetExpiresAt().AsTime(), now); err != nil {
+	// Spent as of the time it verified: forgetting the ids that expired
+	// since, during the wait for a place, could forget this very one.
+	if err := s.spent.spend(d.GetId(), d.GetExpiresAt().AsTime(), v.at); err != nil {
 		return nil, err
 	}
 	rec, err := s.approved(ctx, d)
@@ -83,11 +115,11 @@ func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest
 	if err != nil {
 		return nil, err
 	}
-	var opts []sandbox.CallOption
+	opts := []sandbox.CallOption{sandbox.WithFlow(d.GetPrincipal(), d.GetTool())}
 	if s.opts.Broker != nil {
 		opts = append(opts, sandbox.WithSecrets(&handles{broker: s.opts.Broker, decision: req.GetDecision()}))
 	}
-	return s.run(ctx, c, e.mod, tool, input, opts...)
+	return s.run(ctx, c, e.mod, tool, v.input, opts...)
 }
 
 // issuedSinceStart refuses a decision issued before this runner started:
@@ -221,38 +253,15 @@ func (s *Service) finish(ctx context.Context, c *call, resp *contractualv1.Execu
 		"the call failed (%s) and the audit log could not record it", truncate(err.Error(), maxDetailBytes))
 }
 
-// admit takes a place for one call inside Execute, waiting for one up to
-// QueueTimeout, and returns the function that gives it back.
-func (s *Service) admit(ctx context.Context) (func(), error) {
-	leave := func() { <-s.slots }
-	select {
-	case s.slots <- struct{}{}:
-		return leave, nil
-	default:
+// admit takes a place for one call of flow k inside Execute, waiting for
+// one (fairly, boundedly: see Options), and returns the function that gives
+// it back.
+func (s *Service) admit(ctx context.Context, k fairq.Key) (func(), error) {
+	slot, err := s.places.Acquire(ctx, k)
+	if err != nil {
+		return nil, err
 	}
-	if s.opts.QueueTimeout < 0 {
-		return nil, s.busy()
-	}
-	if s.waiting.Add(1) > int64(s.opts.MaxQueue) {
-		s.waiting.Add(-1)
-		return nil, s.busy()
-	}
-	defer s.waiting.Add(-1)
-	t := time.NewTimer(s.opts.QueueTimeout)
-	defer t.Stop()
-	select {
-	case s.slots <- struct{}{}:
-		return leave, nil
-	case <-t.C:
-		return nil, s.busy()
-	case <-ctx.Done():
-		return nil, errs.Wrap(errs.Unavailable, ctx.Err(), "call canceled while waiting for the runner")
-	}
-}
-
-// busy is the error of a call refused for lack of room.
-func (s *Service) busy() error {
-	return errs.E(errs.ResourceExhausted, "runner busy: %d calls in flight; try again later", cap(s.slots))
+	return slot.Release, nil
 }
 
 // egressRecords maps the sandbox's egress records onto the API's.

@@ -204,6 +204,12 @@ type fixture struct {
 
 func newFixture(t testing.TB, opts Options) *fixture {
 	t.Helper()
+	return newFixtureOn(t, engine, opts)
+}
+
+// newFixtureOn is newFixture on engine e.
+func newFixtureOn(t testing.TB, e *sandbox.Engine, opts Options) *fixture {
+	t.Helper()
 	f := &fixture{
 		t:      t,
 		policy: &fakePolicy{records: map[string]*contractualv1.ContractRecord{}, modules: map[string][]byte{}, calls: map[string]int{}},
@@ -212,7 +218,7 @@ func newFixture(t testing.TB, opts Options) *fixture {
 	}
 	f.clock.set(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	f.rotate()
-	svc, err := New(context.Background(), f.policy, f.audit, engine, opts)
+	svc, err := New(context.Background(), f.policy, f.audit, e, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,12 +18,12 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/fairq"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
 
@@ -61,13 +61,23 @@ const (
 
 // Options configure a Service. Zero fields take the defaults above.
 type Options struct {
-	// MaxConcurrent bounds the calls inside Execute at once (verifying,
-	// fetching, running, auditing). The sandbox engine separately bounds
-	// the calls running guest code to what the CPUs can interrupt.
+	// MaxConcurrent bounds the calls inside Execute at once (fetching,
+	// running, auditing). A call waits for a place in a fair queue (package
+	// fairq) keyed by its verified decision's principal and tool: the
+	// principals with waiting calls take turns, and so do a principal's
+	// tools. The sandbox engine separately shares the CPUs among the calls
+	// that run guest code, by the same key.
 	MaxConcurrent int
-	// MaxQueue bounds the calls waiting for one of the MaxConcurrent places;
-	// beyond it a call is refused at once.
-	MaxQueue int
+	// MaxPerPrincipal and MaxPerTool cap the places that one principal,
+	// resp. one principal's calls of one tool, hold at once, even when more
+	// are free: a place cannot be taken back from a running call, so no
+	// principal or tool may take them all and keep them for as long as its
+	// calls last. Zero: three quarters, resp. half, of MaxConcurrent.
+	MaxPerPrincipal, MaxPerTool int
+	// MaxQueue bounds the calls waiting for a place, MaxQueuePerFlow those
+	// of one principal and tool; beyond them a call is refused at once.
+	// Zero: DefaultMaxQueue, resp. a quarter of MaxQueue.
+	MaxQueue, MaxQueuePerFlow int
 	// QueueTimeout bounds how long a call waits for a place before it is
 	// refused with errs.ResourceExhausted. Negative: do not wait at all.
 	QueueTimeout time.Duration
@@ -96,7 +106,10 @@ type Options struct {
 // withDefaults returns o with every zero field set to its default.
 func (o Options) withDefaults() Options {
 	orDefault(&o.MaxConcurrent, DefaultMaxConcurrent)
+	orDefault(&o.MaxPerPrincipal, max(o.MaxConcurrent*3/4, 1))
+	orDefault(&o.MaxPerTool, max(o.MaxConcurrent/2, 1))
 	orDefault(&o.MaxQueue, DefaultMaxQueue)
+	orDefault(&o.MaxQueuePerFlow, max(o.MaxQueue/4, 1))
 	orDefault(&o.QueueTimeout, DefaultQueueTimeout)
 	orDefault(&o.MaxModules, DefaultMaxModules)
 	orDefault(&o.MaxSpent, DefaultMaxSpent)
@@ -130,10 +143,8 @@ type Service struct {
 	// refused, since the ids it spent before a restart are forgotten.
 	started time.Time
 
-	// slots holds one token per call inside Execute; waiting counts the
-	// calls queued for one.
-	slots   chan struct{}
-	waiting atomic.Int64
+	// places admits the calls inside Execute.
+	places *fairq.Queue
 
 	closeOnce sync.Once
 }
@@ -146,8 +157,8 @@ func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine
 		return nil, errs.E(errs.Invalid, "runner: policy, audit and sandbox engine are all required")
 	}
 	opts = opts.withDefaults()
-	if opts.MaxConcurrent < 0 || opts.MaxQueue < 0 || opts.MaxModules < 0 || opts.MaxSpent < 0 {
-		return nil, errs.E(errs.Invalid, "runner: MaxConcurrent, MaxQueue, MaxModules and MaxSpent must not be negative")
+	if min(opts.MaxConcurrent, opts.MaxPerPrincipal, opts.MaxPerTool, opts.MaxQueue, opts.MaxQueuePerFlow, opts.MaxModules, opts.MaxSpent) < 0 {
+		return nil, errs.E(errs.Invalid, "runner: MaxConcurrent, MaxPerPrincipal, MaxPerTool, MaxQueue, MaxQueuePerFlow, MaxModules and MaxSpent must not be negative")
 	}
 	s := &Service{
 		opts:    opts,
@@ -158,7 +169,15 @@ func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine
 		modules: newModuleCache(engine, policy, opts.MaxModules, opts.Logger),
 		now:     time.Now,
 		started: time.Now(),
-		slots:   make(chan struct{}, opts.MaxConcurrent),
+		places: fairq.New(fairq.Options{
+			Name:             "runner",
+			Slots:            opts.MaxConcurrent,
+			MaxWait:          opts.QueueTimeout,
+			MaxWaiting:       opts.MaxQueue,
+			MaxFlowWaiting:   opts.MaxQueuePerFlow,
+			MaxPrincipalHeld: opts.MaxPerPrincipal,
+			MaxFlowHeld:      opts.MaxPerTool,
+		}),
 	}
 	s.keys = &keys{policy: policy, period: opts.KeyRefetchPeriod, now: s.clock, log: opts.Logger, sem: make(chan struct{}, 1)}
 	return s, nil
@@ -177,13 +196,19 @@ func (s *Service) Close(ctx context.Context) error {
 }
 
 // Execute runs the call req decides. See the package comment for the steps.
+// A call refused for want of a place is not audited (nothing was done),
+// and its decision stays unspent.
 func (s *Service) Execute(ctx context.Context, req *contractualv1.ExecuteRequest) (*contractualv1.ExecuteResponse, error) {
-	leave, err := s.admit(ctx)
+	c := newCall(ctx)
+	v, verr := s.verify(ctx, req, c)
+	leave, err := s.admit(ctx, flow(ctx, v))
 	if err != nil {
 		return nil, err
 	}
 	defer leave()
-	c := newCall(ctx)
-	resp, err := s.execute(ctx, req, c)
+	var resp *contractualv1.ExecuteResponse
+	if err = verr; err == nil {
+		resp, err = s.execute(ctx, req, c, v)
+	}
 	return s.finish(ctx, c, resp, err)
 }

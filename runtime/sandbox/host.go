@@ -14,6 +14,7 @@ import (
 
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/fairq"
 	"github.com/contractual/contractual/runtime/secretscan"
 )
 
@@ -34,11 +35,18 @@ type call struct {
 	hostCalls int
 	// violation is the first limit or policy breach; the call fails with it.
 	violation error
-	// yield, if set, is called at every tick of the metered guest (see
-	// meter.go), to let the scheduler take the CPU; an error ends the call.
-	yield func(context.Context) error
-	// ticks counts the guest's ticks.
+	// ticks counts the metered guest's ticks (meter.go).
 	ticks int
+
+	// slot is the call's CPU slot (sched.go). yield, if set, gives it to a
+	// waiting call of another flow once this one has run for a quantum, and
+	// returns when the call has a slot again; it fails if the call ends
+	// first. Every interruption point of the guest calls it: each tick of
+	// the metered guest and each capability host call. waitErr maps an
+	// error of waiting for the slot to the call's.
+	slot    *fairq.Slot
+	yield   func(context.Context) error
+	waitErr func(error) error
 
 	egress     *egress.Session
 	lastStatus int32
@@ -78,6 +86,11 @@ func (c *call) enter(fn string) {
 	if c.hostCalls > c.limits.HostCalls {
 		c.abort(errs.E(errs.ResourceExhausted,
 			"module exceeded the limit of %d host calls per call (at %s)", c.limits.HostCalls, fn))
+	}
+	if c.yield != nil {
+		if err := c.yield(c.ctx); err != nil {
+			c.abort(err)
+		}
 	}
 }
 
@@ -213,7 +226,11 @@ func httpRequest(c *call, s []uint64) {
 	for k, v := range req.Headers {
 		header.Set(k, v)
 	}
-	resp, err := c.egress.Do(c.ctx, egress.Request{Method: req.Method, URL: req.URL, Header: header, Body: body})
+	var resp *egress.Response
+	var err error
+	c.outside(func() {
+		resp, err = c.egress.Do(c.ctx, egress.Request{Method: req.Method, URL: req.URL, Header: header, Body: body})
+	})
 	if err != nil {
 		c.abort(err)
 	}

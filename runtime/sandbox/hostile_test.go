@@ -249,7 +249,8 @@ func TestSneakyHTTP(t *testing.T) {
 
 // TestSlots: guest code cannot be preempted, so the engine runs at most
 // MaxConcurrent calls at once; a caller that gives up while waiting gets a
-// clear error, and the slot is free again after the hog ends.
+// clear error, and the slot is free again after the hog ends. (The calls
+// are of one flow, so the hog never yields to the other.)
 func TestSlots(t *testing.T) {
 	e, err := NewEngine(Options{MaxConcurrent: 1})
 	if err != nil {
@@ -262,17 +263,14 @@ func TestSlots(t *testing.T) {
 	hogCtx, stopHog := context.WithCancel(context.Background())
 	hogDone := make(chan error)
 	go func() {
-		_, err := loop.Call(hogCtx, "run", nil)
+		_, err := loop.Call(hogCtx, "run", nil, oneFlow)
 		hogDone <- err
 	}()
-	// Wait until the hog holds the slot.
-	for len(e.slots) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitHeld(e, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err = count.Call(ctx, "count_vowels", []byte("a"))
-	wantErr(t, err, errs.Unavailable, "waiting for a sandbox slot")
+	_, err = count.Call(ctx, "count_vowels", []byte("a"), oneFlow)
+	wantErr(t, err, errs.Unavailable, "canceled waiting to start")
 
 	stopHog()
 	wantErr(t, <-hogDone, errs.Unavailable, "canceled")

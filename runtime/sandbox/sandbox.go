@@ -15,6 +15,7 @@ package sandbox
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -33,6 +34,7 @@ import (
 	"github.com/contractual/contractual/contracts/contract"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/fairq"
 	"github.com/contractual/contractual/runtime/wasmbin"
 )
 
@@ -50,20 +52,45 @@ type Options struct {
 	Egress egress.Config
 	// Logger receives the engine's own diagnostics; nil discards them.
 	Logger *slog.Logger
-	// MaxConcurrent bounds the calls that run guest code at once; more wait
-	// their turn. Zero means GOMAXPROCS-1 (at least 1). Guest code cannot be
-	// preempted by the Go scheduler, so calls that held every P would starve
-	// the timers and watchers that stop them, and the rest of the process;
-	// keeping one P free is what makes every call interruptible.
+	// MaxConcurrent bounds the calls that run guest code at once (the CPU
+	// slots); more wait their turn. Zero means GOMAXPROCS-1 (at least 1).
+	// Guest code cannot be preempted by the Go scheduler, so calls that held
+	// every P would starve the timers and watchers that stop them, and the
+	// rest of the process; keeping one P free is what makes every call
+	// interruptible.
+	//
+	// Calls wait in a fair queue (package fairq), by flow (WithFlow): a
+	// call that has run for a Quantum gives its slot to a call of another
+	// flow at its next interruption point (a host call), and a call blocked
+	// in an HTTP request holds no slot. The wait counts against the call's
+	// timeout.
 	MaxConcurrent int
+	// MaxQueue bounds the calls waiting to start, MaxQueuePerFlow those of
+	// one flow; beyond them a call is refused at once (errs.ResourceExhausted).
+	// Zero means DefaultMaxQueue, resp. a quarter of MaxQueue.
+	MaxQueue, MaxQueuePerFlow int
+	// QueueTimeout bounds how long a call waits to start before it is
+	// refused as busy (errs.ResourceExhausted), if its timeout has not ended
+	// it first. Zero means DefaultQueueTimeout; negative, do not wait.
+	QueueTimeout time.Duration
+	// Quantum is how long a call runs before it gives its CPU slot to a
+	// waiting call of another flow. Zero means DefaultQuantum.
+	Quantum time.Duration
 }
+
+// Defaults of Options.
+const (
+	DefaultMaxQueue     = 1024
+	DefaultQueueTimeout = time.Second
+	DefaultQuantum      = fairq.DefaultQuantum
+)
 
 // Engine compiles and runs modules. It is safe for concurrent use.
 type Engine struct {
 	opts  Options
 	cache wazero.CompilationCache
 	log   *slog.Logger
-	slots chan struct{}
+	cpu   *fairq.Queue
 	// For the benchmarks that compare metering with what it replaced:
 	// unmetered loads modules as they are, and closeOnDone turns on
 	// wazero's own interruption (a check at every loop back-edge).
@@ -76,7 +103,16 @@ func NewEngine(opts Options) (*Engine, error) {
 	if n <= 0 {
 		n = max(goruntime.GOMAXPROCS(0)-1, 1)
 	}
-	e := &Engine{opts: opts, log: opts.Logger, slots: make(chan struct{}, n)}
+	maxQueue := cmp.Or(opts.MaxQueue, DefaultMaxQueue)
+	cpu := fairq.New(fairq.Options{
+		Name:           "sandbox",
+		Slots:          n,
+		MaxWait:        cmp.Or(opts.QueueTimeout, DefaultQueueTimeout),
+		MaxWaiting:     maxQueue,
+		MaxFlowWaiting: cmp.Or(opts.MaxQueuePerFlow, max(maxQueue/4, 1)),
+		Quantum:        cmp.Or(opts.Quantum, DefaultQuantum),
+	})
+	e := &Engine{opts: opts, log: opts.Logger, cpu: cpu}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -91,6 +127,9 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 	return e, nil
 }
+
+// Busy returns the number of CPU slots held and of calls waiting for one.
+func (e *Engine) Busy() (held, waiting int) { return e.cpu.Held(), e.cpu.Waiting() }
 
 // Close releases the engine's compilation cache. Modules loaded from the
 // engine must be closed first.
@@ -109,7 +148,7 @@ type Module struct {
 	init   string
 	memory memoryPool
 	egress egress.Config
-	slots  chan struct{}
+	cpu    *fairq.Queue
 }
 
 // Digest returns the module's digest, sha256:<hex> of its bytes.
@@ -162,7 +201,7 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 		WithCompilationCache(e.cache).
 		WithCloseOnContextDone(e.closeOnDone).
 		WithMemoryLimitPages(g.Limits.memoryPages()))
-	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, slots: e.slots}
+	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, cpu: e.cpu}
 	if err := m.link(ctx, metered); err != nil {
 		rt.Close(ctx)
 		return nil, err
@@ -240,6 +279,15 @@ type CallOption func(*callOptions)
 type callOptions struct {
 	secrets egress.SecretSource
 	yield   func(context.Context) error
+	flow    fairq.Key
+}
+
+// WithFlow names who makes the call and which tool it calls: the calls of
+// one principal to one tool are one flow, and flows share the CPU slots
+// fairly. A call without it is in the flow of the module's export, with no
+// principal.
+func WithFlow(principal, tool string) CallOption {
+	return func(o *callOptions) { o.flow = fairq.Key{Principal: principal, Tool: tool} }
 }
 
 // WithSecrets gives the call's egress the source of the secrets its rules
@@ -301,14 +349,17 @@ func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...
 		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
 	}
 
-	select {
-	case m.slots <- struct{}{}:
-		defer func() { <-m.slots }()
-	case <-ctx.Done():
-		return res, errs.Wrap(errs.Unavailable, ctx.Err(), "call canceled while waiting for a sandbox slot")
-	}
+	// The timeout starts before the wait for a CPU slot: a call never ends
+	// later than its timeout because others ran first.
 	callCtx, cancel := context.WithTimeout(ctx, lim.Timeout)
 	defer cancel()
+	if co.flow == (fairq.Key{}) {
+		co.flow.Tool = m.digest + "." + export
+	}
+	if err := m.schedule(ctx, callCtx, c, co.flow); err != nil {
+		return res, err
+	}
+	defer c.slot.Release()
 	mem := &callMemory{pool: &m.memory}
 	callCtx = experimental.WithMemoryAllocator(callCtx, mem)
 	callCtx = context.WithValue(callCtx, callKey{}, c)
