@@ -12,6 +12,7 @@ package sandbox
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -53,6 +54,20 @@ type Options struct {
 	// the timers and watchers that stop them, and the rest of the process;
 	// keeping one P free is what makes every call interruptible.
 	MaxConcurrent int
+	// PoolReserved bounds the address space of the linear memories the
+	// engine keeps between calls, for all its modules (each reserves its
+	// whole maximum, but only the pages a guest touches become resident, and
+	// they are given back when the call ends); past it, a memory a call
+	// returns is unmapped. Zero means DefaultPoolReserved.
+	PoolReserved uint64
+	// PoolResident bounds the bytes those idle memories keep resident:
+	// zeroed in place rather than given back, so that the next call does not
+	// fault them in again. Zero means DefaultPoolResident.
+	PoolResident uint64
+	// PoolIdle is how long the pool keeps those warm pages after the last
+	// call ended; then it gives them back, and the Go runtime its free heap.
+	// Zero means DefaultPoolIdle.
+	PoolIdle time.Duration
 }
 
 // Engine compiles and runs modules. It is safe for concurrent use.
@@ -61,6 +76,8 @@ type Engine struct {
 	cache wazero.CompilationCache
 	log   *slog.Logger
 	slots chan struct{}
+	// memory pools the linear memories of all the engine's modules.
+	memory *memoryPool
 }
 
 // NewEngine returns an Engine; Close releases its compilation cache.
@@ -69,7 +86,9 @@ func NewEngine(opts Options) (*Engine, error) {
 	if n <= 0 {
 		n = max(goruntime.GOMAXPROCS(0)-1, 1)
 	}
-	e := &Engine{opts: opts, log: opts.Logger, slots: make(chan struct{}, n)}
+	e := &Engine{opts: opts, log: opts.Logger, slots: make(chan struct{}, n),
+		memory: newMemoryPool(cmp.Or(opts.PoolReserved, DefaultPoolReserved), cmp.Or(opts.PoolResident, DefaultPoolResident),
+			cmp.Or(opts.PoolIdle, DefaultPoolIdle))}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -85,9 +104,12 @@ func NewEngine(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Close releases the engine's compilation cache. Modules loaded from the
-// engine must be closed first.
-func (e *Engine) Close(ctx context.Context) error { return e.cache.Close(ctx) }
+// Close releases the engine's compilation cache and unmaps its idle
+// memories. Modules loaded from the engine must be closed first.
+func (e *Engine) Close(ctx context.Context) error {
+	e.memory.close()
+	return e.cache.Close(ctx)
+}
 
 // Module is a compiled module bound to the grants it runs under. Calls may
 // run concurrently; each gets its own instance.
@@ -100,7 +122,7 @@ type Module struct {
 	// init is the guest runtime's initializer (_initialize for a WASI
 	// reactor, __wasm_call_ctors for C-like modules), or "".
 	init   string
-	memory memoryPool
+	memory *memoryPool
 	egress egress.Config
 	slots  chan struct{}
 }
@@ -149,7 +171,7 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 		WithCompilationCache(e.cache).
 		WithCloseOnContextDone(true).
 		WithMemoryLimitPages(g.Limits.memoryPages()))
-	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, slots: e.slots}
+	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, slots: e.slots, memory: e.memory}
 	if err := m.link(ctx, routed); err != nil {
 		rt.Close(ctx)
 		return nil, err
@@ -292,7 +314,7 @@ func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...
 	}
 	callCtx, cancel := context.WithTimeout(ctx, lim.Timeout)
 	defer cancel()
-	mem := &callMemory{pool: &m.memory}
+	mem := &callMemory{pool: m.memory}
 	callCtx = experimental.WithMemoryAllocator(callCtx, mem)
 	callCtx = context.WithValue(callCtx, callKey{}, c)
 	c.ctx = callCtx
