@@ -19,6 +19,12 @@ const (
 	DefaultPoolIdle = 10 * time.Second
 )
 
+// smallMemory is the most a returned memory may have touched for the pool
+// to zero all of it, and count it all as resident, rather than ask the
+// system which of its pages are: a syscall that costs more than zeroing a
+// small guest's memory.
+const smallMemory = 64 << 10
+
 // memoryPool recycles the reservations of linear memories between the calls
 // of all of an engine's modules, so that a fresh instance per call does not
 // map a fresh memory. A reservation returns to the pool only after what its
@@ -107,7 +113,15 @@ func (p *memoryPool) put(r *reservation, used uint64) {
 		unreserve(r.buf)
 		return
 	}
-	warm, err := zeroResident(r.buf[:allowed])
+	var err error
+	var warm uint64
+	if allowed == end && end <= smallMemory {
+		// Small enough to zero without asking which pages are resident.
+		clear(r.buf[:used])
+		warm = end
+	} else {
+		warm, err = zeroResident(r.buf[:allowed], used)
+	}
 	if err == nil {
 		err = decommit(r.buf[allowed:end])
 	}

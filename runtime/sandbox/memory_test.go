@@ -20,9 +20,7 @@ func residentBytes(t testing.TB, b []byte) uint64 {
 	if runtime.GOOS != "linux" {
 		t.Skip("resident pages are counted on Linux only")
 	}
-	// zeroResident only writes zeros over pages that are resident: on a
-	// reservation that is zero already, it is a count.
-	n, err := zeroResident(b)
+	n, err := zeroResident(b, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,10 +28,11 @@ func decommit(b []byte) error {
 	return unix.Madvise(b, unix.MADV_DONTNEED)
 }
 
-// zeroResident zeroes the resident pages of b, a page-aligned part of a
-// reservation, and returns their size: the others read as zeros already,
-// and writing them would make them resident.
-func zeroResident(b []byte) (uint64, error) {
+// zeroResident counts the resident pages of b, a page-aligned part of a
+// reservation, and zeroes those in b[:dirty]. It returns their size. Pages
+// that are not resident read as zeros already, and writing them would make
+// them resident.
+func zeroResident(b []byte, dirty uint64) (uint64, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -44,10 +45,13 @@ func zeroResident(b []byte) (uint64, error) {
 	}
 	var n uint64
 	for i, v := range vec {
-		if v&1 != 0 {
-			clear(b[i*ps : min((i+1)*ps, len(b))])
-			n += uint64(ps)
+		if v&1 == 0 {
+			continue
 		}
+		if lo := uint64(i * ps); lo < dirty {
+			clear(b[lo:min(lo+uint64(ps), dirty)])
+		}
+		n += uint64(ps)
 	}
 	return n, nil
 }

@@ -29,9 +29,9 @@ func decommit(b []byte) error {
 	return nil
 }
 
-// zeroResident zeroes b, all of which counts as resident.
-func zeroResident(b []byte) (uint64, error) {
-	clear(b)
+// zeroResident zeroes b[:dirty]; all of b counts as resident.
+func zeroResident(b []byte, dirty uint64) (uint64, error) {
+	clear(b[:min(dirty, uint64(len(b)))])
 	return uint64(len(b)), nil
 }
 
