@@ -166,6 +166,10 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 	if err != nil {
 		return nil, errs.Wrap(errs.Invalid, err, "rewriting the module's imports")
 	}
+	// Under a page apart, so that the zeros between them touch no new page.
+	if routed, err = wasmbin.MergeData(routed, 4096); err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "merging the module's data segments")
+	}
 	start := time.Now()
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
 		WithCompilationCache(e.cache).
