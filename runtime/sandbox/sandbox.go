@@ -76,6 +76,20 @@ type Options struct {
 	// Quantum is how long a call runs before it gives its CPU slot to a
 	// waiting call of another flow. Zero means DefaultQuantum.
 	Quantum time.Duration
+	// PoolReserved bounds the address space of the linear memories the
+	// engine keeps between calls, for all its modules (each reserves its
+	// whole maximum, but only the pages a guest touches become resident, and
+	// they are given back when the call ends); past it, a memory a call
+	// returns is unmapped. Zero means DefaultPoolReserved.
+	PoolReserved uint64
+	// PoolResident bounds the bytes those idle memories keep resident:
+	// zeroed in place rather than given back, so that the next call does not
+	// fault them in again. Zero means DefaultPoolResident.
+	PoolResident uint64
+	// PoolIdle is how long the pool keeps those warm pages after the last
+	// call ended; then it gives them back, and the Go runtime its free heap.
+	// Zero means DefaultPoolIdle.
+	PoolIdle time.Duration
 }
 
 // Defaults of Options.
@@ -95,6 +109,8 @@ type Engine struct {
 	// unmetered loads modules as they are, and closeOnDone turns on
 	// wazero's own interruption (a check at every loop back-edge).
 	unmetered, closeOnDone bool
+	// memory pools the linear memories of all the engine's modules.
+	memory *memoryPool
 }
 
 // NewEngine returns an Engine; Close releases its compilation cache.
@@ -112,7 +128,9 @@ func NewEngine(opts Options) (*Engine, error) {
 		MaxFlowWaiting: cmp.Or(opts.MaxQueuePerFlow, max(maxQueue/4, 1)),
 		Quantum:        cmp.Or(opts.Quantum, DefaultQuantum),
 	})
-	e := &Engine{opts: opts, log: opts.Logger, cpu: cpu}
+	e := &Engine{opts: opts, log: opts.Logger, cpu: cpu,
+		memory: newMemoryPool(cmp.Or(opts.PoolReserved, DefaultPoolReserved), cmp.Or(opts.PoolResident, DefaultPoolResident),
+			cmp.Or(opts.PoolIdle, DefaultPoolIdle))}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -131,9 +149,12 @@ func NewEngine(opts Options) (*Engine, error) {
 // Busy returns the number of CPU slots held and of calls waiting for one.
 func (e *Engine) Busy() (held, waiting int) { return e.cpu.Held(), e.cpu.Waiting() }
 
-// Close releases the engine's compilation cache. Modules loaded from the
-// engine must be closed first.
-func (e *Engine) Close(ctx context.Context) error { return e.cache.Close(ctx) }
+// Close releases the engine's compilation cache and unmaps its idle
+// memories. Modules loaded from the engine must be closed first.
+func (e *Engine) Close(ctx context.Context) error {
+	e.memory.close()
+	return e.cache.Close(ctx)
+}
 
 // Module is a compiled module bound to the grants it runs under. Calls may
 // run concurrently; each gets its own instance.
@@ -146,7 +167,7 @@ type Module struct {
 	// init is the guest runtime's initializer (_initialize for a WASI
 	// reactor, __wasm_call_ctors for C-like modules), or "".
 	init   string
-	memory memoryPool
+	memory *memoryPool
 	egress egress.Config
 	cpu    *fairq.Queue
 }
@@ -190,6 +211,10 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 	if err != nil {
 		return nil, errs.Wrap(errs.Invalid, err, "rewriting the module's imports")
 	}
+	// Under a page apart, so that the zeros between them touch no new page.
+	if routed, err = wasmbin.MergeData(routed, 4096); err != nil {
+		return nil, errs.Wrap(errs.Invalid, err, "merging the module's data segments")
+	}
 	start := time.Now()
 	metered, err := routed, error(nil)
 	if !e.unmetered {
@@ -201,7 +226,7 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 		WithCompilationCache(e.cache).
 		WithCloseOnContextDone(e.closeOnDone).
 		WithMemoryLimitPages(g.Limits.memoryPages()))
-	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, cpu: e.cpu}
+	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, cpu: e.cpu, memory: e.memory}
 	if err := m.link(ctx, metered); err != nil {
 		rt.Close(ctx)
 		return nil, err
@@ -360,7 +385,7 @@ func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...
 		return res, err
 	}
 	defer c.slot.Release()
-	mem := &callMemory{pool: &m.memory}
+	mem := &callMemory{pool: m.memory}
 	callCtx = experimental.WithMemoryAllocator(callCtx, mem)
 	callCtx = context.WithValue(callCtx, callKey{}, c)
 	c.ctx = callCtx

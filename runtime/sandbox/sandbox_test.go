@@ -347,10 +347,10 @@ func TestSecretEchoIsRedacted(t *testing.T) {
 	m.memory.mu.Lock()
 	defer m.memory.mu.Unlock()
 	n := 0
-	for _, bufs := range m.memory.idle {
-		for _, b := range bufs {
+	for _, rs := range m.memory.idle {
+		for _, r := range rs {
 			n++
-			if bytes.Contains(b[:cap(b)], []byte(key)) {
+			if bytes.Contains(r.buf[:r.writable], []byte(key)) {
 				t.Error("the secret is in the module's pooled memory")
 			}
 		}
