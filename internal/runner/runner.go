@@ -53,7 +53,7 @@ const (
 	DefaultMaxConcurrent    = 64
 	DefaultMaxQueue         = 256
 	DefaultQueueTimeout     = time.Second
-	DefaultMaxModules       = 64
+	DefaultModuleCacheBytes = 256 << 20
 	DefaultMaxSpent         = 1 << 20
 	DefaultAuditTimeout     = 10 * time.Second
 	DefaultKeyRefetchPeriod = 5 * time.Second
@@ -71,9 +71,11 @@ type Options struct {
 	// QueueTimeout bounds how long a call waits for a place before it is
 	// refused with errs.ResourceExhausted. Negative: do not wait at all.
 	QueueTimeout time.Duration
-	// MaxModules bounds the compiled modules kept in memory; the least
-	// recently used one is closed first.
-	MaxModules int
+	// ModuleCacheBytes bounds the compiled modules kept in memory, by the
+	// estimate of what each keeps resident (sandbox.Footprint: about
+	// 190 KiB for a tiny module, 20 MiB for a 3 MB Go-built one); the least
+	// recently used go first.
+	ModuleCacheBytes int64
 	// MaxSpent bounds the ids of spent, unexpired decisions kept to refuse a
 	// replay. When it is reached, new calls are refused (fail closed) until
 	// some expire: forgetting a spent id would let it run again.
@@ -98,7 +100,7 @@ func (o Options) withDefaults() Options {
 	orDefault(&o.MaxConcurrent, DefaultMaxConcurrent)
 	orDefault(&o.MaxQueue, DefaultMaxQueue)
 	orDefault(&o.QueueTimeout, DefaultQueueTimeout)
-	orDefault(&o.MaxModules, DefaultMaxModules)
+	orDefault(&o.ModuleCacheBytes, DefaultModuleCacheBytes)
 	orDefault(&o.MaxSpent, DefaultMaxSpent)
 	orDefault(&o.AuditTimeout, DefaultAuditTimeout)
 	orDefault(&o.KeyRefetchPeriod, DefaultKeyRefetchPeriod)
@@ -108,7 +110,7 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-func orDefault[T int | time.Duration](v *T, d T) {
+func orDefault[T int | int64 | time.Duration](v *T, d T) {
 	if *v == 0 {
 		*v = d
 	}
@@ -146,8 +148,8 @@ func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine
 		return nil, errs.E(errs.Invalid, "runner: policy, audit and sandbox engine are all required")
 	}
 	opts = opts.withDefaults()
-	if opts.MaxConcurrent < 0 || opts.MaxQueue < 0 || opts.MaxModules < 0 || opts.MaxSpent < 0 {
-		return nil, errs.E(errs.Invalid, "runner: MaxConcurrent, MaxQueue, MaxModules and MaxSpent must not be negative")
+	if opts.MaxConcurrent < 0 || opts.MaxQueue < 0 || opts.ModuleCacheBytes < 0 || opts.MaxSpent < 0 {
+		return nil, errs.E(errs.Invalid, "runner: MaxConcurrent, MaxQueue, ModuleCacheBytes and MaxSpent must not be negative")
 	}
 	s := &Service{
 		opts:    opts,
@@ -155,7 +157,7 @@ func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine
 		policy:  policy,
 		audit:   audit,
 		spent:   newSpentSet(opts.MaxSpent),
-		modules: newModuleCache(engine, policy, opts.MaxModules, opts.Logger),
+		modules: newModuleCache(engine, policy, opts.ModuleCacheBytes, opts.Logger),
 		now:     time.Now,
 		started: time.Now(),
 		slots:   make(chan struct{}, opts.MaxConcurrent),
