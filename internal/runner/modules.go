@@ -361,6 +361,25 @@ func (c *moduleCache) close(ctx context.Context) error {
 	return err
 }
 
+// cached returns the digests of the cached modules.
+func (c *moduleCache) cached() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, c.lru.Len())
+	for el := c.lru.Front(); el != nil; el = el.Next() {
+		out = append(out, el.Value.(*moduleEntry).digest)
+	}
+	return out
+}
+
+// signal wakes whoever waits on changed, after a change outside the cache
+// that concerns it (the follower applied a change of policy's).
+func (c *moduleCache) signal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.notify()
+}
+
 // stats returns the number of cached modules and their footprints' sum,
 // and a channel closed at the next change of either.
 func (c *moduleCache) stats() (n int, used int64, changed <-chan struct{}) {

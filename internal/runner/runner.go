@@ -11,7 +11,11 @@
 // keys (fetched from policy on first use), the ids of spent decisions until
 // they expire, and a bounded cache of compiled modules keyed by contract
 // digest, so that a call of a cached tool asks policy for nothing but the
-// contract's current state.
+// contract's current state. The cache is bounded by bytes (each module
+// counts an estimate of what it keeps resident) and follows policy's
+// change feed: the module of a newly approved contract is compiled in the
+// background before its first call, and that of a revoked or superseded
+// one is dropped, its compiled code deleted from disk.
 package runner
 
 import (
@@ -28,12 +32,14 @@ import (
 )
 
 // Policy is what the runner needs from the policy service: contracts (for
-// their state and grants), modules and the decision verification keys. The
-// in-process policy service and the generated Connect client both satisfy it.
+// their state and grants), modules, the decision verification keys and the
+// change feed of the approved contracts. The in-process policy service and
+// the generated Connect client both satisfy it.
 type Policy interface {
 	GetModule(context.Context, *contractualv1.GetModuleRequest) (*contractualv1.GetModuleResponse, error)
 	GetContract(context.Context, *contractualv1.GetContractRequest) (*contractualv1.GetContractResponse, error)
 	GetVerifier(context.Context, *contractualv1.GetVerifierRequest) (*contractualv1.GetVerifierResponse, error)
+	WatchContracts(context.Context, *contractualv1.WatchContractsRequest) (*contractualv1.WatchContractsResponse, error)
 }
 
 // Auditor is what the runner needs from the audit service. Append must
@@ -137,12 +143,18 @@ type Service struct {
 	slots   chan struct{}
 	waiting atomic.Int64
 
-	closeOnce sync.Once
+	// follower follows policy's change feed; stopFollow ends it, and
+	// followed is closed when it has.
+	follower   *follower
+	stopFollow context.CancelFunc
+	followed   chan struct{}
+	closeOnce  sync.Once
 }
 
 // New returns a Service that fetches from policy, records to audit and runs
-// modules on engine. It contacts neither: the verification keys and the
-// modules are fetched when a call first needs them.
+// modules on engine. The verification keys are fetched when a call first
+// needs them; the modules of approved contracts are compiled in the
+// background, as policy's change feed reports them, until Close.
 func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine, opts Options) (*Service, error) {
 	if policy == nil || audit == nil || engine == nil {
 		return nil, errs.E(errs.Invalid, "runner: policy, audit and sandbox engine are all required")
@@ -163,18 +175,31 @@ func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine
 		slots:   make(chan struct{}, opts.MaxConcurrent),
 	}
 	s.keys = &keys{policy: policy, period: opts.KeyRefetchPeriod, now: s.clock, log: opts.Logger, sem: make(chan struct{}, 1)}
+	ctx, stop := context.WithCancel(context.Background())
+	s.follower, s.stopFollow, s.followed = newFollower(s), stop, make(chan struct{})
+	go func() {
+		defer close(s.followed)
+		s.follower.run(ctx)
+	}()
 	return s, nil
 }
 
 // clock returns the current time from s.now.
 func (s *Service) clock() time.Time { return s.now() }
 
-// Close releases the compiled modules, once the calls using them are done,
-// after waiting (until ctx ends) for module loads in progress. Calls made
-// after Close fail with errs.Unavailable.
+// Close stops following policy and releases the compiled modules, once the
+// calls using them are done, after waiting (until ctx ends) for module
+// loads in progress. Calls made after Close fail with errs.Unavailable.
 func (s *Service) Close(ctx context.Context) error {
 	var err error
-	s.closeOnce.Do(func() { err = s.modules.close(ctx) })
+	s.closeOnce.Do(func() {
+		s.stopFollow()
+		select {
+		case <-s.followed:
+		case <-ctx.Done():
+		}
+		err = s.modules.close(ctx)
+	})
 	return err
 }
 
