@@ -30,8 +30,8 @@ type logWatch struct {
 func newLogWatch() *logWatch { return &logWatch{changed: make(chan struct{})} }
 
 func (w *logWatch) Enabled(context.Context, slog.Level) bool { return true }
-func (w *logWatch) WithAttrs([]slog.Attr) slog.Handler        { return w }
-func (w *logWatch) WithGroup(string) slog.Handler             { return w }
+func (w *logWatch) WithAttrs([]slog.Attr) slog.Handler       { return w }
+func (w *logWatch) WithGroup(string) slog.Handler            { return w }
 
 func (w *logWatch) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
