@@ -71,6 +71,7 @@ var (
 		contractualv1connect.PolicyServiceEvaluateProcedure,
 		contractualv1connect.PolicyServiceGetModuleProcedure,
 		contractualv1connect.PolicyServiceGetVerifierProcedure,
+		contractualv1connect.PolicyServiceWatchContractsProcedure,
 		contractualv1connect.RunnerServiceExecuteProcedure,
 		contractualv1connect.AuditServiceAppendProcedure,
 		contractualv1connect.BrokerServiceIssueHandleProcedure,

@@ -192,16 +192,26 @@ func (s *Service) transitionEvents(t transition, rec, superseded *contractualv1.
 }
 
 // updateApproved brings the approved cache in line with a committed
-// transition of rec. Called with s.mu held.
+// transition of rec, and tells WatchContracts: the contract that stopped
+// being approved (rec revoked, or the one rec supersedes), then rec if it
+// is approved. Copying the maps makes an approval O(n) in the number of
+// approved contracts; the lookups of calls stay O(1). Called with s.mu
+// held.
 func (s *Service) updateApproved(t transition, rec *contractualv1.ContractRecord) {
+	if t.to != approved && t.from != approved {
+		return
+	}
 	name := rec.GetContract().GetName()
 	a := s.approved.Load()
-	switch {
-	case t.to == approved:
-		s.approved.Store(a.with(name, newEntry(rec)))
-	case t.from == approved:
-		s.approved.Store(a.with(name, nil))
+	var changes []*contractualv1.ApprovalChange
+	if old := a.byName[name]; old != nil {
+		changes = append(changes, approvalChange(old.rec, revoked))
 	}
+	if t.to == approved {
+		s.setApproved(a.with(name, newEntry(rec)), append(changes, approvalChange(rec, approved))...)
+		return
+	}
+	s.setApproved(a.with(name, nil), changes...)
 }
 
 // wrongState explains why t does not apply to rec.

@@ -15,6 +15,10 @@
 // (a high-risk tool). The runner verifies it with the public keyset that
 // GetVerifier returns.
 //
+// WatchContracts is the change feed of the approved contracts, a long poll
+// by revision: the runner follows it to compile a module when its contract
+// is approved and to drop it when the contract is revoked or superseded.
+//
 // Every state change and every decision is recorded in the audit log
 // before it takes effect; when the log cannot record it, nothing happens
 // (errs.Unavailable). Policy's store is one SQLite file, policy.db, that
@@ -67,6 +71,9 @@ type Options struct {
 	AuditTimeout time.Duration
 	// Now returns the current time (default time.Now); tests set it.
 	Now func() time.Time
+	// WatchWait is how long WatchContracts waits for a change (default
+	// DefaultWatchWait).
+	WatchWait time.Duration
 }
 
 // withDefaults fills in what o leaves unset.
@@ -79,6 +86,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.WatchWait <= 0 {
+		o.WatchWait = DefaultWatchWait
 	}
 	return o
 }
@@ -95,8 +105,10 @@ type Service struct {
 	// mu serializes state changes, so that the store and the approved
 	// cache change together.
 	mu sync.Mutex
-	// approved is read without locks on the hot path.
+	// approved is read without locks on the hot path; it changes with
+	// feed (setApproved).
 	approved atomic.Pointer[approvedSet]
+	feed     *feed
 }
 
 // Open opens (or creates) policy's store in dir, loads or creates the
@@ -109,7 +121,7 @@ func Open(ctx context.Context, dir string, audit Auditor, opts Options) (*Servic
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{opts: opts.withDefaults(), db: db, auditor: audit}
+	s := &Service{opts: opts.withDefaults(), db: db, auditor: audit, feed: newFeed()}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -127,14 +139,15 @@ func (s *Service) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a := &approvedSet{}
+	a := &approvedSet{byName: make(map[string]*entry, len(recs)), byDigest: make(map[string]*entry, len(recs))}
 	for _, rec := range recs {
 		if err := checkStored(rec); err != nil {
 			return err
 		}
-		a = a.with(rec.GetContract().GetName(), newEntry(rec))
+		e := newEntry(rec)
+		a.byName[rec.GetContract().GetName()], a.byDigest[rec.GetDigest()] = e, e
 	}
-	s.approved.Store(a)
+	s.setApproved(a)
 	return nil
 }
 

@@ -127,6 +127,13 @@ func (p *fakePolicy) GetVerifier(context.Context, *contractualv1.GetVerifierRequ
 	return &contractualv1.GetVerifierResponse{PublicKeyset: p.public}, nil
 }
 
+// WatchContracts reports no change, ever: the unit tests' runners load
+// modules on demand only.
+func (p *fakePolicy) WatchContracts(ctx context.Context, _ *contractualv1.WatchContractsRequest) (*contractualv1.WatchContractsResponse, error) {
+	<-ctx.Done()
+	return nil, errs.Wrap(errs.Unavailable, ctx.Err(), "watch canceled")
+}
+
 // setState moves a contract to st.
 func (p *fakePolicy) setState(digest string, st contractualv1.ContractState) {
 	p.mu.Lock()

@@ -7,13 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
@@ -67,44 +65,6 @@ func TestSpentForgottenAfterExpiry(t *testing.T) {
 	}
 	_, err := f.svc.Execute(context.Background(), req)
 	wantKind(t, err, errs.PermissionDenied, "has expired")
-}
-
-// TestModuleCacheEvicts: beyond MaxModules the least recently used module
-// is dropped; one in use is closed only when its call is done.
-func TestModuleCacheEvicts(t *testing.T) {
-	f := newFixture(t, Options{MaxModules: 1})
-	a, b := f.count("a"), f.count("b")
-	c := newModuleCache(engine, f.policy, 1, slog.New(slog.DiscardHandler))
-	defer c.close(context.Background())
-	get := func(ct *contractualv1.Contract) *moduleEntry {
-		t.Helper()
-		digest := digestOf(t, ct)
-		e, err := c.get(context.Background(), digest, f.policy.records[digest].GetContract())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
-	}
-	ea := get(a)
-	eb := get(b) // evicts a, which is in use
-	if c.len() != 1 || !ea.evicted {
-		t.Fatalf("%d cached, a evicted %v", c.len(), ea.evicted)
-	}
-	if res, err := ea.mod.Call(context.Background(), "count_vowels", []byte("aa")); err != nil || string(res.Output) != `{"count": 2}` {
-		t.Fatalf("evicted module in use stopped working: %v", err)
-	}
-	c.release(ea) // closes a
-	if _, err := ea.mod.Call(context.Background(), "count_vowels", nil); err == nil {
-		t.Fatal("the evicted module was not closed after its last use")
-	}
-	c.release(eb)
-	c.release(get(a)) // loads a again, evicts b (unused: closed at once)
-	if n := f.policy.count("GetModule"); n != 3 {
-		t.Fatalf("GetModule called %d times, want 3", n)
-	}
-	if _, err := eb.mod.Call(context.Background(), "count_vowels", nil); err == nil {
-		t.Fatal("the evicted, unused module was not closed")
-	}
 }
 
 // TestModuleLoadFailureNotCached: a failed load is not cached; the next

@@ -11,7 +11,11 @@
 // keys (fetched from policy on first use), the ids of spent decisions until
 // they expire, and a bounded cache of compiled modules keyed by contract
 // digest, so that a call of a cached tool asks policy for nothing but the
-// contract's current state.
+// contract's current state. The cache is bounded by bytes (each module
+// counts an estimate of what it keeps resident) and follows policy's
+// change feed: the module of a newly approved contract is compiled in the
+// background before its first call, and that of a revoked or superseded
+// one is dropped, its compiled code deleted from disk.
 package runner
 
 import (
@@ -28,12 +32,14 @@ import (
 )
 
 // Policy is what the runner needs from the policy service: contracts (for
-// their state and grants), modules and the decision verification keys. The
-// in-process policy service and the generated Connect client both satisfy it.
+// their state and grants), modules, the decision verification keys and the
+// change feed of the approved contracts. The in-process policy service and
+// the generated Connect client both satisfy it.
 type Policy interface {
 	GetModule(context.Context, *contractualv1.GetModuleRequest) (*contractualv1.GetModuleResponse, error)
 	GetContract(context.Context, *contractualv1.GetContractRequest) (*contractualv1.GetContractResponse, error)
 	GetVerifier(context.Context, *contractualv1.GetVerifierRequest) (*contractualv1.GetVerifierResponse, error)
+	WatchContracts(context.Context, *contractualv1.WatchContractsRequest) (*contractualv1.WatchContractsResponse, error)
 }
 
 // Auditor is what the runner needs from the audit service. Append must
@@ -53,7 +59,7 @@ const (
 	DefaultMaxConcurrent    = 64
 	DefaultMaxQueue         = 256
 	DefaultQueueTimeout     = time.Second
-	DefaultMaxModules       = 64
+	DefaultModuleCacheBytes = 256 << 20
 	DefaultMaxSpent         = 1 << 20
 	DefaultAuditTimeout     = 10 * time.Second
 	DefaultKeyRefetchPeriod = 5 * time.Second
@@ -81,9 +87,11 @@ type Options struct {
 	// QueueTimeout bounds how long a call waits for a place before it is
 	// refused with errs.ResourceExhausted. Negative: do not wait at all.
 	QueueTimeout time.Duration
-	// MaxModules bounds the compiled modules kept in memory; the least
-	// recently used one is closed first.
-	MaxModules int
+	// ModuleCacheBytes bounds the compiled modules kept in memory, by the
+	// estimate of what each keeps resident (sandbox.Footprint: about
+	// 190 KiB for a tiny module, 20 MiB for a 3 MB Go-built one); the least
+	// recently used go first.
+	ModuleCacheBytes int64
 	// MaxSpent bounds the ids of spent, unexpired decisions kept to refuse a
 	// replay. When it is reached, new calls are refused (fail closed) until
 	// some expire: forgetting a spent id would let it run again.
@@ -111,7 +119,7 @@ func (o Options) withDefaults() Options {
 	orDefault(&o.MaxQueue, DefaultMaxQueue)
 	orDefault(&o.MaxQueuePerFlow, max(o.MaxQueue/4, 1))
 	orDefault(&o.QueueTimeout, DefaultQueueTimeout)
-	orDefault(&o.MaxModules, DefaultMaxModules)
+	orDefault(&o.ModuleCacheBytes, DefaultModuleCacheBytes)
 	orDefault(&o.MaxSpent, DefaultMaxSpent)
 	orDefault(&o.AuditTimeout, DefaultAuditTimeout)
 	orDefault(&o.KeyRefetchPeriod, DefaultKeyRefetchPeriod)
@@ -121,7 +129,7 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-func orDefault[T int | time.Duration](v *T, d T) {
+func orDefault[T int | int64 | time.Duration](v *T, d T) {
 	if *v == 0 {
 		*v = d
 	}
@@ -146,19 +154,25 @@ type Service struct {
 	// places admits the calls inside Execute.
 	places *fairq.Queue
 
-	closeOnce sync.Once
+	// follower follows policy's change feed; stopFollow ends it, and
+	// followed is closed when it has.
+	follower   *follower
+	stopFollow context.CancelFunc
+	followed   chan struct{}
+	closeOnce  sync.Once
 }
 
 // New returns a Service that fetches from policy, records to audit and runs
-// modules on engine. It contacts neither: the verification keys and the
-// modules are fetched when a call first needs them.
+// modules on engine. The verification keys are fetched when a call first
+// needs them; the modules of approved contracts are compiled in the
+// background, as policy's change feed reports them, until Close.
 func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine, opts Options) (*Service, error) {
 	if policy == nil || audit == nil || engine == nil {
 		return nil, errs.E(errs.Invalid, "runner: policy, audit and sandbox engine are all required")
 	}
 	opts = opts.withDefaults()
-	if min(opts.MaxConcurrent, opts.MaxPerPrincipal, opts.MaxPerTool, opts.MaxQueue, opts.MaxQueuePerFlow, opts.MaxModules, opts.MaxSpent) < 0 {
-		return nil, errs.E(errs.Invalid, "runner: MaxConcurrent, MaxPerPrincipal, MaxPerTool, MaxQueue, MaxQueuePerFlow, MaxModules and MaxSpent must not be negative")
+	if min(opts.MaxConcurrent, opts.MaxPerPrincipal, opts.MaxPerTool, opts.MaxQueue, opts.MaxQueuePerFlow, opts.MaxSpent) < 0 || opts.ModuleCacheBytes < 0 {
+		return nil, errs.E(errs.Invalid, "runner: MaxConcurrent, MaxPerPrincipal, MaxPerTool, MaxQueue, MaxQueuePerFlow, ModuleCacheBytes and MaxSpent must not be negative")
 	}
 	s := &Service{
 		opts:    opts,
@@ -166,7 +180,7 @@ func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine
 		policy:  policy,
 		audit:   audit,
 		spent:   newSpentSet(opts.MaxSpent),
-		modules: newModuleCache(engine, policy, opts.MaxModules, opts.Logger),
+		modules: newModuleCache(engine, policy, opts.ModuleCacheBytes, opts.Logger),
 		now:     time.Now,
 		started: time.Now(),
 		places: fairq.New(fairq.Options{
@@ -180,18 +194,31 @@ func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine
 		}),
 	}
 	s.keys = &keys{policy: policy, period: opts.KeyRefetchPeriod, now: s.clock, log: opts.Logger, sem: make(chan struct{}, 1)}
+	ctx, stop := context.WithCancel(context.Background())
+	s.follower, s.stopFollow, s.followed = newFollower(s), stop, make(chan struct{})
+	go func() {
+		defer close(s.followed)
+		s.follower.run(ctx)
+	}()
 	return s, nil
 }
 
 // clock returns the current time from s.now.
 func (s *Service) clock() time.Time { return s.now() }
 
-// Close releases the compiled modules, once the calls using them are done,
-// after waiting (until ctx ends) for module loads in progress. Calls made
-// after Close fail with errs.Unavailable.
+// Close stops following policy and releases the compiled modules, once the
+// calls using them are done, after waiting (until ctx ends) for module
+// loads in progress. Calls made after Close fail with errs.Unavailable.
 func (s *Service) Close(ctx context.Context) error {
 	var err error
-	s.closeOnce.Do(func() { err = s.modules.close(ctx) })
+	s.closeOnce.Do(func() {
+		s.stopFollow()
+		select {
+		case <-s.followed:
+		case <-ctx.Done():
+		}
+		err = s.modules.close(ctx)
+	})
 	return err
 }
 

@@ -172,8 +172,14 @@ func (s *Server) services(ctx context.Context, cfg Config, limits Limits) (http.
 		return nil, err
 	}
 	s.closers = append(s.closers, engine.Close)
+	// The runner follows pol's change feed (WatchContracts) in process: it
+	// compiles approved modules before their first call and deletes the
+	// compiled code of revoked ones from DataDir/cache.
 	runOpts := cfg.Runner
 	runOpts.Broker = brk
+	if runOpts.Logger == nil {
+		runOpts.Logger = s.log
+	}
 	run, err := runner.New(ctx, pol, auditSvc, engine, runOpts)
 	if err != nil {
 		return nil, err

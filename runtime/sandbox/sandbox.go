@@ -1,7 +1,8 @@
 // Package sandbox runs Extism tool modules under a contract's grants.
 //
 // An Engine compiles modules (once per module, with wazero's compilation
-// cache, optionally on disk so that a restart is cheap). A Module is one
+// cache, optionally on disk, one directory per module, so that a restart is
+// cheap and the code of a module no longer needed can be deleted). A Module is one
 // module bound to one set of Grants; each Call runs in a fresh, isolated
 // instance whose linear memory comes from a pool and is zeroed between calls.
 // Every module is metered at load (wasmbin.Meter, meter.go): the guest calls
@@ -101,10 +102,10 @@ const (
 
 // Engine compiles and runs modules. It is safe for concurrent use.
 type Engine struct {
-	opts  Options
-	cache wazero.CompilationCache
-	log   *slog.Logger
-	cpu   *fairq.Queue
+	opts   Options
+	caches *caches
+	log    *slog.Logger
+	cpu    *fairq.Queue
 	// For the benchmarks that compare metering with what it replaced:
 	// unmetered loads modules as they are, and closeOnDone turns on
 	// wazero's own interruption (a check at every loop back-edge).
@@ -134,14 +135,9 @@ func NewEngine(opts Options) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	if opts.CacheDir != "" {
-		cache, err := wazero.NewCompilationCacheWithDir(opts.CacheDir)
-		if err != nil {
-			return nil, errs.Wrap(errs.Internal, err, "compilation cache in %s", opts.CacheDir)
-		}
-		e.cache = cache
-	} else {
-		e.cache = wazero.NewCompilationCache()
+	var err error
+	if e.caches, err = newCaches(opts.CacheDir, e.log); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "compilation cache in %s", opts.CacheDir)
 	}
 	return e, nil
 }
@@ -149,11 +145,11 @@ func NewEngine(opts Options) (*Engine, error) {
 // Busy returns the number of CPU slots held and of calls waiting for one.
 func (e *Engine) Busy() (held, waiting int) { return e.cpu.Held(), e.cpu.Waiting() }
 
-// Close releases the engine's compilation cache and unmaps its idle
+// Close releases the engine's compilation caches and unmaps its idle
 // memories. Modules loaded from the engine must be closed first.
 func (e *Engine) Close(ctx context.Context) error {
 	e.memory.close()
-	return e.cache.Close(ctx)
+	return e.caches.close(ctx)
 }
 
 // Module is a compiled module bound to the grants it runs under. Calls may
@@ -170,6 +166,10 @@ type Module struct {
 	memory *memoryPool
 	egress egress.Config
 	cpu    *fairq.Queue
+	// footprint is Footprint of the module's bytes; release ends its use
+	// of its compilation cache.
+	footprint int64
+	release   func()
 }
 
 // Digest returns the module's digest, sha256:<hex> of its bytes.
@@ -179,7 +179,11 @@ func (m *Module) Digest() string { return m.digest }
 func (m *Module) HasExport(name string) bool { return m.exports[name] }
 
 // Close releases the compiled module.
-func (m *Module) Close(ctx context.Context) error { return m.rt.Close(ctx) }
+func (m *Module) Close(ctx context.Context) error {
+	err := m.rt.Close(ctx)
+	m.release()
+	return err
+}
 
 // CheckImports refuses a module whose imports ask for anything g does not
 // grant; the error names every such import. Load calls it; policy calls it
@@ -194,7 +198,8 @@ func CheckImports(wasm []byte, g Grants) error {
 
 // Load checks wasm against g and compiles it. Compiling is cached by the
 // module's bytes: loading the same module under other grants, or again after
-// a restart with a CacheDir, skips the compiler.
+// a restart with a CacheDir, skips the compiler. With a CacheDir, each
+// module digest has its own cache directory (see Prune).
 func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, error) {
 	if len(wasm) > MaxModuleBytes {
 		return nil, errs.E(errs.Invalid, "module is %d bytes, over the %d byte limit", len(wasm), MaxModuleBytes)
@@ -222,13 +227,19 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 			return nil, err
 		}
 	}
+	digest := contract.ModuleDigest(wasm)
+	cache, release, err := e.caches.acquire(digest)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "compilation cache of module %s", digest)
+	}
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
-		WithCompilationCache(e.cache).
+		WithCompilationCache(cache).
 		WithCloseOnContextDone(e.closeOnDone).
 		WithMemoryLimitPages(g.Limits.memoryPages()))
-	m := &Module{digest: contract.ModuleDigest(wasm), grants: g, rt: rt, exports: exports, egress: e.opts.Egress, cpu: e.cpu, memory: e.memory}
+	m := &Module{digest: digest, grants: g, rt: rt, exports: exports, egress: e.opts.Egress, cpu: e.cpu, memory: e.memory,
+		footprint: Footprint(wasm), release: release}
 	if err := m.link(ctx, metered); err != nil {
-		rt.Close(ctx)
+		m.Close(ctx)
 		return nil, err
 	}
 	e.log.Debug("module loaded", "digest", m.digest, "took", time.Since(start))

@@ -117,6 +117,17 @@ func Rename(wasm []byte, rename func(Import) string) ([]byte, error) {
 	return out, nil
 }
 
+// CodeSectionID is the id of the code section, which holds the function
+// bodies.
+const CodeSectionID = 10
+
+// SectionSize returns the size of the contents of the first section with
+// the given id, or 0 if the module has none.
+func SectionSize(wasm []byte, id byte) (int, error) {
+	sec, _, _, err := findSection(wasm, id)
+	return len(sec), err
+}
+
 // Export is one entry of a module's export section.
 type Export struct {
 	Name  string

@@ -162,3 +162,19 @@ func FuzzRename(f *testing.F) {
 		}
 	})
 }
+
+// TestSectionSize: the size of a section's contents, 0 for a missing one.
+func TestSectionSize(t *testing.T) {
+	m := concat(magic, version, section(1, 1, 0x60, 0, 0), section(CodeSectionID, 1, 2, 0, 0x0b))
+	for _, tt := range []struct {
+		id   byte
+		want int
+	}{{1, 4}, {CodeSectionID, 4}, {7, 0}} {
+		if got, err := SectionSize(m, tt.id); err != nil || got != tt.want {
+			t.Errorf("SectionSize(%d) = %d, %v; want %d", tt.id, got, err, tt.want)
+		}
+	}
+	if _, err := SectionSize(m[:len(m)-1], CodeSectionID); !errors.Is(err, ErrMalformed) {
+		t.Errorf("truncated module: %v, want ErrMalformed", err)
+	}
+}

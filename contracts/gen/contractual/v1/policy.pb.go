@@ -1419,6 +1419,207 @@ func (x *GetVerifierResponse) GetPublicKeyset() []byte {
 	return nil
 }
 
+// WatchContractsRequest names the last revision the caller has seen.
+type WatchContractsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The epoch and revision of the caller's last response; empty and 0 at
+	// first.
+	Epoch         string `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchContractsRequest) Reset() {
+	*x = WatchContractsRequest{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchContractsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchContractsRequest) ProtoMessage() {}
+
+func (x *WatchContractsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchContractsRequest.ProtoReflect.Descriptor instead.
+func (*WatchContractsRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchContractsRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *WatchContractsRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// WatchContractsResponse is a revision of the approved contracts.
+type WatchContractsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The epoch names one run of policy; revisions count its changes.
+	Epoch    string `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Set when changes is the whole approved set, newest approval first,
+	// rather than the changes since the caller's revision: the first time,
+	// and whenever policy no longer knows that revision (another epoch, or
+	// older than the changes it keeps).
+	Snapshot      bool              `protobuf:"varint,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Changes       []*ApprovalChange `protobuf:"bytes,4,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchContractsResponse) Reset() {
+	*x = WatchContractsResponse{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchContractsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchContractsResponse) ProtoMessage() {}
+
+func (x *WatchContractsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchContractsResponse.ProtoReflect.Descriptor instead.
+func (*WatchContractsResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WatchContractsResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *WatchContractsResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchContractsResponse) GetSnapshot() bool {
+	if x != nil {
+		return x.Snapshot
+	}
+	return false
+}
+
+func (x *WatchContractsResponse) GetChanges() []*ApprovalChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+// ApprovalChange is a contract that became approved, or stopped being
+// approved (revoked, or superseded by another version).
+type ApprovalChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The contract's digest, name and module digest.
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Name   string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Module string `protobuf:"bytes,3,opt,name=module,proto3" json:"module,omitempty"`
+	// CONTRACT_STATE_APPROVED or CONTRACT_STATE_REVOKED.
+	State         ContractState `protobuf:"varint,4,opt,name=state,proto3,enum=contractual.v1.ContractState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalChange) Reset() {
+	*x = ApprovalChange{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalChange) ProtoMessage() {}
+
+func (x *ApprovalChange) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalChange.ProtoReflect.Descriptor instead.
+func (*ApprovalChange) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ApprovalChange) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ApprovalChange) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApprovalChange) GetModule() string {
+	if x != nil {
+		return x.Module
+	}
+	return ""
+}
+
+func (x *ApprovalChange) GetState() ContractState {
+	if x != nil {
+		return x.State
+	}
+	return ContractState_CONTRACT_STATE_UNSPECIFIED
+}
+
 var File_contractual_v1_policy_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_policy_proto_rawDesc = "" +
@@ -1507,7 +1708,20 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x06module\x18\x01 \x01(\fR\x06module\"\x14\n" +
 	"\x12GetVerifierRequest\":\n" +
 	"\x13GetVerifierResponse\x12#\n" +
-	"\rpublic_keyset\x18\x01 \x01(\fR\fpublicKeyset*\xa1\x01\n" +
+	"\rpublic_keyset\x18\x01 \x01(\fR\fpublicKeyset\"I\n" +
+	"\x15WatchContractsRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"\xa0\x01\n" +
+	"\x16WatchContractsResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1a\n" +
+	"\bsnapshot\x18\x03 \x01(\bR\bsnapshot\x128\n" +
+	"\achanges\x18\x04 \x03(\v2\x1e.contractual.v1.ApprovalChangeR\achanges\"\x89\x01\n" +
+	"\x0eApprovalChange\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06module\x18\x03 \x01(\tR\x06module\x123\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1d.contractual.v1.ContractStateR\x05state*\xa1\x01\n" +
 	"\rContractState\x12\x1e\n" +
 	"\x1aCONTRACT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CONTRACT_STATE_PENDING\x10\x01\x12\x1b\n" +
@@ -1518,7 +1732,7 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVERDICT_ALLOW\x10\x01\x12\x10\n" +
 	"\fVERDICT_DENY\x10\x02\x12\x1d\n" +
-	"\x19VERDICT_APPROVAL_REQUIRED\x10\x032\xfc\x05\n" +
+	"\x19VERDICT_APPROVAL_REQUIRED\x10\x032\xe2\x06\n" +
 	"\rPolicyService\x12J\n" +
 	"\aPublish\x12\x1e.contractual.v1.PublishRequest\x1a\x1f.contractual.v1.PublishResponse\x12a\n" +
 	"\rListContracts\x12$.contractual.v1.ListContractsRequest\x1a%.contractual.v1.ListContractsResponse\"\x03\x90\x02\x01\x12[\n" +
@@ -1528,7 +1742,8 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x06Revoke\x12\x1d.contractual.v1.RevokeRequest\x1a\x1e.contractual.v1.RevokeResponse\x12M\n" +
 	"\bEvaluate\x12\x1f.contractual.v1.EvaluateRequest\x1a .contractual.v1.EvaluateResponse\x12U\n" +
 	"\tGetModule\x12 .contractual.v1.GetModuleRequest\x1a!.contractual.v1.GetModuleResponse\"\x03\x90\x02\x01\x12[\n" +
-	"\vGetVerifier\x12\".contractual.v1.GetVerifierRequest\x1a#.contractual.v1.GetVerifierResponse\"\x03\x90\x02\x01B\xc9\x01\n" +
+	"\vGetVerifier\x12\".contractual.v1.GetVerifierRequest\x1a#.contractual.v1.GetVerifierResponse\"\x03\x90\x02\x01\x12d\n" +
+	"\x0eWatchContracts\x12%.contractual.v1.WatchContractsRequest\x1a&.contractual.v1.WatchContractsResponse\"\x03\x90\x02\x01B\xc9\x01\n" +
 	"\x12com.contractual.v1B\vPolicyProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 
 var (
@@ -1544,40 +1759,43 @@ func file_contractual_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_contractual_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_contractual_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_contractual_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_contractual_v1_policy_proto_goTypes = []any{
-	(ContractState)(0),            // 0: contractual.v1.ContractState
-	(Verdict)(0),                  // 1: contractual.v1.Verdict
-	(*ContractRecord)(nil),        // 2: contractual.v1.ContractRecord
-	(*ContractChange)(nil),        // 3: contractual.v1.ContractChange
-	(*PublishRequest)(nil),        // 4: contractual.v1.PublishRequest
-	(*PublishResponse)(nil),       // 5: contractual.v1.PublishResponse
-	(*ListContractsRequest)(nil),  // 6: contractual.v1.ListContractsRequest
-	(*ListContractsResponse)(nil), // 7: contractual.v1.ListContractsResponse
-	(*GetContractRequest)(nil),    // 8: contractual.v1.GetContractRequest
-	(*GetContractResponse)(nil),   // 9: contractual.v1.GetContractResponse
-	(*ApproveRequest)(nil),        // 10: contractual.v1.ApproveRequest
-	(*ApproveResponse)(nil),       // 11: contractual.v1.ApproveResponse
-	(*RejectRequest)(nil),         // 12: contractual.v1.RejectRequest
-	(*RejectResponse)(nil),        // 13: contractual.v1.RejectResponse
-	(*RevokeRequest)(nil),         // 14: contractual.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 15: contractual.v1.RevokeResponse
-	(*Decision)(nil),              // 16: contractual.v1.Decision
-	(*SignedDecision)(nil),        // 17: contractual.v1.SignedDecision
-	(*EvaluateRequest)(nil),       // 18: contractual.v1.EvaluateRequest
-	(*EvaluateResponse)(nil),      // 19: contractual.v1.EvaluateResponse
-	(*GetModuleRequest)(nil),      // 20: contractual.v1.GetModuleRequest
-	(*GetModuleResponse)(nil),     // 21: contractual.v1.GetModuleResponse
-	(*GetVerifierRequest)(nil),    // 22: contractual.v1.GetVerifierRequest
-	(*GetVerifierResponse)(nil),   // 23: contractual.v1.GetVerifierResponse
-	(*Contract)(nil),              // 24: contractual.v1.Contract
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(ContractState)(0),             // 0: contractual.v1.ContractState
+	(Verdict)(0),                   // 1: contractual.v1.Verdict
+	(*ContractRecord)(nil),         // 2: contractual.v1.ContractRecord
+	(*ContractChange)(nil),         // 3: contractual.v1.ContractChange
+	(*PublishRequest)(nil),         // 4: contractual.v1.PublishRequest
+	(*PublishResponse)(nil),        // 5: contractual.v1.PublishResponse
+	(*ListContractsRequest)(nil),   // 6: contractual.v1.ListContractsRequest
+	(*ListContractsResponse)(nil),  // 7: contractual.v1.ListContractsResponse
+	(*GetContractRequest)(nil),     // 8: contractual.v1.GetContractRequest
+	(*GetContractResponse)(nil),    // 9: contractual.v1.GetContractResponse
+	(*ApproveRequest)(nil),         // 10: contractual.v1.ApproveRequest
+	(*ApproveResponse)(nil),        // 11: contractual.v1.ApproveResponse
+	(*RejectRequest)(nil),          // 12: contractual.v1.RejectRequest
+	(*RejectResponse)(nil),         // 13: contractual.v1.RejectResponse
+	(*RevokeRequest)(nil),          // 14: contractual.v1.RevokeRequest
+	(*RevokeResponse)(nil),         // 15: contractual.v1.RevokeResponse
+	(*Decision)(nil),               // 16: contractual.v1.Decision
+	(*SignedDecision)(nil),         // 17: contractual.v1.SignedDecision
+	(*EvaluateRequest)(nil),        // 18: contractual.v1.EvaluateRequest
+	(*EvaluateResponse)(nil),       // 19: contractual.v1.EvaluateResponse
+	(*GetModuleRequest)(nil),       // 20: contractual.v1.GetModuleRequest
+	(*GetModuleResponse)(nil),      // 21: contractual.v1.GetModuleResponse
+	(*GetVerifierRequest)(nil),     // 22: contractual.v1.GetVerifierRequest
+	(*GetVerifierResponse)(nil),    // 23: contractual.v1.GetVerifierResponse
+	(*WatchContractsRequest)(nil),  // 24: contractual.v1.WatchContractsRequest
+	(*WatchContractsResponse)(nil), // 25: contractual.v1.WatchContractsResponse
+	(*ApprovalChange)(nil),         // 26: contractual.v1.ApprovalChange
+	(*Contract)(nil),               // 27: contractual.v1.Contract
+	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
 }
 var file_contractual_v1_policy_proto_depIdxs = []int32{
-	24, // 0: contractual.v1.ContractRecord.contract:type_name -> contractual.v1.Contract
+	27, // 0: contractual.v1.ContractRecord.contract:type_name -> contractual.v1.Contract
 	0,  // 1: contractual.v1.ContractRecord.state:type_name -> contractual.v1.ContractState
-	25, // 2: contractual.v1.ContractRecord.published_at:type_name -> google.protobuf.Timestamp
-	25, // 3: contractual.v1.ContractRecord.decided_at:type_name -> google.protobuf.Timestamp
+	28, // 2: contractual.v1.ContractRecord.published_at:type_name -> google.protobuf.Timestamp
+	28, // 3: contractual.v1.ContractRecord.decided_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: contractual.v1.PublishResponse.record:type_name -> contractual.v1.ContractRecord
 	3,  // 5: contractual.v1.PublishResponse.diff:type_name -> contractual.v1.ContractChange
 	0,  // 6: contractual.v1.ListContractsRequest.state:type_name -> contractual.v1.ContractState
@@ -1588,33 +1806,37 @@ var file_contractual_v1_policy_proto_depIdxs = []int32{
 	2,  // 11: contractual.v1.RejectResponse.record:type_name -> contractual.v1.ContractRecord
 	2,  // 12: contractual.v1.RevokeResponse.record:type_name -> contractual.v1.ContractRecord
 	1,  // 13: contractual.v1.Decision.verdict:type_name -> contractual.v1.Verdict
-	25, // 14: contractual.v1.Decision.issued_at:type_name -> google.protobuf.Timestamp
-	25, // 15: contractual.v1.Decision.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 14: contractual.v1.Decision.issued_at:type_name -> google.protobuf.Timestamp
+	28, // 15: contractual.v1.Decision.expires_at:type_name -> google.protobuf.Timestamp
 	16, // 16: contractual.v1.EvaluateResponse.decision:type_name -> contractual.v1.Decision
 	17, // 17: contractual.v1.EvaluateResponse.signed:type_name -> contractual.v1.SignedDecision
-	4,  // 18: contractual.v1.PolicyService.Publish:input_type -> contractual.v1.PublishRequest
-	6,  // 19: contractual.v1.PolicyService.ListContracts:input_type -> contractual.v1.ListContractsRequest
-	8,  // 20: contractual.v1.PolicyService.GetContract:input_type -> contractual.v1.GetContractRequest
-	10, // 21: contractual.v1.PolicyService.Approve:input_type -> contractual.v1.ApproveRequest
-	12, // 22: contractual.v1.PolicyService.Reject:input_type -> contractual.v1.RejectRequest
-	14, // 23: contractual.v1.PolicyService.Revoke:input_type -> contractual.v1.RevokeRequest
-	18, // 24: contractual.v1.PolicyService.Evaluate:input_type -> contractual.v1.EvaluateRequest
-	20, // 25: contractual.v1.PolicyService.GetModule:input_type -> contractual.v1.GetModuleRequest
-	22, // 26: contractual.v1.PolicyService.GetVerifier:input_type -> contractual.v1.GetVerifierRequest
-	5,  // 27: contractual.v1.PolicyService.Publish:output_type -> contractual.v1.PublishResponse
-	7,  // 28: contractual.v1.PolicyService.ListContracts:output_type -> contractual.v1.ListContractsResponse
-	9,  // 29: contractual.v1.PolicyService.GetContract:output_type -> contractual.v1.GetContractResponse
-	11, // 30: contractual.v1.PolicyService.Approve:output_type -> contractual.v1.ApproveResponse
-	13, // 31: contractual.v1.PolicyService.Reject:output_type -> contractual.v1.RejectResponse
-	15, // 32: contractual.v1.PolicyService.Revoke:output_type -> contractual.v1.RevokeResponse
-	19, // 33: contractual.v1.PolicyService.Evaluate:output_type -> contractual.v1.EvaluateResponse
-	21, // 34: contractual.v1.PolicyService.GetModule:output_type -> contractual.v1.GetModuleResponse
-	23, // 35: contractual.v1.PolicyService.GetVerifier:output_type -> contractual.v1.GetVerifierResponse
-	27, // [27:36] is the sub-list for method output_type
-	18, // [18:27] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	26, // 18: contractual.v1.WatchContractsResponse.changes:type_name -> contractual.v1.ApprovalChange
+	0,  // 19: contractual.v1.ApprovalChange.state:type_name -> contractual.v1.ContractState
+	4,  // 20: contractual.v1.PolicyService.Publish:input_type -> contractual.v1.PublishRequest
+	6,  // 21: contractual.v1.PolicyService.ListContracts:input_type -> contractual.v1.ListContractsRequest
+	8,  // 22: contractual.v1.PolicyService.GetContract:input_type -> contractual.v1.GetContractRequest
+	10, // 23: contractual.v1.PolicyService.Approve:input_type -> contractual.v1.ApproveRequest
+	12, // 24: contractual.v1.PolicyService.Reject:input_type -> contractual.v1.RejectRequest
+	14, // 25: contractual.v1.PolicyService.Revoke:input_type -> contractual.v1.RevokeRequest
+	18, // 26: contractual.v1.PolicyService.Evaluate:input_type -> contractual.v1.EvaluateRequest
+	20, // 27: contractual.v1.PolicyService.GetModule:input_type -> contractual.v1.GetModuleRequest
+	22, // 28: contractual.v1.PolicyService.GetVerifier:input_type -> contractual.v1.GetVerifierRequest
+	24, // 29: contractual.v1.PolicyService.WatchContracts:input_type -> contractual.v1.WatchContractsRequest
+	5,  // 30: contractual.v1.PolicyService.Publish:output_type -> contractual.v1.PublishResponse
+	7,  // 31: contractual.v1.PolicyService.ListContracts:output_type -> contractual.v1.ListContractsResponse
+	9,  // 32: contractual.v1.PolicyService.GetContract:output_type -> contractual.v1.GetContractResponse
+	11, // 33: contractual.v1.PolicyService.Approve:output_type -> contractual.v1.ApproveResponse
+	13, // 34: contractual.v1.PolicyService.Reject:output_type -> contractual.v1.RejectResponse
+	15, // 35: contractual.v1.PolicyService.Revoke:output_type -> contractual.v1.RevokeResponse
+	19, // 36: contractual.v1.PolicyService.Evaluate:output_type -> contractual.v1.EvaluateResponse
+	21, // 37: contractual.v1.PolicyService.GetModule:output_type -> contractual.v1.GetModuleResponse
+	23, // 38: contractual.v1.PolicyService.GetVerifier:output_type -> contractual.v1.GetVerifierResponse
+	25, // 39: contractual.v1.PolicyService.WatchContracts:output_type -> contractual.v1.WatchContractsResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_policy_proto_init() }
@@ -1629,7 +1851,7 @@ func file_contractual_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_policy_proto_rawDesc), len(file_contractual_v1_policy_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

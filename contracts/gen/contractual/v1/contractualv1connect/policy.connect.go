@@ -54,6 +54,9 @@ const (
 	// PolicyServiceGetVerifierProcedure is the fully-qualified name of the PolicyService's GetVerifier
 	// RPC.
 	PolicyServiceGetVerifierProcedure = "/contractual.v1.PolicyService/GetVerifier"
+	// PolicyServiceWatchContractsProcedure is the fully-qualified name of the PolicyService's
+	// WatchContracts RPC.
+	PolicyServiceWatchContractsProcedure = "/contractual.v1.PolicyService/WatchContracts"
 )
 
 // PolicyServiceClient is a client for the contractual.v1.PolicyService service.
@@ -79,6 +82,12 @@ type PolicyServiceClient interface {
 	GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error)
 	// GetVerifier returns the public keyset that verifies decisions.
 	GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error)
+	// WatchContracts reports the changes of the approved contracts since a
+	// revision: at once if there are any, otherwise when the next one
+	// happens or after a while with none (a long poll). For services only:
+	// the runner follows it to compile approved modules before their first
+	// call and to drop revoked ones.
+	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
 }
 
 // NewPolicyServiceClient constructs a client for the contractual.v1.PolicyService service. By
@@ -150,20 +159,28 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		watchContracts: connect.NewClient[v1.WatchContractsRequest, v1.WatchContractsResponse](
+			httpClient,
+			baseURL+PolicyServiceWatchContractsProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("WatchContracts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // policyServiceClient implements PolicyServiceClient.
 type policyServiceClient struct {
-	publish       *connect.Client[v1.PublishRequest, v1.PublishResponse]
-	listContracts *connect.Client[v1.ListContractsRequest, v1.ListContractsResponse]
-	getContract   *connect.Client[v1.GetContractRequest, v1.GetContractResponse]
-	approve       *connect.Client[v1.ApproveRequest, v1.ApproveResponse]
-	reject        *connect.Client[v1.RejectRequest, v1.RejectResponse]
-	revoke        *connect.Client[v1.RevokeRequest, v1.RevokeResponse]
-	evaluate      *connect.Client[v1.EvaluateRequest, v1.EvaluateResponse]
-	getModule     *connect.Client[v1.GetModuleRequest, v1.GetModuleResponse]
-	getVerifier   *connect.Client[v1.GetVerifierRequest, v1.GetVerifierResponse]
+	publish        *connect.Client[v1.PublishRequest, v1.PublishResponse]
+	listContracts  *connect.Client[v1.ListContractsRequest, v1.ListContractsResponse]
+	getContract    *connect.Client[v1.GetContractRequest, v1.GetContractResponse]
+	approve        *connect.Client[v1.ApproveRequest, v1.ApproveResponse]
+	reject         *connect.Client[v1.RejectRequest, v1.RejectResponse]
+	revoke         *connect.Client[v1.RevokeRequest, v1.RevokeResponse]
+	evaluate       *connect.Client[v1.EvaluateRequest, v1.EvaluateResponse]
+	getModule      *connect.Client[v1.GetModuleRequest, v1.GetModuleResponse]
+	getVerifier    *connect.Client[v1.GetVerifierRequest, v1.GetVerifierResponse]
+	watchContracts *connect.Client[v1.WatchContractsRequest, v1.WatchContractsResponse]
 }
 
 // Publish calls contractual.v1.PolicyService.Publish.
@@ -247,6 +264,15 @@ func (c *policyServiceClient) GetVerifier(ctx context.Context, req *v1.GetVerifi
 	return nil, err
 }
 
+// WatchContracts calls contractual.v1.PolicyService.WatchContracts.
+func (c *policyServiceClient) WatchContracts(ctx context.Context, req *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error) {
+	response, err := c.watchContracts.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // PolicyServiceHandler is an implementation of the contractual.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Publish stores a module (once per digest) and its contract as pending.
@@ -270,6 +296,12 @@ type PolicyServiceHandler interface {
 	GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error)
 	// GetVerifier returns the public keyset that verifies decisions.
 	GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error)
+	// WatchContracts reports the changes of the approved contracts since a
+	// revision: at once if there are any, otherwise when the next one
+	// happens or after a while with none (a long poll). For services only:
+	// the runner follows it to compile approved modules before their first
+	// call and to drop revoked ones.
+	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -337,6 +369,13 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyServiceWatchContractsHandler := connect.NewUnaryHandlerSimple(
+		PolicyServiceWatchContractsProcedure,
+		svc.WatchContracts,
+		connect.WithSchema(policyServiceMethods.ByName("WatchContracts")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/contractual.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServicePublishProcedure:
@@ -357,6 +396,8 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 			policyServiceGetModuleHandler.ServeHTTP(w, r)
 		case PolicyServiceGetVerifierProcedure:
 			policyServiceGetVerifierHandler.ServeHTTP(w, r)
+		case PolicyServiceWatchContractsProcedure:
+			policyServiceWatchContractsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -400,4 +441,8 @@ func (UnimplementedPolicyServiceHandler) GetModule(context.Context, *v1.GetModul
 
 func (UnimplementedPolicyServiceHandler) GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.GetVerifier is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.WatchContracts is not implemented"))
 }

@@ -1,0 +1,246 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/rpc"
+)
+
+// Backoff of the change feed after an error.
+const (
+	followRetryMin = time.Second
+	followRetryMax = 30 * time.Second
+)
+
+// follower keeps the module cache in step with policy's approved contracts
+// through policy's change feed (WatchContracts): it compiles the module of
+// each newly approved contract in the background, one at a time, so that
+// its first call finds it loaded; at start (or when the feed starts over)
+// it compiles the approved contracts newest first, as many as fit in the
+// cache without evicting anything; and it drops the module of a revoked
+// or superseded contract from the cache and its compiled code from disk.
+//
+// The feed only saves work: a call never depends on it, since every call
+// checks its contract with policy and loads what is missing.
+type follower struct {
+	s    *Service
+	kick chan struct{} // wakes the warming goroutine
+
+	mu sync.Mutex
+	// approved maps the approved contracts' digests to their modules'.
+	approved map[string]string
+	// queue is the contracts to warm, next first; warming is set while one
+	// is being warmed.
+	queue   []warmJob
+	warming bool
+	// epoch and revision are those of the last answer applied in full.
+	epoch    string
+	revision uint64
+}
+
+// warmJob is one contract to compile ahead of its first call; fill marks
+// the start's compiles, which stop when the cache is full.
+type warmJob struct {
+	digest string
+	fill   bool
+}
+
+func newFollower(s *Service) *follower {
+	return &follower{s: s, kick: make(chan struct{}, 1), approved: map[string]string{}}
+}
+
+// run follows policy until ctx ends.
+func (f *follower) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { f.warmLoop(ctx) })
+	f.watchLoop(ctx)
+	wg.Wait()
+}
+
+// watchLoop applies the feed's answers until ctx ends, retrying with
+// backoff when policy cannot be reached.
+func (f *follower) watchLoop(ctx context.Context) {
+	req := &contractualv1.WatchContractsRequest{}
+	retry := followRetryMin
+	for ctx.Err() == nil {
+		resp, err := f.s.policy.WatchContracts(ctx, req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			f.s.log.Warn("watching policy's contracts", "err", rpc.FromConnect(err), "retry in", retry)
+			t := time.NewTimer(retry)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+			retry = min(2*retry, followRetryMax)
+			continue
+		}
+		retry = followRetryMin
+		f.apply(resp)
+		req = &contractualv1.WatchContractsRequest{Epoch: resp.GetEpoch(), Revision: resp.GetRevision()}
+	}
+}
+
+// apply brings the follower's view and the cache in line with one answer
+// of the feed.
+func (f *follower) apply(resp *contractualv1.WatchContractsResponse) {
+	var dropped []string
+	f.mu.Lock()
+	if resp.GetSnapshot() {
+		f.approved = make(map[string]string, len(resp.GetChanges()))
+		f.queue = f.queue[:0]
+		for _, c := range resp.GetChanges() {
+			f.approved[c.GetDigest()] = c.GetModule()
+			f.queue = append(f.queue, warmJob{digest: c.GetDigest(), fill: true})
+		}
+		for _, d := range f.s.modules.cached() {
+			if _, ok := f.approved[d]; !ok {
+				dropped = append(dropped, d)
+			}
+		}
+	} else {
+		var fresh []warmJob
+		for _, c := range resp.GetChanges() {
+			switch c.GetState() {
+			case contractualv1.ContractState_CONTRACT_STATE_APPROVED:
+				f.approved[c.GetDigest()] = c.GetModule()
+				fresh = append(fresh, warmJob{digest: c.GetDigest()})
+			default:
+				delete(f.approved, c.GetDigest())
+				dropped = append(dropped, c.GetDigest())
+			}
+		}
+		f.queue = append(fresh, f.queue...)
+	}
+	keep := make(map[string]bool, len(f.approved))
+	for _, m := range f.approved {
+		keep[m] = true
+	}
+	f.mu.Unlock()
+
+	for _, d := range dropped {
+		f.s.modules.drop(d)
+	}
+	if resp.GetSnapshot() || len(dropped) > 0 {
+		gone, err := f.s.modules.engine.Prune(func(module string) bool { return keep[module] })
+		if err != nil {
+			f.s.log.Warn("pruning compiled code", "err", err)
+		}
+		if len(gone) > 0 {
+			f.s.log.Info("compiled code pruned", "modules", gone)
+		}
+	}
+	f.mu.Lock()
+	f.epoch, f.revision = resp.GetEpoch(), resp.GetRevision()
+	f.mu.Unlock()
+	f.s.modules.signal()
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// next takes the next job whose contract is still approved, and marks
+// the follower warming until done is called.
+func (f *follower) next() (warmJob, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.queue) > 0 {
+		j := f.queue[0]
+		f.queue = f.queue[1:]
+		if _, ok := f.approved[j.digest]; ok {
+			f.warming = true
+			return j, true
+		}
+	}
+	return warmJob{}, false
+}
+
+// done ends the job next returned.
+func (f *follower) done() {
+	f.mu.Lock()
+	f.warming = false
+	f.mu.Unlock()
+	f.s.modules.signal()
+}
+
+// at returns the epoch and revision of the last answer applied in full.
+func (f *follower) at() (string, uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.epoch, f.revision
+}
+
+// idle reports whether nothing is queued or being warmed.
+func (f *follower) idle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.queue) == 0 && !f.warming
+}
+
+// stopFill drops the start's remaining jobs: the cache is full.
+func (f *follower) stopFill() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q := f.queue[:0]
+	for _, j := range f.queue {
+		if !j.fill {
+			q = append(q, j)
+		}
+	}
+	f.queue = q
+}
+
+// warmLoop compiles the queued contracts' modules, one at a time, until
+// ctx ends.
+func (f *follower) warmLoop(ctx context.Context) {
+	for {
+		select {
+		case <-f.kick:
+		case <-ctx.Done():
+			return
+		}
+		for ctx.Err() == nil {
+			j, ok := f.next()
+			if !ok {
+				break
+			}
+			f.warm(ctx, j)
+			f.done()
+		}
+	}
+}
+
+// warm compiles the module of j's contract, if policy still approves it.
+func (f *follower) warm(ctx context.Context, j warmJob) {
+	start := time.Now()
+	resp, err := f.s.policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: j.digest})
+	switch {
+	case err != nil:
+		err = rpc.FromConnect(err)
+	case resp.GetRecord().GetState() != contractualv1.ContractState_CONTRACT_STATE_APPROVED:
+		return
+	default:
+		err = f.s.modules.warm(ctx, j.digest, resp.GetRecord().GetContract(), j.fill)
+	}
+	switch {
+	case err == nil:
+		f.s.log.Debug("module warmed", "contract", j.digest, "took", time.Since(start))
+	case errors.Is(err, errFull):
+		f.s.log.Debug("module not warmed: the module cache is full", "contract", j.digest)
+		if j.fill {
+			f.stopFill()
+		}
+	case ctx.Err() != nil: // closing
+	default:
+		f.s.log.Warn("warming a module", "contract", j.digest, "err", err)
+	}
+}
