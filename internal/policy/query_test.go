@@ -55,8 +55,8 @@ func TestListContractsPages(t *testing.T) {
 	req := &contractualv1.ListContractsRequest{PageSize: 5}
 	for page := 0; ; page++ {
 		resp := f.list(req)
-		if n := len(resp.GetRecords()); n != 5 && resp.GetNextPageToken() != "" {
-			t.Fatalf("page %d holds %d contracts and is not the last", page, n)
+		if n := len(resp.GetRecords()); n > 5 || n != 5 && resp.GetNextPageToken() != "" {
+			t.Fatalf("page %d holds %d contracts for page size 5 (next page token %q)", page, n, resp.GetNextPageToken())
 		}
 		got = append(got, digests(resp.GetRecords())...)
 		if resp.GetNextPageToken() == "" {
