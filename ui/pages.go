@@ -12,6 +12,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/paging"
 	"github.com/contractual/contractual/internal/pairing"
 )
 
@@ -55,11 +56,11 @@ func (u *UI) show(w http.ResponseWriter, r *http.Request, s *session, p page, st
 // ---- overview
 
 type overviewData struct {
-	PendingContracts  int
-	ApprovedContracts int
-	PendingRequests   int
-	Devices           int
-	Secrets           int
+	PendingContracts  count
+	ApprovedContracts count
+	PendingRequests   count
+	Devices           count
+	Secrets           count
 	Runs              []*contractualv1.AuditEvent
 	Verify            *contractualv1.VerifyResponse
 }
@@ -68,39 +69,35 @@ func (u *UI) overviewPage(w http.ResponseWriter, r *http.Request, s *session) {
 	u.show(w, r, s, page{name: "overview", title: "Overview", nav: "overview", load: u.loadOverview}, http.StatusOK, "", nil)
 }
 
+// loadOverview counts each list up to countPage: a page of each, however
+// long the lists are.
 func (u *UI) loadOverview(ctx context.Context, _ *http.Request, _ *session) (any, error) {
 	var d overviewData
-	cs, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
-	if err != nil {
-		return nil, err
-	}
-	for _, rec := range cs.GetRecords() {
-		switch rec.GetState() {
-		case contractualv1.ContractState_CONTRACT_STATE_PENDING:
-			d.PendingContracts++
-		case contractualv1.ContractState_CONTRACT_STATE_APPROVED:
-			d.ApprovedContracts++
+	for st, c := range map[contractualv1.ContractState]*count{
+		contractualv1.ContractState_CONTRACT_STATE_PENDING:  &d.PendingContracts,
+		contractualv1.ContractState_CONTRACT_STATE_APPROVED: &d.ApprovedContracts,
+	} {
+		cs, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{State: st, PageSize: countPage})
+		if err != nil {
+			return nil, err
 		}
+		*c = count{len(cs.GetRecords()), cs.GetNextPageToken() != ""}
 	}
-	reqs, err := u.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{})
+	reqs, err := u.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{PageSize: countPage})
 	if err != nil {
 		return nil, err
 	}
-	d.PendingRequests = len(reqs.GetRequests())
-	devs, err := u.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
+	d.PendingRequests = count{len(reqs.GetRequests()), reqs.GetNextPageToken() != ""}
+	devs, err := u.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{State: contractualv1.DeviceState_DEVICE_STATE_ACTIVE, PageSize: countPage})
 	if err != nil {
 		return nil, err
 	}
-	for _, dev := range devs.GetDevices() {
-		if dev.GetRevokedAt() == nil && dev.GetExpiresAt().AsTime().After(u.cfg.Now()) {
-			d.Devices++
-		}
-	}
-	secs, err := u.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{})
+	d.Devices = count{len(devs.GetDevices()), devs.GetNextPageToken() != ""}
+	secs, err := u.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{PageSize: countPage})
 	if err != nil {
 		return nil, err
 	}
-	d.Secrets = len(secs.GetSecrets())
+	d.Secrets = count{len(secs.GetSecrets()), secs.GetNextPageToken() != ""}
 	runs, _, err := u.tail(ctx)
 	if err != nil {
 		return nil, err
@@ -134,28 +131,55 @@ func (u *UI) tail(ctx context.Context) (runs, events []*contractualv1.AuditEvent
 // ---- contracts
 
 type contractsData struct {
-	Pending, Approved, Other []*contractualv1.ContractRecord
+	// Pending is the first page of the pending contracts, shown above the
+	// list when it is unfiltered and at its first page.
+	Pending     []*contractualv1.ContractRecord
+	MorePending bool
+	// Contracts is the page of the list, newest first.
+	Contracts []*contractualv1.ContractRecord
+	Pager     pager
+	// Filters, as the filter form shows them.
+	Prefix, State, Tool string
+	Filtered            bool
+	States              []string
 }
+
+// contractStates are the states the filter offers.
+var contractStates = []string{"pending", "approved", "rejected", "revoked"}
 
 func (u *UI) contractsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	u.show(w, r, s, page{name: "contracts", title: "Contracts", nav: "contracts", load: u.loadContracts}, http.StatusOK, "", nil)
 }
 
-func (u *UI) loadContracts(ctx context.Context, _ *http.Request, _ *session) (any, error) {
-	resp, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
+func (u *UI) loadContracts(ctx context.Context, r *http.Request, _ *session) (any, error) {
+	pos := listPosOf(r, "/ui/contracts", "prefix", "state", "tool")
+	d := contractsData{
+		Prefix: pos.filters.Get("prefix"), State: pos.filters.Get("state"), Tool: pos.filters.Get("tool"),
+		Filtered: pos.filtered(), States: contractStates,
+	}
+	var st contractualv1.ContractState
+	if d.State != "" {
+		v, ok := contractualv1.ContractState_value["CONTRACT_STATE_"+strings.ToUpper(d.State)]
+		if !ok || v == 0 {
+			return nil, errs.E(errs.Invalid, "state must be one of %s", strings.Join(contractStates, ", "))
+		}
+		st = contractualv1.ContractState(v)
+	}
+	resp, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{
+		NamePrefix: d.Prefix, State: st, Tool: d.Tool, PageSize: listPage, PageToken: pos.token,
+	})
 	if err != nil {
 		return nil, err
 	}
-	var d contractsData
-	for _, rec := range resp.GetRecords() {
-		switch rec.GetState() {
-		case contractualv1.ContractState_CONTRACT_STATE_PENDING:
-			d.Pending = append(d.Pending, rec)
-		case contractualv1.ContractState_CONTRACT_STATE_APPROVED:
-			d.Approved = append(d.Approved, rec)
-		default:
-			d.Other = append(d.Other, rec)
+	d.Contracts, d.Pager = resp.GetRecords(), pos.pager(resp.GetNextPageToken())
+	if !d.Filtered && pos.token == "" {
+		pend, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{
+			State: contractualv1.ContractState_CONTRACT_STATE_PENDING, PageSize: listPage,
+		})
+		if err != nil {
+			return nil, err
 		}
+		d.Pending, d.MorePending = pend.GetRecords(), pend.GetNextPageToken() != ""
 	}
 	return d, nil
 }
@@ -260,8 +284,14 @@ func (u *UI) diff(ctx context.Context, r *http.Request, pred string, c *contract
 // ---- devices
 
 type devicesData struct {
-	Requests []*contractualv1.PairingRequest
-	Devices  []deviceRow
+	Requests     []*contractualv1.PairingRequest
+	MoreRequests bool
+	Devices      []deviceRow
+	Pager        pager
+	// Filters, as the filter form shows them.
+	State, Scope string
+	States       []string
+	Scopes       []string
 }
 
 type deviceRow struct {
@@ -271,6 +301,9 @@ type deviceRow struct {
 	This    bool
 }
 
+// deviceStates are the states the filter offers.
+var deviceStates = []string{"active", "revoked", "expired"}
+
 func (u *UI) devicesPageSpec() page {
 	return page{name: "devices", title: "Devices", nav: "devices", load: u.loadDevices}
 }
@@ -279,23 +312,34 @@ func (u *UI) devicesPage(w http.ResponseWriter, r *http.Request, s *session) {
 	u.show(w, r, s, u.devicesPageSpec(), http.StatusOK, "", nil)
 }
 
-func (u *UI) loadDevices(ctx context.Context, _ *http.Request, s *session) (any, error) {
-	reqs, err := u.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{})
+func (u *UI) loadDevices(ctx context.Context, r *http.Request, s *session) (any, error) {
+	pos := listPosOf(r, "/ui/devices", "state", "scope")
+	d := devicesData{State: pos.filters.Get("state"), Scope: pos.filters.Get("scope"), States: deviceStates, Scopes: pairing.ScopeNames()}
+	var st contractualv1.DeviceState
+	if d.State != "" {
+		v, ok := contractualv1.DeviceState_value["DEVICE_STATE_"+strings.ToUpper(d.State)]
+		if !ok || v == 0 {
+			return nil, errs.E(errs.Invalid, "state must be one of %s", strings.Join(deviceStates, ", "))
+		}
+		st = contractualv1.DeviceState(v)
+	}
+	reqs, err := u.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{PageSize: listPage})
 	if err != nil {
 		return nil, err
 	}
-	devs, err := u.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
+	d.Requests, d.MoreRequests = reqs.GetRequests(), reqs.GetNextPageToken() != ""
+	devs, err := u.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{State: st, Scope: d.Scope, PageSize: listPage, PageToken: pos.token})
 	if err != nil {
 		return nil, err
 	}
-	d := devicesData{Requests: reqs.GetRequests()}
+	d.Pager = pos.pager(devs.GetNextPageToken())
 	for _, dev := range devs.GetDevices() {
 		d.Devices = append(d.Devices, deviceRow{
 			Device: dev, Revoked: dev.GetRevokedAt() != nil, Expired: !dev.GetExpiresAt().AsTime().After(u.cfg.Now()),
 			This: dev.GetId() == s.DeviceID,
 		})
 	}
-	// Active devices first, this browser at the top.
+	// On each page, active devices first, this browser at the top.
 	slices.SortStableFunc(d.Devices, func(a, b deviceRow) int {
 		rank := func(x deviceRow) int {
 			switch {
@@ -315,6 +359,9 @@ func (u *UI) loadDevices(ctx context.Context, _ *http.Request, s *session) (any,
 
 type secretsData struct {
 	Secrets []*contractualv1.SecretMetadata
+	Pager   pager
+	// Prefix is the name filter, as the filter form shows it.
+	Prefix string
 	// Missing are secrets that pending or approved contracts inject but
 	// that are not stored.
 	Missing  []missingSecret
@@ -334,48 +381,70 @@ func (u *UI) secretsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	u.show(w, r, s, u.secretsPageSpec(), http.StatusOK, "", nil)
 }
 
-func (u *UI) loadSecrets(ctx context.Context, _ *http.Request, _ *session) (any, error) {
-	resp, err := u.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{})
+func (u *UI) loadSecrets(ctx context.Context, r *http.Request, _ *session) (any, error) {
+	pos := listPosOf(r, "/ui/secrets", "prefix")
+	d := secretsData{Prefix: pos.filters.Get("prefix"), MaxValue: maxSecretValue}
+	resp, err := u.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{NamePrefix: d.Prefix, PageSize: listPage, PageToken: pos.token})
 	if err != nil {
 		return nil, err
 	}
-	d := secretsData{Secrets: resp.GetSecrets(), MaxValue: maxSecretValue}
-	have := map[string]bool{}
-	for _, m := range d.Secrets {
-		have[m.GetName()] = true
+	d.Secrets, d.Pager = resp.GetSecrets(), pos.pager(resp.GetNextPageToken())
+	if d.Missing, err = u.missingSecrets(ctx); err != nil {
+		return nil, err
 	}
-	cs, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{})
+	return d, nil
+}
+
+// missingSecrets lists the secrets that pending or approved contracts
+// inject but that are not stored. It reads every such contract and every
+// secret's name, a page of 500 at a time: unlike the lists, it costs what
+// those hold.
+func (u *UI) missingSecrets(ctx context.Context) ([]missingSecret, error) {
+	have := map[string]bool{}
+	err := allPages(func(tok string) (string, error) {
+		resp, err := u.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{PageSize: paging.MaxSize, PageToken: tok})
+		for _, m := range resp.GetSecrets() {
+			have[m.GetName()] = true
+		}
+		return resp.GetNextPageToken(), err
+	})
 	if err != nil {
 		return nil, err
 	}
 	wanted := map[string][]string{}
 	var names []string
-	for _, rec := range cs.GetRecords() {
-		st := rec.GetState()
-		if st != contractualv1.ContractState_CONTRACT_STATE_PENDING && st != contractualv1.ContractState_CONTRACT_STATE_APPROVED {
-			continue
-		}
-		for _, rule := range rec.GetContract().GetCapabilities().GetHttp() {
-			for _, sec := range rule.GetSecrets() {
-				n := sec.GetName()
-				if have[n] {
-					continue
-				}
-				if _, seen := wanted[n]; !seen {
-					names = append(names, n)
-				}
-				label := rec.GetContract().GetName() + " " + rec.GetContract().GetVersion() + " (" + stateName(st) + ")"
-				if !slices.Contains(wanted[n], label) {
-					wanted[n] = append(wanted[n], label)
+	for _, st := range []contractualv1.ContractState{contractualv1.ContractState_CONTRACT_STATE_PENDING, contractualv1.ContractState_CONTRACT_STATE_APPROVED} {
+		err := allPages(func(tok string) (string, error) {
+			cs, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{State: st, PageSize: paging.MaxSize, PageToken: tok})
+			for _, rec := range cs.GetRecords() {
+				for _, rule := range rec.GetContract().GetCapabilities().GetHttp() {
+					for _, sec := range rule.GetSecrets() {
+						n := sec.GetName()
+						if have[n] {
+							continue
+						}
+						if _, seen := wanted[n]; !seen {
+							names = append(names, n)
+						}
+						label := rec.GetContract().GetName() + " " + rec.GetContract().GetVersion() + " (" + stateName(st) + ")"
+						if !slices.Contains(wanted[n], label) {
+							wanted[n] = append(wanted[n], label)
+						}
+					}
 				}
 			}
+			return cs.GetNextPageToken(), err
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	slices.Sort(names)
+	var out []missingSecret
 	for _, n := range names {
-		d.Missing = append(d.Missing, missingSecret{Name: n, Contracts: wanted[n]})
+		out = append(out, missingSecret{Name: n, Contracts: wanted[n]})
 	}
-	return d, nil
+	return out, nil
 }
 
 // ---- runs and audit

@@ -71,7 +71,7 @@ func TestPages(t *testing.T) {
 		{"/ui/", []string{`id="count-pending-contracts">2<`, `id="count-pairing-requests">1<`, `id="count-secrets">0<`,
 			`id="count-devices">1<`, `id="audit-status" class="banner ok"`, "chain verified", `id="no-runs"`}},
 		{"/ui/contracts", []string{`class="contract-row" data-digest="` + textkit + `"`, `class="contract-row" data-digest="` + gh + `"`,
-			`href="/ui/contracts/` + textkit + `"`, `id="pending"`, `id="approved"`, `id="other"`}},
+			`href="/ui/contracts/` + textkit + `"`, `id="pending"`, `id="contracts"`, `id="contracts-filter"`}},
 		{"/ui/contracts/" + textkit, []string{`id="permissions-card"`, `data-export="slugify"`, `data-export="word_count"`,
 			`data-export="json_pick"`, `badge risk-low`, "No network access.", "No secrets.", "16 MiB", "2000 ms", "64 KiB",
 			"real clock: yes", textkit, "sha256:b707d6f5d11d68764cdfc7518a56e3773569b8ae2ea7a7737315f99b79536ac7",
@@ -106,11 +106,12 @@ func TestPages(t *testing.T) {
 			}
 		})
 	}
-	// Sections: the pending contracts are listed under "pending".
+	// Sections: the pending contracts are listed under "pending", and
+	// again in the list of all contracts.
 	body := a.get("/ui/contracts").body
-	p, ap, row := strings.Index(body, `id="pending"`), strings.Index(body, `id="approved"`), strings.Index(body, `data-digest="`+textkit)
-	if !(p < row && row < ap) {
-		t.Errorf("the pending contract is not in the pending section (%d %d %d)", p, row, ap)
+	p, all, row := strings.Index(body, `id="pending"`), strings.Index(body, `id="contracts"`), strings.Index(body, `data-digest="`+textkit)
+	if !(p < row && row < all) || !strings.Contains(body[all:], `data-digest="`+textkit) {
+		t.Errorf("the pending contract is not in the pending section and the list (%d %d %d)", p, row, all)
 	}
 	// The pairing page, signed out, has the pairing controls.
 	r := e.newBrowser().get("/ui/pair")
@@ -180,8 +181,14 @@ func TestApproveReject(t *testing.T) {
 		t.Fatalf("reject: %d, state %v", r.StatusCode, e.state(d2))
 	}
 	list := a.get("/ui/contracts").body
-	if o := strings.Index(list, `id="other"`); o < 0 || strings.Index(list, `data-digest="`+d2) < o || strings.Index(list, `data-digest="`+d) < o {
-		t.Error("rejected and revoked contracts are not in the other section")
+	if strings.Contains(list, `id="pending"`) || !strings.Contains(list, `data-digest="`+d2) || !strings.Contains(list, `data-digest="`+d) {
+		t.Error("with nothing pending, the page has a pending section, or lacks the rejected and revoked contracts")
+	}
+	for st, want := range map[string]string{"rejected": d2, "revoked": d} {
+		list := a.get("/ui/contracts?state=" + st).body
+		if strings.Count(list, `class="contract-row"`) != 1 || !strings.Contains(list, `data-digest="`+want) {
+			t.Errorf("the %s contracts are not %s alone", st, want)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/paging"
 	"github.com/contractual/contractual/internal/principal"
 )
 
@@ -102,18 +103,41 @@ func (s *Service) PutSecret(ctx context.Context, req *contractualv1.PutSecretReq
 	return &contractualv1.PutSecretResponse{Secret: meta}, nil
 }
 
-// ListSecrets lists every secret's metadata, by name (the owner).
-func (s *Service) ListSecrets(ctx context.Context, _ *contractualv1.ListSecretsRequest) (*contractualv1.ListSecretsResponse, error) {
+// prefixRE is a name prefix: the characters of secret names.
+var prefixRE = regexp.MustCompile(`^[A-Z0-9_]{0,64}$`)
+
+// ListSecrets lists secrets' metadata by name, a page at a time (see
+// internal/paging), only those whose name starts with the request's prefix
+// if it is set (the owner). A page costs O(page) on the primary key.
+func (s *Service) ListSecrets(ctx context.Context, req *contractualv1.ListSecretsRequest) (*contractualv1.ListSecretsResponse, error) {
 	if _, err := owner(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, metadataQuery+` GROUP BY s.name ORDER BY s.name`)
+	prefix := req.GetNamePrefix()
+	if !prefixRE.MatchString(prefix) {
+		return nil, errs.E(errs.Invalid, "name_prefix %q is not the start of a secret name (uppercase letters, digits and \"_\")", clip(prefix, 80))
+	}
+	n, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var after string
+	if _, err := paging.Decode(req.GetPageToken(), "secrets", prefix, &after); err != nil {
+		return nil, err
+	}
+	// Every name character sorts below "\x7f".
+	rows, err := s.db.QueryContext(ctx, metadataQuery+` WHERE s.name > ? AND s.name >= ? AND s.name < ?
+		GROUP BY s.name ORDER BY s.name LIMIT ?`, after, prefix, prefix+"\x7f", n+1)
 	if err != nil {
 		return nil, storeErr(err, "listing secrets")
 	}
 	defer rows.Close()
 	out := &contractualv1.ListSecretsResponse{}
 	for rows.Next() {
+		if len(out.Secrets) == n {
+			out.NextPageToken = paging.Encode("secrets", prefix, out.Secrets[n-1].GetName())
+			break
+		}
 		m, err := scanMetadata(rows)
 		if err != nil {
 			return nil, storeErr(err, "listing secrets")

@@ -74,6 +74,11 @@ func contractsCmd(ctx context.Context, env *Env, args []string) error {
 	cf.register(fs, env)
 	reason := fs.String("reason", "", "why (approve, reject, revoke)")
 	name := fs.String("name", "", "only contracts of this name (list)")
+	prefix := fs.String("prefix", "", "only contracts whose name starts with this (list)")
+	state := fs.String("state", "", "only contracts in this state: pending, approved, rejected or revoked (list)")
+	toolName := fs.String("tool", "", "only contracts that provide this tool, NAME.EXPORT (list)")
+	var lf listFlags
+	lf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -95,20 +100,36 @@ func contractsCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	switch sub {
 	case "list":
-		resp, err := c.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{Name: *name})
+		st, err := parseState(*state)
+		if err != nil {
+			return err
+		}
+		all := &contractualv1.ListContractsResponse{}
+		next, err := lf.each(func(tok string) (string, error) {
+			resp, err := c.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{
+				Name: *name, NamePrefix: *prefix, State: st, Tool: *toolName, PageSize: lf.size(), PageToken: tok,
+			})
+			all.Records = append(all.Records, resp.GetRecords()...)
+			return resp.GetNextPageToken(), err
+		})
 		if err != nil {
 			return err
 		}
 		if *asJSON {
-			return printJSON(env, resp)
+			all.NextPageToken = next
+			return printJSON(env, all)
 		}
 		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "NAME\tVERSION\tSTATE\tDIGEST\tPUBLISHED")
-		for _, r := range resp.GetRecords() {
+		for _, r := range all.GetRecords() {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.GetContract().GetName(), r.GetContract().GetVersion(),
 				stateName(r.GetState()), r.GetDigest(), r.GetPublishedAt().AsTime().Format("2006-01-02 15:04:05"))
 		}
-		return w.Flush()
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		moreHint(env, next)
+		return nil
 	case "show", "diff":
 		d, err := one()
 		if err != nil {
@@ -237,6 +258,18 @@ func printCard(env *Env, rec *contractualv1.ContractRecord) error {
 // when formats a time for people, in UTC.
 func when(ts *timestamppb.Timestamp) string {
 	return ts.AsTime().UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// parseState reads a contract state's name; "" is any state.
+func parseState(s string) (contractualv1.ContractState, error) {
+	if s == "" {
+		return contractualv1.ContractState_CONTRACT_STATE_UNSPECIFIED, nil
+	}
+	st, ok := contractualv1.ContractState_value["CONTRACT_STATE_"+strings.ToUpper(s)]
+	if !ok || st == 0 {
+		return 0, usagef("--state %q: want pending, approved, rejected or revoked", s)
+	}
+	return contractualv1.ContractState(st), nil
 }
 
 func stateName(s contractualv1.ContractState) string {

@@ -157,6 +157,10 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 	var cf connectFlags
 	fs := flag.NewFlagSet("devices", flag.ContinueOnError)
 	cf.register(fs, env)
+	state := fs.String("state", "", "only devices in this state: active, revoked or expired (list)")
+	scope := fs.String("scope", "", "only devices whose scopes include this one (list)")
+	var lf listFlags
+	lf.register(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -178,37 +182,60 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 	const stamp = "2006-01-02 15:04"
 	switch sub {
 	case "list":
-		resp, err := c.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{})
-		if err != nil {
-			return err
+		st, ok := contractualv1.DeviceState_value["DEVICE_STATE_"+strings.ToUpper(*state)]
+		if *state == "" {
+			st, ok = 0, true
+		}
+		if !ok || *state != "" && st == 0 {
+			return usagef("--state %q: want active, revoked or expired", *state)
 		}
 		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "ID\tNAME\tKIND\tSCOPES\tPAIRED\tAPPROVED BY\tLAST USED\tSTATUS")
 		now := time.Now()
-		for _, d := range resp.GetDevices() {
-			status := "active until " + d.GetExpiresAt().AsTime().Local().Format(stamp) + " unless used"
-			switch {
-			case d.GetRevokedAt() != nil:
-				status = "revoked " + d.GetRevokedAt().AsTime().Local().Format(stamp)
-			case !d.GetExpiresAt().AsTime().After(now):
-				status = "expired " + d.GetExpiresAt().AsTime().Local().Format(stamp)
+		next, err := lf.each(func(tok string) (string, error) {
+			resp, err := c.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{
+				State: contractualv1.DeviceState(st), Scope: *scope, PageSize: lf.size(), PageToken: tok,
+			})
+			for _, d := range resp.GetDevices() {
+				status := "active until " + d.GetExpiresAt().AsTime().Local().Format(stamp) + " unless used"
+				switch {
+				case d.GetRevokedAt() != nil:
+					status = "revoked " + d.GetRevokedAt().AsTime().Local().Format(stamp)
+				case !d.GetExpiresAt().AsTime().After(now):
+					status = "expired " + d.GetExpiresAt().AsTime().Local().Format(stamp)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetName(), kindName(d.GetKind()), strings.Join(d.GetScopes(), ","),
+					d.GetPairedAt().AsTime().Local().Format(stamp), d.GetApprovedBy(), d.GetLastUsedAt().AsTime().Local().Format(stamp), status)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetName(), kindName(d.GetKind()), strings.Join(d.GetScopes(), ","),
-				d.GetPairedAt().AsTime().Local().Format(stamp), d.GetApprovedBy(), d.GetLastUsedAt().AsTime().Local().Format(stamp), status)
-		}
-		return w.Flush()
-	case "requests":
-		resp, err := c.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{})
+			return resp.GetNextPageToken(), err
+		})
 		if err != nil {
 			return err
 		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		moreHint(env, next)
+		return nil
+	case "requests":
 		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "CODE\tDEVICE\tNAME\tKIND\tSCOPES ASKED\tEXPIRES")
-		for _, r := range resp.GetRequests() {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.GetCode(), r.GetDeviceId(), r.GetName(), kindName(r.GetKind()),
-				strings.Join(r.GetScopes(), ","), r.GetExpiresAt().AsTime().Local().Format("15:04:05"))
+		next, err := lf.each(func(tok string) (string, error) {
+			resp, err := c.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{PageSize: lf.size(), PageToken: tok})
+			for _, r := range resp.GetRequests() {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.GetCode(), r.GetDeviceId(), r.GetName(), kindName(r.GetKind()),
+					strings.Join(r.GetScopes(), ","), r.GetExpiresAt().AsTime().Local().Format("15:04:05"))
+			}
+			return resp.GetNextPageToken(), err
+		})
+		if err != nil {
+			return err
 		}
-		return w.Flush()
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		moreHint(env, next)
+		return nil
 	case "approve", "reject":
 		code, err := one("request code")
 		if err != nil {

@@ -25,6 +25,9 @@ func secretsCmd(ctx context.Context, env *Env, args []string) error {
 	var cf connectFlags
 	fs := flag.NewFlagSet("secrets", flag.ContinueOnError)
 	cf.register(fs, env)
+	prefix := fs.String("prefix", "", "only secrets whose name starts with this (list)")
+	var lf listFlags
+	lf.register(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -54,20 +57,27 @@ func secretsCmd(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "stored %s version %d\n", resp.GetSecret().GetName(), resp.GetSecret().GetVersion())
 		return nil
 	case "list":
-		resp, err := c.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{})
+		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "NAME\tVERSION\tUPDATED\tLAST USED")
+		next, err := lf.each(func(tok string) (string, error) {
+			resp, err := c.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{NamePrefix: *prefix, PageSize: lf.size(), PageToken: tok})
+			for _, s := range resp.GetSecrets() {
+				used := "never"
+				if s.GetLastUsedAt() != nil {
+					used = s.GetLastUsedAt().AsTime().Format("2006-01-02 15:04:05")
+				}
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", s.GetName(), s.GetVersion(), s.GetUpdatedAt().AsTime().Format("2006-01-02 15:04:05"), used)
+			}
+			return resp.GetNextPageToken(), err
+		})
 		if err != nil {
 			return err
 		}
-		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAME\tVERSION\tUPDATED\tLAST USED")
-		for _, s := range resp.GetSecrets() {
-			used := "never"
-			if s.GetLastUsedAt() != nil {
-				used = s.GetLastUsedAt().AsTime().Format("2006-01-02 15:04:05")
-			}
-			fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", s.GetName(), s.GetVersion(), s.GetUpdatedAt().AsTime().Format("2006-01-02 15:04:05"), used)
+		if err := w.Flush(); err != nil {
+			return err
 		}
-		return w.Flush()
+		moreHint(env, next)
+		return nil
 	case "delete":
 		if len(pos) != 1 {
 			return usagef("want one secret name")

@@ -192,29 +192,7 @@ func (s *Store) revokeTx(ctx context.Context, deviceID, by string) error {
 	return commit(tx, "committing the revocation")
 }
 
-// Devices lists the devices, revoked ones included, in pairing order.
-func (s *Store) Devices(ctx context.Context) ([]Device, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, pub, scope, kind, paired_at, approved_by, revoked_at, revoked_by, last_used_at, expires_at
-		FROM devices ORDER BY paired_at, rowid`)
-	if err != nil {
-		return nil, storeErr(err, "listing devices")
-	}
-	defer rows.Close()
-	var out []Device
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, storeErr(err, "listing devices")
-	}
-	return out, nil
-}
-
-// scanDevice reads one row of Devices' query.
+// scanDevice reads one row of DevicePage's query (after its rowid).
 func scanDevice(row scanner) (Device, error) {
 	var (
 		d                     Device

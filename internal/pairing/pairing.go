@@ -165,7 +165,9 @@ type Store struct {
 // rejection errors, until purged a day after creation; setup codes too,
 // so that an old code is told apart from a wrong one. Scopes are stored by
 // name ("invoke,read"); a device's expires_at moves on use (see
-// Authenticate).
+// Authenticate). The lists page by time and rowid (devices_by_paired,
+// requests_by_created); indexes need no migration: the schema creates the
+// missing ones at every open.
 const schema = `
 CREATE TABLE IF NOT EXISTS setup_codes (
 	hash       BLOB PRIMARY KEY,
@@ -189,6 +191,7 @@ CREATE TABLE IF NOT EXISTS requests (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS requests_by_code ON requests(code);
 CREATE INDEX IF NOT EXISTS requests_by_device ON requests(device_id);
+CREATE INDEX IF NOT EXISTS requests_by_created ON requests(created_at);
 CREATE TABLE IF NOT EXISTS devices (
 	id           TEXT PRIMARY KEY,
 	name         TEXT NOT NULL,
@@ -203,6 +206,7 @@ CREATE TABLE IF NOT EXISTS devices (
 	last_used_at INTEGER NOT NULL DEFAULT 0,
 	expires_at   INTEGER NOT NULL DEFAULT 0
 ) STRICT;
+CREATE INDEX IF NOT EXISTS devices_by_paired ON devices(paired_at);
 `
 
 // schemaVersion is the schema's version: 2 added scopes and kinds to

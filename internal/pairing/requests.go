@@ -402,31 +402,6 @@ func requestByCode(ctx context.Context, q querier, code string) (*Request, error
 	return r, nil
 }
 
-// Pending lists the live requests (pending, or approved and not yet
-// completed within NonceTTL), oldest first, without nonces.
-func (s *Store) Pending(ctx context.Context) ([]Request, error) {
-	now := s.now()
-	rows, err := s.db.QueryContext(ctx, `SELECT `+requestColumns+` FROM requests WHERE `+liveClause+` ORDER BY created_at`,
-		nanos(now), nanos(now.Add(-s.opts.NonceTTL)))
-	if err != nil {
-		return nil, storeErr(err, "listing requests")
-	}
-	defer rows.Close()
-	var out []Request
-	for rows.Next() {
-		r, err := scanRequest(rows)
-		if err != nil {
-			return nil, storeErr(err, "reading a request")
-		}
-		r.nonceHash = nil
-		out = append(out, *r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, storeErr(err, "listing requests")
-	}
-	return out, nil
-}
-
 // commit commits tx; what says what for the error.
 func commit(tx *sql.Tx, what string) error {
 	if err := tx.Commit(); err != nil {

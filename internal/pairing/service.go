@@ -3,6 +3,7 @@ package pairing
 import (
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/paging"
 	"github.com/contractual/contractual/internal/principal"
 )
 
@@ -80,9 +82,19 @@ func (s *Service) RejectPairing(ctx context.Context, req *contractualv1.RejectPa
 	return &contractualv1.RejectPairingResponse{}, nil
 }
 
-// ListPairingRequests lists pending requests.
-func (s *Service) ListPairingRequests(ctx context.Context, _ *contractualv1.ListPairingRequestsRequest) (*contractualv1.ListPairingRequestsResponse, error) {
-	rs, err := s.store.Pending(ctx)
+// ListPairingRequests lists pending requests, oldest first, a page at a
+// time (see internal/paging).
+func (s *Service) ListPairingRequests(ctx context.Context, req *contractualv1.ListPairingRequestsRequest) (*contractualv1.ListPairingRequestsResponse, error) {
+	n, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	var after Cursor
+	ok, err := paging.Decode(req.GetPageToken(), "pairing-requests", "", &after)
+	if err != nil {
+		return nil, err
+	}
+	rs, next, err := s.store.RequestPage(ctx, cursorIf(ok, after), n)
 	if err != nil {
 		return nil, err
 	}
@@ -94,12 +106,31 @@ func (s *Service) ListPairingRequests(ctx context.Context, _ *contractualv1.List
 			Scopes: r.Scopes.Names(), Kind: kindToProto(r.Kind),
 		})
 	}
+	if next != nil {
+		out.NextPageToken = paging.Encode("pairing-requests", "", next)
+	}
 	return out, nil
 }
 
-// ListDevices lists paired devices.
-func (s *Service) ListDevices(ctx context.Context, _ *contractualv1.ListDevicesRequest) (*contractualv1.ListDevicesResponse, error) {
-	ds, err := s.store.Devices(ctx)
+// ListDevices lists paired devices in pairing order, a page at a time (see
+// internal/paging), only those in the request's state and with its scope
+// when they are set.
+func (s *Service) ListDevices(ctx context.Context, req *contractualv1.ListDevicesRequest) (*contractualv1.ListDevicesResponse, error) {
+	f, err := deviceFilterOf(req)
+	if err != nil {
+		return nil, err
+	}
+	n, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	key := fmt.Sprintf("state=%d scope=%d", f.State, f.Scope)
+	var after Cursor
+	ok, err := paging.Decode(req.GetPageToken(), "devices", key, &after)
+	if err != nil {
+		return nil, err
+	}
+	ds, next, err := s.store.DevicePage(ctx, f, cursorIf(ok, after), n)
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +142,44 @@ func (s *Service) ListDevices(ctx context.Context, _ *contractualv1.ListDevicesR
 			LastUsedAt: timestamppb.New(d.LastUsedAt), ExpiresAt: timestamppb.New(d.ExpiresAt),
 		})
 	}
+	if next != nil {
+		out.NextPageToken = paging.Encode("devices", key, next)
+	}
 	return out, nil
+}
+
+// deviceFilterOf reads and checks the filters of req.
+func deviceFilterOf(req *contractualv1.ListDevicesRequest) (DeviceFilter, error) {
+	var f DeviceFilter
+	switch st := req.GetState(); st {
+	case contractualv1.DeviceState_DEVICE_STATE_UNSPECIFIED:
+	case contractualv1.DeviceState_DEVICE_STATE_ACTIVE:
+		f.State = DeviceActive
+	case contractualv1.DeviceState_DEVICE_STATE_REVOKED:
+		f.State = DeviceRevoked
+	case contractualv1.DeviceState_DEVICE_STATE_EXPIRED:
+		f.State = DeviceExpired
+	default:
+		return f, errs.E(errs.Invalid, "pairing: state %d is not a device state", int32(st))
+	}
+	if sc := req.GetScope(); sc != "" {
+		var err error
+		if f.Scope, err = ParseScopes(sc); err != nil {
+			return f, err
+		}
+		if len(f.Scope.Names()) != 1 {
+			return f, errs.E(errs.Invalid, "pairing: scope filters by one scope, not %s", f.Scope)
+		}
+	}
+	return f, nil
+}
+
+// cursorIf returns &c if ok, else nil (the first page).
+func cursorIf(ok bool, c Cursor) *Cursor {
+	if !ok {
+		return nil
+	}
+	return &c
 }
 
 // RevokeDevice revokes a device's token, at once.

@@ -2,24 +2,72 @@ package policy
 
 import (
 	"context"
+	"fmt"
+	"regexp"
+	"strings"
 
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/paging"
 )
 
-// ListContracts lists contracts newest first (in publish order), only
-// those of the request's name and state when they are set.
+// ListContracts lists contracts newest first (in publish order), a page
+// at a time (see internal/paging), only those that match every filter the
+// request sets: name, name prefix, state, tool.
 func (s *Service) ListContracts(ctx context.Context, req *contractualv1.ListContractsRequest) (*contractualv1.ListContractsResponse, error) {
-	st := req.GetState()
-	if _, known := contractualv1.ContractState_name[int32(st)]; !known {
-		return nil, errs.E(errs.Invalid, "state %d is not a contract state", int32(st))
-	}
-	recs, err := listRecords(ctx, s.db, req.GetName(), st)
+	f, err := listFilterOf(req)
 	if err != nil {
 		return nil, err
 	}
-	return &contractualv1.ListContractsResponse{Records: recs}, nil
+	n, err := paging.Size(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	key := f.key()
+	var after int64
+	if _, err := paging.Decode(req.GetPageToken(), "contracts", key, &after); err != nil {
+		return nil, err
+	}
+	recs, last, more, err := pageRecords(ctx, s.db, f, after, n)
+	if err != nil {
+		return nil, err
+	}
+	resp := &contractualv1.ListContractsResponse{Records: recs}
+	if more {
+		resp.NextPageToken = paging.Encode("contracts", key, last)
+	}
+	return resp, nil
+}
+
+// prefixRE is a name prefix: the characters of contract names.
+var prefixRE = regexp.MustCompile(`^[a-z0-9-]{0,63}$`)
+
+// listFilterOf reads and checks the filters of req.
+func listFilterOf(req *contractualv1.ListContractsRequest) (listFilter, error) {
+	f := listFilter{name: req.GetName(), prefix: req.GetNamePrefix(), state: req.GetState()}
+	if _, known := contractualv1.ContractState_name[int32(f.state)]; !known {
+		return f, errs.E(errs.Invalid, "state %d is not a contract state", int32(f.state))
+	}
+	if !prefixRE.MatchString(f.prefix) {
+		return f, errs.E(errs.Invalid, "name_prefix %q is not the start of a contract name (lowercase letters, digits and \"-\")", clip(f.prefix, 100))
+	}
+	if t := req.GetTool(); t != "" {
+		name, export, ok := strings.Cut(t, ".")
+		if !ok || name == "" || export == "" {
+			return f, errs.E(errs.Invalid, `tool %q is not "<contract name>.<export>"`, clip(t, 100))
+		}
+		if f.name != "" && f.name != name {
+			return f, errs.E(errs.Invalid, "tool %q is not a tool of contracts named %q", clip(t, 100), clip(f.name, 100))
+		}
+		f.name, f.export = name, export
+	}
+	return f, nil
+}
+
+// key tells filters apart, for page tokens.
+func (f listFilter) key() string {
+	return fmt.Sprintf("name=%q prefix=%q export=%q state=%d", f.name, f.prefix, f.export, f.state)
 }
 
 // GetContract returns one contract and, unless it is the approved contract

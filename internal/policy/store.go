@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -23,8 +24,10 @@ const schemaVersion = 1
 
 // schema is policy's store. Contracts are kept as the canonical encoding of
 // their normal form (the bytes their digest hashes); seq is the publish
-// order. The partial unique index makes "one approved contract per name" a
-// property of the store, not only of the code.
+// order, and the key that ListContracts pages by (newest first), on its
+// own or after a name or a state (the indexes). The partial unique index
+// makes "one approved contract per name" a property of the store, not only
+// of the code.
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (
 	key   TEXT PRIMARY KEY,
@@ -49,6 +52,7 @@ CREATE TABLE IF NOT EXISTS contracts (
 	reason       TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE INDEX IF NOT EXISTS contracts_by_name ON contracts(name, seq);
+CREATE INDEX IF NOT EXISTS contracts_by_state ON contracts(state, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS contracts_one_approved ON contracts(name) WHERE state = 2;
 `
 
@@ -148,6 +152,84 @@ func listRecords(ctx context.Context, q querier, name string, state contractualv
 	return queryRecords(ctx, q, `SELECT `+recordColumns+` FROM contracts
 		WHERE (?1 = '' OR name = ?1) AND (?2 = 0 OR state = ?2)
 		ORDER BY seq DESC`, name, int32(state))
+}
+
+// listFilter selects contracts for ListContracts; the zero value selects
+// every one.
+type listFilter struct {
+	// name is a contract name; prefix a start of one (of nameChars).
+	name, prefix string
+	// export, if set, keeps the contracts with a tool of that export.
+	export string
+	state  contractualv1.ContractState
+}
+
+// pageRecords returns up to n contracts matching f, newest first, starting
+// after the contract with publish order after (0: from the newest); more
+// tells whether another follows. A page costs O(n) on the indexes, but for
+// a name prefix (the matching contracts are sorted) and an export (the
+// contracts of the name are read until n match).
+func pageRecords(ctx context.Context, q querier, f listFilter, after int64, n int) (recs []*contractualv1.ContractRecord, last int64, more bool, err error) {
+	where, args := "TRUE", []any{}
+	if after > 0 {
+		where, args = "seq < ?", append(args, after)
+	}
+	if f.name != "" {
+		where, args = where+" AND name = ?", append(args, f.name)
+	}
+	if f.prefix != "" {
+		// Every name character sorts below "\x7f" (nameChars).
+		where, args = where+" AND name >= ? AND name < ?", append(args, f.prefix, f.prefix+"\x7f")
+	}
+	if f.state != contractualv1.ContractState_CONTRACT_STATE_UNSPECIFIED {
+		where, args = where+" AND state = ?", append(args, int32(f.state))
+	}
+	limit := ""
+	if f.export == "" {
+		limit = fmt.Sprintf(" LIMIT %d", n+1)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT seq, `+recordColumns+` FROM contracts WHERE `+where+` ORDER BY seq DESC`+limit, args...)
+	if err != nil {
+		return nil, 0, false, storeErr(err, "listing contracts")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		rec, err := scanRecord(seqScanner{rows, &seq})
+		if err != nil {
+			return nil, 0, false, storeErr(err, "listing contracts")
+		}
+		if f.export != "" && !hasExport(rec.GetContract(), f.export) {
+			continue
+		}
+		if len(recs) == n {
+			return recs, last, true, nil
+		}
+		recs, last = append(recs, rec), seq
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, false, storeErr(err, "listing contracts")
+	}
+	return recs, last, false, nil
+}
+
+// seqScanner reads a row of seq and recordColumns: seq, then what
+// scanRecord reads.
+type seqScanner struct {
+	row scanner
+	seq *int64
+}
+
+func (s seqScanner) Scan(dest ...any) error { return s.row.Scan(append([]any{s.seq}, dest...)...) }
+
+// hasExport reports whether c has a tool of export.
+func hasExport(c *contractualv1.Contract, export string) bool {
+	for _, t := range c.GetTools() {
+		if t.GetExport() == export {
+			return true
+		}
+	}
+	return false
 }
 
 // approvedRecord returns the approved contract named name, or nil.

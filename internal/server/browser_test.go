@@ -145,6 +145,14 @@ func TestControlUI(t *testing.T) {
 		rec.GetRecord().GetState() != contractualv1.ContractState_CONTRACT_STATE_REJECTED {
 		t.Fatalf("after rejecting in the browser: %v %v", rec.GetRecord().GetState(), err)
 	}
+	// The contracts list filters by state with its form.
+	b.Run(chromedp.Navigate(s.URL+"/ui/contracts"), chromedp.SetValue(css("#filter-state"), "rejected"),
+		chromedp.Click(css("#contracts-filter button")))
+	b.Run(chromedp.WaitVisible(css(fmt.Sprintf(`#contracts .contract-row[data-digest=%q]`, update))))
+	if n := b.Text("#contracts tbody"); strings.Count(n, "textkit") != 1 {
+		t.Fatalf("rejected contracts: %q", n)
+	}
+	b.Screenshot("08b-contracts-rejected")
 
 	// The secret form stores a value that no page shows again.
 	const secret = "ghp_BrowserTestSecretValue0123456789abcd"

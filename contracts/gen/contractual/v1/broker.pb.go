@@ -200,9 +200,17 @@ func (x *PutSecretResponse) GetSecret() *SecretMetadata {
 	return nil
 }
 
-// ListSecretsRequest lists every secret.
+// ListSecretsRequest filters the secrets and asks for one page of them.
 type ListSecretsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most secrets to return: 0 means 50, more than 500 means 500, a
+	// negative size is refused.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, empty for the first. It is
+	// valid only with the same filter.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only secrets whose name starts with this, if set.
+	NamePrefix    string `protobuf:"bytes,3,opt,name=name_prefix,json=namePrefix,proto3" json:"name_prefix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,10 +245,33 @@ func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
 	return file_contractual_v1_broker_proto_rawDescGZIP(), []int{3}
 }
 
-// ListSecretsResponse holds their metadata.
+func (x *ListSecretsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSecretsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListSecretsRequest) GetNamePrefix() string {
+	if x != nil {
+		return x.NamePrefix
+	}
+	return ""
+}
+
+// ListSecretsResponse holds one page of their metadata.
 type ListSecretsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Secrets       []*SecretMetadata      `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Secrets []*SecretMetadata      `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// The token of the next page; empty if this page is the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -280,6 +311,13 @@ func (x *ListSecretsResponse) GetSecrets() []*SecretMetadata {
 		return x.Secrets
 	}
 	return nil
+}
+
+func (x *ListSecretsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // DeleteSecretRequest names the secret to delete.
@@ -708,10 +746,16 @@ const file_contractual_v1_broker_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"K\n" +
 	"\x11PutSecretResponse\x126\n" +
-	"\x06secret\x18\x01 \x01(\v2\x1e.contractual.v1.SecretMetadataR\x06secret\"\x14\n" +
-	"\x12ListSecretsRequest\"O\n" +
+	"\x06secret\x18\x01 \x01(\v2\x1e.contractual.v1.SecretMetadataR\x06secret\"q\n" +
+	"\x12ListSecretsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1f\n" +
+	"\vname_prefix\x18\x03 \x01(\tR\n" +
+	"namePrefix\"w\n" +
 	"\x13ListSecretsResponse\x128\n" +
-	"\asecrets\x18\x01 \x03(\v2\x1e.contractual.v1.SecretMetadataR\asecrets\")\n" +
+	"\asecrets\x18\x01 \x03(\v2\x1e.contractual.v1.SecretMetadataR\asecrets\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n" +
 	"\x13DeleteSecretRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
 	"\x14DeleteSecretResponse\"\x12\n" +

@@ -79,6 +79,63 @@ func (DeviceKind) EnumDescriptor() ([]byte, []int) {
 	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{0}
 }
 
+// DeviceState is where a device is in its life, for filtering devices.
+type DeviceState int32
+
+const (
+	// Unspecified: any state.
+	DeviceState_DEVICE_STATE_UNSPECIFIED DeviceState = 0
+	// Neither revoked nor expired.
+	DeviceState_DEVICE_STATE_ACTIVE DeviceState = 1
+	// Revoked.
+	DeviceState_DEVICE_STATE_REVOKED DeviceState = 2
+	// Expired unused, and not revoked.
+	DeviceState_DEVICE_STATE_EXPIRED DeviceState = 3
+)
+
+// Enum value maps for DeviceState.
+var (
+	DeviceState_name = map[int32]string{
+		0: "DEVICE_STATE_UNSPECIFIED",
+		1: "DEVICE_STATE_ACTIVE",
+		2: "DEVICE_STATE_REVOKED",
+		3: "DEVICE_STATE_EXPIRED",
+	}
+	DeviceState_value = map[string]int32{
+		"DEVICE_STATE_UNSPECIFIED": 0,
+		"DEVICE_STATE_ACTIVE":      1,
+		"DEVICE_STATE_REVOKED":     2,
+		"DEVICE_STATE_EXPIRED":     3,
+	}
+)
+
+func (x DeviceState) Enum() *DeviceState {
+	p := new(DeviceState)
+	*p = x
+	return p
+}
+
+func (x DeviceState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeviceState) Descriptor() protoreflect.EnumDescriptor {
+	return file_contractual_v1_pairing_proto_enumTypes[1].Descriptor()
+}
+
+func (DeviceState) Type() protoreflect.EnumType {
+	return &file_contractual_v1_pairing_proto_enumTypes[1]
+}
+
+func (x DeviceState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeviceState.Descriptor instead.
+func (DeviceState) EnumDescriptor() ([]byte, []int) {
+	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{1}
+}
+
 // PairingRequest is a pending request as the owner sees it.
 type PairingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -827,9 +884,14 @@ func (*RejectPairingResponse) Descriptor() ([]byte, []int) {
 	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{11}
 }
 
-// ListPairingRequestsRequest lists pending requests.
+// ListPairingRequestsRequest asks for one page of the pending requests.
 type ListPairingRequestsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most requests to return: 0 means 50, more than 500 means 500, a
+	// negative size is refused.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, empty for the first.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -864,10 +926,26 @@ func (*ListPairingRequestsRequest) Descriptor() ([]byte, []int) {
 	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{12}
 }
 
-// ListPairingRequestsResponse holds them.
+func (x *ListPairingRequestsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPairingRequestsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListPairingRequestsResponse holds one page of them.
 type ListPairingRequestsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Requests      []*PairingRequest      `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Requests []*PairingRequest      `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	// The token of the next page; empty if this page is the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -909,9 +987,28 @@ func (x *ListPairingRequestsResponse) GetRequests() []*PairingRequest {
 	return nil
 }
 
-// ListDevicesRequest lists devices.
+func (x *ListPairingRequestsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ListDevicesRequest filters the devices and asks for one page of them.
 type ListDevicesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The most devices to return: 0 means 50, more than 500 means 500, a
+	// negative size is refused. A page may hold fewer and still not be the
+	// last: only an empty next_page_token ends the list.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, empty for the first. It is
+	// valid only with the same filters.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only devices in this state, if set.
+	State DeviceState `protobuf:"varint,3,opt,name=state,proto3,enum=contractual.v1.DeviceState" json:"state,omitempty"`
+	// Only devices whose scopes include this one ("read" lists devices with
+	// read, approve or owner), if set.
+	Scope         string `protobuf:"bytes,4,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -946,10 +1043,40 @@ func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
 	return file_contractual_v1_pairing_proto_rawDescGZIP(), []int{14}
 }
 
-// ListDevicesResponse holds them.
+func (x *ListDevicesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDevicesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListDevicesRequest) GetState() DeviceState {
+	if x != nil {
+		return x.State
+	}
+	return DeviceState_DEVICE_STATE_UNSPECIFIED
+}
+
+func (x *ListDevicesRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+// ListDevicesResponse holds one page of devices.
 type ListDevicesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Devices       []*Device              `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Devices []*Device              `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	// The token of the next page; empty if this page is the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -989,6 +1116,13 @@ func (x *ListDevicesResponse) GetDevices() []*Device {
 		return x.Devices
 	}
 	return nil
+}
+
+func (x *ListDevicesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // RevokeDeviceRequest names the device.
@@ -1209,13 +1343,23 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\x16ApprovePairingResponse\"*\n" +
 	"\x14RejectPairingRequest\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\"\x17\n" +
-	"\x15RejectPairingResponse\"\x1c\n" +
-	"\x1aListPairingRequestsRequest\"Y\n" +
+	"\x15RejectPairingResponse\"X\n" +
+	"\x1aListPairingRequestsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x81\x01\n" +
 	"\x1bListPairingRequestsResponse\x12:\n" +
-	"\brequests\x18\x01 \x03(\v2\x1e.contractual.v1.PairingRequestR\brequests\"\x14\n" +
-	"\x12ListDevicesRequest\"G\n" +
+	"\brequests\x18\x01 \x03(\v2\x1e.contractual.v1.PairingRequestR\brequests\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x99\x01\n" +
+	"\x12ListDevicesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x121\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1b.contractual.v1.DeviceStateR\x05state\x12\x14\n" +
+	"\x05scope\x18\x04 \x01(\tR\x05scope\"o\n" +
 	"\x13ListDevicesResponse\x120\n" +
-	"\adevices\x18\x01 \x03(\v2\x16.contractual.v1.DeviceR\adevices\"2\n" +
+	"\adevices\x18\x01 \x03(\v2\x16.contractual.v1.DeviceR\adevices\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"2\n" +
 	"\x13RevokeDeviceRequest\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\"\x16\n" +
 	"\x14RevokeDeviceResponse\"\x0f\n" +
@@ -1225,7 +1369,12 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"DeviceKind\x12\x1b\n" +
 	"\x17DEVICE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12DEVICE_KIND_CLIENT\x10\x01\x12\x17\n" +
-	"\x13DEVICE_KIND_BROWSER\x10\x022\xf7\x06\n" +
+	"\x13DEVICE_KIND_BROWSER\x10\x02*x\n" +
+	"\vDeviceState\x12\x1c\n" +
+	"\x18DEVICE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13DEVICE_STATE_ACTIVE\x10\x01\x12\x18\n" +
+	"\x14DEVICE_STATE_REVOKED\x10\x02\x12\x18\n" +
+	"\x14DEVICE_STATE_EXPIRED\x10\x032\xf7\x06\n" +
 	"\x0ePairingService\x12Y\n" +
 	"\fBeginPairing\x12#.contractual.v1.BeginPairingRequest\x1a$.contractual.v1.BeginPairingResponse\x12q\n" +
 	"\x14ApproveWithSetupCode\x12+.contractual.v1.ApproveWithSetupCodeRequest\x1a,.contractual.v1.ApproveWithSetupCodeResponse\x12b\n" +
@@ -1250,69 +1399,71 @@ func file_contractual_v1_pairing_proto_rawDescGZIP() []byte {
 	return file_contractual_v1_pairing_proto_rawDescData
 }
 
-var file_contractual_v1_pairing_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_contractual_v1_pairing_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_contractual_v1_pairing_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_contractual_v1_pairing_proto_goTypes = []any{
 	(DeviceKind)(0),                      // 0: contractual.v1.DeviceKind
-	(*PairingRequest)(nil),               // 1: contractual.v1.PairingRequest
-	(*Device)(nil),                       // 2: contractual.v1.Device
-	(*BeginPairingRequest)(nil),          // 3: contractual.v1.BeginPairingRequest
-	(*BeginPairingResponse)(nil),         // 4: contractual.v1.BeginPairingResponse
-	(*ApproveWithSetupCodeRequest)(nil),  // 5: contractual.v1.ApproveWithSetupCodeRequest
-	(*ApproveWithSetupCodeResponse)(nil), // 6: contractual.v1.ApproveWithSetupCodeResponse
-	(*CompletePairingRequest)(nil),       // 7: contractual.v1.CompletePairingRequest
-	(*CompletePairingResponse)(nil),      // 8: contractual.v1.CompletePairingResponse
-	(*ApprovePairingRequest)(nil),        // 9: contractual.v1.ApprovePairingRequest
-	(*ApprovePairingResponse)(nil),       // 10: contractual.v1.ApprovePairingResponse
-	(*RejectPairingRequest)(nil),         // 11: contractual.v1.RejectPairingRequest
-	(*RejectPairingResponse)(nil),        // 12: contractual.v1.RejectPairingResponse
-	(*ListPairingRequestsRequest)(nil),   // 13: contractual.v1.ListPairingRequestsRequest
-	(*ListPairingRequestsResponse)(nil),  // 14: contractual.v1.ListPairingRequestsResponse
-	(*ListDevicesRequest)(nil),           // 15: contractual.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),          // 16: contractual.v1.ListDevicesResponse
-	(*RevokeDeviceRequest)(nil),          // 17: contractual.v1.RevokeDeviceRequest
-	(*RevokeDeviceResponse)(nil),         // 18: contractual.v1.RevokeDeviceResponse
-	(*UnpairRequest)(nil),                // 19: contractual.v1.UnpairRequest
-	(*UnpairResponse)(nil),               // 20: contractual.v1.UnpairResponse
-	(*timestamppb.Timestamp)(nil),        // 21: google.protobuf.Timestamp
+	(DeviceState)(0),                     // 1: contractual.v1.DeviceState
+	(*PairingRequest)(nil),               // 2: contractual.v1.PairingRequest
+	(*Device)(nil),                       // 3: contractual.v1.Device
+	(*BeginPairingRequest)(nil),          // 4: contractual.v1.BeginPairingRequest
+	(*BeginPairingResponse)(nil),         // 5: contractual.v1.BeginPairingResponse
+	(*ApproveWithSetupCodeRequest)(nil),  // 6: contractual.v1.ApproveWithSetupCodeRequest
+	(*ApproveWithSetupCodeResponse)(nil), // 7: contractual.v1.ApproveWithSetupCodeResponse
+	(*CompletePairingRequest)(nil),       // 8: contractual.v1.CompletePairingRequest
+	(*CompletePairingResponse)(nil),      // 9: contractual.v1.CompletePairingResponse
+	(*ApprovePairingRequest)(nil),        // 10: contractual.v1.ApprovePairingRequest
+	(*ApprovePairingResponse)(nil),       // 11: contractual.v1.ApprovePairingResponse
+	(*RejectPairingRequest)(nil),         // 12: contractual.v1.RejectPairingRequest
+	(*RejectPairingResponse)(nil),        // 13: contractual.v1.RejectPairingResponse
+	(*ListPairingRequestsRequest)(nil),   // 14: contractual.v1.ListPairingRequestsRequest
+	(*ListPairingRequestsResponse)(nil),  // 15: contractual.v1.ListPairingRequestsResponse
+	(*ListDevicesRequest)(nil),           // 16: contractual.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),          // 17: contractual.v1.ListDevicesResponse
+	(*RevokeDeviceRequest)(nil),          // 18: contractual.v1.RevokeDeviceRequest
+	(*RevokeDeviceResponse)(nil),         // 19: contractual.v1.RevokeDeviceResponse
+	(*UnpairRequest)(nil),                // 20: contractual.v1.UnpairRequest
+	(*UnpairResponse)(nil),               // 21: contractual.v1.UnpairResponse
+	(*timestamppb.Timestamp)(nil),        // 22: google.protobuf.Timestamp
 }
 var file_contractual_v1_pairing_proto_depIdxs = []int32{
-	21, // 0: contractual.v1.PairingRequest.created_at:type_name -> google.protobuf.Timestamp
-	21, // 1: contractual.v1.PairingRequest.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 0: contractual.v1.PairingRequest.created_at:type_name -> google.protobuf.Timestamp
+	22, // 1: contractual.v1.PairingRequest.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: contractual.v1.PairingRequest.kind:type_name -> contractual.v1.DeviceKind
-	21, // 3: contractual.v1.Device.paired_at:type_name -> google.protobuf.Timestamp
-	21, // 4: contractual.v1.Device.revoked_at:type_name -> google.protobuf.Timestamp
+	22, // 3: contractual.v1.Device.paired_at:type_name -> google.protobuf.Timestamp
+	22, // 4: contractual.v1.Device.revoked_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: contractual.v1.Device.kind:type_name -> contractual.v1.DeviceKind
-	21, // 6: contractual.v1.Device.last_used_at:type_name -> google.protobuf.Timestamp
-	21, // 7: contractual.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 6: contractual.v1.Device.last_used_at:type_name -> google.protobuf.Timestamp
+	22, // 7: contractual.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 8: contractual.v1.BeginPairingRequest.kind:type_name -> contractual.v1.DeviceKind
-	21, // 9: contractual.v1.BeginPairingResponse.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 10: contractual.v1.CompletePairingResponse.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 11: contractual.v1.ListPairingRequestsResponse.requests:type_name -> contractual.v1.PairingRequest
-	2,  // 12: contractual.v1.ListDevicesResponse.devices:type_name -> contractual.v1.Device
-	3,  // 13: contractual.v1.PairingService.BeginPairing:input_type -> contractual.v1.BeginPairingRequest
-	5,  // 14: contractual.v1.PairingService.ApproveWithSetupCode:input_type -> contractual.v1.ApproveWithSetupCodeRequest
-	7,  // 15: contractual.v1.PairingService.CompletePairing:input_type -> contractual.v1.CompletePairingRequest
-	9,  // 16: contractual.v1.PairingService.ApprovePairing:input_type -> contractual.v1.ApprovePairingRequest
-	11, // 17: contractual.v1.PairingService.RejectPairing:input_type -> contractual.v1.RejectPairingRequest
-	13, // 18: contractual.v1.PairingService.ListPairingRequests:input_type -> contractual.v1.ListPairingRequestsRequest
-	15, // 19: contractual.v1.PairingService.ListDevices:input_type -> contractual.v1.ListDevicesRequest
-	17, // 20: contractual.v1.PairingService.RevokeDevice:input_type -> contractual.v1.RevokeDeviceRequest
-	19, // 21: contractual.v1.PairingService.Unpair:input_type -> contractual.v1.UnpairRequest
-	4,  // 22: contractual.v1.PairingService.BeginPairing:output_type -> contractual.v1.BeginPairingResponse
-	6,  // 23: contractual.v1.PairingService.ApproveWithSetupCode:output_type -> contractual.v1.ApproveWithSetupCodeResponse
-	8,  // 24: contractual.v1.PairingService.CompletePairing:output_type -> contractual.v1.CompletePairingResponse
-	10, // 25: contractual.v1.PairingService.ApprovePairing:output_type -> contractual.v1.ApprovePairingResponse
-	12, // 26: contractual.v1.PairingService.RejectPairing:output_type -> contractual.v1.RejectPairingResponse
-	14, // 27: contractual.v1.PairingService.ListPairingRequests:output_type -> contractual.v1.ListPairingRequestsResponse
-	16, // 28: contractual.v1.PairingService.ListDevices:output_type -> contractual.v1.ListDevicesResponse
-	18, // 29: contractual.v1.PairingService.RevokeDevice:output_type -> contractual.v1.RevokeDeviceResponse
-	20, // 30: contractual.v1.PairingService.Unpair:output_type -> contractual.v1.UnpairResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	22, // 9: contractual.v1.BeginPairingResponse.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 10: contractual.v1.CompletePairingResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 11: contractual.v1.ListPairingRequestsResponse.requests:type_name -> contractual.v1.PairingRequest
+	1,  // 12: contractual.v1.ListDevicesRequest.state:type_name -> contractual.v1.DeviceState
+	3,  // 13: contractual.v1.ListDevicesResponse.devices:type_name -> contractual.v1.Device
+	4,  // 14: contractual.v1.PairingService.BeginPairing:input_type -> contractual.v1.BeginPairingRequest
+	6,  // 15: contractual.v1.PairingService.ApproveWithSetupCode:input_type -> contractual.v1.ApproveWithSetupCodeRequest
+	8,  // 16: contractual.v1.PairingService.CompletePairing:input_type -> contractual.v1.CompletePairingRequest
+	10, // 17: contractual.v1.PairingService.ApprovePairing:input_type -> contractual.v1.ApprovePairingRequest
+	12, // 18: contractual.v1.PairingService.RejectPairing:input_type -> contractual.v1.RejectPairingRequest
+	14, // 19: contractual.v1.PairingService.ListPairingRequests:input_type -> contractual.v1.ListPairingRequestsRequest
+	16, // 20: contractual.v1.PairingService.ListDevices:input_type -> contractual.v1.ListDevicesRequest
+	18, // 21: contractual.v1.PairingService.RevokeDevice:input_type -> contractual.v1.RevokeDeviceRequest
+	20, // 22: contractual.v1.PairingService.Unpair:input_type -> contractual.v1.UnpairRequest
+	5,  // 23: contractual.v1.PairingService.BeginPairing:output_type -> contractual.v1.BeginPairingResponse
+	7,  // 24: contractual.v1.PairingService.ApproveWithSetupCode:output_type -> contractual.v1.ApproveWithSetupCodeResponse
+	9,  // 25: contractual.v1.PairingService.CompletePairing:output_type -> contractual.v1.CompletePairingResponse
+	11, // 26: contractual.v1.PairingService.ApprovePairing:output_type -> contractual.v1.ApprovePairingResponse
+	13, // 27: contractual.v1.PairingService.RejectPairing:output_type -> contractual.v1.RejectPairingResponse
+	15, // 28: contractual.v1.PairingService.ListPairingRequests:output_type -> contractual.v1.ListPairingRequestsResponse
+	17, // 29: contractual.v1.PairingService.ListDevices:output_type -> contractual.v1.ListDevicesResponse
+	19, // 30: contractual.v1.PairingService.RevokeDevice:output_type -> contractual.v1.RevokeDeviceResponse
+	21, // 31: contractual.v1.PairingService.Unpair:output_type -> contractual.v1.UnpairResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_pairing_proto_init() }
@@ -1325,7 +1476,7 @@ func file_contractual_v1_pairing_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_pairing_proto_rawDesc), len(file_contractual_v1_pairing_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -440,13 +440,26 @@ func (x *PublishResponse) GetExisted() bool {
 	return false
 }
 
-// ListContractsRequest filters the list.
+// ListContractsRequest filters the list and asks for one page of it.
+// The filters combine: a contract is listed if it matches every one set.
 type ListContractsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only contracts of this name, if set.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Only contracts in this state, if set.
-	State         ContractState `protobuf:"varint,2,opt,name=state,proto3,enum=contractual.v1.ContractState" json:"state,omitempty"`
+	State ContractState `protobuf:"varint,2,opt,name=state,proto3,enum=contractual.v1.ContractState" json:"state,omitempty"`
+	// The most contracts to return: 0 means 50, more than 500 means 500, a
+	// negative size is refused. A page may hold fewer and still not be the
+	// last: only an empty next_page_token ends the list.
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, empty for the first. It is
+	// valid only with the same filters.
+	PageToken string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only contracts whose name starts with this, if set.
+	NamePrefix string `protobuf:"bytes,5,opt,name=name_prefix,json=namePrefix,proto3" json:"name_prefix,omitempty"`
+	// Only contracts that provide this tool, "<contract name>.<export>", if
+	// set.
+	Tool          string `protobuf:"bytes,6,opt,name=tool,proto3" json:"tool,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -495,10 +508,40 @@ func (x *ListContractsRequest) GetState() ContractState {
 	return ContractState_CONTRACT_STATE_UNSPECIFIED
 }
 
-// ListContractsResponse holds the contracts.
+func (x *ListContractsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListContractsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListContractsRequest) GetNamePrefix() string {
+	if x != nil {
+		return x.NamePrefix
+	}
+	return ""
+}
+
+func (x *ListContractsRequest) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+// ListContractsResponse holds one page of contracts.
 type ListContractsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Records       []*ContractRecord      `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Records []*ContractRecord      `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	// The token of the next page; empty if this page is the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -538,6 +581,13 @@ func (x *ListContractsResponse) GetRecords() []*ContractRecord {
 		return x.Records
 	}
 	return nil
+}
+
+func (x *ListContractsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // GetContractRequest names a contract by digest.
@@ -1649,12 +1699,19 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x06record\x18\x01 \x01(\v2\x1e.contractual.v1.ContractRecordR\x06record\x12 \n" +
 	"\vpredecessor\x18\x02 \x01(\tR\vpredecessor\x122\n" +
 	"\x04diff\x18\x03 \x03(\v2\x1e.contractual.v1.ContractChangeR\x04diff\x12\x18\n" +
-	"\aexisted\x18\x04 \x01(\bR\aexisted\"_\n" +
+	"\aexisted\x18\x04 \x01(\bR\aexisted\"\xd0\x01\n" +
 	"\x14ListContractsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x1d.contractual.v1.ContractStateR\x05state\"Q\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1d.contractual.v1.ContractStateR\x05state\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\x12\x1f\n" +
+	"\vname_prefix\x18\x05 \x01(\tR\n" +
+	"namePrefix\x12\x12\n" +
+	"\x04tool\x18\x06 \x01(\tR\x04tool\"y\n" +
 	"\x15ListContractsResponse\x128\n" +
-	"\arecords\x18\x01 \x03(\v2\x1e.contractual.v1.ContractRecordR\arecords\",\n" +
+	"\arecords\x18\x01 \x03(\v2\x1e.contractual.v1.ContractRecordR\arecords\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\",\n" +
 	"\x12GetContractRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\"\xa3\x01\n" +
 	"\x13GetContractResponse\x126\n" +

@@ -55,7 +55,8 @@ const (
 type BrokerServiceClient interface {
 	// PutSecret stores a new version of a secret (the owner).
 	PutSecret(context.Context, *v1.PutSecretRequest) (*v1.PutSecretResponse, error)
-	// ListSecrets lists secrets' metadata, never values (the owner).
+	// ListSecrets lists secrets' metadata, never values, by name, a page at a
+	// time (the owner).
 	ListSecrets(context.Context, *v1.ListSecretsRequest) (*v1.ListSecretsResponse, error)
 	// DeleteSecret deletes every version of a secret (the owner).
 	DeleteSecret(context.Context, *v1.DeleteSecretRequest) (*v1.DeleteSecretResponse, error)
@@ -188,7 +189,8 @@ func (c *brokerServiceClient) RedeemHandle(ctx context.Context, req *v1.RedeemHa
 type BrokerServiceHandler interface {
 	// PutSecret stores a new version of a secret (the owner).
 	PutSecret(context.Context, *v1.PutSecretRequest) (*v1.PutSecretResponse, error)
-	// ListSecrets lists secrets' metadata, never values (the owner).
+	// ListSecrets lists secrets' metadata, never values, by name, a page at a
+	// time (the owner).
 	ListSecrets(context.Context, *v1.ListSecretsRequest) (*v1.ListSecretsResponse, error)
 	// DeleteSecret deletes every version of a secret (the owner).
 	DeleteSecret(context.Context, *v1.DeleteSecretRequest) (*v1.DeleteSecretResponse, error)

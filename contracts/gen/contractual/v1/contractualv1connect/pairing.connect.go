@@ -77,9 +77,11 @@ type PairingServiceClient interface {
 	ApprovePairing(context.Context, *v1.ApprovePairingRequest) (*v1.ApprovePairingResponse, error)
 	// RejectPairing rejects a pending request (a paired device).
 	RejectPairing(context.Context, *v1.RejectPairingRequest) (*v1.RejectPairingResponse, error)
-	// ListPairingRequests lists pending requests (a paired device).
+	// ListPairingRequests lists pending requests, oldest first, a page at a
+	// time (a paired device).
 	ListPairingRequests(context.Context, *v1.ListPairingRequestsRequest) (*v1.ListPairingRequestsResponse, error)
-	// ListDevices lists paired devices (a paired device).
+	// ListDevices lists paired devices in pairing order, a page at a time (a
+	// paired device).
 	ListDevices(context.Context, *v1.ListDevicesRequest) (*v1.ListDevicesResponse, error)
 	// RevokeDevice revokes a device's token, at once (a paired device with
 	// scope owner).
@@ -269,9 +271,11 @@ type PairingServiceHandler interface {
 	ApprovePairing(context.Context, *v1.ApprovePairingRequest) (*v1.ApprovePairingResponse, error)
 	// RejectPairing rejects a pending request (a paired device).
 	RejectPairing(context.Context, *v1.RejectPairingRequest) (*v1.RejectPairingResponse, error)
-	// ListPairingRequests lists pending requests (a paired device).
+	// ListPairingRequests lists pending requests, oldest first, a page at a
+	// time (a paired device).
 	ListPairingRequests(context.Context, *v1.ListPairingRequestsRequest) (*v1.ListPairingRequestsResponse, error)
-	// ListDevices lists paired devices (a paired device).
+	// ListDevices lists paired devices in pairing order, a page at a time (a
+	// paired device).
 	ListDevices(context.Context, *v1.ListDevicesRequest) (*v1.ListDevicesResponse, error)
 	// RevokeDevice revokes a device's token, at once (a paired device with
 	// scope owner).

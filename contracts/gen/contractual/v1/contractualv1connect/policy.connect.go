@@ -65,7 +65,7 @@ type PolicyServiceClient interface {
 	// The contract is validated and the module's imports are checked against
 	// its grants; a changed module or contract is a new pending contract.
 	Publish(context.Context, *v1.PublishRequest) (*v1.PublishResponse, error)
-	// ListContracts lists contracts, newest first.
+	// ListContracts lists contracts, newest first, a page at a time.
 	ListContracts(context.Context, *v1.ListContractsRequest) (*v1.ListContractsResponse, error)
 	// GetContract returns one contract with its state and, if it is not the
 	// approved one, its diff against the approved predecessor.
@@ -279,7 +279,7 @@ type PolicyServiceHandler interface {
 	// The contract is validated and the module's imports are checked against
 	// its grants; a changed module or contract is a new pending contract.
 	Publish(context.Context, *v1.PublishRequest) (*v1.PublishResponse, error)
-	// ListContracts lists contracts, newest first.
+	// ListContracts lists contracts, newest first, a page at a time.
 	ListContracts(context.Context, *v1.ListContractsRequest) (*v1.ListContractsResponse, error)
 	// GetContract returns one contract with its state and, if it is not the
 	// approved one, its diff against the approved predecessor.
