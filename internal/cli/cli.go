@@ -47,7 +47,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE] [--public-url URL]",
+		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE] [--public-url URL] [--audit-keep-days N] [--audit-keep-events N] [--audit-export-dir DIR]",
 			"run every service in one process (embedded SQLite), the API on loopback", serveCmd},
 		{"publish", "publish <tool.wasm> --contract <file> [--server URL]", "publish a tool; its contract lands pending", publishCmd},
 		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT] [--json] [--server URL]",
