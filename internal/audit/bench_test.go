@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 )
 
@@ -217,8 +220,9 @@ func buildLog(b *testing.B, s *Store, n int) {
 // --online`: Entries after its pinned checkpoint, then Extends), against
 // a baseline in the same run: a full verification of the whole log
 // (VerifyFull). It also reports the log's bytes per event (the database
-// file over its events), the average stored encoding, and a segment
-// file's bytes per event.
+// file over its events), the average stored encoding against the same
+// event with its digests as strings (how events were stored before), and a
+// segment file's bytes per event.
 //
 //	go test -run '^$' -bench BenchmarkIncrementalVerify -benchtime 20x -timeout 30m ./internal/audit/
 func BenchmarkIncrementalVerify(b *testing.B) {
@@ -271,6 +275,10 @@ func BenchmarkIncrementalVerify(b *testing.B) {
 	b.ReportMetric(float64(full)/float64(per), "x-faster")
 	b.ReportMetric(float64(size)/bigLogEvents, "B/event-db")
 	b.ReportMetric(float64(encs)/bigLogEvents, "B/event-enc")
+	// The same events as they were stored before digests were compacted.
+	asStrings := proto.Clone(event(bigLogEvents)).(*contractualv1.AuditEvent)
+	asStrings.Index, asStrings.Time = bigLogEvents, timestamppb.Now()
+	b.ReportMetric(float64(proto.Size(asStrings)), "baseline-B/event-enc-strings")
 	b.ReportMetric(float64(seg)/bigLogEvents, "B/event-segment")
 }
 

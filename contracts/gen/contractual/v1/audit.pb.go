@@ -58,9 +58,16 @@ type AuditEvent struct {
 	DecisionId string `protobuf:"bytes,15,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	// sha256 of the previous event's hash and this event's canonical
 	// encoding; set by the audit service.
-	Hash          []byte `protobuf:"bytes,16,opt,name=hash,proto3" json:"hash,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Hash []byte `protobuf:"bytes,16,opt,name=hash,proto3" json:"hash,omitempty"`
+	// The log stores a digest field of the form "sha256:<64 hex digits>" as
+	// its 32 bytes here instead (less than half the size); Tail gives the
+	// string back. Set by the audit service only.
+	ContractSha256 []byte `protobuf:"bytes,17,opt,name=contract_sha256,json=contractSha256,proto3" json:"contract_sha256,omitempty"`
+	ModuleSha256   []byte `protobuf:"bytes,18,opt,name=module_sha256,json=moduleSha256,proto3" json:"module_sha256,omitempty"`
+	InputSha256    []byte `protobuf:"bytes,19,opt,name=input_sha256,json=inputSha256,proto3" json:"input_sha256,omitempty"`
+	OutputSha256   []byte `protobuf:"bytes,20,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AuditEvent) Reset() {
@@ -201,6 +208,34 @@ func (x *AuditEvent) GetDecisionId() string {
 func (x *AuditEvent) GetHash() []byte {
 	if x != nil {
 		return x.Hash
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetContractSha256() []byte {
+	if x != nil {
+		return x.ContractSha256
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetModuleSha256() []byte {
+	if x != nil {
+		return x.ModuleSha256
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetInputSha256() []byte {
+	if x != nil {
+		return x.InputSha256
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetOutputSha256() []byte {
+	if x != nil {
+		return x.OutputSha256
 	}
 	return nil
 }
@@ -1724,7 +1759,7 @@ var File_contractual_v1_audit_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontractual/v1/audit.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x04\n" +
+	"\x1acontractual/v1/audit.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x05\n" +
 	"\n" +
 	"AuditEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
@@ -1747,7 +1782,11 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\x06detail\x18\x0e \x01(\tR\x06detail\x12\x1f\n" +
 	"\vdecision_id\x18\x0f \x01(\tR\n" +
 	"decisionId\x12\x12\n" +
-	"\x04hash\x18\x10 \x01(\fR\x04hash\"\xc8\x01\n" +
+	"\x04hash\x18\x10 \x01(\fR\x04hash\x12'\n" +
+	"\x0fcontract_sha256\x18\x11 \x01(\fR\x0econtractSha256\x12#\n" +
+	"\rmodule_sha256\x18\x12 \x01(\fR\fmoduleSha256\x12!\n" +
+	"\finput_sha256\x18\x13 \x01(\fR\vinputSha256\x12#\n" +
+	"\routput_sha256\x18\x14 \x01(\fR\foutputSha256\"\xc8\x01\n" +
 	"\fEgressRecord\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n" +
