@@ -22,6 +22,20 @@
 // Control UI; CheckFileConsistency runs it on a copy of the data against
 // an exported checkpoint.
 //
+// Verify is incremental: it starts from the last checkpoint this store
+// verified, so it reads only what was appended since; VerifyFull and
+// VerifyFile recompute the whole live log.
+//
+// The log does not grow forever: it is cut into segments at its
+// checkpoints; a segment exported as a file (Segment, WriteSegment)
+// verifies on its own with the public key (VerifySegment), and once
+// recorded exports cover a prefix, Prune (or retention: Options.KeepEvents,
+// KeepFor, ExportDir) drops it. The checkpoint it was cut at is the anchor:
+// the live log, and its verification, start there; a device whose
+// checkpoint is older is told the range was pruned (ErrPruned), not that
+// the log was tampered with. Digests ("sha256:<hex>") are stored as their
+// 32 bytes.
+//
 // Appends are durable (fsync) before they return. Concurrent appends are
 // batched by one writer goroutine into one transaction: one fsync for many
 // events (group commit). When the log cannot be written, Append fails with
