@@ -2,7 +2,9 @@ package ui
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -19,6 +21,10 @@ type checkpointAnswer struct {
 	// saw: tampering.
 	OK      bool   `json:"ok"`
 	Problem string `json:"problem,omitempty"`
+	// Pruned, with OK, says that the events after the checkpoint the
+	// browser saw were pruned (exported, then dropped from the live log)
+	// and where they are; the log extends the anchor it starts at.
+	Pruned string `json:"pruned,omitempty"`
 	// Checkpoint is the newest signed checkpoint (absent while the log has
 	// none), for the browser to remember when OK.
 	Checkpoint json.RawMessage `json:"checkpoint,omitempty"`
@@ -41,11 +47,21 @@ func (u *UI) auditCheckpoint(w http.ResponseWriter, r *http.Request, s *session)
 		}
 	}
 	resp, err := u.audit.CheckConsistency(s.ctx, &contractualv1.CheckConsistencyRequest{Seen: seen})
+	var pruned string
+	if p := resp.GetPruned(); err == nil && p != nil {
+		// What the browser saw is gone from the live log: check the log
+		// from where it now starts, and say so.
+		pruned = prunedNote(resp.GetProblem(), p)
+		resp, err = u.audit.CheckConsistency(s.ctx, &contractualv1.CheckConsistencyRequest{Seen: p.GetAnchor()})
+	}
 	if err != nil {
 		u.jsonFail(w, r, err)
 		return
 	}
 	ans := checkpointAnswer{OK: resp.GetOk(), Problem: resp.GetProblem()}
+	if ans.OK {
+		ans.Pruned = pruned
+	}
 	if c := resp.GetLatest(); c != nil {
 		if ans.Checkpoint, err = (protojson.MarshalOptions{UseProtoNames: true}).Marshal(c); err != nil {
 			u.jsonFail(w, r, err)
@@ -53,4 +69,19 @@ func (u *UI) auditCheckpoint(w http.ResponseWriter, r *http.Request, s *session)
 		}
 	}
 	writeJSON(w, http.StatusOK, ans)
+}
+
+// prunedNote describes a pruned range and the exports that hold it.
+func prunedNote(problem string, p *contractualv1.Pruned) string {
+	var b strings.Builder
+	b.WriteString(problem)
+	for i, x := range p.GetExports() {
+		if i == 0 {
+			b.WriteString("; exported as ")
+		} else {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s (checkpoints %d..%d, %s)", x.GetName(), x.GetStartSeq(), x.GetSealSeq(), x.GetSha256())
+	}
+	return b.String()
 }

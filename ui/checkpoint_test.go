@@ -5,13 +5,16 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
@@ -25,6 +28,7 @@ import (
 type checkpointAnswer struct {
 	OK         bool            `json:"ok"`
 	Problem    string          `json:"problem"`
+	Pruned     string          `json:"pruned"`
 	Checkpoint json.RawMessage `json:"checkpoint"`
 	Error      string          `json:"error"`
 }
@@ -145,6 +149,43 @@ func TestAuditCheckpoint(t *testing.T) {
 		if body := a.get(page).body; !strings.Contains(body, `id="audit-consistency"`) || !strings.Contains(body, `data-csrf="`+a.csrf()+`"`) {
 			t.Errorf("%s lacks #audit-consistency with the CSRF token", page)
 		}
+	}
+}
+
+// TestAuditCheckpointPruned: a browser whose checkpoint is older than a
+// prune is told the range was pruned and which export holds it, not that
+// the log was tampered with; it then remembers the newest checkpoint, and
+// the runs page says where verification starts.
+func TestAuditCheckpointPruned(t *testing.T) {
+	e := newEnv(t)
+	a := e.pairFirst("laptop")
+	e.publish("textkit", nil)
+	_, first := a.checkpointOf("")
+	e.publish("greeter", nil)
+	_, grown := a.checkpointOf("")
+	st := e.audit.Store()
+	cut := seq(t, grown.Checkpoint)
+	digest, err := st.Segment(context.Background(), io.Discard, 0, cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.RecordExport(context.Background(), 0, cut, digest, "old.bin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Prune(context.Background(), cut, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	status, ans := a.checkpointOf(string(first.Checkpoint))
+	want := fmt.Sprintf("were pruned; the live log starts at checkpoint %d (index %d); exported as old.bin (checkpoints 0..%d, %s)",
+		cut, index(t, grown.Checkpoint), cut, digest)
+	if status != http.StatusOK || !ans.OK || !strings.Contains(ans.Pruned, want) || seq(t, ans.Checkpoint) <= cut {
+		t.Fatalf("pruned: %d %+v\nwant %q", status, ans, want)
+	}
+	if _, again := a.checkpointOf(string(ans.Checkpoint)); !again.OK || again.Pruned != "" {
+		t.Fatalf("after remembering the newest: %+v", again)
+	}
+	if body := a.get("/ui/runs").body; !strings.Contains(body, fmt.Sprintf("from index %d (the events before it were exported and pruned)", index(t, grown.Checkpoint))) {
+		t.Errorf("the runs page does not say where verification starts: %s", regexp.MustCompile(`<p id="audit-status".*</p>`).FindString(body))
 	}
 }
 

@@ -499,7 +499,7 @@ func (u *UI) verify(ctx context.Context) (*contractualv1.VerifyResponse, error) 
 	if v.res != nil && time.Since(v.at) < v.every {
 		return v.res, nil
 	}
-	res, err := u.audit.Verify(ctx, &contractualv1.VerifyRequest{})
+	res, err := u.audit.Verify(ctx, &contractualv1.VerifyRequest{Full: true})
 	if err != nil {
 		return nil, err
 	}

@@ -2,11 +2,15 @@ package audit
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 )
@@ -181,4 +185,125 @@ func pagedEntries(s *Store, after uint64) func(func([]byte, error) bool) {
 			after += uint64(len(page))
 		}
 	}
+}
+
+// bigLogEvents is the size of the log BenchmarkIncrementalVerify builds.
+const bigLogEvents = 600_000
+
+// buildLog appends n events to s in batches of MaxAppend from 4
+// goroutines (group commit puts several batches in one transaction).
+func buildLog(b *testing.B, s *Store, n int) {
+	b.Helper()
+	batch := make([]*contractualv1.AuditEvent, MaxAppend)
+	for i := range batch {
+		batch[i] = event(i)
+	}
+	var left atomic.Int64
+	left.Store(int64(n / MaxAppend))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				if _, err := s.Append(context.Background(), batch); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkIncrementalVerify measures verifying 1,000 new events on top of
+// a log of 600,000, as the server does it (Verify, from the last
+// checkpoint it verified) and as a device does it (`audit verify
+// --online`: Entries after its pinned checkpoint, then Extends), against
+// a baseline in the same run: a full verification of the whole log
+// (VerifyFull). It also reports the log's bytes per event (the database
+// file over its events), the average stored encoding against the same
+// event with its digests as strings (how events were stored before), and a
+// segment file's bytes per event.
+//
+//	go test -run '^$' -bench BenchmarkIncrementalVerify -benchtime 20x -timeout 30m ./internal/audit/
+func BenchmarkIncrementalVerify(b *testing.B) {
+	s, dir := newStore(b, Options{})
+	buildLog(b, s, bigLogEvents)
+	seen, err := s.LatestCheckpoint(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	res, err := s.VerifyFull(context.Background())
+	if err != nil || !res.GetOk() || res.GetChecked() != bigLogEvents {
+		b.Fatalf("full verify: %v %v", res, err)
+	}
+	full := time.Since(start)
+	size, encs := logBytes(b, s, dir)
+	var seg countingWriter
+	if _, err := s.Segment(context.Background(), &seg, 0, seen.GetSeq()); err != nil {
+		b.Fatal(err)
+	}
+
+	var device time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		appendN(b, s, int(seen.GetIndex()), 1000, MaxAppend)
+		latest, err := s.LatestCheckpoint(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		res, err := s.Verify(context.Background())
+		if err != nil || !res.GetOk() || res.GetChecked() != 1000 || res.GetFromIndex() != seen.GetIndex() {
+			b.Fatalf("incremental verify: %v %v", res, err)
+		}
+		b.StopTimer()
+		start := time.Now()
+		if err := Extends(s.public, seen, latest, pagedEntries(s, seen.GetIndex())); err != nil {
+			b.Fatal(err)
+		}
+		device += time.Since(start)
+		seen = latest
+		b.StartTimer()
+	}
+	per := time.Duration(int64(b.Elapsed()) / int64(b.N))
+	b.ReportMetric(float64(per), "ns/op")
+	b.ReportMetric(float64(per.Microseconds())/1000, "ms/verify-1000-new")
+	b.ReportMetric(float64(device.Microseconds())/1000/float64(b.N), "ms/device-1000-new")
+	b.ReportMetric(float64(full.Microseconds())/1000, "baseline-ms/full-verify")
+	b.ReportMetric(float64(full)/float64(per), "x-faster")
+	b.ReportMetric(float64(size)/bigLogEvents, "B/event-db")
+	b.ReportMetric(float64(encs)/bigLogEvents, "B/event-enc")
+	// The same events as they were stored before digests were compacted.
+	asStrings := proto.Clone(event(bigLogEvents)).(*contractualv1.AuditEvent)
+	asStrings.Index, asStrings.Time = bigLogEvents, timestamppb.Now()
+	b.ReportMetric(float64(proto.Size(asStrings)), "baseline-B/event-enc-strings")
+	b.ReportMetric(float64(seg)/bigLogEvents, "B/event-segment")
+}
+
+// logBytes returns the size of the log's database (after a WAL
+// checkpoint) and the total length of its stored encodings.
+func logBytes(b *testing.B, s *Store, dir string) (int64, int64) {
+	b.Helper()
+	if _, err := s.wdb.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		b.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, DBFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var encs int64
+	if err := s.rdb.QueryRow(`SELECT sum(length(enc)) FROM events`).Scan(&encs); err != nil {
+		b.Fatal(err)
+	}
+	return fi.Size(), encs
+}
+
+// countingWriter counts the bytes written to it.
+type countingWriter int64
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	*w += countingWriter(len(p))
+	return len(p), nil
 }

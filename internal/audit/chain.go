@@ -3,8 +3,10 @@ package audit
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -78,8 +80,50 @@ func encodeBodies(events []*contractualv1.AuditEvent) ([][]byte, error) {
 func encodeBody(e *contractualv1.AuditEvent) ([]byte, error) {
 	c := proto.Clone(e).(*contractualv1.AuditEvent)
 	c.Index, c.Time, c.Hash = 0, nil, nil
+	compact(c)
 	dropUnknown(c.ProtoReflect())
 	return deterministic.Marshal(c)
+}
+
+// compact moves each digest of the form "sha256:<64 lowercase hex>" of e
+// into its bytes field (32 bytes instead of 71), and clears bytes fields
+// that do not come from such a digest: only the log sets them. Nothing
+// else changes, so expand gives back exactly the caller's event.
+func compact(e *contractualv1.AuditEvent) {
+	e.ContractSha256, e.ContractDigest = pack(e.ContractDigest)
+	e.ModuleSha256, e.ModuleDigest = pack(e.ModuleDigest)
+	e.InputSha256, e.InputHash = pack(e.InputHash)
+	e.OutputSha256, e.OutputHash = pack(e.OutputHash)
+}
+
+// pack returns the 32 bytes of digest d and "" if d is "sha256:" and 64
+// lowercase hex digits, else nil and d.
+func pack(d string) ([]byte, string) {
+	h, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(h) != 2*sha256.Size {
+		return nil, d
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil || hex.EncodeToString(b) != h { // upper case would not come back
+		return nil, d
+	}
+	return b, ""
+}
+
+// expand undoes compact: a stored event as the caller appended it.
+func expand(e *contractualv1.AuditEvent) {
+	for _, f := range []struct {
+		b *[]byte
+		s *string
+	}{
+		{&e.ContractSha256, &e.ContractDigest}, {&e.ModuleSha256, &e.ModuleDigest},
+		{&e.InputSha256, &e.InputHash}, {&e.OutputSha256, &e.OutputHash},
+	} {
+		if len(*f.b) == sha256.Size && *f.s == "" {
+			*f.s = "sha256:" + hex.EncodeToString(*f.b)
+		}
+		*f.b = nil
+	}
 }
 
 // dropUnknown removes unknown fields from m and the messages it holds.

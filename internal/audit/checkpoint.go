@@ -208,7 +208,8 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (*contractualv1.Checkpoint
 
 // Entries returns the stored encodings of the events after index after,
 // oldest first: at most limit of them (0 means MaxEntries; more is
-// clamped), and fewer once they add up to 1 MiB.
+// clamped), and fewer once they add up to 1 MiB. Events before the
+// anchor were pruned: asking for them is an error wrapping ErrPruned.
 func (s *Store) Entries(ctx context.Context, after uint64, limit int) ([][]byte, error) {
 	if s.isClosed() {
 		return nil, errClosed()
@@ -216,9 +217,21 @@ func (s *Store) Entries(ctx context.Context, after uint64, limit int) ([][]byte,
 	if limit <= 0 || limit > MaxEntries {
 		limit = MaxEntries
 	}
+	tx, err := s.rdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "audit: reading events")
+	}
+	defer tx.Rollback()
+	a, err := readAnchor(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	if after < a.idx {
+		return nil, s.prunedErr(a, "event %d", after+1)
+	}
 	var out [][]byte
 	size := 0
-	for enc, err := range entries(ctx, s.rdb, after) {
+	for enc, err := range entries(ctx, tx, after) {
 		if err != nil {
 			return nil, err
 		}
@@ -255,7 +268,10 @@ func CheckFileConsistency(ctx context.Context, dir string, publicKeyset []byte, 
 }
 
 // checkConsistency reads the newest checkpoint and the events after seen
-// from one snapshot of db, and checks that the one extends the other.
+// from one snapshot of db, and checks that the one extends the other. If
+// seen is older than the anchor, the events after it were pruned: that is
+// an error wrapping ErrPruned (after seen's signature is checked), not
+// tampering.
 func checkConsistency(ctx context.Context, db *sql.DB, public []byte, seen *contractualv1.Checkpoint) (*contractualv1.Checkpoint, error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -265,6 +281,23 @@ func checkConsistency(ctx context.Context, db *sql.DB, public []byte, seen *cont
 	latest, err := latestCheckpoint(ctx, tx, public)
 	if err != nil {
 		return nil, err
+	}
+	a, err := readAnchor(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	if seen != nil && seen.GetIndex() < a.idx {
+		// Only a genuine checkpoint older than the anchor was pruned.
+		if err := Extends(public, nil, seen, nil); err != nil {
+			return latest, tampered("the checkpoint seen (%d, index %d) does not verify with the log's key", seen.GetSeq(), seen.GetIndex())
+		}
+		if seen.GetSeq() >= a.seq {
+			return latest, tampered("checkpoint %d seals index %d, but the log's anchor, checkpoint %d, seals index %d: the checkpoints were rewritten",
+				seen.GetSeq(), seen.GetIndex(), a.seq, a.idx)
+		}
+		return latest, errs.E(errs.FailedPrecondition,
+			"%w: events %d..%d, after checkpoint %d (index %d) that was seen, were pruned; the live log starts at checkpoint %d (index %d)",
+			ErrPruned, seen.GetIndex()+1, a.idx, seen.GetSeq(), seen.GetIndex(), a.seq, a.idx)
 	}
 	return latest, Extends(public, seen, latest, entries(ctx, tx, seen.GetIndex()))
 }

@@ -32,7 +32,7 @@ func event(n int) *contractualv1.AuditEvent {
 		Action:         "call.run",
 		Outcome:        "ok",
 		ContractDigest: "sha256:" + strings.Repeat("c", 64),
-		ModuleDigest:   "sha256:" + strings.Repeat("m", 64),
+		ModuleDigest:   "sha256:" + strings.Repeat("d", 64),
 		Tool:           "textkit.slugify",
 		InputHash:      "sha256:" + strings.Repeat("1", 64),
 		OutputHash:     "sha256:" + strings.Repeat("2", 64),

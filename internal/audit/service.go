@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
@@ -53,18 +56,27 @@ func (s *Service) Tail(ctx context.Context, req *contractualv1.TailRequest) (*co
 	return &contractualv1.TailResponse{Events: events}, nil
 }
 
-// Verify recomputes the hash chain and checks every signed checkpoint.
-func (s *Service) Verify(ctx context.Context, _ *contractualv1.VerifyRequest) (*contractualv1.VerifyResponse, error) {
+// Verify checks the hash chain and the signed checkpoints appended since
+// the last verification, or with full the whole live log.
+func (s *Service) Verify(ctx context.Context, req *contractualv1.VerifyRequest) (*contractualv1.VerifyResponse, error) {
+	if req.GetFull() {
+		return s.store.VerifyFull(ctx)
+	}
 	return s.store.Verify(ctx)
 }
 
-// LatestCheckpoint returns the newest signed checkpoint, if there is one.
+// LatestCheckpoint returns the newest signed checkpoint, if there is one,
+// and the anchor, if the log was pruned.
 func (s *Service) LatestCheckpoint(ctx context.Context, _ *contractualv1.LatestCheckpointRequest) (*contractualv1.LatestCheckpointResponse, error) {
 	c, err := s.store.LatestCheckpoint(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &contractualv1.LatestCheckpointResponse{Checkpoint: c}, nil
+	a, err := s.store.Anchor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.LatestCheckpointResponse{Checkpoint: c, Anchor: a}, nil
 }
 
 // Entries returns the stored encodings of the events after an index.
@@ -81,6 +93,13 @@ func (s *Service) Entries(ctx context.Context, req *contractualv1.EntriesRequest
 func (s *Service) CheckConsistency(ctx context.Context, req *contractualv1.CheckConsistencyRequest) (*contractualv1.CheckConsistencyResponse, error) {
 	latest, err := s.store.CheckConsistency(ctx, req.GetSeen())
 	switch {
+	case errors.Is(err, ErrPruned):
+		pruned, perr := s.pruned(ctx, req.GetSeen().GetIndex())
+		if perr != nil {
+			return nil, perr
+		}
+		problem := strings.TrimPrefix(err.Error(), ErrPruned.Error()+": ")
+		return &contractualv1.CheckConsistencyResponse{Problem: problem, Latest: latest, Pruned: pruned}, nil
 	case errors.Is(err, ErrTampered):
 		problem := strings.TrimPrefix(err.Error(), ErrTampered.Error()+": ")
 		return &contractualv1.CheckConsistencyResponse{Problem: problem, Latest: latest}, nil
@@ -88,6 +107,64 @@ func (s *Service) CheckConsistency(ctx context.Context, req *contractualv1.Check
 		return nil, err
 	}
 	return &contractualv1.CheckConsistencyResponse{Ok: true, Latest: latest}, nil
+}
+
+// pruned describes the pruned events after index seen: the anchor and the
+// recorded exports that hold them.
+func (s *Service) pruned(ctx context.Context, seen uint64) (*contractualv1.Pruned, error) {
+	seg, err := s.store.Segments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := &contractualv1.Pruned{Anchor: seg.GetAnchor()}
+	for _, x := range seg.GetExports() {
+		if x.GetSealIndex() > seen && x.GetStartIndex() < seg.GetAnchor().GetIndex() {
+			p.Exports = append(p.Exports, x)
+		}
+	}
+	return p, nil
+}
+
+// GetCheckpoint returns a checkpoint by seq, or the newest signed before a
+// time.
+func (s *Service) GetCheckpoint(ctx context.Context, req *contractualv1.GetCheckpointRequest) (*contractualv1.GetCheckpointResponse, error) {
+	c, err := s.store.GetCheckpoint(ctx, req.GetSeq(), optTime(req.GetBefore()))
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.GetCheckpointResponse{Checkpoint: c}, nil
+}
+
+// Segments returns the anchor, the newest checkpoint and the exports.
+func (s *Service) Segments(ctx context.Context, _ *contractualv1.SegmentsRequest) (*contractualv1.SegmentsResponse, error) {
+	return s.store.Segments(ctx)
+}
+
+// RecordExport records an exported segment whose digest the store
+// recomputed.
+func (s *Service) RecordExport(ctx context.Context, req *contractualv1.RecordExportRequest) (*contractualv1.RecordExportResponse, error) {
+	x, err := s.store.RecordExport(ctx, req.GetStartSeq(), req.GetSealSeq(), req.GetSha256(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.RecordExportResponse{Export: x}, nil
+}
+
+// Prune drops the exported events before a checkpoint.
+func (s *Service) Prune(ctx context.Context, req *contractualv1.PruneRequest) (*contractualv1.PruneResponse, error) {
+	a, n, err := s.store.Prune(ctx, req.GetSeq(), optTime(req.GetBefore()))
+	if err != nil {
+		return nil, err
+	}
+	return &contractualv1.PruneResponse{Anchor: a, Dropped: n}, nil
+}
+
+// optTime is t as a time, zero if absent or invalid.
+func optTime(t *timestamppb.Timestamp) time.Time {
+	if t == nil || t.CheckValid() != nil {
+		return time.Time{}
+	}
+	return t.AsTime()
 }
 
 // Close writes a final checkpoint and closes the store.

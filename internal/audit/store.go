@@ -22,6 +22,20 @@
 // Control UI; CheckFileConsistency runs it on a copy of the data against
 // an exported checkpoint.
 //
+// Verify is incremental: it starts from the last checkpoint this store
+// verified, so it reads only what was appended since; VerifyFull and
+// VerifyFile recompute the whole live log.
+//
+// The log does not grow forever: it is cut into segments at its
+// checkpoints; a segment exported as a file (Segment, WriteSegment)
+// verifies on its own with the public key (VerifySegment), and once
+// recorded exports cover a prefix, Prune (or retention: Options.KeepEvents,
+// KeepFor, ExportDir) drops it. The checkpoint it was cut at is the anchor:
+// the live log, and its verification, start there; a device whose
+// checkpoint is older is told the range was pruned (ErrPruned), not that
+// the log was tampered with. Digests ("sha256:<hex>") are stored as their
+// 32 bytes.
+//
 // Appends are durable (fsync) before they return. Concurrent appends are
 // batched by one writer goroutine into one transaction: one fsync for many
 // events (group commit). When the log cannot be written, Append fails with
@@ -34,6 +48,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"sync"
 	"time"
@@ -66,12 +81,15 @@ const (
 	DefaultCheckpointInterval = 10 * time.Second
 	// DefaultBusyTimeout is how long a write waits for a lock by default.
 	DefaultBusyTimeout = 5 * time.Second
+	// DefaultRetainEvery is how often retention runs by default.
+	DefaultRetainEvery = time.Hour
 	// defaultMaxBatch caps the events the writer puts in one transaction.
 	defaultMaxBatch = 4096
 	// queueLen is how many append requests may wait for the writer.
 	queueLen = 1024
-	// schemaVersion is stored in PRAGMA user_version.
-	schemaVersion = 1
+	// schemaVersion is stored in PRAGMA user_version. Version 2 added
+	// exports and prunes; a version 1 log is upgraded in place.
+	schemaVersion = 2
 )
 
 // Options tunes a Store. The zero value is the production configuration.
@@ -85,6 +103,24 @@ type Options struct {
 	// BusyTimeout bounds how long a write or read waits for a lock held by
 	// another connection; 0 or less means DefaultBusyTimeout.
 	BusyTimeout time.Duration
+
+	// Retention. With KeepEvents or KeepFor set, the store prunes, every
+	// RetainEvery, the sealed segments that fall outside them: the newest
+	// checkpoint with at least KeepEvents events after it and signed at
+	// least KeepFor ago (each condition only if set) becomes the anchor.
+	// Only exported segments are pruned: with ExportDir set, the store
+	// first exports them there itself; without it, a segment waits for a
+	// device's export (RecordExport).
+	KeepEvents uint64
+	KeepFor    time.Duration
+	ExportDir  string
+	// RetainEvery is how often retention runs; 0 or less means
+	// DefaultRetainEvery.
+	RetainEvery time.Duration
+	// Now is the clock of retention's KeepFor; nil means time.Now.
+	Now func() time.Time
+	// Log receives retention's reports; nil means slog.Default().
+	Log *slog.Logger
 
 	// maxBatch caps the events per transaction (0: defaultMaxBatch). The
 	// benchmark sets 1 for its one-event-per-transaction baseline.
@@ -103,6 +139,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.maxBatch <= 0 {
 		o.maxBatch = defaultMaxBatch
+	}
+	if o.RetainEvery <= 0 {
+		o.RetainEvery = DefaultRetainEvery
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
 	}
 	return o
 }
@@ -139,6 +184,27 @@ type Store struct {
 	// pub is the last committed head, for Verify.
 	pubMu sync.Mutex
 	pub   head
+
+	// pruneMu serialises prunes and export records; anchor is the
+	// checkpoint the live log starts at (zero before any prune), as this
+	// store knows it.
+	pruneMu sync.Mutex
+	anchor  mark
+
+	// verified is the last checkpoint a Verify of this store matched: the
+	// next one starts there.
+	verMu    sync.Mutex
+	verified mark
+
+	stopRetain chan struct{} // closed by Close
+	retained   chan struct{} // closed when the retention goroutine returns
+}
+
+// mark is a signed checkpoint's position and chain hash: a point from
+// which the chain can be verified onwards.
+type mark struct {
+	seq, idx uint64
+	hash     [32]byte
 }
 
 // head is the state of the log that the writer continues from.
@@ -157,7 +223,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{opts: opts, reqs: make(chan *request, queueLen), exited: make(chan struct{})}
+	s := &Store{
+		opts: opts, reqs: make(chan *request, queueLen), exited: make(chan struct{}),
+		stopRetain: make(chan struct{}), retained: make(chan struct{}),
+	}
 	if err := s.openDBs(ctx, dbPath); err != nil {
 		return nil, err
 	}
@@ -166,6 +235,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.run()
+	go s.retainLoop()
 	return s, nil
 }
 
@@ -179,6 +249,12 @@ func (s *Store) init(ctx context.Context, dir string) error {
 		return err
 	}
 	s.w, s.pub = h, h
+	if s.anchor, err = readAnchor(ctx, s.wdb); err != nil {
+		return err
+	}
+	if _, err := s.dropPruned(ctx); err != nil { // an interrupted prune
+		return err
+	}
 	k, err := loadKeys(dir, h.ckptSeq > 0)
 	if err != nil {
 		return err
@@ -238,7 +314,10 @@ func openDB(ctx context.Context, dsn string, n int) (*sql.DB, error) {
 }
 
 // schema is the log's tables and the triggers that refuse any change to a
-// written row. Indexes start at 1; a checkpoint's seq too.
+// written row. Indexes start at 1; a checkpoint's seq too. The only rows
+// that may be deleted are those a prune cut off: events before the
+// newest prune's index, and checkpoints before its checkpoint (the anchor,
+// which stays). Exports and prunes are append-only too.
 const schema = `
 CREATE TABLE IF NOT EXISTS events (
 	idx  INTEGER PRIMARY KEY,
@@ -252,14 +331,42 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	time INTEGER NOT NULL,
 	sig  BLOB NOT NULL
 ) STRICT;
+CREATE TABLE IF NOT EXISTS exports (
+	start_seq INTEGER NOT NULL,
+	start_idx INTEGER NOT NULL,
+	seal_seq  INTEGER NOT NULL,
+	seal_idx  INTEGER NOT NULL,
+	sha256    TEXT NOT NULL,
+	name      TEXT NOT NULL,
+	principal TEXT NOT NULL,
+	time      INTEGER NOT NULL,
+	PRIMARY KEY (start_seq, seal_seq, sha256)
+) STRICT;
+CREATE TABLE IF NOT EXISTS prunes (
+	seq  INTEGER PRIMARY KEY,
+	idx  INTEGER NOT NULL,
+	time INTEGER NOT NULL
+) STRICT;
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'audit events are append-only: no update'); END;
-CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+DROP TRIGGER IF EXISTS events_no_delete;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+WHEN OLD.idx >= (SELECT coalesce(max(idx), 0) FROM prunes)
 BEGIN SELECT RAISE(ABORT, 'audit events are append-only: no delete'); END;
 CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints
 BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: no update'); END;
-CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints
+DROP TRIGGER IF EXISTS checkpoints_no_delete;
+CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+WHEN OLD.seq >= (SELECT coalesce(max(seq), 0) FROM prunes)
 BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: no delete'); END;
+CREATE TRIGGER IF NOT EXISTS exports_no_update BEFORE UPDATE ON exports
+BEGIN SELECT RAISE(ABORT, 'audit exports are append-only: no update'); END;
+CREATE TRIGGER IF NOT EXISTS exports_no_delete BEFORE DELETE ON exports
+BEGIN SELECT RAISE(ABORT, 'audit exports are append-only: no delete'); END;
+CREATE TRIGGER IF NOT EXISTS prunes_no_update BEFORE UPDATE ON prunes
+BEGIN SELECT RAISE(ABORT, 'audit prunes are append-only: no update'); END;
+CREATE TRIGGER IF NOT EXISTS prunes_no_delete BEFORE DELETE ON prunes
+BEGIN SELECT RAISE(ABORT, 'audit prunes are append-only: no delete'); END;
 `
 
 // createSchema creates the tables and (again, should someone have dropped
@@ -319,6 +426,8 @@ func (s *Store) Close(ctx context.Context) error {
 	if !s.stop() {
 		return nil
 	}
+	close(s.stopRetain)
+	<-s.retained
 	err := s.seal(ctx)
 	return errors.Join(err, s.closeDBs())
 }

@@ -40,6 +40,7 @@ func TestEncodeIsDeterministicMarshal(t *testing.T) {
 			}
 			full := proto.Clone(e).(*contractualv1.AuditEvent)
 			full.Index, full.Time = idx, timestamppb.New(ts)
+			compact(full)
 			want, err := deterministic.Marshal(full)
 			if err != nil {
 				t.Fatal(err)
@@ -69,6 +70,42 @@ func TestEncodeBodyDropsWhatTheLogSets(t *testing.T) {
 	if e.GetIndex() != 99 || len(e.ProtoReflect().GetUnknown()) == 0 {
 		t.Fatal("encodeBody changed the caller's event")
 	}
+}
+
+// TestDigestsStoredCompact: a "sha256:<hex>" digest is stored as its 32
+// bytes and comes back from Tail as the string; anything else is stored
+// as it is, and bytes a caller sets in the compact fields are dropped.
+func TestDigestsStoredCompact(t *testing.T) {
+	s, dir := newStore(t, Options{})
+	e := event(1)
+	e.ModuleDigest = "sha256:" + strings.Repeat("AB", 32) // upper case: kept as a string
+	e.OutputHash = "md5:abc"
+	e.InputSha256 = []byte("caller's")
+	if _, err := s.Append(context.Background(), []*contractualv1.AuditEvent{e}); err != nil {
+		t.Fatal(err)
+	}
+	enc := readRow(t, rawDB(t, dir), 1).enc
+	var stored contractualv1.AuditEvent
+	if err := proto.Unmarshal(enc, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored.GetContractDigest() != "" || len(stored.GetContractSha256()) != 32 || stored.GetInputHash() != "" ||
+		stored.GetModuleDigest() != e.ModuleDigest || stored.GetModuleSha256() != nil || stored.GetOutputHash() != "md5:abc" {
+		t.Fatalf("stored: %v", &stored)
+	}
+	if full := event(1); len(enc) > proto.Size(full)-2*(71-34)+16 {
+		t.Fatalf("stored %d bytes, the event as strings is %d", len(enc), proto.Size(full))
+	}
+	got, err := s.Tail(context.Background(), 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := proto.Clone(e).(*contractualv1.AuditEvent)
+	want.InputSha256, want.Index, want.Time, want.Hash = nil, 1, got[0].GetTime(), got[0].GetHash()
+	if !proto.Equal(got[0], want) {
+		t.Fatalf("tail: %v\nwant %v", got[0], want)
+	}
+	mustVerify(t, s, 1)
 }
 
 func TestAppendAndTail(t *testing.T) {

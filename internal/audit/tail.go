@@ -63,11 +63,12 @@ func (s *Store) Tail(ctx context.Context, after uint64, limit int) ([]*contractu
 	return out, nil
 }
 
-// decodeEvent decodes a stored encoding.
+// decodeEvent decodes a stored encoding, with its digests as strings.
 func decodeEvent(enc []byte) (*contractualv1.AuditEvent, error) {
 	e := new(contractualv1.AuditEvent)
 	if err := proto.Unmarshal(enc, e); err != nil {
 		return nil, err
 	}
+	expand(e)
 	return e, nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/audit"
 	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/server"
@@ -293,4 +294,114 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestAuditIncrementalExportPrune: `verify --online` recomputes only the
+// events after the checkpoint the device verified last, and catches a
+// change among them; a segment exported by the CLI verifies offline and
+// a changed one does not; the server prunes only what was exported; a
+// device whose checkpoint is older than the prune is told so (not
+// "tampering") and bridges the gap with the exported segment.
+func TestAuditIncrementalExportPrune(t *testing.T) {
+	d, dir, s := pairedDevice(t)
+	d.writeSecrets(2)
+	if out, _ := d.must("", "audit", "verify", "--online"); !strings.Contains(out, "this device now trusts checkpoint") {
+		t.Fatalf("first verify: %s", out)
+	}
+	early := d.memory()
+	old := &device{t: t, config: t.TempDir(), url: s.URL} // a device that looked only then
+	os.WriteFile(filepath.Join(old.config, "device.token"), mustRead(t, filepath.Join(d.config, "device.token")), 0o600)
+	os.WriteFile(filepath.Join(old.config, checkpointFile), early, 0o600)
+	from := mustCheckpoint(t, early)
+
+	d.writeSecrets(3)
+	out, _ := d.must("", "audit", "verify", "--online")
+	to := mustCheckpoint(t, d.memory())
+	want := fmt.Sprintf("intact from checkpoint %d (index %d) to checkpoint %d (index %d): %d new events recomputed",
+		from.GetSeq(), from.GetIndex(), to.GetSeq(), to.GetIndex(), to.GetIndex()-from.GetIndex())
+	if !strings.Contains(out, want) || to.GetIndex()-from.GetIndex() >= to.GetIndex() {
+		t.Fatalf("incremental verify: %s\nwant %q", out, want)
+	}
+	if out, _ := d.must("", "audit", "verify", "--online", "--full"); !strings.Contains(out, "audit log intact") {
+		t.Fatalf("full verify: %s", out)
+	}
+
+	// Export everything so far; it verifies offline, a changed copy does not.
+	file := filepath.Join(t.TempDir(), "seg.bin")
+	out, _ = d.must("", "audit", "export", "--segment", file)
+	if !strings.Contains(out, fmt.Sprintf("exported segment 0..%d", to.GetSeq())) || !strings.Contains(out, "recorded on the server") {
+		t.Fatalf("export: %s", out)
+	}
+	if out, _ := d.must("", "audit", "verify", "--segment", file); !strings.Contains(out, "intact") || !strings.Contains(out, "the key this device pinned") {
+		t.Fatalf("verify the segment: %s", out)
+	}
+	b := mustRead(t, file)
+	i := bytes.LastIndex(b, []byte("SOME_TOKEN"))
+	b[i] ^= 1
+	changed := filepath.Join(t.TempDir(), "changed.bin")
+	os.WriteFile(changed, b, 0o600)
+	d.tampered("does not reach the hash of its seal", "audit", "verify", "--segment", changed)
+
+	// Newer events are not exported: pruning them is refused.
+	d.writeSecrets(2)
+	newest, _ := d.must("", "audit", "checkpoint")
+	next := mustCheckpoint(t, []byte(newest))
+	code, _, errOut := d.run("", "audit", "prune", "--through", strconv.FormatUint(next.GetSeq(), 10))
+	if code == 0 || !strings.Contains(errOut, "are not exported") {
+		t.Fatalf("prune past the export: exit %d: %s", code, errOut)
+	}
+	out, _ = d.must("", "audit", "prune", "--through", strconv.FormatUint(to.GetSeq(), 10))
+	if !strings.Contains(out, fmt.Sprintf("the live log starts at checkpoint %d (index %d)", to.GetSeq(), to.GetIndex())) {
+		t.Fatalf("prune: %s", out)
+	}
+	if out, _ := d.must("", "audit", "verify", "--online", "--full"); !strings.Contains(out, fmt.Sprintf("(from index %d, where the live log starts)", to.GetIndex())) {
+		t.Fatalf("full verify after the prune: %s", out)
+	}
+	d.must("", "audit", "verify", "--online")
+
+	// The device that looked long ago: pruned, not tampering, until it
+	// brings the export.
+	code, _, errOut = old.run("", "audit", "tail")
+	if code != exitFailure || strings.Contains(errOut, "TAMPERING") || !strings.Contains(errOut, "PRUNED") ||
+		!strings.Contains(errOut, fmt.Sprintf("events %d..%d", from.GetIndex()+1, to.GetIndex())) || !strings.Contains(errOut, "seg.bin: segment 0..") {
+		t.Fatalf("old device: exit %d: %s", code, errOut)
+	}
+	if !bytes.Equal(old.memory(), early) {
+		t.Fatal("the old device's checkpoint moved")
+	}
+	old.tampered("the log does not extend checkpoint", "audit", "verify", "--online", "--segment", changed)
+	out, errOut = old.must("", "audit", "verify", "--online", "--segment", file)
+	if !strings.Contains(errOut, fmt.Sprintf("extends checkpoint %d (index %d) to checkpoint %d", from.GetSeq(), from.GetIndex(), to.GetSeq())) ||
+		!strings.Contains(out, fmt.Sprintf("intact from checkpoint %d", to.GetSeq())) {
+		t.Fatalf("old device with the export: %s%s", out, errOut)
+	}
+	if c := mustCheckpoint(t, old.memory()); c.GetSeq() <= to.GetSeq() {
+		t.Fatalf("the old device remembers %v", c)
+	}
+
+	// A change among new events is caught by the incremental check.
+	d.writeSecrets(2)
+	closeServer(t, s)
+	last := mustCheckpoint(t, d.memory())
+	withDB(t, dir, func(db *sql.DB) {
+		var enc []byte
+		if err := db.QueryRow(`SELECT enc FROM events WHERE idx = ?`, last.GetIndex()+1).Scan(&enc); err != nil {
+			t.Fatal(err)
+		}
+		enc[len(enc)-1] ^= 1
+		exec(t, db, `UPDATE events SET enc = ? WHERE idx = ?`, enc, last.GetIndex()+1)
+	})
+	s = serve(t, dir)
+	d.url = s.URL
+	d.tampered("the log does not extend checkpoint", "audit", "verify", "--online")
+}
+
+// mustCheckpoint parses a checkpoint file.
+func mustCheckpoint(t *testing.T, b []byte) *contractualv1.Checkpoint {
+	t.Helper()
+	c, err := audit.ParseCheckpoint(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

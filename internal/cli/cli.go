@@ -47,7 +47,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE] [--public-url URL]",
+		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE] [--public-url URL] [--audit-keep-days N] [--audit-keep-events N] [--audit-export-dir DIR]",
 			"run every service in one process (embedded SQLite), the API on loopback", serveCmd},
 		{"publish", "publish <tool.wasm> --contract <file> [--server URL]", "publish a tool; its contract lands pending", publishCmd},
 		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT] [--name NAME | --prefix P] [--state S] [--tool NAME.EXPORT] [--all | --page TOKEN] [--page-size N] [--json] [--server URL]",
@@ -57,8 +57,8 @@ func init() {
 			"pair this device with the server, with the scopes it asks for (an owner device with the setup code)", pairCmd},
 		{"devices", "devices list | requests | approve <CODE> | reject <CODE> | revoke <ID> [--state S] [--scope S] [--all | --page TOKEN] [--page-size N] [--server URL]", "manage paired devices (as a paired device)", devicesCmd},
 		{"secrets", "secrets put <NAME> | list | delete <NAME> | rotate-key [--prefix P] [--all | --page TOKEN] [--page-size N] [--server URL]", "write-only secrets (put reads stdin or a prompt)", secretsCmd},
-		{"audit", "audit tail | checkpoint | verify [--data DIR] [--against FILE] [--key FILE] [--online] [--server URL]",
-			"read the audit log, export its newest signed checkpoint, verify it", auditCmd},
+		{"audit", "audit tail | checkpoint | segments | verify [--data DIR] [--against FILE] [--key FILE] [--online [--full]] [--segment FILE...] | export --segment FILE [--from SEQ] [--through SEQ] | prune --through SEQ|--before TIME [--server URL]",
+			"read the audit log, export its newest signed checkpoint, verify it (incrementally), export and prune sealed segments", auditCmd},
 		{"run", "run <module.wasm> --contract <file> --input JSON | --text TEXT | --bytes @FILE [--export NAME] [--json]",
 			"run one call of a tool locally, under its contract", runCmd},
 		{"contract", "contract check <file> [--module <module.wasm>]",

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/contractual/contractual/internal/audit"
 	"github.com/contractual/contractual/internal/server"
 )
 
@@ -19,6 +20,9 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 		"the broker's key-encryption key file ($CONTRACTUAL_KEK_FILE; default: broker.kek in the data directory, created at first start)")
 	public := fs.String("public-url", env.getenv("CONTRACTUAL_PUBLIC_URL"),
 		"the https:// URL your devices use, e.g. the name `tailscale serve` gives this machine ($CONTRACTUAL_PUBLIC_URL)")
+	keepEvents := fs.Uint64("audit-keep-events", 0, "audit retention: prune exported segments that have at least this many events after them (0: keep all)")
+	keepDays := fs.Uint("audit-keep-days", 0, "audit retention: prune exported segments sealed at least this many days ago (0: keep all)")
+	exportDir := fs.String("audit-export-dir", "", "audit retention: export due segments to this directory before pruning them (default: prune only what devices exported with `audit export`)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -27,7 +31,8 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 		return usagef("unexpected argument %q", pos[0])
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
-	s, err := server.Start(ctx, server.Config{DataDir: *data, Addr: *addr, Log: log, KEKFile: *kek, PublicURL: *public})
+	s, err := server.Start(ctx, server.Config{DataDir: *data, Addr: *addr, Log: log, KEKFile: *kek, PublicURL: *public,
+		Audit: audit.Options{KeepEvents: *keepEvents, KeepFor: time.Duration(*keepDays) * 24 * time.Hour, ExportDir: *exportDir}})
 	if err != nil {
 		return err
 	}

@@ -117,6 +117,8 @@ var procedureScopes = map[string]Scopes{
 	contractualv1connect.AuditServiceLatestCheckpointProcedure:      ScopeRead,
 	contractualv1connect.AuditServiceEntriesProcedure:               ScopeRead,
 	contractualv1connect.AuditServiceCheckConsistencyProcedure:      ScopeRead,
+	contractualv1connect.AuditServiceGetCheckpointProcedure:         ScopeRead,
+	contractualv1connect.AuditServiceSegmentsProcedure:              ScopeRead,
 	contractualv1connect.BrokerServiceListSecretsProcedure:          ScopeRead,
 	contractualv1connect.PairingServiceListPairingRequestsProcedure: ScopeRead,
 	contractualv1connect.PairingServiceListDevicesProcedure:         ScopeRead,
@@ -133,6 +135,9 @@ var procedureScopes = map[string]Scopes{
 	contractualv1connect.BrokerServiceDeleteSecretProcedure:  ScopeOwner,
 	contractualv1connect.BrokerServiceRotateKeyProcedure:     ScopeOwner,
 	contractualv1connect.PairingServiceRevokeDeviceProcedure: ScopeOwner,
+	// Recording an export lets retention drop what it covers.
+	contractualv1connect.AuditServiceRecordExportProcedure: ScopeOwner,
+	contractualv1connect.AuditServicePruneProcedure:        ScopeOwner,
 
 	contractualv1connect.PairingServiceUnpairProcedure: 0,
 }

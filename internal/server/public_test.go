@@ -25,7 +25,7 @@ import (
 // publicAPI is what a device may call, by service: the public port must
 // describe exactly this.
 var publicAPI = map[string][]string{
-	"contractual.v1.AuditService":   {"CheckConsistency", "Entries", "LatestCheckpoint", "Tail", "Verify"},
+	"contractual.v1.AuditService":   {"CheckConsistency", "Entries", "GetCheckpoint", "LatestCheckpoint", "Prune", "RecordExport", "Segments", "Tail", "Verify"},
 	"contractual.v1.BrokerService":  {"DeleteSecret", "ListSecrets", "PutSecret", "RotateKey"},
 	"contractual.v1.PairingService": {"ApprovePairing", "ApproveWithSetupCode", "BeginPairing", "CompletePairing", "ListDevices", "ListPairingRequests", "RejectPairing", "RevokeDevice", "Unpair"},
 	"contractual.v1.PolicyService":  {"Approve", "GetContract", "ListContracts", "Publish", "Reject", "Revoke"},

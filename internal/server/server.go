@@ -59,6 +59,10 @@ type Config struct {
 	// Limits bounds connections, unauthenticated requests and how long
 	// any request may take; zero fields take the defaults.
 	Limits Limits
+	// Audit tunes the audit log, its retention above all (KeepEvents,
+	// KeepFor, ExportDir); zero fields take the defaults, which keep
+	// everything.
+	Audit audit.Options
 }
 
 // Request size caps: a publish carries a module, everything else is small.
@@ -141,7 +145,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 
 // services opens every service and mounts their handlers behind the gate.
 func (s *Server) services(ctx context.Context, cfg Config, limits Limits) (http.Handler, error) {
-	auditSvc, err := audit.OpenService(ctx, filepath.Join(cfg.DataDir, "audit"), audit.Options{})
+	auditOpts := cfg.Audit
+	if auditOpts.Log == nil {
+		auditOpts.Log = s.log
+	}
+	auditSvc, err := audit.OpenService(ctx, filepath.Join(cfg.DataDir, "audit"), auditOpts)
 	if err != nil {
 		return nil, err
 	}

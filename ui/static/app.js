@@ -347,6 +347,11 @@
       return;
     }
     localStorage.setItem(KEY, JSON.stringify(data.checkpoint));
+    if (data.pruned) {
+      show("The audit log was pruned since this browser last looked: " + data.pruned +
+        ". The live log extends its anchor; this browser now remembers " + describe(data.checkpoint) + ".", "ok");
+      return;
+    }
     show("This browser remembers " + describe(data.checkpoint) + " of the audit log" +
       (seen ? "; the log extends the checkpoint it saw before." : ", the first it has seen."), "ok");
   }

@@ -58,9 +58,16 @@ type AuditEvent struct {
 	DecisionId string `protobuf:"bytes,15,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	// sha256 of the previous event's hash and this event's canonical
 	// encoding; set by the audit service.
-	Hash          []byte `protobuf:"bytes,16,opt,name=hash,proto3" json:"hash,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Hash []byte `protobuf:"bytes,16,opt,name=hash,proto3" json:"hash,omitempty"`
+	// The log stores a digest field of the form "sha256:<64 hex digits>" as
+	// its 32 bytes here instead (less than half the size); Tail gives the
+	// string back. Set by the audit service only.
+	ContractSha256 []byte `protobuf:"bytes,17,opt,name=contract_sha256,json=contractSha256,proto3" json:"contract_sha256,omitempty"`
+	ModuleSha256   []byte `protobuf:"bytes,18,opt,name=module_sha256,json=moduleSha256,proto3" json:"module_sha256,omitempty"`
+	InputSha256    []byte `protobuf:"bytes,19,opt,name=input_sha256,json=inputSha256,proto3" json:"input_sha256,omitempty"`
+	OutputSha256   []byte `protobuf:"bytes,20,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AuditEvent) Reset() {
@@ -201,6 +208,34 @@ func (x *AuditEvent) GetDecisionId() string {
 func (x *AuditEvent) GetHash() []byte {
 	if x != nil {
 		return x.Hash
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetContractSha256() []byte {
+	if x != nil {
+		return x.ContractSha256
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetModuleSha256() []byte {
+	if x != nil {
+		return x.ModuleSha256
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetInputSha256() []byte {
+	if x != nil {
+		return x.InputSha256
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetOutputSha256() []byte {
+	if x != nil {
+		return x.OutputSha256
 	}
 	return nil
 }
@@ -501,9 +536,12 @@ func (x *TailResponse) GetEvents() []*AuditEvent {
 	return nil
 }
 
-// VerifyRequest asks for a full verification.
+// VerifyRequest asks for a verification.
 type VerifyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Recompute the whole live log, from its anchor, rather than only what
+	// was appended since the last checkpoint this server verified.
+	Full          bool `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -538,6 +576,13 @@ func (*VerifyRequest) Descriptor() ([]byte, []int) {
 	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
+func (x *VerifyRequest) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
 // VerifyResponse tells whether the log is intact.
 type VerifyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -548,7 +593,13 @@ type VerifyResponse struct {
 	// The first index at which the log is not what was written, if not ok.
 	FirstBadIndex uint64 `protobuf:"varint,4,opt,name=first_bad_index,json=firstBadIndex,proto3" json:"first_bad_index,omitempty"`
 	// What is wrong, if not ok.
-	Problem       string `protobuf:"bytes,5,opt,name=problem,proto3" json:"problem,omitempty"`
+	Problem string `protobuf:"bytes,5,opt,name=problem,proto3" json:"problem,omitempty"`
+	// The chain was verified from the checkpoint at this index (0: the start
+	// of the log) through index `events`; before it, the log was pruned or
+	// verified earlier by this server.
+	FromIndex uint64 `protobuf:"varint,6,opt,name=from_index,json=fromIndex,proto3" json:"from_index,omitempty"`
+	// How many events this verification read.
+	Checked       uint64 `protobuf:"varint,7,opt,name=checked,proto3" json:"checked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -616,6 +667,20 @@ func (x *VerifyResponse) GetProblem() string {
 		return x.Problem
 	}
 	return ""
+}
+
+func (x *VerifyResponse) GetFromIndex() uint64 {
+	if x != nil {
+		return x.FromIndex
+	}
+	return 0
+}
+
+func (x *VerifyResponse) GetChecked() uint64 {
+	if x != nil {
+		return x.Checked
+	}
+	return 0
 }
 
 // Checkpoint is a signed statement of the audit log: the chain hash after
@@ -754,8 +819,12 @@ func (*LatestCheckpointRequest) Descriptor() ([]byte, []int) {
 // LatestCheckpointResponse holds it; checkpoint is absent while the log
 // has none.
 type LatestCheckpointResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Checkpoint    *Checkpoint            `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint *Checkpoint            `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The checkpoint the live log starts at, absent if it was never pruned:
+	// a device that saw only older checkpoints cannot get the events
+	// between them from the server (see Segments).
+	Anchor        *Checkpoint `protobuf:"bytes,2,opt,name=anchor,proto3" json:"anchor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -793,6 +862,13 @@ func (*LatestCheckpointResponse) Descriptor() ([]byte, []int) {
 func (x *LatestCheckpointResponse) GetCheckpoint() *Checkpoint {
 	if x != nil {
 		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *LatestCheckpointResponse) GetAnchor() *Checkpoint {
+	if x != nil {
+		return x.Anchor
 	}
 	return nil
 }
@@ -956,7 +1032,11 @@ type CheckConsistencyResponse struct {
 	Problem string `protobuf:"bytes,2,opt,name=problem,proto3" json:"problem,omitempty"`
 	// The newest checkpoint, absent while the log has none. A device
 	// remembers it only when ok.
-	Latest        *Checkpoint `protobuf:"bytes,3,opt,name=latest,proto3" json:"latest,omitempty"`
+	Latest *Checkpoint `protobuf:"bytes,3,opt,name=latest,proto3" json:"latest,omitempty"`
+	// Set, with ok false, when the checkpoint the device saw is older than
+	// the live log's anchor: the events in between were pruned, which is not
+	// tampering; the exports that hold them are named.
+	Pruned        *Pruned `protobuf:"bytes,4,opt,name=pruned,proto3" json:"pruned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1012,11 +1092,674 @@ func (x *CheckConsistencyResponse) GetLatest() *Checkpoint {
 	return nil
 }
 
+func (x *CheckConsistencyResponse) GetPruned() *Pruned {
+	if x != nil {
+		return x.Pruned
+	}
+	return nil
+}
+
+// Pruned says that the events a device asked about were pruned.
+type Pruned struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint the live log starts at.
+	Anchor *Checkpoint `protobuf:"bytes,1,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	// The recorded exports holding the pruned events after the checkpoint
+	// the device saw, oldest first.
+	Exports       []*Export `protobuf:"bytes,2,rep,name=exports,proto3" json:"exports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Pruned) Reset() {
+	*x = Pruned{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Pruned) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Pruned) ProtoMessage() {}
+
+func (x *Pruned) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Pruned.ProtoReflect.Descriptor instead.
+func (*Pruned) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Pruned) GetAnchor() *Checkpoint {
+	if x != nil {
+		return x.Anchor
+	}
+	return nil
+}
+
+func (x *Pruned) GetExports() []*Export {
+	if x != nil {
+		return x.Exports
+	}
+	return nil
+}
+
+// Export is the record of an exported segment: the events after the start
+// checkpoint through the one that seals it.
+type Export struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint the segment starts at (0: the start of the log).
+	StartSeq   uint64 `protobuf:"varint,1,opt,name=start_seq,json=startSeq,proto3" json:"start_seq,omitempty"`
+	StartIndex uint64 `protobuf:"varint,2,opt,name=start_index,json=startIndex,proto3" json:"start_index,omitempty"`
+	// The checkpoint that seals it.
+	SealSeq   uint64 `protobuf:"varint,3,opt,name=seal_seq,json=sealSeq,proto3" json:"seal_seq,omitempty"`
+	SealIndex uint64 `protobuf:"varint,4,opt,name=seal_index,json=sealIndex,proto3" json:"seal_index,omitempty"`
+	// The segment file's digest, "sha256:<hex>".
+	Sha256 string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The file name the exporter gave.
+	Name string `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	// Who exported it.
+	Principal     string                 `protobuf:"bytes,7,opt,name=principal,proto3" json:"principal,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Export) Reset() {
+	*x = Export{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Export) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Export) ProtoMessage() {}
+
+func (x *Export) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Export.ProtoReflect.Descriptor instead.
+func (*Export) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Export) GetStartSeq() uint64 {
+	if x != nil {
+		return x.StartSeq
+	}
+	return 0
+}
+
+func (x *Export) GetStartIndex() uint64 {
+	if x != nil {
+		return x.StartIndex
+	}
+	return 0
+}
+
+func (x *Export) GetSealSeq() uint64 {
+	if x != nil {
+		return x.SealSeq
+	}
+	return 0
+}
+
+func (x *Export) GetSealIndex() uint64 {
+	if x != nil {
+		return x.SealIndex
+	}
+	return 0
+}
+
+func (x *Export) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Export) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Export) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *Export) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// GetCheckpointRequest names a checkpoint: seq, or else the newest signed
+// before `before`.
+type GetCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Before        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=before,proto3" json:"before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointRequest) Reset() {
+	*x = GetCheckpointRequest{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetCheckpointRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *GetCheckpointRequest) GetBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+// GetCheckpointResponse holds the checkpoint.
+type GetCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint    *Checkpoint            `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointResponse) Reset() {
+	*x = GetCheckpointResponse{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointResponse) ProtoMessage() {}
+
+func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetCheckpointResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+// SegmentsRequest asks for the log's retention state.
+type SegmentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentsRequest) Reset() {
+	*x = SegmentsRequest{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentsRequest) ProtoMessage() {}
+
+func (x *SegmentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentsRequest.ProtoReflect.Descriptor instead.
+func (*SegmentsRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{19}
+}
+
+// SegmentsResponse describes the log's retention state.
+type SegmentsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint the live log starts at, absent if it was never pruned.
+	Anchor *Checkpoint `protobuf:"bytes,1,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	// The newest checkpoint, absent while the log has none.
+	Latest *Checkpoint `protobuf:"bytes,2,opt,name=latest,proto3" json:"latest,omitempty"`
+	// The recorded exports, oldest first (at most the newest 1000).
+	Exports []*Export `protobuf:"bytes,3,rep,name=exports,proto3" json:"exports,omitempty"`
+	// Recorded exports cover the live log, without gap, from its anchor
+	// through this index: Prune may cut up to here.
+	ExportedThrough uint64 `protobuf:"varint,4,opt,name=exported_through,json=exportedThrough,proto3" json:"exported_through,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SegmentsResponse) Reset() {
+	*x = SegmentsResponse{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentsResponse) ProtoMessage() {}
+
+func (x *SegmentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentsResponse.ProtoReflect.Descriptor instead.
+func (*SegmentsResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SegmentsResponse) GetAnchor() *Checkpoint {
+	if x != nil {
+		return x.Anchor
+	}
+	return nil
+}
+
+func (x *SegmentsResponse) GetLatest() *Checkpoint {
+	if x != nil {
+		return x.Latest
+	}
+	return nil
+}
+
+func (x *SegmentsResponse) GetExports() []*Export {
+	if x != nil {
+		return x.Exports
+	}
+	return nil
+}
+
+func (x *SegmentsResponse) GetExportedThrough() uint64 {
+	if x != nil {
+		return x.ExportedThrough
+	}
+	return 0
+}
+
+// RecordExportRequest describes a segment file a device wrote.
+type RecordExportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its start checkpoint (0: the start of the log) and its seal.
+	StartSeq uint64 `protobuf:"varint,1,opt,name=start_seq,json=startSeq,proto3" json:"start_seq,omitempty"`
+	SealSeq  uint64 `protobuf:"varint,2,opt,name=seal_seq,json=sealSeq,proto3" json:"seal_seq,omitempty"`
+	// The file's digest, "sha256:<hex>".
+	Sha256 string `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The file's name, for the record (at most 256 bytes).
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordExportRequest) Reset() {
+	*x = RecordExportRequest{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordExportRequest) ProtoMessage() {}
+
+func (x *RecordExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordExportRequest.ProtoReflect.Descriptor instead.
+func (*RecordExportRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RecordExportRequest) GetStartSeq() uint64 {
+	if x != nil {
+		return x.StartSeq
+	}
+	return 0
+}
+
+func (x *RecordExportRequest) GetSealSeq() uint64 {
+	if x != nil {
+		return x.SealSeq
+	}
+	return 0
+}
+
+func (x *RecordExportRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *RecordExportRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RecordExportResponse holds the record.
+type RecordExportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Export        *Export                `protobuf:"bytes,1,opt,name=export,proto3" json:"export,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordExportResponse) Reset() {
+	*x = RecordExportResponse{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordExportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordExportResponse) ProtoMessage() {}
+
+func (x *RecordExportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordExportResponse.ProtoReflect.Descriptor instead.
+func (*RecordExportResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RecordExportResponse) GetExport() *Export {
+	if x != nil {
+		return x.Export
+	}
+	return nil
+}
+
+// PruneRequest names the checkpoint to cut at: seq, or else the newest
+// signed before `before`.
+type PruneRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Before        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=before,proto3" json:"before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneRequest) Reset() {
+	*x = PruneRequest{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneRequest) ProtoMessage() {}
+
+func (x *PruneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneRequest.ProtoReflect.Descriptor instead.
+func (*PruneRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PruneRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PruneRequest) GetBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+// PruneResponse tells what was pruned.
+type PruneResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new anchor: the live log starts after it.
+	Anchor *Checkpoint `protobuf:"bytes,1,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	// How many events were dropped.
+	Dropped       uint64 `protobuf:"varint,2,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneResponse) Reset() {
+	*x = PruneResponse{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneResponse) ProtoMessage() {}
+
+func (x *PruneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneResponse.ProtoReflect.Descriptor instead.
+func (*PruneResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PruneResponse) GetAnchor() *Checkpoint {
+	if x != nil {
+		return x.Anchor
+	}
+	return nil
+}
+
+func (x *PruneResponse) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+// SegmentHeader starts a segment file (see the audit package): the file is
+// a magic line, this header and the segment's entries, each prefixed by its
+// length as a varint.
+type SegmentHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint the segment starts at; absent for the start of the log.
+	Start *Checkpoint `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	// The checkpoint that seals it.
+	Seal          *Checkpoint `protobuf:"bytes,2,opt,name=seal,proto3" json:"seal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentHeader) Reset() {
+	*x = SegmentHeader{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentHeader) ProtoMessage() {}
+
+func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentHeader.ProtoReflect.Descriptor instead.
+func (*SegmentHeader) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SegmentHeader) GetStart() *Checkpoint {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *SegmentHeader) GetSeal() *Checkpoint {
+	if x != nil {
+		return x.Seal
+	}
+	return nil
+}
+
 var File_contractual_v1_audit_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontractual/v1/audit.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x04\n" +
+	"\x1acontractual/v1/audit.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x05\n" +
 	"\n" +
 	"AuditEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
@@ -1039,7 +1782,11 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\x06detail\x18\x0e \x01(\tR\x06detail\x12\x1f\n" +
 	"\vdecision_id\x18\x0f \x01(\tR\n" +
 	"decisionId\x12\x12\n" +
-	"\x04hash\x18\x10 \x01(\fR\x04hash\"\xc8\x01\n" +
+	"\x04hash\x18\x10 \x01(\fR\x04hash\x12'\n" +
+	"\x0fcontract_sha256\x18\x11 \x01(\fR\x0econtractSha256\x12#\n" +
+	"\rmodule_sha256\x18\x12 \x01(\fR\fmoduleSha256\x12!\n" +
+	"\finput_sha256\x18\x13 \x01(\fR\vinputSha256\x12#\n" +
+	"\routput_sha256\x18\x14 \x01(\fR\foutputSha256\"\xc8\x01\n" +
 	"\fEgressRecord\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n" +
@@ -1057,14 +1804,18 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x14\n" +
 	"\x05after\x18\x02 \x01(\x04R\x05after\"B\n" +
 	"\fTailResponse\x122\n" +
-	"\x06events\x18\x01 \x03(\v2\x1a.contractual.v1.AuditEventR\x06events\"\x0f\n" +
-	"\rVerifyRequest\"\x9c\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x1a.contractual.v1.AuditEventR\x06events\"#\n" +
+	"\rVerifyRequest\x12\x12\n" +
+	"\x04full\x18\x01 \x01(\bR\x04full\"\xd5\x01\n" +
 	"\x0eVerifyResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x04R\x06events\x12 \n" +
 	"\vcheckpoints\x18\x03 \x01(\x04R\vcheckpoints\x12&\n" +
 	"\x0ffirst_bad_index\x18\x04 \x01(\x04R\rfirstBadIndex\x12\x18\n" +
-	"\aproblem\x18\x05 \x01(\tR\aproblem\"\xbb\x01\n" +
+	"\aproblem\x18\x05 \x01(\tR\aproblem\x12\x1d\n" +
+	"\n" +
+	"from_index\x18\x06 \x01(\x04R\tfromIndex\x12\x18\n" +
+	"\achecked\x18\a \x01(\x04R\achecked\"\xbb\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x14\n" +
@@ -1073,29 +1824,78 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
 	"\tsignature\x18\x05 \x01(\fR\tsignature\x12#\n" +
 	"\rpublic_keyset\x18\x06 \x01(\fR\fpublicKeyset\"\x19\n" +
-	"\x17LatestCheckpointRequest\"V\n" +
+	"\x17LatestCheckpointRequest\"\x8a\x01\n" +
 	"\x18LatestCheckpointResponse\x12:\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\n" +
-	"checkpoint\"<\n" +
+	"checkpoint\x122\n" +
+	"\x06anchor\x18\x02 \x01(\v2\x1a.contractual.v1.CheckpointR\x06anchor\"<\n" +
 	"\x0eEntriesRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\x04R\x05after\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"+\n" +
 	"\x0fEntriesResponse\x12\x18\n" +
 	"\aentries\x18\x01 \x03(\fR\aentries\"I\n" +
 	"\x17CheckConsistencyRequest\x12.\n" +
-	"\x04seen\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\x04seen\"x\n" +
+	"\x04seen\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\x04seen\"\xa8\x01\n" +
 	"\x18CheckConsistencyResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x18\n" +
 	"\aproblem\x18\x02 \x01(\tR\aproblem\x122\n" +
-	"\x06latest\x18\x03 \x01(\v2\x1a.contractual.v1.CheckpointR\x06latest2\x96\x04\n" +
+	"\x06latest\x18\x03 \x01(\v2\x1a.contractual.v1.CheckpointR\x06latest\x12.\n" +
+	"\x06pruned\x18\x04 \x01(\v2\x16.contractual.v1.PrunedR\x06pruned\"n\n" +
+	"\x06Pruned\x122\n" +
+	"\x06anchor\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\x06anchor\x120\n" +
+	"\aexports\x18\x02 \x03(\v2\x16.contractual.v1.ExportR\aexports\"\xfa\x01\n" +
+	"\x06Export\x12\x1b\n" +
+	"\tstart_seq\x18\x01 \x01(\x04R\bstartSeq\x12\x1f\n" +
+	"\vstart_index\x18\x02 \x01(\x04R\n" +
+	"startIndex\x12\x19\n" +
+	"\bseal_seq\x18\x03 \x01(\x04R\asealSeq\x12\x1d\n" +
+	"\n" +
+	"seal_index\x18\x04 \x01(\x04R\tsealIndex\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\x12\x1c\n" +
+	"\tprincipal\x18\a \x01(\tR\tprincipal\x12.\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\\\n" +
+	"\x14GetCheckpointRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x122\n" +
+	"\x06before\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06before\"S\n" +
+	"\x15GetCheckpointResponse\x12:\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\n" +
+	"checkpoint\"\x11\n" +
+	"\x0fSegmentsRequest\"\xd7\x01\n" +
+	"\x10SegmentsResponse\x122\n" +
+	"\x06anchor\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\x06anchor\x122\n" +
+	"\x06latest\x18\x02 \x01(\v2\x1a.contractual.v1.CheckpointR\x06latest\x120\n" +
+	"\aexports\x18\x03 \x03(\v2\x16.contractual.v1.ExportR\aexports\x12)\n" +
+	"\x10exported_through\x18\x04 \x01(\x04R\x0fexportedThrough\"y\n" +
+	"\x13RecordExportRequest\x12\x1b\n" +
+	"\tstart_seq\x18\x01 \x01(\x04R\bstartSeq\x12\x19\n" +
+	"\bseal_seq\x18\x02 \x01(\x04R\asealSeq\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"F\n" +
+	"\x14RecordExportResponse\x12.\n" +
+	"\x06export\x18\x01 \x01(\v2\x16.contractual.v1.ExportR\x06export\"T\n" +
+	"\fPruneRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x122\n" +
+	"\x06before\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06before\"]\n" +
+	"\rPruneResponse\x122\n" +
+	"\x06anchor\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\x06anchor\x12\x18\n" +
+	"\adropped\x18\x02 \x01(\x04R\adropped\"q\n" +
+	"\rSegmentHeader\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\x05start\x12.\n" +
+	"\x04seal\x18\x02 \x01(\v2\x1a.contractual.v1.CheckpointR\x04seal2\xee\x06\n" +
 	"\fAuditService\x12G\n" +
 	"\x06Append\x12\x1d.contractual.v1.AppendRequest\x1a\x1e.contractual.v1.AppendResponse\x12F\n" +
 	"\x04Tail\x12\x1b.contractual.v1.TailRequest\x1a\x1c.contractual.v1.TailResponse\"\x03\x90\x02\x01\x12L\n" +
 	"\x06Verify\x12\x1d.contractual.v1.VerifyRequest\x1a\x1e.contractual.v1.VerifyResponse\"\x03\x90\x02\x01\x12j\n" +
 	"\x10LatestCheckpoint\x12'.contractual.v1.LatestCheckpointRequest\x1a(.contractual.v1.LatestCheckpointResponse\"\x03\x90\x02\x02\x12O\n" +
 	"\aEntries\x12\x1e.contractual.v1.EntriesRequest\x1a\x1f.contractual.v1.EntriesResponse\"\x03\x90\x02\x01\x12j\n" +
-	"\x10CheckConsistency\x12'.contractual.v1.CheckConsistencyRequest\x1a(.contractual.v1.CheckConsistencyResponse\"\x03\x90\x02\x02B\xc8\x01\n" +
+	"\x10CheckConsistency\x12'.contractual.v1.CheckConsistencyRequest\x1a(.contractual.v1.CheckConsistencyResponse\"\x03\x90\x02\x02\x12a\n" +
+	"\rGetCheckpoint\x12$.contractual.v1.GetCheckpointRequest\x1a%.contractual.v1.GetCheckpointResponse\"\x03\x90\x02\x01\x12R\n" +
+	"\bSegments\x12\x1f.contractual.v1.SegmentsRequest\x1a .contractual.v1.SegmentsResponse\"\x03\x90\x02\x01\x12Y\n" +
+	"\fRecordExport\x12#.contractual.v1.RecordExportRequest\x1a$.contractual.v1.RecordExportResponse\x12D\n" +
+	"\x05Prune\x12\x1c.contractual.v1.PruneRequest\x1a\x1d.contractual.v1.PruneResponseB\xc8\x01\n" +
 	"\x12com.contractual.v1B\n" +
 	"AuditProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 
@@ -1111,7 +1911,7 @@ func file_contractual_v1_audit_proto_rawDescGZIP() []byte {
 	return file_contractual_v1_audit_proto_rawDescData
 }
 
-var file_contractual_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_contractual_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_contractual_v1_audit_proto_goTypes = []any{
 	(*AuditEvent)(nil),               // 0: contractual.v1.AuditEvent
 	(*EgressRecord)(nil),             // 1: contractual.v1.EgressRecord
@@ -1128,34 +1928,68 @@ var file_contractual_v1_audit_proto_goTypes = []any{
 	(*EntriesResponse)(nil),          // 12: contractual.v1.EntriesResponse
 	(*CheckConsistencyRequest)(nil),  // 13: contractual.v1.CheckConsistencyRequest
 	(*CheckConsistencyResponse)(nil), // 14: contractual.v1.CheckConsistencyResponse
-	(*timestamppb.Timestamp)(nil),    // 15: google.protobuf.Timestamp
+	(*Pruned)(nil),                   // 15: contractual.v1.Pruned
+	(*Export)(nil),                   // 16: contractual.v1.Export
+	(*GetCheckpointRequest)(nil),     // 17: contractual.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),    // 18: contractual.v1.GetCheckpointResponse
+	(*SegmentsRequest)(nil),          // 19: contractual.v1.SegmentsRequest
+	(*SegmentsResponse)(nil),         // 20: contractual.v1.SegmentsResponse
+	(*RecordExportRequest)(nil),      // 21: contractual.v1.RecordExportRequest
+	(*RecordExportResponse)(nil),     // 22: contractual.v1.RecordExportResponse
+	(*PruneRequest)(nil),             // 23: contractual.v1.PruneRequest
+	(*PruneResponse)(nil),            // 24: contractual.v1.PruneResponse
+	(*SegmentHeader)(nil),            // 25: contractual.v1.SegmentHeader
+	(*timestamppb.Timestamp)(nil),    // 26: google.protobuf.Timestamp
 }
 var file_contractual_v1_audit_proto_depIdxs = []int32{
-	15, // 0: contractual.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	26, // 0: contractual.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: contractual.v1.AuditEvent.egress:type_name -> contractual.v1.EgressRecord
 	0,  // 2: contractual.v1.AppendRequest.events:type_name -> contractual.v1.AuditEvent
 	0,  // 3: contractual.v1.TailResponse.events:type_name -> contractual.v1.AuditEvent
-	15, // 4: contractual.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
+	26, // 4: contractual.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
 	8,  // 5: contractual.v1.LatestCheckpointResponse.checkpoint:type_name -> contractual.v1.Checkpoint
-	8,  // 6: contractual.v1.CheckConsistencyRequest.seen:type_name -> contractual.v1.Checkpoint
-	8,  // 7: contractual.v1.CheckConsistencyResponse.latest:type_name -> contractual.v1.Checkpoint
-	2,  // 8: contractual.v1.AuditService.Append:input_type -> contractual.v1.AppendRequest
-	4,  // 9: contractual.v1.AuditService.Tail:input_type -> contractual.v1.TailRequest
-	6,  // 10: contractual.v1.AuditService.Verify:input_type -> contractual.v1.VerifyRequest
-	9,  // 11: contractual.v1.AuditService.LatestCheckpoint:input_type -> contractual.v1.LatestCheckpointRequest
-	11, // 12: contractual.v1.AuditService.Entries:input_type -> contractual.v1.EntriesRequest
-	13, // 13: contractual.v1.AuditService.CheckConsistency:input_type -> contractual.v1.CheckConsistencyRequest
-	3,  // 14: contractual.v1.AuditService.Append:output_type -> contractual.v1.AppendResponse
-	5,  // 15: contractual.v1.AuditService.Tail:output_type -> contractual.v1.TailResponse
-	7,  // 16: contractual.v1.AuditService.Verify:output_type -> contractual.v1.VerifyResponse
-	10, // 17: contractual.v1.AuditService.LatestCheckpoint:output_type -> contractual.v1.LatestCheckpointResponse
-	12, // 18: contractual.v1.AuditService.Entries:output_type -> contractual.v1.EntriesResponse
-	14, // 19: contractual.v1.AuditService.CheckConsistency:output_type -> contractual.v1.CheckConsistencyResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	8,  // 6: contractual.v1.LatestCheckpointResponse.anchor:type_name -> contractual.v1.Checkpoint
+	8,  // 7: contractual.v1.CheckConsistencyRequest.seen:type_name -> contractual.v1.Checkpoint
+	8,  // 8: contractual.v1.CheckConsistencyResponse.latest:type_name -> contractual.v1.Checkpoint
+	15, // 9: contractual.v1.CheckConsistencyResponse.pruned:type_name -> contractual.v1.Pruned
+	8,  // 10: contractual.v1.Pruned.anchor:type_name -> contractual.v1.Checkpoint
+	16, // 11: contractual.v1.Pruned.exports:type_name -> contractual.v1.Export
+	26, // 12: contractual.v1.Export.time:type_name -> google.protobuf.Timestamp
+	26, // 13: contractual.v1.GetCheckpointRequest.before:type_name -> google.protobuf.Timestamp
+	8,  // 14: contractual.v1.GetCheckpointResponse.checkpoint:type_name -> contractual.v1.Checkpoint
+	8,  // 15: contractual.v1.SegmentsResponse.anchor:type_name -> contractual.v1.Checkpoint
+	8,  // 16: contractual.v1.SegmentsResponse.latest:type_name -> contractual.v1.Checkpoint
+	16, // 17: contractual.v1.SegmentsResponse.exports:type_name -> contractual.v1.Export
+	16, // 18: contractual.v1.RecordExportResponse.export:type_name -> contractual.v1.Export
+	26, // 19: contractual.v1.PruneRequest.before:type_name -> google.protobuf.Timestamp
+	8,  // 20: contractual.v1.PruneResponse.anchor:type_name -> contractual.v1.Checkpoint
+	8,  // 21: contractual.v1.SegmentHeader.start:type_name -> contractual.v1.Checkpoint
+	8,  // 22: contractual.v1.SegmentHeader.seal:type_name -> contractual.v1.Checkpoint
+	2,  // 23: contractual.v1.AuditService.Append:input_type -> contractual.v1.AppendRequest
+	4,  // 24: contractual.v1.AuditService.Tail:input_type -> contractual.v1.TailRequest
+	6,  // 25: contractual.v1.AuditService.Verify:input_type -> contractual.v1.VerifyRequest
+	9,  // 26: contractual.v1.AuditService.LatestCheckpoint:input_type -> contractual.v1.LatestCheckpointRequest
+	11, // 27: contractual.v1.AuditService.Entries:input_type -> contractual.v1.EntriesRequest
+	13, // 28: contractual.v1.AuditService.CheckConsistency:input_type -> contractual.v1.CheckConsistencyRequest
+	17, // 29: contractual.v1.AuditService.GetCheckpoint:input_type -> contractual.v1.GetCheckpointRequest
+	19, // 30: contractual.v1.AuditService.Segments:input_type -> contractual.v1.SegmentsRequest
+	21, // 31: contractual.v1.AuditService.RecordExport:input_type -> contractual.v1.RecordExportRequest
+	23, // 32: contractual.v1.AuditService.Prune:input_type -> contractual.v1.PruneRequest
+	3,  // 33: contractual.v1.AuditService.Append:output_type -> contractual.v1.AppendResponse
+	5,  // 34: contractual.v1.AuditService.Tail:output_type -> contractual.v1.TailResponse
+	7,  // 35: contractual.v1.AuditService.Verify:output_type -> contractual.v1.VerifyResponse
+	10, // 36: contractual.v1.AuditService.LatestCheckpoint:output_type -> contractual.v1.LatestCheckpointResponse
+	12, // 37: contractual.v1.AuditService.Entries:output_type -> contractual.v1.EntriesResponse
+	14, // 38: contractual.v1.AuditService.CheckConsistency:output_type -> contractual.v1.CheckConsistencyResponse
+	18, // 39: contractual.v1.AuditService.GetCheckpoint:output_type -> contractual.v1.GetCheckpointResponse
+	20, // 40: contractual.v1.AuditService.Segments:output_type -> contractual.v1.SegmentsResponse
+	22, // 41: contractual.v1.AuditService.RecordExport:output_type -> contractual.v1.RecordExportResponse
+	24, // 42: contractual.v1.AuditService.Prune:output_type -> contractual.v1.PruneResponse
+	33, // [33:43] is the sub-list for method output_type
+	23, // [23:33] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_audit_proto_init() }
@@ -1169,7 +2003,7 @@ func file_contractual_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_audit_proto_rawDesc), len(file_contractual_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -47,6 +47,16 @@ const (
 	// AuditServiceCheckConsistencyProcedure is the fully-qualified name of the AuditService's
 	// CheckConsistency RPC.
 	AuditServiceCheckConsistencyProcedure = "/contractual.v1.AuditService/CheckConsistency"
+	// AuditServiceGetCheckpointProcedure is the fully-qualified name of the AuditService's
+	// GetCheckpoint RPC.
+	AuditServiceGetCheckpointProcedure = "/contractual.v1.AuditService/GetCheckpoint"
+	// AuditServiceSegmentsProcedure is the fully-qualified name of the AuditService's Segments RPC.
+	AuditServiceSegmentsProcedure = "/contractual.v1.AuditService/Segments"
+	// AuditServiceRecordExportProcedure is the fully-qualified name of the AuditService's RecordExport
+	// RPC.
+	AuditServiceRecordExportProcedure = "/contractual.v1.AuditService/RecordExport"
+	// AuditServicePruneProcedure is the fully-qualified name of the AuditService's Prune RPC.
+	AuditServicePruneProcedure = "/contractual.v1.AuditService/Prune"
 )
 
 // AuditServiceClient is a client for the contractual.v1.AuditService service.
@@ -57,7 +67,9 @@ type AuditServiceClient interface {
 	Append(context.Context, *v1.AppendRequest) (*v1.AppendResponse, error)
 	// Tail returns the newest events, oldest first.
 	Tail(context.Context, *v1.TailRequest) (*v1.TailResponse, error)
-	// Verify recomputes the hash chain and checks every signed checkpoint.
+	// Verify recomputes the hash chain and checks the signed checkpoints:
+	// from the last checkpoint the running server verified (incremental), or
+	// with full from the start of the live log.
 	Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error)
 	// LatestCheckpoint returns the newest signed checkpoint. A device
 	// remembers it, and checks later that the log it sees extends it. It
@@ -76,6 +88,19 @@ type AuditServiceClient interface {
 	// or restored data directory), not a server that lies. Like
 	// LatestCheckpoint, it first seals the events no checkpoint covers.
 	CheckConsistency(context.Context, *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error)
+	// GetCheckpoint returns one signed checkpoint of the live log: by seq, or
+	// the newest signed before a time.
+	GetCheckpoint(context.Context, *v1.GetCheckpointRequest) (*v1.GetCheckpointResponse, error)
+	// Segments tells where the live log starts (its anchor: the checkpoint
+	// that sealed the last pruned segment) and which segments were exported.
+	Segments(context.Context, *v1.SegmentsRequest) (*v1.SegmentsResponse, error)
+	// RecordExport records that a device wrote a segment file: the server
+	// recomputes the file's digest from its own rows and records the export
+	// only if it matches. Only exported segments may be pruned.
+	RecordExport(context.Context, *v1.RecordExportRequest) (*v1.RecordExportResponse, error)
+	// Prune drops the events up to a checkpoint from the live log, if
+	// recorded exports cover them; that checkpoint becomes the anchor.
+	Prune(context.Context, *v1.PruneRequest) (*v1.PruneResponse, error)
 }
 
 // NewAuditServiceClient constructs a client for the contractual.v1.AuditService service. By
@@ -130,6 +155,32 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		getCheckpoint: connect.NewClient[v1.GetCheckpointRequest, v1.GetCheckpointResponse](
+			httpClient,
+			baseURL+AuditServiceGetCheckpointProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("GetCheckpoint")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		segments: connect.NewClient[v1.SegmentsRequest, v1.SegmentsResponse](
+			httpClient,
+			baseURL+AuditServiceSegmentsProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("Segments")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		recordExport: connect.NewClient[v1.RecordExportRequest, v1.RecordExportResponse](
+			httpClient,
+			baseURL+AuditServiceRecordExportProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("RecordExport")),
+			connect.WithClientOptions(opts...),
+		),
+		prune: connect.NewClient[v1.PruneRequest, v1.PruneResponse](
+			httpClient,
+			baseURL+AuditServicePruneProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("Prune")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -141,6 +192,10 @@ type auditServiceClient struct {
 	latestCheckpoint *connect.Client[v1.LatestCheckpointRequest, v1.LatestCheckpointResponse]
 	entries          *connect.Client[v1.EntriesRequest, v1.EntriesResponse]
 	checkConsistency *connect.Client[v1.CheckConsistencyRequest, v1.CheckConsistencyResponse]
+	getCheckpoint    *connect.Client[v1.GetCheckpointRequest, v1.GetCheckpointResponse]
+	segments         *connect.Client[v1.SegmentsRequest, v1.SegmentsResponse]
+	recordExport     *connect.Client[v1.RecordExportRequest, v1.RecordExportResponse]
+	prune            *connect.Client[v1.PruneRequest, v1.PruneResponse]
 }
 
 // Append calls contractual.v1.AuditService.Append.
@@ -197,6 +252,42 @@ func (c *auditServiceClient) CheckConsistency(ctx context.Context, req *v1.Check
 	return nil, err
 }
 
+// GetCheckpoint calls contractual.v1.AuditService.GetCheckpoint.
+func (c *auditServiceClient) GetCheckpoint(ctx context.Context, req *v1.GetCheckpointRequest) (*v1.GetCheckpointResponse, error) {
+	response, err := c.getCheckpoint.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// Segments calls contractual.v1.AuditService.Segments.
+func (c *auditServiceClient) Segments(ctx context.Context, req *v1.SegmentsRequest) (*v1.SegmentsResponse, error) {
+	response, err := c.segments.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// RecordExport calls contractual.v1.AuditService.RecordExport.
+func (c *auditServiceClient) RecordExport(ctx context.Context, req *v1.RecordExportRequest) (*v1.RecordExportResponse, error) {
+	response, err := c.recordExport.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// Prune calls contractual.v1.AuditService.Prune.
+func (c *auditServiceClient) Prune(ctx context.Context, req *v1.PruneRequest) (*v1.PruneResponse, error) {
+	response, err := c.prune.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // AuditServiceHandler is an implementation of the contractual.v1.AuditService service.
 type AuditServiceHandler interface {
 	// Append durably records events, in order, and returns their indexes.
@@ -205,7 +296,9 @@ type AuditServiceHandler interface {
 	Append(context.Context, *v1.AppendRequest) (*v1.AppendResponse, error)
 	// Tail returns the newest events, oldest first.
 	Tail(context.Context, *v1.TailRequest) (*v1.TailResponse, error)
-	// Verify recomputes the hash chain and checks every signed checkpoint.
+	// Verify recomputes the hash chain and checks the signed checkpoints:
+	// from the last checkpoint the running server verified (incremental), or
+	// with full from the start of the live log.
 	Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error)
 	// LatestCheckpoint returns the newest signed checkpoint. A device
 	// remembers it, and checks later that the log it sees extends it. It
@@ -224,6 +317,19 @@ type AuditServiceHandler interface {
 	// or restored data directory), not a server that lies. Like
 	// LatestCheckpoint, it first seals the events no checkpoint covers.
 	CheckConsistency(context.Context, *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error)
+	// GetCheckpoint returns one signed checkpoint of the live log: by seq, or
+	// the newest signed before a time.
+	GetCheckpoint(context.Context, *v1.GetCheckpointRequest) (*v1.GetCheckpointResponse, error)
+	// Segments tells where the live log starts (its anchor: the checkpoint
+	// that sealed the last pruned segment) and which segments were exported.
+	Segments(context.Context, *v1.SegmentsRequest) (*v1.SegmentsResponse, error)
+	// RecordExport records that a device wrote a segment file: the server
+	// recomputes the file's digest from its own rows and records the export
+	// only if it matches. Only exported segments may be pruned.
+	RecordExport(context.Context, *v1.RecordExportRequest) (*v1.RecordExportResponse, error)
+	// Prune drops the events up to a checkpoint from the live log, if
+	// recorded exports cover them; that checkpoint becomes the anchor.
+	Prune(context.Context, *v1.PruneRequest) (*v1.PruneResponse, error)
 }
 
 // NewAuditServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -274,6 +380,32 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	auditServiceGetCheckpointHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceGetCheckpointProcedure,
+		svc.GetCheckpoint,
+		connect.WithSchema(auditServiceMethods.ByName("GetCheckpoint")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceSegmentsHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceSegmentsProcedure,
+		svc.Segments,
+		connect.WithSchema(auditServiceMethods.ByName("Segments")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceRecordExportHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceRecordExportProcedure,
+		svc.RecordExport,
+		connect.WithSchema(auditServiceMethods.ByName("RecordExport")),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServicePruneHandler := connect.NewUnaryHandlerSimple(
+		AuditServicePruneProcedure,
+		svc.Prune,
+		connect.WithSchema(auditServiceMethods.ByName("Prune")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/contractual.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuditServiceAppendProcedure:
@@ -288,6 +420,14 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 			auditServiceEntriesHandler.ServeHTTP(w, r)
 		case AuditServiceCheckConsistencyProcedure:
 			auditServiceCheckConsistencyHandler.ServeHTTP(w, r)
+		case AuditServiceGetCheckpointProcedure:
+			auditServiceGetCheckpointHandler.ServeHTTP(w, r)
+		case AuditServiceSegmentsProcedure:
+			auditServiceSegmentsHandler.ServeHTTP(w, r)
+		case AuditServiceRecordExportProcedure:
+			auditServiceRecordExportHandler.ServeHTTP(w, r)
+		case AuditServicePruneProcedure:
+			auditServicePruneHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -319,4 +459,20 @@ func (UnimplementedAuditServiceHandler) Entries(context.Context, *v1.EntriesRequ
 
 func (UnimplementedAuditServiceHandler) CheckConsistency(context.Context, *v1.CheckConsistencyRequest) (*v1.CheckConsistencyResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.CheckConsistency is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) GetCheckpoint(context.Context, *v1.GetCheckpointRequest) (*v1.GetCheckpointResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.GetCheckpoint is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) Segments(context.Context, *v1.SegmentsRequest) (*v1.SegmentsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.Segments is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) RecordExport(context.Context, *v1.RecordExportRequest) (*v1.RecordExportResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.RecordExport is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) Prune(context.Context, *v1.PruneRequest) (*v1.PruneResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.Prune is not implemented"))
 }
