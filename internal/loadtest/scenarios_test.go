@@ -2,9 +2,11 @@ package loadtest_test
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -270,6 +272,7 @@ func BenchmarkExternalInvoke(b *testing.B) {
 			invoke, bare, peak := invokeScenario(b, s, o, conc, n)
 			mustAllOK(b, "invoke", invoke, n)
 			mustAllOK(b, "bare", bare, n)
+			b.ReportMetric(0, "ns/op")
 			report(b, "", invoke)
 			report(b, "bare-", bare)
 			b.ReportMetric(ms(invoke.Quantile(0.5))/ms(bare.Quantile(0.5)), "p50/bare")
@@ -372,10 +375,244 @@ func BenchmarkExternalFairness(b *testing.B) {
 	mustAllOK(b, "idle", f.idle, n)
 	mustAllOK(b, "under the flood", f.flooded, f.flooded.Calls())
 	checkFlood(b, f)
+	b.ReportMetric(0, "ns/op")
 	report(b, "flooded-", f.flooded)
 	report(b, "idle-", f.idle)
 	b.ReportMetric(float64(f.flooded.OK()), "flooded-calls")
 	b.ReportMetric(ms(f.flooded.Quantile(0.5))/ms(f.idle.Quantile(0.5)), "p50/idle")
 	b.ReportMetric(ms(f.flooded.Quantile(0.99))/ms(f.idle.Quantile(0.99)), "p99/idle")
 	b.Logf("flood: %v", f.flood)
+}
+
+// --- c) A thousand tools ---
+
+type thousand struct {
+	tools               int
+	firstSweep          loadtest.Result // each tool's first call
+	rotate, small       loadtest.Result // a rotation over every tool; the small server's one tool, interleaved
+	first, warm         loadtest.Result // a fresh textkit build's first call after its approval; its second
+	rssStart, rssLoaded uint64          // the big server after start; after publishing and every call
+	rssIdle             uint64          // …after waiting for it to settle
+	idleWait            time.Duration   // how long that took
+	smallStart, smallAt uint64          // the small server after start; after its calls
+}
+
+// tiny is the i-th distinct build of count.wasm.
+func tiny(count []byte, i int) []byte {
+	return loadtest.WithCustomSection(count, "contractual-loadtest", fmt.Appendf(nil, "tiny-%04d", i))
+}
+
+// thousandScenario approves tools distinct small tools on one server and
+// one on another (the small server), calls every tool once, then rotates
+// over them sweeps times, each call to the tool called longest ago,
+// interleaved call by call with the small server's tool; then approves
+// builds fresh builds of textkit (3.2 MiB, never compiled before) one at a
+// time and calls each at once after its approval, and again. It reads the
+// servers' RSS after start, after the calls, and once the big server's is
+// within 50 MB of its start (or idle has passed).
+func thousandScenario(tb testing.TB, tools, sweeps, builds int, idle time.Duration) thousand {
+	tb.Helper()
+	ctx := context.Background()
+	big, small := serve(tb), serve(tb)
+	th := thousand{tools: tools}
+	th.rssStart, th.smallStart = rss(tb, big), rss(tb, small)
+	o, so := owner(tb, big, 4), owner(tb, small, 1)
+	count := read(tb, countWasm)
+
+	pub := loadtest.Run(ctx, 4, tools, func(ctx context.Context, i int) error {
+		_, _, err := o.PublishApproved(ctx, tiny(count, i), fmt.Sprintf(smallContract, fmt.Sprintf("tiny-%04d", i)))
+		return err
+	})
+	mustAllOK(tb, "publishing", pub, tools)
+	publish(tb, so, tiny(count, 0), fmt.Sprintf(smallContract, "tiny-0000"))
+
+	in := value(tb, smallInput)
+	call := func(d *loadtest.Device, i int) loadtest.Result {
+		req := &contractualv1.InvokeRequest{Tool: fmt.Sprintf("tiny-%04d.count_vowels", i), Input: in}
+		return loadtest.Run(ctx, 1, 1, func(ctx context.Context, _ int) error {
+			_, err := d.Tools.Invoke(ctx, req)
+			return err
+		})
+	}
+	for i := range tools {
+		th.firstSweep.Add(call(o, i))
+	}
+	for i := range sweeps * tools {
+		th.rotate.Add(call(o, i%tools))
+		th.small.Add(call(so, 0))
+	}
+
+	textkit := read(tb, textkitWasm)
+	slug := &contractualv1.InvokeRequest{Tool: "textkit.slugify", Input: value(tb, map[string]any{"text": "Hello, Contractual World!"})}
+	invokeSlug := func(ctx context.Context, _ int) error {
+		_, err := o.Tools.Invoke(ctx, slug)
+		return err
+	}
+	for n := range builds {
+		build := loadtest.WithCustomSection(textkit, "contractual-loadtest", fmt.Appendf(nil, "%d-%d", time.Now().UnixNano(), n))
+		publish(tb, o, build, textkitContract(tb, n))
+		th.first.Add(loadtest.Run(ctx, 1, 1, invokeSlug))
+		th.warm.Add(loadtest.Run(ctx, 1, 1, invokeSlug))
+	}
+
+	th.rssLoaded, th.smallAt = rss(tb, big), rss(tb, small)
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for th.rssIdle = th.rssLoaded; th.rssIdle > th.rssStart+50e6 && time.Since(start) < idle; th.rssIdle = rss(tb, big) {
+		<-tick.C
+	}
+	th.idleWait = time.Since(start)
+	return th
+}
+
+func rss(tb testing.TB, s *loadtest.Server) uint64 {
+	tb.Helper()
+	n, err := s.RSS()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// TestLoadThousandTools runs scenario c briefly, with a dozen tools: every
+// call succeeds, each tool's once per sweep.
+func TestLoadThousandTools(t *testing.T) {
+	const tools, sweeps, builds = 12, 2, 1
+	th := thousandScenario(t, tools, sweeps, builds, 0)
+	mustAllOK(t, "first sweep", th.firstSweep, tools)
+	mustAllOK(t, "rotation", th.rotate, sweeps*tools)
+	mustAllOK(t, "small server", th.small, sweeps*tools)
+	mustAllOK(t, "first call after approval", th.first, builds)
+	mustAllOK(t, "second call", th.warm, builds)
+	if th.rssStart == 0 || th.rssLoaded == 0 || th.smallStart == 0 || th.smallAt == 0 {
+		t.Errorf("RSS not read: %+v", th)
+	}
+}
+
+// BenchmarkExternalThousandTools: 1,000 approved small tools on one
+// server (-loadtest.tools), each called once and then in rotation, so that
+// every call is of the tool called longest ago, interleaved call by call
+// with a small server's only tool (the baseline); the first call of a
+// fresh 3.2 MiB Go tool right after its approval, against its second call;
+// and the servers' RSS after start, after the calls, and once idle (up to
+// -loadtest.idle). b.N is the rotation's calls (at least one sweep) and
+// the fresh builds (at least 3):
+//
+//	go test -run '^$' -bench ExternalThousandTools -benchtime 2000x -timeout 30m ./internal/loadtest
+func BenchmarkExternalThousandTools(b *testing.B) {
+	tools := *flagTools
+	sweeps := max(1, (b.N+tools-1)/tools)
+	builds := max(3, min(b.N, 10))
+	th := thousandScenario(b, tools, sweeps, builds, *flagIdle)
+	mustAllOK(b, "first sweep", th.firstSweep, tools)
+	mustAllOK(b, "rotation", th.rotate, sweeps*tools)
+	mustAllOK(b, "small server", th.small, sweeps*tools)
+	mustAllOK(b, "first call after approval", th.first, builds)
+	mustAllOK(b, "second call", th.warm, builds)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ms(th.firstSweep.Quantile(0.99)), "first-sweep-p99-ms")
+	b.ReportMetric(ms(th.rotate.Quantile(0.5)), "rotate-p50-ms")
+	b.ReportMetric(ms(th.rotate.Quantile(0.99)), "rotate-p99-ms")
+	b.ReportMetric(ms(th.small.Quantile(0.5)), "small-p50-ms")
+	b.ReportMetric(ms(th.small.Quantile(0.99)), "small-p99-ms")
+	b.ReportMetric(ms(th.rotate.Quantile(0.99))/ms(th.small.Quantile(0.99)), "p99/small")
+	b.ReportMetric(ms(th.first.Quantile(0.5)), "approved-first-p50-ms")
+	b.ReportMetric(ms(th.first.Quantile(1)), "approved-first-max-ms")
+	b.ReportMetric(ms(th.warm.Quantile(0.5)), "approved-second-p50-ms")
+	b.ReportMetric(mb(th.rssStart), "rss-start-MB")
+	b.ReportMetric(mb(th.rssLoaded), "rss-loaded-MB")
+	b.ReportMetric(mb(th.rssIdle), "rss-idle-MB")
+	b.ReportMetric(th.idleWait.Seconds(), "idle-s")
+	b.ReportMetric(mb(th.smallStart), "small-rss-start-MB")
+	b.ReportMetric(mb(th.smallAt), "small-rss-loaded-MB")
+}
+
+// --- d) Memory per concurrent call ---
+
+// guestPeak is the peak linear memory of textkit's slugify on input, as
+// the sandbox measures it (`contractual run --json`).
+func guestPeak(tb testing.TB, input string) uint64 {
+	tb.Helper()
+	cmd := exec.Command(binary(tb), "run", filepath.Join(repo, textkitWasm), "--contract", filepath.Join(repo, "tools/textkit/contract.yaml"),
+		"--export", "slugify", "--input", input, "--json")
+	cmd.Env = append(os.Environ(), "CONTRACTUAL_CACHE_DIR="+filepath.Join(binDir, "cache"))
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatalf("contractual run: %v\n%s", err, out)
+	}
+	var rep struct {
+		Peak uint64 `json:"peak_memory_bytes"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil || rep.Peak == 0 {
+		tb.Fatalf("contractual run --json: %v: %s", err, out)
+	}
+	return rep.Peak
+}
+
+// memoryScenario starts a server with textkit approved, calls it once,
+// reads its RSS, then makes n calls at concurrency conc and reads its peak
+// RSS over them.
+func memoryScenario(tb testing.TB, conc, n int, input string) (r loadtest.Result, base, peak uint64) {
+	tb.Helper()
+	s := serve(tb)
+	o := owner(tb, s, conc)
+	publish(tb, o, read(tb, textkitWasm), textkitContract(tb, 0))
+	var in map[string]any
+	if err := json.Unmarshal([]byte(input), &in); err != nil {
+		tb.Fatal(err)
+	}
+	call := invoker(tb, o, "textkit.slugify", in)
+	mustAllOK(tb, "warm-up", loadtest.Run(context.Background(), 1, 1, call), 1)
+	base = rss(tb, s)
+	if err := s.ResetPeakRSS(); err != nil {
+		tb.Fatal(err)
+	}
+	r = loadtest.Run(context.Background(), conc, n, call)
+	peak, err := s.PeakRSS()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r, base, peak
+}
+
+const slugInput = `{"text": "Hello, Contractual World!"}`
+
+// TestLoadMemory runs scenario d briefly: every call succeeds, and the
+// guest's peak memory and the server's peak RSS are read.
+func TestLoadMemory(t *testing.T) {
+	if guestPeak(t, slugInput) == 0 {
+		t.Fatal("no guest peak")
+	}
+	r, base, peak := memoryScenario(t, 4, 8, slugInput)
+	mustAllOK(t, "calls", r, 8)
+	if base == 0 || peak < base {
+		t.Errorf("RSS %d before, peak %d", base, peak)
+	}
+}
+
+// BenchmarkExternalMemory: the server's RSS per concurrent call of a Go
+// tool (textkit's slugify, 16 MiB limit) at concurrency 1, 8 and 32, each
+// on a fresh server, against the guest's own peak linear memory: (peak
+// RSS over the calls − RSS after one call) / concurrency. b.N is the calls
+// (at least 20 per client):
+//
+//	go test -run '^$' -bench ExternalMemory -benchtime 640x ./internal/loadtest
+func BenchmarkExternalMemory(b *testing.B) {
+	guest := guestPeak(b, slugInput)
+	for _, conc := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("c%d", conc), func(b *testing.B) {
+			n := max(b.N, 20*conc)
+			r, base, peak := memoryScenario(b, conc, n, slugInput)
+			mustAllOK(b, "calls", r, n)
+			perCall := float64(peak-min(base, peak)) / float64(conc)
+			b.ReportMetric(0, "ns/op")
+			report(b, "", r)
+			b.ReportMetric(mb(base), "rss-base-MB")
+			b.ReportMetric(mb(peak), "rss-peak-MB")
+			b.ReportMetric(perCall/1e6, "rss-per-call-MB")
+			b.ReportMetric(mb(guest), "guest-peak-MB")
+			b.ReportMetric(perCall/float64(guest), "per-call/guest")
+		})
+	}
 }
