@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -18,7 +19,8 @@ type Result struct {
 	// Latencies are the durations of the calls that succeeded.
 	Latencies []time.Duration
 	// Failed counts the calls that failed, by Connect code (a call that
-	// failed without a Connect error counts as unknown).
+	// failed with another error than a Connect error or its context's end
+	// counts as unknown).
 	Failed map[connect.Code]int
 	// Elapsed is the run's wall time, from its first call's start to its
 	// last call's end.
@@ -110,7 +112,7 @@ func Run(ctx context.Context, conc, n int, call func(ctx context.Context, i int)
 				}
 				t0 := time.Now()
 				if err := call(ctx, i); err != nil {
-					failed[connect.CodeOf(err)]++
+					failed[code(err)]++
 					continue
 				}
 				lat = append(lat, time.Since(t0))
@@ -123,6 +125,21 @@ func Run(ctx context.Context, conc, n int, call func(ctx context.Context, i int)
 	wg.Wait()
 	res.Elapsed = time.Since(started)
 	return res
+}
+
+// code is err's Connect code; a context's end that is not a Connect
+// error counts as canceled or deadline_exceeded.
+func code(err error) connect.Code {
+	var ce *connect.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce.Code()
+	case errors.Is(err, context.Canceled):
+		return connect.CodeCanceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.CodeDeadlineExceeded
+	}
+	return connect.CodeUnknown
 }
 
 // Interleave makes n calls of a and n of b, from conc goroutines at once,
