@@ -283,37 +283,36 @@ func BenchmarkExternalInvoke(b *testing.B) {
 
 // --- b) Fairness: a small call while another principal floods ---
 
-type fairness struct {
-	idle, flooded loadtest.Result // principal A's small calls
-	flood         loadtest.Result // principal B's looping calls
-	floodEnded    int             // B's calls that had ended before A began measuring
-}
-
-// fairScenario measures n small calls of principal A at concurrency 1 on
-// the idle server, then again while principal B keeps flooders looping
-// calls (each up to timeout) in flight; it stops measuring after floodFor
-// even if fewer than n calls were made. A's measurement under the flood
-// starts once flooders of B's calls have ended, so that the flood is in
-// its steady state rather than starting.
-func fairScenario(tb testing.TB, n, flooders int, timeout, floodFor time.Duration) fairness {
+// fairSetup starts a server with the small tool and the looping one
+// (timeout each) approved, and returns principal A's call of the small
+// tool and principal B's looping call, each principal a device of its own.
+func fairSetup(tb testing.TB, flooders int, timeout time.Duration) (small, spin func(context.Context, int) error) {
 	tb.Helper()
 	s := serve(tb)
 	o := owner(tb, s, 2)
 	a, b := device(tb, o, "principal a", 1), device(tb, o, "principal b", flooders)
 	publish(tb, o, read(tb, countWasm), fmt.Sprintf(smallContract, "vowels"))
 	publish(tb, o, read(tb, loopWasm), fmt.Sprintf(spinContract, timeout.Milliseconds()))
-	small := invoker(tb, a, "vowels.count_vowels", smallInput)
-	spin := invoker(tb, b, "spin.run", map[string]any{})
+	return invoker(tb, a, "vowels.count_vowels", smallInput), invoker(tb, b, "spin.run", map[string]any{})
+}
 
-	var f fairness
-	f.idle = loadtest.Run(context.Background(), 1, n, small)
+// flood keeps calls of spin in flight until Stop.
+type flood struct {
+	flooders int
+	stop     context.CancelFunc
+	done     chan loadtest.Result
+}
 
+// startFlood starts flooders calls of spin at once, each followed by
+// another as soon as it ends, and returns once flooders calls have ended:
+// the flood is then in its steady state rather than starting.
+func startFlood(flooders int, spin func(context.Context, int) error) *flood {
 	ctx, stop := context.WithCancel(context.Background())
+	f := &flood{flooders: flooders, stop: stop, done: make(chan loadtest.Result, 1)}
 	var ended atomic.Int64
 	steady := make(chan struct{})
-	flood := make(chan loadtest.Result, 1)
 	go func() {
-		flood <- loadtest.Run(ctx, flooders, -1, func(ctx context.Context, i int) error {
+		f.done <- loadtest.Run(ctx, flooders, -1, func(ctx context.Context, i int) error {
 			err := spin(ctx, i)
 			if ended.Add(1) == int64(flooders) {
 				close(steady)
@@ -322,23 +321,18 @@ func fairScenario(tb testing.TB, n, flooders int, timeout, floodFor time.Duratio
 		})
 	}()
 	<-steady
-	f.floodEnded = int(ended.Load())
-	start := time.Now()
-	for i := 0; i < n && time.Since(start) < floodFor; i++ {
-		f.flooded.Add(loadtest.Run(context.Background(), 1, 1, small))
-	}
-	stop()
-	f.flood = <-flood
 	return f
 }
 
-// checkFlood fails unless every looping call ended as a looping call may:
-// at its timeout (deadline_exceeded), refused by admission
-// (resource_exhausted), or cut by the flood's end (canceled).
-func checkFlood(tb testing.TB, f fairness) {
+// Stop ends the flood and checks that every looping call ended as a
+// looping call may: at its timeout (deadline_exceeded), refused by
+// admission (resource_exhausted), or cut by the flood's end (canceled).
+func (f *flood) Stop(tb testing.TB) loadtest.Result {
 	tb.Helper()
+	f.stop()
+	r := <-f.done
 	var counted int
-	for code, n := range f.flood.Failed {
+	for code, n := range r.Failed {
 		switch code {
 		case connect.CodeDeadlineExceeded, connect.CodeResourceExhausted, connect.CodeCanceled:
 			counted += n
@@ -346,9 +340,21 @@ func checkFlood(tb testing.TB, f fairness) {
 			tb.Errorf("a looping call ended %v (%d times)", code, n)
 		}
 	}
-	if f.flood.OK() != 0 || counted != f.flood.Calls() || f.flood.Calls() < f.floodEnded {
-		tb.Errorf("flood: %v, %d ended before measuring", f.flood, f.floodEnded)
+	if r.OK() != 0 || counted != r.Calls() || r.Calls() < f.flooders {
+		tb.Errorf("flood: %v; want at least %d calls, none ok", r, f.flooders)
 	}
+	return r
+}
+
+// underFlood makes up to n calls of small, one at a time, stopping early
+// once limit has passed.
+func underFlood(n int, limit time.Duration, small func(context.Context, int) error) loadtest.Result {
+	var r loadtest.Result
+	start := time.Now()
+	for i := 0; i < n && time.Since(start) < limit; i++ {
+		r.Add(loadtest.Run(context.Background(), 1, 1, small))
+	}
+	return r
 }
 
 // TestLoadFairness runs scenario b briefly: every small call succeeds,
@@ -356,45 +362,56 @@ func checkFlood(tb testing.TB, f fairness) {
 // refused, or cut at the end.
 func TestLoadFairness(t *testing.T) {
 	const n = 3
-	f := fairScenario(t, n, 2, 200*time.Millisecond, 10*time.Minute)
-	mustAllOK(t, "idle", f.idle, n)
-	mustAllOK(t, "under the flood", f.flooded, n)
-	checkFlood(t, f)
+	small, spin := fairSetup(t, 2, 200*time.Millisecond)
+	mustAllOK(t, "idle", loadtest.Run(context.Background(), 1, n, small), n)
+	f := startFlood(2, spin)
+	mustAllOK(t, "under the flood", underFlood(n, time.Hour, small), n)
+	f.Stop(t)
 }
 
-// BenchmarkExternalFairness: principal A's small call, one at a time,
-// while principal B keeps 16 looping calls (1 s timeout each) in flight,
-// against the same call on the idle server in the same run. b.N is A's
-// calls of each kind; under the flood, measuring stops after
-// -loadtest.floodfor (default 1 min) even if fewer were made:
+// BenchmarkExternalFairness: principal A's small call, one at a time, on
+// the idle server ("idle"), then while principal B keeps 16 looping calls
+// (-loadtest.flooders, 1 s timeout each) in flight ("flooded", with the
+// ratios to idle). b.N is A's calls of each; under the flood, measuring
+// stops after -loadtest.floodfor (default 1 min) even if fewer were made:
 //
 //	go test -run '^$' -bench ExternalFairness -benchtime 200x ./internal/loadtest
 func BenchmarkExternalFairness(b *testing.B) {
-	n := max(b.N, 20)
-	f := fairScenario(b, n, *flagFlooders, time.Second, *flagFloodFor)
-	mustAllOK(b, "idle", f.idle, n)
-	mustAllOK(b, "under the flood", f.flooded, f.flooded.Calls())
-	checkFlood(b, f)
-	b.ReportMetric(0, "ns/op")
-	report(b, "flooded-", f.flooded)
-	report(b, "idle-", f.idle)
-	b.ReportMetric(float64(f.flooded.OK()), "flooded-calls")
-	b.ReportMetric(ms(f.flooded.Quantile(0.5))/ms(f.idle.Quantile(0.5)), "p50/idle")
-	b.ReportMetric(ms(f.flooded.Quantile(0.99))/ms(f.idle.Quantile(0.99)), "p99/idle")
-	b.Logf("flood: %v", f.flood)
+	small, spin := fairSetup(b, *flagFlooders, time.Second)
+	var idle loadtest.Result
+	b.Run("idle", func(b *testing.B) {
+		idle = loadtest.Run(context.Background(), 1, b.N, small)
+		mustAllOK(b, "idle", idle, b.N)
+		b.ReportMetric(0, "ns/op")
+		report(b, "", idle)
+	})
+	f := startFlood(*flagFlooders, spin)
+	b.Run("flooded", func(b *testing.B) {
+		r := underFlood(b.N, *flagFloodFor, small)
+		mustAllOK(b, "under the flood", r, r.Calls())
+		b.ReportMetric(0, "ns/op")
+		report(b, "", r)
+		b.ReportMetric(float64(r.OK()), "calls")
+		b.ReportMetric(ms(r.Quantile(0.5))/ms(idle.Quantile(0.5)), "p50/idle")
+		b.ReportMetric(ms(r.Quantile(0.99))/ms(idle.Quantile(0.99)), "p99/idle")
+	})
+	b.Logf("flood: %v", f.Stop(b))
 }
 
 // --- c) A thousand tools ---
 
+// thousand is a server with many small tools approved and a small server
+// with one, each with its owner.
 type thousand struct {
-	tools               int
-	firstSweep          loadtest.Result // each tool's first call
-	rotate, small       loadtest.Result // a rotation over every tool; the small server's one tool, interleaved
-	first, warm         loadtest.Result // a fresh textkit build's first call after its approval; its second
-	rssStart, rssLoaded uint64          // the big server after start; after publishing and every call
-	rssIdle             uint64          // …after waiting for it to settle
-	idleWait            time.Duration   // how long that took
-	smallStart, smallAt uint64          // the small server after start; after its calls
+	big, small *loadtest.Server
+	o, so      *loadtest.Device
+	tools      int
+	in         *structpb.Value
+	next       int // the next tool of the rotation
+	builds     int // the fresh textkit builds approved so far
+
+	rssStart, smallStart uint64          // the servers' RSS after start
+	firstSweep           loadtest.Result // each tool's first call
 }
 
 // tiny is the i-th distinct build of count.wasm.
@@ -402,68 +419,79 @@ func tiny(count []byte, i int) []byte {
 	return loadtest.WithCustomSection(count, "contractual-loadtest", fmt.Appendf(nil, "tiny-%04d", i))
 }
 
-// thousandScenario approves tools distinct small tools on one server and
-// one on another (the small server), calls every tool once, then rotates
-// over them sweeps times, each call to the tool called longest ago,
-// interleaved call by call with the small server's tool; then approves
-// builds fresh builds of textkit (3.2 MiB, never compiled before) one at a
-// time and calls each at once after its approval, and again. It reads the
-// servers' RSS after start, after the calls, and once the big server's is
-// within 50 MB of its start (or idle has passed).
-func thousandScenario(tb testing.TB, tools, sweeps, builds int, idle time.Duration) thousand {
+// thousandSetup approves tools distinct small tools (tiny-0000, …) on one
+// server and tiny-0000 alone on another, reads their RSS after start, and
+// calls every tool once.
+func thousandSetup(tb testing.TB, tools int) *thousand {
 	tb.Helper()
-	ctx := context.Background()
-	big, small := serve(tb), serve(tb)
-	th := thousand{tools: tools}
-	th.rssStart, th.smallStart = rss(tb, big), rss(tb, small)
-	o, so := owner(tb, big, 4), owner(tb, small, 1)
+	th := &thousand{big: serve(tb), small: serve(tb), tools: tools, in: value(tb, smallInput)}
+	th.rssStart, th.smallStart = rss(tb, th.big), rss(tb, th.small)
+	th.o, th.so = owner(tb, th.big, 4), owner(tb, th.small, 1)
 	count := read(tb, countWasm)
-
-	pub := loadtest.Run(ctx, 4, tools, func(ctx context.Context, i int) error {
-		_, _, err := o.PublishApproved(ctx, tiny(count, i), fmt.Sprintf(smallContract, fmt.Sprintf("tiny-%04d", i)))
+	pub := loadtest.Run(context.Background(), 4, tools, func(ctx context.Context, i int) error {
+		_, _, err := th.o.PublishApproved(ctx, tiny(count, i), fmt.Sprintf(smallContract, fmt.Sprintf("tiny-%04d", i)))
 		return err
 	})
 	mustAllOK(tb, "publishing", pub, tools)
-	publish(tb, so, tiny(count, 0), fmt.Sprintf(smallContract, "tiny-0000"))
-
-	in := value(tb, smallInput)
-	call := func(d *loadtest.Device, i int) loadtest.Result {
-		req := &contractualv1.InvokeRequest{Tool: fmt.Sprintf("tiny-%04d.count_vowels", i), Input: in}
-		return loadtest.Run(ctx, 1, 1, func(ctx context.Context, _ int) error {
-			_, err := d.Tools.Invoke(ctx, req)
-			return err
-		})
-	}
+	publish(tb, th.so, tiny(count, 0), fmt.Sprintf(smallContract, "tiny-0000"))
 	for i := range tools {
-		th.firstSweep.Add(call(o, i))
+		th.firstSweep.Add(th.call(th.o, i))
 	}
-	for i := range sweeps * tools {
-		th.rotate.Add(call(o, i%tools))
-		th.small.Add(call(so, 0))
-	}
+	mustAllOK(tb, "first sweep", th.firstSweep, tools)
+	return th
+}
 
-	textkit := read(tb, textkitWasm)
-	slug := &contractualv1.InvokeRequest{Tool: "textkit.slugify", Input: value(tb, map[string]any{"text": "Hello, Contractual World!"})}
-	invokeSlug := func(ctx context.Context, _ int) error {
-		_, err := o.Tools.Invoke(ctx, slug)
+// call calls tool i as d.
+func (th *thousand) call(d *loadtest.Device, i int) loadtest.Result {
+	req := &contractualv1.InvokeRequest{Tool: fmt.Sprintf("tiny-%04d.count_vowels", i), Input: th.in}
+	return loadtest.Run(context.Background(), 1, 1, func(ctx context.Context, _ int) error {
+		_, err := d.Tools.Invoke(ctx, req)
 		return err
-	}
-	for n := range builds {
-		build := loadtest.WithCustomSection(textkit, "contractual-loadtest", fmt.Appendf(nil, "%d-%d", time.Now().UnixNano(), n))
-		publish(tb, o, build, textkitContract(tb, n))
-		th.first.Add(loadtest.Run(ctx, 1, 1, invokeSlug))
-		th.warm.Add(loadtest.Run(ctx, 1, 1, invokeSlug))
-	}
+	})
+}
 
-	th.rssLoaded, th.smallAt = rss(tb, big), rss(tb, small)
+// rotate makes n calls on the big server, each of the tool called longest
+// ago, interleaved call by call with n calls of the small server's tool.
+func (th *thousand) rotate(n int) (rotation, small loadtest.Result) {
+	for range n {
+		rotation.Add(th.call(th.o, th.next))
+		small.Add(th.call(th.so, 0))
+		th.next = (th.next + 1) % th.tools
+	}
+	return rotation, small
+}
+
+// fresh approves n builds of textkit (3.2 MiB) that were never compiled
+// before, one at a time, and calls each as soon as it is approved, then
+// again.
+func (th *thousand) fresh(tb testing.TB, n int) (first, second loadtest.Result) {
+	tb.Helper()
+	textkit := read(tb, textkitWasm)
+	slug := invoker(tb, th.o, "textkit.slugify", map[string]any{"text": "Hello, Contractual World!"})
+	for range n {
+		build := loadtest.WithCustomSection(textkit, "contractual-loadtest", fmt.Appendf(nil, "%d-%d", time.Now().UnixNano(), th.builds))
+		publish(tb, th.o, build, textkitContract(tb, th.builds))
+		th.builds++
+		first.Add(loadtest.Run(context.Background(), 1, 1, slug))
+		second.Add(loadtest.Run(context.Background(), 1, 1, slug))
+	}
+	return first, second
+}
+
+// settle waits, up to limit, for the big server's RSS to return to within
+// 50 MB of its RSS after start, reading it every second; it returns the
+// last reading and how long it waited.
+func (th *thousand) settle(tb testing.TB, limit time.Duration) (uint64, time.Duration) {
+	tb.Helper()
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	for th.rssIdle = th.rssLoaded; th.rssIdle > th.rssStart+50e6 && time.Since(start) < idle; th.rssIdle = rss(tb, big) {
+	n := rss(tb, th.big)
+	for n > th.rssStart+50e6 && time.Since(start) < limit {
 		<-tick.C
+		n = rss(tb, th.big)
 	}
-	th.idleWait = time.Since(start)
-	return th
+	return n, time.Since(start)
 }
 
 func rss(tb testing.TB, s *loadtest.Server) uint64 {
@@ -476,56 +504,73 @@ func rss(tb testing.TB, s *loadtest.Server) uint64 {
 }
 
 // TestLoadThousandTools runs scenario c briefly, with a dozen tools: every
-// call succeeds, each tool's once per sweep.
+// call succeeds, and the servers' RSS is read.
 func TestLoadThousandTools(t *testing.T) {
-	const tools, sweeps, builds = 12, 2, 1
-	th := thousandScenario(t, tools, sweeps, builds, 0)
-	mustAllOK(t, "first sweep", th.firstSweep, tools)
-	mustAllOK(t, "rotation", th.rotate, sweeps*tools)
-	mustAllOK(t, "small server", th.small, sweeps*tools)
-	mustAllOK(t, "first call after approval", th.first, builds)
-	mustAllOK(t, "second call", th.warm, builds)
-	if th.rssStart == 0 || th.rssLoaded == 0 || th.smallStart == 0 || th.smallAt == 0 {
-		t.Errorf("RSS not read: %+v", th)
+	const tools = 12
+	th := thousandSetup(t, tools)
+	rotation, small := th.rotate(2 * tools)
+	mustAllOK(t, "rotation", rotation, 2*tools)
+	mustAllOK(t, "small server", small, 2*tools)
+	first, second := th.fresh(t, 1)
+	mustAllOK(t, "first call after approval", first, 1)
+	mustAllOK(t, "second call", second, 1)
+	if idle, _ := th.settle(t, 0); th.rssStart == 0 || th.smallStart == 0 || idle == 0 {
+		t.Errorf("RSS not read: %d, %d, %d", th.rssStart, th.smallStart, idle)
 	}
 }
 
-// BenchmarkExternalThousandTools: 1,000 approved small tools on one
-// server (-loadtest.tools), each called once and then in rotation, so that
-// every call is of the tool called longest ago, interleaved call by call
-// with a small server's only tool (the baseline); the first call of a
-// fresh 3.2 MiB Go tool right after its approval, against its second call;
-// and the servers' RSS after start, after the calls, and once idle (up to
-// -loadtest.idle). b.N is the rotation's calls (at least one sweep) and
-// the fresh builds (at least 3):
+// BenchmarkExternalThousandTools: 1,000 approved small tools on one server
+// (-loadtest.tools), each called once at set-up, then:
+//
+//   - rotate: b.N calls, each of the tool called longest ago (not called
+//     since the 999 others), interleaved call by call with a small
+//     server's only tool (the baseline, small-…);
+//   - approval: b.N fresh builds of a 3.2 MiB Go tool (textkit, never
+//     compiled before), each called as soon as its approval returned,
+//     against its second call;
+//   - rss: both servers' RSS after start and after those calls, and the big
+//     one's once it is within 50 MB of its start (waiting up to
+//     -loadtest.idle, default 30 s).
+//
+// Run it as:
 //
 //	go test -run '^$' -bench ExternalThousandTools -benchtime 2000x -timeout 30m ./internal/loadtest
+//
+// (-benchtime applies to both; with 2000x, approval makes 2,000 builds: give
+// approval its own run with -bench 'ExternalThousandTools/approval' -benchtime 10x.)
 func BenchmarkExternalThousandTools(b *testing.B) {
-	tools := *flagTools
-	sweeps := max(1, (b.N+tools-1)/tools)
-	builds := max(3, min(b.N, 10))
-	th := thousandScenario(b, tools, sweeps, builds, *flagIdle)
-	mustAllOK(b, "first sweep", th.firstSweep, tools)
-	mustAllOK(b, "rotation", th.rotate, sweeps*tools)
-	mustAllOK(b, "small server", th.small, sweeps*tools)
-	mustAllOK(b, "first call after approval", th.first, builds)
-	mustAllOK(b, "second call", th.warm, builds)
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(ms(th.firstSweep.Quantile(0.99)), "first-sweep-p99-ms")
-	b.ReportMetric(ms(th.rotate.Quantile(0.5)), "rotate-p50-ms")
-	b.ReportMetric(ms(th.rotate.Quantile(0.99)), "rotate-p99-ms")
-	b.ReportMetric(ms(th.small.Quantile(0.5)), "small-p50-ms")
-	b.ReportMetric(ms(th.small.Quantile(0.99)), "small-p99-ms")
-	b.ReportMetric(ms(th.rotate.Quantile(0.99))/ms(th.small.Quantile(0.99)), "p99/small")
-	b.ReportMetric(ms(th.first.Quantile(0.5)), "approved-first-p50-ms")
-	b.ReportMetric(ms(th.first.Quantile(1)), "approved-first-max-ms")
-	b.ReportMetric(ms(th.warm.Quantile(0.5)), "approved-second-p50-ms")
-	b.ReportMetric(mb(th.rssStart), "rss-start-MB")
-	b.ReportMetric(mb(th.rssLoaded), "rss-loaded-MB")
-	b.ReportMetric(mb(th.rssIdle), "rss-idle-MB")
-	b.ReportMetric(th.idleWait.Seconds(), "idle-s")
-	b.ReportMetric(mb(th.smallStart), "small-rss-start-MB")
-	b.ReportMetric(mb(th.smallAt), "small-rss-loaded-MB")
+	th := thousandSetup(b, *flagTools)
+	b.Run("rotate", func(b *testing.B) {
+		rotation, small := th.rotate(b.N)
+		mustAllOK(b, "rotation", rotation, b.N)
+		mustAllOK(b, "small server", small, b.N)
+		b.ReportMetric(0, "ns/op")
+		report(b, "", rotation)
+		report(b, "small-", small)
+		b.ReportMetric(ms(rotation.Quantile(0.99))/ms(small.Quantile(0.99)), "p99/small")
+		b.ReportMetric(ms(th.firstSweep.Quantile(0.99)), "first-sweep-p99-ms")
+	})
+	b.Run("approval", func(b *testing.B) {
+		first, second := th.fresh(b, b.N)
+		mustAllOK(b, "first call after approval", first, b.N)
+		mustAllOK(b, "second call", second, b.N)
+		b.ReportMetric(0, "ns/op")
+		b.ReportMetric(ms(first.Quantile(0.5)), "first-p50-ms")
+		b.ReportMetric(ms(first.Quantile(1)), "first-max-ms")
+		b.ReportMetric(ms(second.Quantile(0.5)), "second-p50-ms")
+		b.ReportMetric(ms(first.Quantile(0.5))/ms(second.Quantile(0.5)), "first/second")
+	})
+	b.Run("rss", func(b *testing.B) {
+		loaded, smallLoaded := rss(b, th.big), rss(b, th.small)
+		idle, waited := th.settle(b, *flagIdle)
+		b.ReportMetric(0, "ns/op")
+		b.ReportMetric(mb(th.rssStart), "start-MB")
+		b.ReportMetric(mb(loaded), "loaded-MB")
+		b.ReportMetric(mb(idle), "idle-MB")
+		b.ReportMetric(waited.Seconds(), "idle-s")
+		b.ReportMetric(mb(th.smallStart), "small-start-MB")
+		b.ReportMetric(mb(smallLoaded), "small-loaded-MB")
+	})
 }
 
 // --- d) Memory per concurrent call ---
@@ -550,30 +595,33 @@ func guestPeak(tb testing.TB, input string) uint64 {
 	return rep.Peak
 }
 
-// memoryScenario starts a server with textkit approved, calls it once,
-// reads its RSS, then makes n calls at concurrency conc and reads its peak
-// RSS over them.
-func memoryScenario(tb testing.TB, conc, n int, input string) (r loadtest.Result, base, peak uint64) {
+// memorySetup starts a server with textkit approved, calls it once, reads
+// its RSS (the base) and resets its peak RSS; it returns textkit's call.
+func memorySetup(tb testing.TB, conc int, input string) (s *loadtest.Server, call func(context.Context, int) error, base uint64) {
 	tb.Helper()
-	s := serve(tb)
+	s = serve(tb)
 	o := owner(tb, s, conc)
 	publish(tb, o, read(tb, textkitWasm), textkitContract(tb, 0))
 	var in map[string]any
 	if err := json.Unmarshal([]byte(input), &in); err != nil {
 		tb.Fatal(err)
 	}
-	call := invoker(tb, o, "textkit.slugify", in)
+	call = invoker(tb, o, "textkit.slugify", in)
 	mustAllOK(tb, "warm-up", loadtest.Run(context.Background(), 1, 1, call), 1)
 	base = rss(tb, s)
 	if err := s.ResetPeakRSS(); err != nil {
 		tb.Fatal(err)
 	}
-	r = loadtest.Run(context.Background(), conc, n, call)
-	peak, err := s.PeakRSS()
+	return s, call, base
+}
+
+func peakRSS(tb testing.TB, s *loadtest.Server) uint64 {
+	tb.Helper()
+	n, err := s.PeakRSS()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return r, base, peak
+	return n
 }
 
 const slugInput = `{"text": "Hello, Contractual World!"}`
@@ -584,9 +632,9 @@ func TestLoadMemory(t *testing.T) {
 	if guestPeak(t, slugInput) == 0 {
 		t.Fatal("no guest peak")
 	}
-	r, base, peak := memoryScenario(t, 4, 8, slugInput)
-	mustAllOK(t, "calls", r, 8)
-	if base == 0 || peak < base {
+	s, call, base := memorySetup(t, 4, slugInput)
+	mustAllOK(t, "calls", loadtest.Run(context.Background(), 4, 8, call), 8)
+	if peak := peakRSS(t, s); base == 0 || peak < base {
 		t.Errorf("RSS %d before, peak %d", base, peak)
 	}
 }
@@ -601,10 +649,14 @@ func TestLoadMemory(t *testing.T) {
 func BenchmarkExternalMemory(b *testing.B) {
 	guest := guestPeak(b, slugInput)
 	for _, conc := range []int{1, 8, 32} {
+		// One server for every run of this concurrency: the sub-benchmark's
+		// own cleanups would stop it after each run.
+		s, call, base := memorySetup(b, conc, slugInput)
 		b.Run(fmt.Sprintf("c%d", conc), func(b *testing.B) {
 			n := max(b.N, 20*conc)
-			r, base, peak := memoryScenario(b, conc, n, slugInput)
+			r := loadtest.Run(context.Background(), conc, n, call)
 			mustAllOK(b, "calls", r, n)
+			peak := peakRSS(b, s)
 			perCall := float64(peak-min(base, peak)) / float64(conc)
 			b.ReportMetric(0, "ns/op")
 			report(b, "", r)
