@@ -27,6 +27,7 @@ var (
 	flagTools    = flag.Int("loadtest.tools", 1000, "approved tools in BenchmarkExternalThousandTools")
 	flagFlooders = flag.Int("loadtest.flooders", 16, "concurrent looping calls in BenchmarkExternalFairness")
 	flagFloodFor = flag.Duration("loadtest.floodfor", time.Minute, "the longest BenchmarkExternalFairness measures under the flood")
+	flagBuilds   = flag.Int("loadtest.builds", 5, "the most fresh builds BenchmarkExternalThousandTools/approval approves in one run")
 	flagIdle     = flag.Duration("loadtest.idle", 30*time.Second, "the longest BenchmarkExternalThousandTools waits for an idle server's RSS to return to within 50 MB of its post-start RSS")
 )
 
@@ -525,9 +526,9 @@ func TestLoadThousandTools(t *testing.T) {
 //   - rotate: b.N calls, each of the tool called longest ago (not called
 //     since the 999 others), interleaved call by call with a small
 //     server's only tool (the baseline, small-…);
-//   - approval: b.N fresh builds of a 3.2 MiB Go tool (textkit, never
-//     compiled before), each called as soon as its approval returned,
-//     against its second call;
+//   - approval: b.N fresh builds (at most -loadtest.builds, default 5) of
+//     a 3.2 MiB Go tool (textkit, never compiled before), each called as
+//     soon as its approval returned, against its second call;
 //   - rss: both servers' RSS after start and after those calls, and the big
 //     one's once it is within 50 MB of its start (waiting up to
 //     -loadtest.idle, default 30 s).
@@ -535,9 +536,6 @@ func TestLoadThousandTools(t *testing.T) {
 // Run it as:
 //
 //	go test -run '^$' -bench ExternalThousandTools -benchtime 2000x -timeout 30m ./internal/loadtest
-//
-// (-benchtime applies to both; with 2000x, approval makes 2,000 builds: give
-// approval its own run with -bench 'ExternalThousandTools/approval' -benchtime 10x.)
 func BenchmarkExternalThousandTools(b *testing.B) {
 	th := thousandSetup(b, *flagTools)
 	b.Run("rotate", func(b *testing.B) {
@@ -551,9 +549,10 @@ func BenchmarkExternalThousandTools(b *testing.B) {
 		b.ReportMetric(ms(th.firstSweep.Quantile(0.99)), "first-sweep-p99-ms")
 	})
 	b.Run("approval", func(b *testing.B) {
-		first, second := th.fresh(b, b.N)
-		mustAllOK(b, "first call after approval", first, b.N)
-		mustAllOK(b, "second call", second, b.N)
+		n := min(b.N, *flagBuilds)
+		first, second := th.fresh(b, n)
+		mustAllOK(b, "first call after approval", first, n)
+		mustAllOK(b, "second call", second, n)
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(ms(first.Quantile(0.5)), "first-p50-ms")
 		b.ReportMetric(ms(first.Quantile(1)), "first-max-ms")
@@ -595,12 +594,17 @@ func guestPeak(tb testing.TB, input string) uint64 {
 	return rep.Peak
 }
 
-// memorySetup starts a server with textkit approved, calls it once, reads
-// its RSS (the base) and resets its peak RSS; it returns textkit's call.
+// memorySetup starts a server, reads its RSS (the base) and resets its
+// peak RSS, then approves textkit and calls it once (compiling it); it
+// returns textkit's call.
 func memorySetup(tb testing.TB, conc int, input string) (s *loadtest.Server, call func(context.Context, int) error, base uint64) {
 	tb.Helper()
 	s = serve(tb)
 	o := owner(tb, s, conc)
+	base = rss(tb, s)
+	if err := s.ResetPeakRSS(); err != nil {
+		tb.Fatal(err)
+	}
 	publish(tb, o, read(tb, textkitWasm), textkitContract(tb, 0))
 	var in map[string]any
 	if err := json.Unmarshal([]byte(input), &in); err != nil {
@@ -608,10 +612,6 @@ func memorySetup(tb testing.TB, conc int, input string) (s *loadtest.Server, cal
 	}
 	call = invoker(tb, o, "textkit.slugify", in)
 	mustAllOK(tb, "warm-up", loadtest.Run(context.Background(), 1, 1, call), 1)
-	base = rss(tb, s)
-	if err := s.ResetPeakRSS(); err != nil {
-		tb.Fatal(err)
-	}
 	return s, call, base
 }
 
@@ -641,13 +641,17 @@ func TestLoadMemory(t *testing.T) {
 
 // BenchmarkExternalMemory: the server's RSS per concurrent call of a Go
 // tool (textkit's slugify, 16 MiB limit) at concurrency 1, 8 and 32, each
-// on a fresh server, against the guest's own peak linear memory: (peak
-// RSS over the calls − RSS after one call) / concurrency. b.N is the calls
-// (at least 20 per client):
+// on a fresh server, against the guest's own peak linear memory. growth is
+// the peak RSS over the calls less the RSS after start (so it holds the
+// compiled module and the server's other fixed costs), per-call is growth
+// divided by the concurrency, and marginal (at c8 and c32) is what each
+// concurrent call beyond the first adds: (growth − growth at c1) / (c − 1).
+// b.N is the calls (at least 20 per client):
 //
 //	go test -run '^$' -bench ExternalMemory -benchtime 640x ./internal/loadtest
 func BenchmarkExternalMemory(b *testing.B) {
 	guest := guestPeak(b, slugInput)
+	var growth1 float64
 	for _, conc := range []int{1, 8, 32} {
 		// One server for every run of this concurrency: the sub-benchmark's
 		// own cleanups would stop it after each run.
@@ -657,14 +661,21 @@ func BenchmarkExternalMemory(b *testing.B) {
 			r := loadtest.Run(context.Background(), conc, n, call)
 			mustAllOK(b, "calls", r, n)
 			peak := peakRSS(b, s)
-			perCall := float64(peak-min(base, peak)) / float64(conc)
+			growth := float64(peak - min(base, peak))
 			b.ReportMetric(0, "ns/op")
 			report(b, "", r)
-			b.ReportMetric(mb(base), "rss-base-MB")
+			b.ReportMetric(mb(base), "rss-start-MB")
 			b.ReportMetric(mb(peak), "rss-peak-MB")
-			b.ReportMetric(perCall/1e6, "rss-per-call-MB")
+			b.ReportMetric(growth/1e6, "growth-MB")
+			b.ReportMetric(growth/float64(conc)/1e6, "per-call-MB")
 			b.ReportMetric(mb(guest), "guest-peak-MB")
-			b.ReportMetric(perCall/float64(guest), "per-call/guest")
+			if conc == 1 {
+				growth1 = growth
+			} else if growth1 > 0 {
+				marginal := (growth - growth1) / float64(conc-1)
+				b.ReportMetric(marginal/1e6, "marginal-MB")
+				b.ReportMetric(marginal/float64(guest), "marginal/guest")
+			}
 		})
 	}
 }
