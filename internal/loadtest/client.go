@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
@@ -38,7 +39,9 @@ type Device struct {
 	Pairing contractualv1connect.PairingServiceClient
 }
 
-func newDevice(hc *http.Client, url, token string) *Device {
+// NewDevice is the device whose token is token, calling the server at url
+// through hc.
+func NewDevice(hc *http.Client, url, token string) *Device {
 	auth := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 			req.Header().Set("Authorization", "Bearer "+token)
@@ -95,7 +98,7 @@ func pair(ctx context.Context, hc *http.Client, url string, req *contractualv1.B
 	if err != nil {
 		return nil, fmt.Errorf("completing the pairing of %q: %w", req.GetName(), err)
 	}
-	return newDevice(hc, url, done.GetToken()), nil
+	return NewDevice(hc, url, done.GetToken()), nil
 }
 
 // PublishApproved publishes module with the contract that contractYAML
@@ -115,4 +118,22 @@ func (d *Device) PublishApproved(ctx context.Context, module []byte, contractYAM
 		return "", time.Time{}, fmt.Errorf("approving %s: %w", digest, err)
 	}
 	return digest, time.Now(), nil
+}
+
+// BareCall is the cheapest authenticated Connect call, the baseline of an
+// invocation: it lists the contracts of a name that has none (the token
+// check, the interceptor, one indexed query, an empty answer). Its
+// signature is Run's.
+func (d *Device) BareCall(ctx context.Context, _ int) error {
+	_, err := d.Policy.ListContracts(ctx, &contractualv1.ListContractsRequest{Name: "no-such-tool"})
+	return err
+}
+
+// Invoker returns a call of tool with input, as d, for Run.
+func (d *Device) Invoker(tool string, input *structpb.Value) func(context.Context, int) error {
+	req := &contractualv1.InvokeRequest{Tool: tool, Input: input}
+	return func(ctx context.Context, _ int) error {
+		_, err := d.Tools.Invoke(ctx, req)
+		return err
+	}
 }

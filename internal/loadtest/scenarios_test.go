@@ -181,11 +181,7 @@ func value(tb testing.TB, v any) *structpb.Value {
 
 // invoker returns a call of tool with input, as d.
 func invoker(tb testing.TB, d *loadtest.Device, tool string, input any) func(context.Context, int) error {
-	req := &contractualv1.InvokeRequest{Tool: tool, Input: value(tb, input)}
-	return func(ctx context.Context, _ int) error {
-		_, err := d.Tools.Invoke(ctx, req)
-		return err
-	}
+	return d.Invoker(tool, value(tb, input))
 }
 
 var smallInput = map[string]any{"text": "the quick brown fox jumps over the lazy dog"}
@@ -218,17 +214,6 @@ func invokeSetup(tb testing.TB, conns int) (*loadtest.Server, *loadtest.Device) 
 	return s, o
 }
 
-// bareCall is the cheapest authenticated Connect call: list the contracts
-// of a name that has none (the token check, the interceptor, one indexed
-// query, an empty answer).
-func bareCall(d *loadtest.Device) func(context.Context, int) error {
-	req := &contractualv1.ListContractsRequest{Name: "no-such-tool"}
-	return func(ctx context.Context, _ int) error {
-		_, err := d.Policy.ListContracts(ctx, req)
-		return err
-	}
-}
-
 // invokeScenario makes n invocations of the small tool and n bare calls at
 // concurrency conc, interleaved in rounds, and reads the server's peak RSS
 // over them.
@@ -237,7 +222,7 @@ func invokeScenario(tb testing.TB, s *loadtest.Server, o *loadtest.Device, conc,
 	if err := s.ResetPeakRSS(); err != nil {
 		tb.Fatal(err)
 	}
-	bare, invoke = loadtest.Interleave(context.Background(), conc, n, 10, bareCall(o), invoker(tb, o, "vowels.count_vowels", smallInput))
+	bare, invoke = loadtest.Interleave(context.Background(), conc, n, 10, o.BareCall, invoker(tb, o, "vowels.count_vowels", smallInput))
 	peak, err := s.PeakRSS()
 	if err != nil {
 		tb.Fatal(err)

@@ -172,21 +172,32 @@ func (s *Server) Stop() error {
 // PID is the server's process id.
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
-// RSS is the server's resident memory now (VmRSS), in bytes.
-func (s *Server) RSS() (uint64, error) { return s.status("VmRSS") }
+// RSS is the server's resident memory now, in bytes.
+func (s *Server) RSS() (uint64, error) { return RSS(s.PID()) }
 
-// PeakRSS is the most resident memory the server has had (VmHWM) since it
-// started or since the last ResetPeakRSS, in bytes.
-func (s *Server) PeakRSS() (uint64, error) { return s.status("VmHWM") }
+// PeakRSS is the most resident memory the server has had since it started
+// or since the last ResetPeakRSS, in bytes.
+func (s *Server) PeakRSS() (uint64, error) { return PeakRSS(s.PID()) }
 
 // ResetPeakRSS resets the peak that PeakRSS reports to the current RSS.
-func (s *Server) ResetPeakRSS() error {
-	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", s.PID()), []byte("5"), 0)
+func (s *Server) ResetPeakRSS() error { return ResetPeakRSS(s.PID()) }
+
+// RSS is process pid's resident memory now (VmRSS), in bytes.
+func RSS(pid int) (uint64, error) { return procStatus(pid, "VmRSS") }
+
+// PeakRSS is the most resident memory process pid has had (VmHWM) since it
+// started or since the last ResetPeakRSS, in bytes.
+func PeakRSS(pid int) (uint64, error) { return procStatus(pid, "VmHWM") }
+
+// ResetPeakRSS resets the peak that PeakRSS reports for process pid (one
+// of this user's) to its current RSS.
+func ResetPeakRSS(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
 
-// status reads a "kB" field of /proc/<pid>/status, in bytes.
-func (s *Server) status(field string) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.PID()))
+// procStatus reads a "kB" field of /proc/<pid>/status, in bytes.
+func procStatus(pid int, field string) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
@@ -199,5 +210,5 @@ func (s *Server) status(field string) (uint64, error) {
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, s.PID())
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
