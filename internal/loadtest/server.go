@@ -72,11 +72,17 @@ func Start(ctx context.Context, bin, dataDir string) (*Server, error) {
 	cmd := exec.CommandContext(ctx, bin, "serve", "--data", dataDir, "--addr", "127.0.0.1:0")
 	cmd.Env = cleanEnv(dataDir)
 	cmd.Stderr = logf
-	stdout, err := cmd.StdoutPipe()
+	// A pipe of our own rather than StdoutPipe, which Wait closes: the
+	// reader below reads to the end of the output, whenever Wait returns.
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		stdout.Close()
 		return nil, err
 	}
 	s := &Server{Log: logPath, cmd: cmd, done: make(chan struct{})}
@@ -100,7 +106,8 @@ func Start(ctx context.Context, bin, dataDir string) (*Server, error) {
 			}
 		}
 		io.Copy(io.Discard, stdout)
-		close(got) // no-op for the reader once it has its value
+		stdout.Close()
+		close(got) // the reader takes a value sent before the close first
 	}()
 	go func() {
 		s.err = cmd.Wait()
