@@ -132,7 +132,8 @@ const (
 	textkitWasm = "tools/textkit/textkit.wasm"
 )
 
-// smallContract is count.wasm's contract under the name %[2]s.
+// smallContract is count.wasm's contract, formatted with its name; the
+// module's digest is left for PublishApproved to fill in.
 const smallContract = `module: %%s
 name: %s
 version: 1.0.0
@@ -145,7 +146,7 @@ tools:
     input_schema: {type: object, properties: {text: {type: string}}, required: [text]}
 `
 
-// spinContract is loop.wasm's contract with timeout_ms %d.
+// spinContract is loop.wasm's contract, formatted with its timeout_ms.
 const spinContract = `module: %%s
 name: spin
 version: 1.0.0
