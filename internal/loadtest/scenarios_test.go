@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/loadtest"
 )
@@ -28,6 +29,7 @@ var (
 	flagFlooders = flag.Int("loadtest.flooders", 16, "concurrent looping calls in BenchmarkExternalFairness")
 	flagFloodFor = flag.Duration("loadtest.floodfor", time.Minute, "the longest BenchmarkExternalFairness measures under the flood")
 	flagBuilds   = flag.Int("loadtest.builds", 5, "the most fresh builds BenchmarkExternalThousandTools/approval approves in one run")
+	flagReview   = flag.Duration("loadtest.review", 5*time.Second, "the owner's review in BenchmarkExternalThousandTools/approval: the time between a build's publication and its approval")
 	flagIdle     = flag.Duration("loadtest.idle", 30*time.Second, "the longest BenchmarkExternalThousandTools waits for an idle server's RSS to return to within 50 MB of its post-start RSS")
 )
 
@@ -451,13 +453,24 @@ func (th *thousand) rotate(n int) (rotation, small loadtest.Result) {
 // fresh approves n builds of textkit (3.2 MiB) that were never compiled
 // before, one at a time, and calls each as soon as it is approved, then
 // again.
-func (th *thousand) fresh(tb testing.TB, n int) (first, second loadtest.Result) {
+func (th *thousand) fresh(tb testing.TB, n int, review time.Duration) (first, second loadtest.Result) {
 	tb.Helper()
 	textkit := read(tb, textkitWasm)
 	slug := invoker(tb, th.o, "textkit.slugify", map[string]any{"text": "Hello, Contractual World!"})
 	for range n {
 		build := loadtest.WithCustomSection(textkit, "contractual-loadtest", fmt.Appendf(nil, "%d-%d", time.Now().UnixNano(), th.builds))
-		publish(tb, th.o, build, textkitContract(tb, th.builds))
+		pub, err := th.o.Policy.Publish(context.Background(), &contractualv1.PublishRequest{
+			Module:           build,
+			Contract:         fmt.Appendf(nil, textkitContract(tb, th.builds), contract.ModuleDigest(build)),
+			ContractFilename: "contract.yaml",
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		time.Sleep(review) // the owner reads the permissions card
+		if _, err := th.o.Policy.Approve(context.Background(), &contractualv1.ApproveRequest{Digest: pub.GetRecord().GetDigest(), Reason: "load test"}); err != nil {
+			tb.Fatal(err)
+		}
 		th.builds++
 		first.Add(loadtest.Run(context.Background(), 1, 1, slug))
 		second.Add(loadtest.Run(context.Background(), 1, 1, slug))
@@ -498,7 +511,7 @@ func TestLoadThousandTools(t *testing.T) {
 	rotation, small := th.rotate(2 * tools)
 	mustAllOK(t, "rotation", rotation, 2*tools)
 	mustAllOK(t, "small server", small, 2*tools)
-	first, second := th.fresh(t, 1)
+	first, second := th.fresh(t, 1, 0)
 	mustAllOK(t, "first call after approval", first, 1)
 	mustAllOK(t, "second call", second, 1)
 	if idle, _ := th.settle(t, 0); th.rssStart == 0 || th.smallStart == 0 || idle == 0 {
@@ -513,8 +526,10 @@ func TestLoadThousandTools(t *testing.T) {
 //     since the 999 others), interleaved call by call with a small
 //     server's only tool (the baseline, small-…);
 //   - approval: b.N fresh builds (at most -loadtest.builds, default 5) of
-//     a 3.2 MiB Go tool (textkit, never compiled before), each called as
-//     soon as its approval returned, against its second call;
+//     a 3.2 MiB Go tool (textkit, never compiled before), each approved
+//     -loadtest.review (default 5 s, the owner's review) after its
+//     publication and called as soon as its approval returned, against its
+//     second call;
 //   - rss: both servers' RSS after start and after those calls, and the big
 //     one's once it is within 50 MB of its start (waiting up to
 //     -loadtest.idle, default 30 s).
@@ -536,7 +551,7 @@ func BenchmarkExternalThousandTools(b *testing.B) {
 	})
 	b.Run("approval", func(b *testing.B) {
 		n := min(b.N, *flagBuilds)
-		first, second := th.fresh(b, n)
+		first, second := th.fresh(b, n, *flagReview)
 		mustAllOK(b, "first call after approval", first, n)
 		mustAllOK(b, "second call", second, n)
 		b.ReportMetric(0, "ns/op")

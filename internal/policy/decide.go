@@ -199,6 +199,9 @@ func (s *Service) transitionEvents(t transition, rec, superseded *contractualv1.
 // held.
 func (s *Service) updateApproved(t transition, rec *contractualv1.ContractRecord) {
 	if t.to != approved && t.from != approved {
+		if t.from == pending && t.to == rejected {
+			s.setApproved(s.approved.Load(), approvalChange(rec, rejected))
+		}
 		return
 	}
 	name := rec.GetContract().GetName()

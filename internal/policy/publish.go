@@ -164,6 +164,8 @@ func (s *Service) publish(ctx context.Context, who string, p *publication) (*con
 	if err := s.commit(ctx, tx, ev); err != nil {
 		return nil, err
 	}
+	// Tell the runner, which compiles the module while the owner reviews.
+	s.setApproved(s.approved.Load(), approvalChange(rec, pending))
 	return resp, nil
 }
 

@@ -23,7 +23,7 @@ const DefaultWatchWait = 30 * time.Second
 // behind gets the whole approved set again.
 const feedLength = 1024
 
-// feed is the log of the changes of the approved contracts that
+// feed is the log of the changes of the contracts that
 // WatchContracts serves. Its revisions count the changes since Open; its
 // epoch, random, tells one Open from another.
 type feed struct {

@@ -45,8 +45,8 @@ func change(st contractualv1.ContractState, name, digest, module string) string 
 }
 
 // TestWatchContracts: the first answer is every approved contract, newest
-// approval first; then each approval, supersession and revocation comes
-// once, in order, and a publication or a rejection not at all.
+// approval first; then each publication, approval, supersession,
+// revocation and rejection comes once, in order.
 func TestWatchContracts(t *testing.T) {
 	f := newFixture(t)
 	wasm := hostile(t, "count")
@@ -75,8 +75,9 @@ func TestWatchContracts(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := f.watch(first)
-	want = change(revoked, "b", digests[1], mod) + change(approved, "b", b2, mod) + change(revoked, "a", digests[0], mod)
-	if next.GetSnapshot() || next.GetEpoch() != first.GetEpoch() || next.GetRevision() != first.GetRevision()+3 || changesOf(next.GetChanges()) != want {
+	want = change(pending, "b", b2, mod) + change(revoked, "b", digests[1], mod) + change(approved, "b", b2, mod) +
+		change(revoked, "a", digests[0], mod) + change(pending, "c", rejected, mod) + change(contractualv1.ContractState_CONTRACT_STATE_REJECTED, "c", rejected, mod)
+	if next.GetSnapshot() || next.GetEpoch() != first.GetEpoch() || next.GetRevision() != first.GetRevision()+6 || changesOf(next.GetChanges()) != want {
 		t.Fatalf("changes (snapshot %v, revision %d after %d):\n%s\nwant:\n%s",
 			next.GetSnapshot(), next.GetRevision(), first.GetRevision(), changesOf(next.GetChanges()), want)
 	}
@@ -91,8 +92,7 @@ func TestWatchContracts(t *testing.T) {
 		got <- resp
 	}()
 	d := f.publish(wasm, named(wasm, "d", "1.0.0")).GetRecord().GetDigest()
-	f.approve(d)
-	if resp := <-got; resp.GetSnapshot() || changesOf(resp.GetChanges()) != change(approved, "d", d, mod) {
+	if resp := <-got; resp.GetSnapshot() || changesOf(resp.GetChanges()) != change(pending, "d", d, mod) {
 		t.Fatalf("waiting watch got:\n%s", changesOf(resp.GetChanges()))
 	}
 }

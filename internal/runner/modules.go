@@ -242,6 +242,9 @@ var errFull = errs.E(errs.ResourceExhausted, "the module cache is full")
 // Otherwise it goes at the front, like a called module.
 func (c *moduleCache) warm(ctx context.Context, digest string, ct *contractualv1.Contract, fill bool) error {
 	if c.has(digest) {
+		if !fill {
+			c.touch(digest)
+		}
 		return nil
 	}
 	n, wasm, err := c.fetch(ctx, digest, ct)
@@ -263,6 +266,16 @@ func (c *moduleCache) warm(ctx context.Context, digest string, ct *contractualv1
 	}
 	c.release(e)
 	return nil
+}
+
+// touch makes the cached module of digest the most recently used: a
+// contract compiled while pending is about to be called once approved.
+func (c *moduleCache) touch(digest string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[digest]; e != nil && e.elem != nil {
+		c.lru.MoveToFront(e.elem)
+	}
 }
 
 // has reports whether the module of digest is cached or loading.

@@ -16,13 +16,16 @@ const (
 	followRetryMax = 30 * time.Second
 )
 
-// follower keeps the module cache in step with policy's approved contracts
-// through policy's change feed (WatchContracts): it compiles the module of
-// each newly approved contract in the background, one at a time, so that
-// its first call finds it loaded; at start (or when the feed starts over)
+// follower keeps the module cache in step with policy's contracts through
+// policy's change feed (WatchContracts): it compiles the module of each
+// newly published contract in the background, one at a time, while the
+// owner reviews it (if it fits without evicting anything), and of each
+// newly approved one (to the front of the cache), so that the first call
+// after approval finds it loaded; at start (or when the feed starts over)
 // it compiles the approved contracts newest first, as many as fit in the
-// cache without evicting anything; and it drops the module of a revoked
-// or superseded contract from the cache and its compiled code from disk.
+// cache without evicting anything; and it drops the module of a rejected,
+// revoked or superseded contract from the cache and its compiled code from
+// disk.
 //
 // The feed only saves work: a call never depends on it, since every call
 // checks its contract with policy and loads what is missing.
@@ -31,8 +34,10 @@ type follower struct {
 	kick chan struct{} // wakes the warming goroutine
 
 	mu sync.Mutex
-	// approved maps the approved contracts' digests to their modules'.
-	approved map[string]string
+	// approved and pending map the approved, resp. pending contracts'
+	// digests to their modules' (pending: those published since the feed's
+	// last snapshot).
+	approved, pending map[string]string
 	// queue is the contracts to warm, next first; warming is set while one
 	// is being warmed.
 	queue   []warmJob
@@ -50,7 +55,7 @@ type warmJob struct {
 }
 
 func newFollower(s *Service) *follower {
-	return &follower{s: s, kick: make(chan struct{}, 1), approved: map[string]string{}}
+	return &follower{s: s, kick: make(chan struct{}, 1), approved: map[string]string{}, pending: map[string]string{}}
 }
 
 // run follows policy until ctx ends.
@@ -96,6 +101,7 @@ func (f *follower) apply(resp *contractualv1.WatchContractsResponse) {
 	f.mu.Lock()
 	if resp.GetSnapshot() {
 		f.approved = make(map[string]string, len(resp.GetChanges()))
+		f.pending = map[string]string{}
 		f.queue = f.queue[:0]
 		for _, c := range resp.GetChanges() {
 			f.approved[c.GetDigest()] = c.GetModule()
@@ -111,17 +117,25 @@ func (f *follower) apply(resp *contractualv1.WatchContractsResponse) {
 		for _, c := range resp.GetChanges() {
 			switch c.GetState() {
 			case contractualv1.ContractState_CONTRACT_STATE_APPROVED:
+				delete(f.pending, c.GetDigest())
 				f.approved[c.GetDigest()] = c.GetModule()
 				fresh = append(fresh, warmJob{digest: c.GetDigest()})
+			case contractualv1.ContractState_CONTRACT_STATE_PENDING:
+				f.pending[c.GetDigest()] = c.GetModule()
+				fresh = append(fresh, warmJob{digest: c.GetDigest(), fill: true})
 			default:
 				delete(f.approved, c.GetDigest())
+				delete(f.pending, c.GetDigest())
 				dropped = append(dropped, c.GetDigest())
 			}
 		}
 		f.queue = append(fresh, f.queue...)
 	}
-	keep := make(map[string]bool, len(f.approved))
+	keep := make(map[string]bool, len(f.approved)+len(f.pending))
 	for _, m := range f.approved {
+		keep[m] = true
+	}
+	for _, m := range f.pending {
 		keep[m] = true
 	}
 	f.mu.Unlock()
@@ -148,15 +162,16 @@ func (f *follower) apply(resp *contractualv1.WatchContractsResponse) {
 	}
 }
 
-// next takes the next job whose contract is still approved, and marks
-// the follower warming until done is called.
+// next takes the next job whose contract is still approved or pending, and
+// marks the follower warming until done is called.
 func (f *follower) next() (warmJob, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for len(f.queue) > 0 {
 		j := f.queue[0]
 		f.queue = f.queue[1:]
-		if _, ok := f.approved[j.digest]; ok {
+		_, ok := f.approved[j.digest]
+		if _, p := f.pending[j.digest]; ok || p {
 			f.warming = true
 			return j, true
 		}
@@ -219,17 +234,20 @@ func (f *follower) warmLoop(ctx context.Context) {
 	}
 }
 
-// warm compiles the module of j's contract, if policy still approves it.
+// warm compiles the module of j's contract, if it is still approved or
+// pending: a pending one only while it fits without evicting anything.
 func (f *follower) warm(ctx context.Context, j warmJob) {
 	start := time.Now()
 	resp, err := f.s.policy.GetContract(ctx, &contractualv1.GetContractRequest{Digest: j.digest})
 	switch {
 	case err != nil:
 		err = rpc.FromConnect(err)
-	case resp.GetRecord().GetState() != contractualv1.ContractState_CONTRACT_STATE_APPROVED:
-		return
-	default:
+	case resp.GetRecord().GetState() == contractualv1.ContractState_CONTRACT_STATE_APPROVED:
 		err = f.s.modules.warm(ctx, j.digest, resp.GetRecord().GetContract(), j.fill)
+	case resp.GetRecord().GetState() == contractualv1.ContractState_CONTRACT_STATE_PENDING:
+		err = f.s.modules.warm(ctx, j.digest, resp.GetRecord().GetContract(), true)
+	default:
+		return
 	}
 	switch {
 	case err == nil:

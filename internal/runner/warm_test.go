@@ -151,23 +151,24 @@ func (l *live) onDisk(wasm []byte) bool {
 	return err == nil
 }
 
-// TestWarmAtApproval: approving a contract compiles its module in the
-// background, so that its first call runs the module already loaded.
-func TestWarmAtApproval(t *testing.T) {
+// TestWarmAtPublish: publishing a contract compiles its module in the
+// background while the owner reviews it, so that the first call after the
+// approval runs the module already loaded; rejecting it drops the module.
+func TestWarmAtPublish(t *testing.T) {
 	l := newLive(t)
 	l.start(Options{})
 	d, wasm := l.publish("a", 1, "1.0.0")
-	if l.cached(d) {
-		t.Fatal("a pending contract's module was loaded")
-	}
-	l.approve(d)
-	l.waitFor("the approved module is loaded", func() bool { return l.cached(d) })
+	l.waitFor("the pending contract's module is loaded", func() bool { return l.cached(d) })
 	if !l.onDisk(wasm) {
 		t.Fatal("the warmed module's compiled code is not on disk")
 	}
 	l.svc.modules.mu.Lock()
 	warmed := l.svc.modules.entries[d]
 	l.svc.modules.mu.Unlock()
+	if _, err := l.invoke("a"); err == nil {
+		t.Fatal("a pending contract's tool ran")
+	}
+	l.approve(d)
 	resp, err := l.invoke("a")
 	if err != nil || string(resp.GetOutput()) != `{"count": 6}` {
 		t.Fatalf("first call: %v, %v", resp, err)
@@ -176,7 +177,19 @@ func TestWarmAtApproval(t *testing.T) {
 	called := l.svc.modules.entries[d]
 	l.svc.modules.mu.Unlock()
 	if called != warmed {
-		t.Fatal("the first call loaded the module again instead of using the warmed one")
+		t.Fatal("the first call loaded the module again instead of using the one compiled while pending")
+	}
+
+	r, rwasm := l.publish("b", 2, "1.0.0")
+	l.waitFor("the second pending module is loaded", func() bool { return l.cached(r) })
+	if _, err := l.policy.Reject(asOwner, &contractualv1.RejectRequest{Digest: r}); err != nil {
+		t.Fatal(err)
+	}
+	l.waitFor("the rejected contract's module is dropped, its code deleted", func() bool {
+		return !l.cached(r) && !l.onDisk(rwasm)
+	})
+	if !l.cached(d) {
+		t.Fatal("rejecting b dropped a's module")
 	}
 }
 

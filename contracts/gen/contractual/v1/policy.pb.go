@@ -1598,15 +1598,16 @@ func (x *WatchContractsResponse) GetChanges() []*ApprovalChange {
 	return nil
 }
 
-// ApprovalChange is a contract that became approved, or stopped being
-// approved (revoked, or superseded by another version).
+// ApprovalChange is a contract that was published (pending), became
+// approved, or stopped being either (rejected; revoked, or superseded by
+// another version).
 type ApprovalChange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The contract's digest, name and module digest.
 	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
 	Name   string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Module string `protobuf:"bytes,3,opt,name=module,proto3" json:"module,omitempty"`
-	// CONTRACT_STATE_APPROVED or CONTRACT_STATE_REVOKED.
+	// CONTRACT_STATE_PENDING, _APPROVED, _REJECTED or _REVOKED.
 	State         ContractState `protobuf:"varint,4,opt,name=state,proto3,enum=contractual.v1.ContractState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -82,11 +82,12 @@ type PolicyServiceClient interface {
 	GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error)
 	// GetVerifier returns the public keyset that verifies decisions.
 	GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error)
-	// WatchContracts reports the changes of the approved contracts since a
-	// revision: at once if there are any, otherwise when the next one
-	// happens or after a while with none (a long poll). For services only:
-	// the runner follows it to compile approved modules before their first
-	// call and to drop revoked ones.
+	// WatchContracts reports the changes of the contracts since a revision
+	// (published, approved, rejected, revoked): at once if there are any,
+	// otherwise when the next one happens or after a while with none (a long
+	// poll). For services only: the runner follows it to compile modules
+	// before their first call (a pending contract's while the owner reviews
+	// it) and to drop rejected and revoked ones.
 	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
 }
 
@@ -296,11 +297,12 @@ type PolicyServiceHandler interface {
 	GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error)
 	// GetVerifier returns the public keyset that verifies decisions.
 	GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error)
-	// WatchContracts reports the changes of the approved contracts since a
-	// revision: at once if there are any, otherwise when the next one
-	// happens or after a while with none (a long poll). For services only:
-	// the runner follows it to compile approved modules before their first
-	// call and to drop revoked ones.
+	// WatchContracts reports the changes of the contracts since a revision
+	// (published, approved, rejected, revoked): at once if there are any,
+	// otherwise when the next one happens or after a while with none (a long
+	// poll). For services only: the runner follows it to compile modules
+	// before their first call (a pending contract's while the owner reviews
+	// it) and to drop rejected and revoked ones.
 	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
 }
 
