@@ -482,14 +482,21 @@ func (th *thousand) fresh(tb testing.TB, n int, review time.Duration) (first, se
 // 50 MB of its RSS after start, reading it every second; it returns the
 // last reading and how long it waited.
 func (th *thousand) settle(tb testing.TB, limit time.Duration) (uint64, time.Duration) {
+	return settle(tb, th.big, th.rssStart, limit)
+}
+
+// settle waits, up to limit, for s's RSS to return to within 50 MB of
+// base, reading it every second; it returns the last reading and how long
+// it waited.
+func settle(tb testing.TB, s *loadtest.Server, base uint64, limit time.Duration) (uint64, time.Duration) {
 	tb.Helper()
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	n := rss(tb, th.big)
-	for n > th.rssStart+50e6 && time.Since(start) < limit {
+	n := rss(tb, s)
+	for n > base+50e6 && time.Since(start) < limit {
 		<-tick.C
-		n = rss(tb, th.big)
+		n = rss(tb, s)
 	}
 	return n, time.Since(start)
 }
@@ -677,6 +684,9 @@ func BenchmarkExternalMemory(b *testing.B) {
 				b.ReportMetric(marginal/1e6, "marginal-MB")
 				b.ReportMetric(marginal/float64(guest), "marginal/guest")
 			}
+			idle, waited := settle(b, s, base, *flagIdle)
+			b.ReportMetric(float64(int64(idle)-int64(base))/1e6, "idle-over-start-MB")
+			b.ReportMetric(waited.Seconds(), "idle-s")
 		})
 	}
 }

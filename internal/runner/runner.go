@@ -82,7 +82,7 @@ type Options struct {
 	MaxPerPrincipal, MaxPerTool int
 	// MaxQueue bounds the calls waiting for a place, MaxQueuePerFlow those
 	// of one principal and tool; beyond them a call is refused at once.
-	// Zero: DefaultMaxQueue, resp. a quarter of MaxQueue.
+	// Zero: DefaultMaxQueue, resp. half of MaxQueue.
 	MaxQueue, MaxQueuePerFlow int
 	// QueueTimeout bounds how long a call waits for a place before it is
 	// refused with errs.ResourceExhausted. Negative: do not wait at all.
@@ -117,7 +117,7 @@ func (o Options) withDefaults() Options {
 	orDefault(&o.MaxPerPrincipal, max(o.MaxConcurrent*3/4, 1))
 	orDefault(&o.MaxPerTool, max(o.MaxConcurrent/2, 1))
 	orDefault(&o.MaxQueue, DefaultMaxQueue)
-	orDefault(&o.MaxQueuePerFlow, max(o.MaxQueue/4, 1))
+	orDefault(&o.MaxQueuePerFlow, max(o.MaxQueue/2, 1))
 	orDefault(&o.QueueTimeout, DefaultQueueTimeout)
 	orDefault(&o.ModuleCacheBytes, DefaultModuleCacheBytes)
 	orDefault(&o.MaxSpent, DefaultMaxSpent)
