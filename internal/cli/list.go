@@ -3,6 +3,8 @@ package cli
 import (
 	"flag"
 	"fmt"
+	"io"
+	"text/tabwriter"
 )
 
 // listFlags are the paging flags of the subcommands that list: by default
@@ -35,6 +37,23 @@ func (l *listFlags) each(fetch func(token string) (next string, err error)) (str
 		}
 		tok = next
 	}
+}
+
+// table prints a list as a table with header (tab-separated columns):
+// fetch writes the rows of the page that token starts to w and returns the
+// next page's token, as for each; then the hint for the next page.
+func (l *listFlags) table(env *Env, header string, fetch func(w io.Writer, token string) (next string, err error)) error {
+	w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	next, err := l.each(func(tok string) (string, error) { return fetch(w, tok) })
+	if err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	moreHint(env, next)
+	return nil
 }
 
 // size is the page size to ask for.

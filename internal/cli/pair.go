@@ -7,12 +7,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
@@ -189,10 +189,8 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 		if !ok || *state != "" && st == 0 {
 			return usagef("--state %q: want active, revoked or expired", *state)
 		}
-		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tNAME\tKIND\tSCOPES\tPAIRED\tAPPROVED BY\tLAST USED\tSTATUS")
 		now := time.Now()
-		next, err := lf.each(func(tok string) (string, error) {
+		return lf.table(env, "ID\tNAME\tKIND\tSCOPES\tPAIRED\tAPPROVED BY\tLAST USED\tSTATUS", func(w io.Writer, tok string) (string, error) {
 			resp, err := c.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{
 				State: contractualv1.DeviceState(st), Scope: *scope, PageSize: lf.size(), PageToken: tok,
 			})
@@ -209,18 +207,8 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 			}
 			return resp.GetNextPageToken(), err
 		})
-		if err != nil {
-			return err
-		}
-		if err := w.Flush(); err != nil {
-			return err
-		}
-		moreHint(env, next)
-		return nil
 	case "requests":
-		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "CODE\tDEVICE\tNAME\tKIND\tSCOPES ASKED\tEXPIRES")
-		next, err := lf.each(func(tok string) (string, error) {
+		return lf.table(env, "CODE\tDEVICE\tNAME\tKIND\tSCOPES ASKED\tEXPIRES", func(w io.Writer, tok string) (string, error) {
 			resp, err := c.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{PageSize: lf.size(), PageToken: tok})
 			for _, r := range resp.GetRequests() {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.GetCode(), r.GetDeviceId(), r.GetName(), kindName(r.GetKind()),
@@ -228,14 +216,6 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 			}
 			return resp.GetNextPageToken(), err
 		})
-		if err != nil {
-			return err
-		}
-		if err := w.Flush(); err != nil {
-			return err
-		}
-		moreHint(env, next)
-		return nil
 	case "approve", "reject":
 		code, err := one("request code")
 		if err != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"text/tabwriter"
 
 	"golang.org/x/term"
 
@@ -57,9 +56,7 @@ func secretsCmd(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "stored %s version %d\n", resp.GetSecret().GetName(), resp.GetSecret().GetVersion())
 		return nil
 	case "list":
-		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NAME\tVERSION\tUPDATED\tLAST USED")
-		next, err := lf.each(func(tok string) (string, error) {
+		return lf.table(env, "NAME\tVERSION\tUPDATED\tLAST USED", func(w io.Writer, tok string) (string, error) {
 			resp, err := c.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{NamePrefix: *prefix, PageSize: lf.size(), PageToken: tok})
 			for _, s := range resp.GetSecrets() {
 				used := "never"
@@ -70,14 +67,6 @@ func secretsCmd(ctx context.Context, env *Env, args []string) error {
 			}
 			return resp.GetNextPageToken(), err
 		})
-		if err != nil {
-			return err
-		}
-		if err := w.Flush(); err != nil {
-			return err
-		}
-		moreHint(env, next)
-		return nil
 	case "delete":
 		if len(pos) != 1 {
 			return usagef("want one secret name")
