@@ -62,5 +62,5 @@ func checkModule(c *contractualv1.Contract, contractPath, modulePath string, was
 		return errs.E(errs.PermissionDenied, "%s is for module %s, but %s is %s: a changed module needs a new contract",
 			contractPath, c.GetModule(), modulePath, d)
 	}
-	return sandbox.CheckImports(wasm, sandbox.GrantsFor(c))
+	return sandbox.CheckModule(wasm, sandbox.GrantsFor(c))
 }

@@ -72,7 +72,7 @@ func prepare(req *contractualv1.PublishRequest) (*publication, error) {
 	if md := contract.ModuleDigest(wasm); c.GetModule() != md {
 		return nil, errs.E(errs.Invalid, "digest mismatch: contract names %s, module is %s", c.GetModule(), md)
 	}
-	if err := sandbox.CheckImports(wasm, sandbox.GrantsFor(c)); err != nil {
+	if err := sandbox.CheckModule(wasm, sandbox.GrantsFor(c)); err != nil {
 		return nil, err
 	}
 	if err := checkExports(wasm, c); err != nil {

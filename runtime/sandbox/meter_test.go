@@ -159,6 +159,8 @@ func TestMeterRefusesUnsupported(t *testing.T) {
 		"\x0a\x06\x01\x04\x00\x12\x00\x0b") // code section
 	_, err := e.Load(context.Background(), wasm, Grants{})
 	wantErr(t, err, errs.Invalid, "unsupported")
+	// Publish refuses it too (policy calls CheckModule), not only the load.
+	wantErr(t, CheckModule(wasm, Grants{}), errs.Invalid, "unsupported")
 }
 
 // resetPeakRSS resets the process's VmHWM to its current RSS.

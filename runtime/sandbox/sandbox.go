@@ -186,14 +186,25 @@ func (m *Module) Close(ctx context.Context) error {
 }
 
 // CheckImports refuses a module whose imports ask for anything g does not
-// grant; the error names every such import. Load calls it; policy calls it
-// at publish time.
+// grant; the error names every such import. Load calls it.
 func CheckImports(wasm []byte, g Grants) error {
 	imports, err := wasmbin.Imports(wasm)
 	if err != nil {
 		return errs.Wrap(errs.Invalid, err, "reading the module's imports")
 	}
 	return checkImports(imports, &g)
+}
+
+// CheckModule refuses what Load would refuse before compiling: imports g
+// does not grant, and code the meter cannot instrument (an instruction of a
+// feature the sandbox does not run). Policy calls it at publish time, so
+// such a module is refused then rather than at its first load.
+func CheckModule(wasm []byte, g Grants) error {
+	if err := CheckImports(wasm, g); err != nil {
+		return err
+	}
+	_, err := meter(wasm, g.Limits.withDefaults())
+	return err
 }
 
 // Load checks wasm against g and compiles it. Compiling is cached by the
