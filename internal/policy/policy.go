@@ -29,6 +29,7 @@ import (
 	"context"
 	"database/sql"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,6 +149,15 @@ func (s *Service) init(ctx context.Context) error {
 		a.byName[rec.GetContract().GetName()], a.byDigest[rec.GetDigest()] = e, e
 	}
 	s.setApproved(a)
+	pend, _, _, err := pageRecords(ctx, s.db, listFilter{state: pending}, 0, feedLength)
+	if err != nil {
+		return err
+	}
+	s.feed.mu.Lock()
+	for _, rec := range slices.Backward(pend) {
+		s.feed.pending = append(s.feed.pending, approvalChange(rec, pending))
+	}
+	s.feed.mu.Unlock()
 	return nil
 }
 

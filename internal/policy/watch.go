@@ -35,6 +35,10 @@ type feed struct {
 	log []*contractualv1.ApprovalChange
 	// wake is closed, and replaced, at each change.
 	wake chan struct{}
+	// pending holds the newest pending contracts (at most feedLength),
+	// oldest first, for snapshots: a runner that starts while the owner
+	// reviews a contract compiles it too.
+	pending []*contractualv1.ApprovalChange
 }
 
 func newFeed() *feed {
@@ -60,6 +64,15 @@ func (s *Service) setApproved(a *approvedSet, changes ...*contractualv1.Approval
 	s.approved.Store(a)
 	if len(changes) == 0 {
 		return
+	}
+	for _, c := range changes {
+		f.pending = slices.DeleteFunc(f.pending, func(p *contractualv1.ApprovalChange) bool { return p.GetDigest() == c.GetDigest() })
+		if c.GetState() == pending {
+			f.pending = append(f.pending, c)
+		}
+	}
+	if n := len(f.pending) - feedLength; n > 0 {
+		f.pending = slices.Clone(f.pending[n:])
 	}
 	f.rev += uint64(len(changes))
 	f.log = append(f.log, changes...)
@@ -105,6 +118,9 @@ func (s *Service) since(epoch string, rev uint64) (*contractualv1.WatchContracts
 	case epoch != f.epoch || rev > f.rev || behind > uint64(len(f.log)):
 		resp.Snapshot = true
 		resp.Changes = snapshot(s.approved.Load())
+		for _, c := range slices.Backward(f.pending) {
+			resp.Changes = append(resp.Changes, proto.CloneOf(c))
+		}
 	case behind == 0:
 		return nil, f.wake
 	default:
@@ -115,7 +131,8 @@ func (s *Service) since(epoch string, rev uint64) (*contractualv1.WatchContracts
 	return resp, nil
 }
 
-// snapshot lists a's contracts as approvals, newest approval first.
+// snapshot lists a's contracts as approvals, newest approval first; since
+// adds the pending ones, newest first.
 func snapshot(a *approvedSet) []*contractualv1.ApprovalChange {
 	es := make([]*entry, 0, len(a.byDigest))
 	for _, e := range a.byDigest {

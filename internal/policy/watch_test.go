@@ -163,3 +163,31 @@ func TestWatchContractsSnapshot(t *testing.T) {
 		t.Fatalf("as far behind as the changes kept: snapshot %v, %d changes", resp.GetSnapshot(), len(resp.GetChanges()))
 	}
 }
+
+// TestWatchContractsSnapshotPending: a snapshot lists the approved
+// contracts, then the pending ones newest first, and so does one after a
+// restart; an approved or rejected contract is no longer pending.
+func TestWatchContractsSnapshotPending(t *testing.T) {
+	f := newFixture(t)
+	wasm := hostile(t, "count")
+	mod := contract.ModuleDigest(wasm)
+	d := map[string]string{}
+	for i, name := range []string{"a", "p", "q", "r"} {
+		f.now = fixed.Add(time.Duration(i) * time.Minute)
+		d[name] = f.publish(wasm, named(wasm, name, "1.0.0")).GetRecord().GetDigest()
+	}
+	f.approve(d["a"])
+	if _, err := f.s.Reject(asOwner, &contractualv1.RejectRequest{Digest: d["r"]}); err != nil {
+		t.Fatal(err)
+	}
+	want := change(approved, "a", d["a"], mod) + change(pending, "q", d["q"], mod) + change(pending, "p", d["p"], mod)
+	for _, when := range []string{"running", "after a restart"} {
+		if when != "running" {
+			f.reopen()
+		}
+		got := f.watch(nil)
+		if !got.GetSnapshot() || changesOf(got.GetChanges()) != want {
+			t.Fatalf("%s: snapshot %v:\n%s\nwant:\n%s", when, got.GetSnapshot(), changesOf(got.GetChanges()), want)
+		}
+	}
+}

@@ -104,11 +104,16 @@ func (f *follower) apply(resp *contractualv1.WatchContractsResponse) {
 		f.pending = map[string]string{}
 		f.queue = f.queue[:0]
 		for _, c := range resp.GetChanges() {
-			f.approved[c.GetDigest()] = c.GetModule()
+			if c.GetState() == contractualv1.ContractState_CONTRACT_STATE_PENDING {
+				f.pending[c.GetDigest()] = c.GetModule()
+			} else {
+				f.approved[c.GetDigest()] = c.GetModule()
+			}
 			f.queue = append(f.queue, warmJob{digest: c.GetDigest(), fill: true})
 		}
 		for _, d := range f.s.modules.cached() {
-			if _, ok := f.approved[d]; !ok {
+			_, ok := f.approved[d]
+			if _, p := f.pending[d]; !ok && !p {
 				dropped = append(dropped, d)
 			}
 		}

@@ -193,6 +193,16 @@ func TestWarmAtPublish(t *testing.T) {
 	}
 }
 
+// TestWarmPendingAtStart: a runner that starts (or whose feed starts over)
+// while a contract is pending compiles it too: the feed's snapshot lists
+// the pending contracts after the approved ones.
+func TestWarmPendingAtStart(t *testing.T) {
+	l := newLive(t)
+	d, wasm := l.publish("p", 3, "1.0.0")
+	l.start(Options{})
+	l.waitFor("the pending contract's module is loaded", func() bool { return l.cached(d) && l.onDisk(wasm) })
+}
+
 // TestWarmAtStart: a runner starting beside approved contracts compiles
 // their modules newest approval first, as many as fit in its cache, and
 // evicts nothing to warm more.
@@ -220,10 +230,13 @@ func TestWarmAtStart(t *testing.T) {
 // TestWarmDropsRevoked: a superseded or revoked contract's module leaves
 // the cache and its compiled code the disk, at once or, if a call is using
 // it, when the call is done; at start, the compiled code of modules no
-// approved contract uses is deleted.
+// approved or pending contract uses is deleted.
 func TestWarmDropsRevoked(t *testing.T) {
 	l := newLive(t)
-	stale, staleWasm := l.publish("stale", 9, "1.0.0") // compiled by an earlier run, now pending
+	stale, staleWasm := l.publish("stale", 9, "1.0.0") // compiled by an earlier run, since rejected
+	if _, err := l.policy.Reject(asOwner, &contractualv1.RejectRequest{Digest: stale}); err != nil {
+		t.Fatal(err)
+	}
 	eng, err := sandbox.NewEngine(sandbox.Options{CacheDir: l.cacheDir})
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +253,7 @@ func TestWarmDropsRevoked(t *testing.T) {
 	l.start(Options{})
 	l.waitFor("the stale code is deleted at start", func() bool { return !l.onDisk(staleWasm) })
 	if l.cached(stale) {
-		t.Fatal("a pending contract's module was loaded")
+		t.Fatal("a rejected contract's module was loaded")
 	}
 
 	v1, wasm1 := l.publish("a", 1, "1.0.0")

@@ -1531,9 +1531,10 @@ type WatchContractsResponse struct {
 	Epoch    string `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	// Set when changes is the whole approved set, newest approval first,
-	// rather than the changes since the caller's revision: the first time,
-	// and whenever policy no longer knows that revision (another epoch, or
-	// older than the changes it keeps).
+	// then the newest pending contracts (at most 1,024), newest first, rather
+	// than the changes since the caller's revision: the first time, and
+	// whenever policy no longer knows that revision (another epoch, or older
+	// than the changes it keeps).
 	Snapshot      bool              `protobuf:"varint,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	Changes       []*ApprovalChange `protobuf:"bytes,4,rep,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
