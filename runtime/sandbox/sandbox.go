@@ -393,7 +393,7 @@ func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...
 		WithStdin(bytes.NewReader(nil)).
 		WithRandSource(rand.Reader)
 	if w := m.grants.WASI; w != nil && w.Clock {
-		mc = mc.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
+		mc = mc.WithSysWalltime().WithSysNanotime().WithNanosleep(c.sleep)
 	}
 
 	// The timeout starts before the wait for a CPU slot: a call never ends

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/fairq"
@@ -60,4 +61,21 @@ func (m *Module) waitError(parent, callCtx context.Context, err error, doing str
 		return errs.E(errs.DeadlineExceeded, "tool exceeded its %s timeout %s", m.grants.Limits.Timeout, doing)
 	}
 	return err
+}
+
+// sleep is the call's WASI sleep (poll_oneoff on a clock, under the
+// wasi.clock grant): it gives the CPU slot up while it sleeps, as an HTTP
+// request does, and ends early when the call does, and the guest with it.
+func (c *call) sleep(ns int64) {
+	c.outside(func() {
+		t := time.NewTimer(time.Duration(ns))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+		}
+	})
+	if c.ctx.Err() != nil {
+		c.stop()
+	}
 }

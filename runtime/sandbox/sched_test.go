@@ -11,6 +11,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/egress/egresstest"
+	"github.com/contractual/contractual/runtime/fairq"
 )
 
 // oneFlow puts calls in one flow: its calls never yield to each other.
@@ -137,4 +138,47 @@ func TestHTTPHoldsNoSlot(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSleepHoldsNoSlotAndEnds: a guest sleeping in WASI's poll_oneoff gives
+// its CPU slot up, as one blocked in HTTP does, and its sleep ends with its
+// call (a timeout, or the caller's cancellation), not after 10 minutes.
+func TestSleepHoldsNoSlotAndEnds(t *testing.T) {
+	e := oneSlot(t, Options{QueueTimeout: time.Minute})
+	clock := &WASI{Clock: true}
+	sleeper := load(t, e, fixture(t, "hostile/sleep.wasm"), Grants{WASI: clock, Limits: Limits{Timeout: 100 * time.Millisecond}})
+	_, err := sleeper.Call(context.Background(), "run", nil)
+	wantErr(t, err, errs.DeadlineExceeded, "timeout")
+
+	sleeper = load(t, e, fixture(t, "hostile/sleep.wasm"), Grants{WASI: clock, Limits: Limits{Timeout: 10 * time.Minute}})
+	count := load(t, e, fixture(t, "hostile/count.wasm"), Grants{Limits: Limits{Timeout: time.Minute}})
+	// Hold the only slot, so that the sleeper queues, then let it in: once
+	// nothing waits and nothing holds the slot, the sleeper gave it up.
+	held, err := e.cpu.Acquire(context.Background(), fairq.Key{Tool: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	slept := make(chan error, 1)
+	go func() {
+		_, err := sleeper.Call(ctx, "run", nil)
+		slept <- err
+	}()
+	for e.cpu.Waiting() != 1 {
+		runtime.Gosched()
+	}
+	held.Release()
+	deadline := time.Now().Add(time.Minute)
+	for e.cpu.Waiting() != 0 || e.cpu.Held() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the sleeping guest kept its CPU slot")
+		}
+		runtime.Gosched()
+	}
+	res, err := count.Call(context.Background(), "count_vowels", []byte("aeiou"))
+	if err != nil || string(res.Output) != `{"count": 5}` {
+		t.Fatalf("a call beside the sleeper: %v %v", res, err)
+	}
+	cancel()
+	wantErr(t, <-slept, errs.Unavailable, "canceled")
 }
