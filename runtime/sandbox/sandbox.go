@@ -2,8 +2,8 @@
 //
 // An Engine compiles modules (once per module, with wazero's compilation
 // cache, optionally on disk, one directory per module, so that a restart is
-// cheap and the code of a module no longer needed can be deleted). A Module is one
-// module bound to one set of Grants; each Call runs in a fresh, isolated
+// cheap and the code of a module no longer needed can be deleted). A Module
+// is one module bound to one set of Grants; each Call runs in a fresh, isolated
 // instance whose linear memory comes from a pool and is zeroed between calls.
 // Every module is metered at load (wasmbin.Meter, meter.go): the guest calls
 // back into the host at bounded intervals, where the call's timeout and the
@@ -62,9 +62,9 @@ type Options struct {
 	//
 	// Calls wait in a fair queue (package fairq), by flow (WithFlow): a
 	// call that has run for a Quantum gives its slot to a call of another
-	// flow at its next interruption point (a host call), and a call blocked
-	// in an HTTP request holds no slot. The wait counts against the call's
-	// timeout.
+	// flow at its next interruption point (a tick of the metered guest, or
+	// a host call), and a call blocked in an HTTP request or a WASI sleep
+	// holds no slot. The wait counts against the call's timeout.
 	MaxConcurrent int
 	// MaxQueue bounds the calls waiting to start, MaxQueuePerFlow those of
 	// one flow; beyond them a call is refused at once (errs.ResourceExhausted).
