@@ -1,0 +1,112 @@
+// Command probe is the deployment test's own container: a static binary,
+// alone in a FROM scratch image, that either calls URLs and reports what
+// happened, or serves HTTP(S) for other containers to reach.
+//
+//	probe dial [--timeout=15s] URL...
+//	probe serve [--addr=:8080] [--cert=FILE --key=FILE] [--token=T]
+//
+// dial sends each URL a POST with a JSON body "{}" (what a Connect unary
+// call looks like), trusting any server certificate and presenting none,
+// and prints one JSON line per URL: {"url", "status" (0 if no HTTP
+// response came), "body" (its first 256 bytes), "error"}. It always exits
+// 0 when its arguments are valid: the test judges the outcome.
+//
+// serve answers every request with 200 "probe" — except GET /user, which
+// stands in for GitHub's API: 200 and a user as JSON if the request carries
+// "Authorization: Bearer <token>", else 401. With --cert and --key it
+// serves TLS.
+package main
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fail("usage: probe dial|serve [flags]")
+	}
+	switch os.Args[1] {
+	case "dial":
+		dial(os.Args[2:])
+	case "serve":
+		serve(os.Args[2:])
+	default:
+		fail("probe: unknown command " + os.Args[1])
+	}
+}
+
+func fail(msg string) {
+	fmt.Fprintln(os.Stderr, msg)
+	os.Exit(2)
+}
+
+// Result is what dial prints for one URL.
+type Result struct {
+	URL    string `json:"url"`
+	Status int    `json:"status"`
+	Body   string `json:"body,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+func dial(args []string) {
+	fs := flag.NewFlagSet("probe dial", flag.ExitOnError)
+	timeout := fs.Duration("timeout", 15*time.Second, "the bound of each call")
+	fs.Parse(args)
+	hc := &http.Client{
+		Timeout: *timeout,
+		Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+			ForceAttemptHTTP2: true,
+		},
+	}
+	enc := json.NewEncoder(os.Stdout)
+	for _, u := range fs.Args() {
+		r := Result{URL: u}
+		resp, err := hc.Post(u, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			r.Error = err.Error()
+		} else {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+			resp.Body.Close()
+			r.Status, r.Body = resp.StatusCode, string(b)
+		}
+		enc.Encode(r)
+	}
+}
+
+func serve(args []string) {
+	fs := flag.NewFlagSet("probe serve", flag.ExitOnError)
+	addr := fs.String("addr", ":8080", "the address to listen on")
+	cert := fs.String("cert", "", "the TLS certificate (PEM); with --key, serve TLS")
+	key := fs.String("key", "", "the TLS key (PEM)")
+	token := fs.String("token", "", "the bearer token GET /user wants")
+	fs.Parse(args)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.URL.Path != "/user" {
+			io.WriteString(w, "probe")
+			return
+		}
+		if *token == "" || r.Header.Get("Authorization") != "Bearer "+*token {
+			http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"login": "deploytest", "name": "The Deploy Test", "public_repos": 7})
+	})
+	srv := &http.Server{Addr: *addr, Handler: h, ReadHeaderTimeout: time.Minute}
+	var err error
+	if *cert != "" {
+		err = srv.ListenAndServeTLS(*cert, *key)
+	} else {
+		err = srv.ListenAndServe()
+	}
+	fail("probe serve: " + err.Error())
+}
