@@ -24,6 +24,19 @@ ARG GO_IMAGE=golang:1.26-alpine
 FROM ${GO_IMAGE} AS build
 ARG GOPROXY=https://proxy.golang.org,direct
 ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOPATH=/go GOCACHE=/root/.cache/go-build
+# The directories the images mount volumes on, as trees to copy to /. A
+# fresh named volume takes the owner and mode of the directory at its mount
+# point in the image of the first container created on it; each final stage
+# sets the owner with COPY --chown (there, and not here, so that a changed
+# owner changes the layer's cache key): the service for its store (/data,
+# /cache), and ca (10009) for the certificates, which the service reads
+# through its group (10000), in every image alike, since compose creates
+# ca-init and the services at once.
+RUN mkdir -p -m 0750 /dirs/data/data /dirs/cache/cache /dirs/certs/run/certs \
+      /dirs/ca/certs/gateway /dirs/ca/certs/policy /dirs/ca/certs/runner /dirs/ca/certs/broker /dirs/ca/certs/audit && \
+    mkdir -p -m 0700 /dirs/ca/ca/root /dirs/ca/ca/issuer && \
+    chmod 0755 /dirs/certs/run /dirs/ca/certs /dirs/ca/ca
+
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
@@ -32,19 +45,6 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
     go build -ldflags='-s -w' -o /out/ \
       ./cmd/contractual-gateway ./cmd/contractual-policy ./cmd/contractual-runner \
       ./cmd/contractual-broker ./cmd/contractual-audit ./cmd/contractual-ca
-# The directories each image writes, owned by its user: a fresh named volume
-# takes the owner and mode of the image's directory at its mount point.
-RUN set -eu; \
-    mk() { d=/dirs/$1; shift; uid=$1; shift; for p in "$@"; do \
-      mkdir -p "$d$p"; chown "$uid:10000" "$d$p"; chmod 0750 "$d$p"; done; }; \
-    mk gateway 10001 /data /run/certs; \
-    mk policy  10003 /data /run/certs; \
-    mk runner  10004 /cache /run/certs; \
-    mk broker  10005 /data /run/certs; \
-    mk audit   10007 /data /run/certs; \
-    mk ca      10009 /ca/root /ca/issuer /certs/gateway /certs/policy /certs/runner /certs/broker /certs/audit; \
-    chmod 0700 /dirs/ca/ca/root /dirs/ca/ca/issuer
-
 # The CLI is built only for its own target.
 FROM build AS build-cli
 RUN --mount=type=cache,target=/root/.cache/go-build \
@@ -52,7 +52,8 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
 
 FROM scratch AS gateway
 COPY --from=build /out/contractual-gateway /contractual-gateway
-COPY --from=build /dirs/gateway/ /
+COPY --from=build --chown=10001:10000 /dirs/data/ /
+COPY --from=build --chown=10009:10000 /dirs/certs/ /
 USER 10001:10000
 EXPOSE 8080 9090
 HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-gateway", "health"]
@@ -60,7 +61,8 @@ ENTRYPOINT ["/contractual-gateway"]
 
 FROM scratch AS policy
 COPY --from=build /out/contractual-policy /contractual-policy
-COPY --from=build /dirs/policy/ /
+COPY --from=build --chown=10003:10000 /dirs/data/ /
+COPY --from=build --chown=10009:10000 /dirs/certs/ /
 USER 10003:10000
 EXPOSE 8443 9090
 HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-policy", "health"]
@@ -68,7 +70,8 @@ ENTRYPOINT ["/contractual-policy"]
 
 FROM scratch AS runner
 COPY --from=build /out/contractual-runner /contractual-runner
-COPY --from=build /dirs/runner/ /
+COPY --from=build --chown=10004:10000 /dirs/cache/ /
+COPY --from=build --chown=10009:10000 /dirs/certs/ /
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 10004:10000
 EXPOSE 8443 9090
@@ -77,7 +80,8 @@ ENTRYPOINT ["/contractual-runner"]
 
 FROM scratch AS broker
 COPY --from=build /out/contractual-broker /contractual-broker
-COPY --from=build /dirs/broker/ /
+COPY --from=build --chown=10005:10000 /dirs/data/ /
+COPY --from=build --chown=10009:10000 /dirs/certs/ /
 USER 10005:10000
 EXPOSE 8443 9090
 HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-broker", "health"]
@@ -85,7 +89,8 @@ ENTRYPOINT ["/contractual-broker"]
 
 FROM scratch AS audit
 COPY --from=build /out/contractual-audit /contractual-audit
-COPY --from=build /dirs/audit/ /
+COPY --from=build --chown=10007:10000 /dirs/data/ /
+COPY --from=build --chown=10009:10000 /dirs/certs/ /
 USER 10007:10000
 EXPOSE 8443 9090
 HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-audit", "health"]
@@ -93,7 +98,7 @@ ENTRYPOINT ["/contractual-audit"]
 
 FROM scratch AS ca
 COPY --from=build /out/contractual-ca /contractual-ca
-COPY --from=build /dirs/ca/ /
+COPY --from=build --chown=10009:10000 /dirs/ca/ /
 USER 10009:10000
 HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-ca", "health"]
 ENTRYPOINT ["/contractual-ca"]
