@@ -415,8 +415,10 @@ func (d *deployment) volumes(t *testing.T) {
 	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit"} {
 		want[s+"-certs"] = []use{{"ca", "/certs/" + s, true}, {"ca-init", "/certs/" + s, true}, {s, "/run/certs", false}}
 	}
+	byService := func(a, b use) int { return strings.Compare(a.service, b.service) }
 	for name, uses := range got {
-		slices.SortFunc(uses, func(a, b use) int { return strings.Compare(a.service, b.service) })
+		slices.SortFunc(uses, byService)
+		slices.SortFunc(want[name], byService)
 		if !slices.Equal(uses, want[name]) {
 			t.Errorf("%s is mounted %v, want %v", name, uses, want[name])
 		}
@@ -1006,6 +1008,19 @@ func writeCerts(t *testing.T, dir, host string) {
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o644); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+func TestSetupCode(t *testing.T) {
+	for log, want := range map[string]string{
+		`{"time":"…","level":"INFO","msg":"no device is paired: pair the first with this setup code","setup_code":"3DDLYCJ8","expires":"…"}`: "3DDLYCJ8",
+		"contractual: setup code 3DDLYCJ8 (valid 10 minutes)\n":                                                                              "3DDLYCJ8",
+		"setup code AAAAAAAA expired\nsetup code BBBBBBBB (valid 10 minutes)\n":                                                              "BBBBBBBB",
+		`{"msg":"paired","device":"device:1"}`:                                                                                               "",
+	} {
+		if got := setupCode(log); got != want {
+			t.Errorf("setupCode(%q) = %q, want %q", log, got, want)
 		}
 	}
 }

@@ -63,11 +63,12 @@ const BuilderImage = "contractual-builder:local"
 const cmdTimeout = 5 * time.Minute
 
 // Require skips t (or, with CI=true, fails it) unless docker, a daemon it
-// can reach and the Compose v2 plugin are there; it returns the path of
-// the docker binary.
+// can reach and the Compose v2 plugin are there, and the test runs as root
+// (it reads and writes through /proc/<pid>/root of containers' processes
+// and kills them); it returns the path of the docker binary.
 func Require(t testing.TB) string {
 	t.Helper()
-	docker, msg := find(exec.LookPath, run)
+	docker, msg := find(exec.LookPath, run, os.Geteuid())
 	if msg == "" {
 		return docker
 	}
@@ -81,7 +82,10 @@ func Require(t testing.TB) string {
 
 // find looks for docker, asks its daemon and its compose plugin, and
 // returns docker's path, or what is missing.
-func find(lookPath func(string) (string, error), run func(name string, args ...string) ([]byte, error)) (docker, missing string) {
+func find(lookPath func(string) (string, error), run func(name string, args ...string) ([]byte, error), euid int) (docker, missing string) {
+	if euid != 0 {
+		return "", "the checks look into containers' processes from the host (/proc/<pid>/root, kill): run as root"
+	}
 	docker, err := lookPath("docker")
 	if err != nil {
 		return "", "no docker on PATH: install Docker (Debian: apt-get install docker.io) and start dockerd"
