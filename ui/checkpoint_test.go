@@ -260,7 +260,7 @@ func TestRollbackAlertInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.tamper(index(t, first), seq(t, first))
-	restarted, err := audit.OpenService(context.Background(), filepath.Join(e.dir, "audit"), audit.Options{})
+	restarted, err := audit.OpenService(context.Background(), audit.Config{Dir: filepath.Join(e.dir, "audit")}, audit.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -377,7 +377,7 @@ func TestPairEndpoints(t *testing.T) {
 // TestAuthRateLimit: when the authenticator refuses a source for too many
 // failures, the UI says so with 429.
 func TestAuthRateLimit(t *testing.T) {
-	e := newEnv(t, envOptions{pairing: pairing.Options{AuthFailuresPerMinute: 2}})
+	e := newEnv(t, envOptions{pairing: pairing.Config{AuthFailuresPerMinute: 2}})
 	b := e.newBrowser()
 	var r response
 	for range 3 {

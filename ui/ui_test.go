@@ -517,7 +517,7 @@ func TestRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { engine.Close(context.Background()) })
-	run, err := runner.New(e.ctx, e.policy, e.audit, engine, runner.Options{Broker: e.broker})
+	run, err := runner.New(e.ctx, runner.Config{}, runner.Deps{Policy: e.policy, Broker: e.broker, Audit: e.audit, Engine: engine})
 	if err != nil {
 		t.Fatal(err)
 	}

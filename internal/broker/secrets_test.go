@@ -209,7 +209,7 @@ func TestOpenFailsClosed(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Open(context.Background(), e.dir, c.path, e.policy, e.audit, Options{})
+			_, err := Open(context.Background(), Config{Dir: e.dir, KEKFile: c.path}, Deps{Policy: e.policy, Audit: e.audit})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Open = %v, want an error containing %q", err, c.want)
 			}
@@ -225,7 +225,7 @@ func TestOpenFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := Open(context.Background(), e.dir, write("raw", raw, 0o600), e.policy, e.audit, Options{})
+	svc, err := Open(context.Background(), Config{Dir: e.dir, KEKFile: write("raw", raw, 0o600)}, Deps{Policy: e.policy, Audit: e.audit})
 	if err != nil {
 		t.Fatalf("raw KEK: %v", err)
 	}

@@ -115,11 +115,9 @@ func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest
 	if err != nil {
 		return nil, err
 	}
-	opts := []sandbox.CallOption{sandbox.WithFlow(d.GetPrincipal(), d.GetTool())}
-	if s.opts.Broker != nil {
-		opts = append(opts, sandbox.WithSecrets(&handles{broker: s.opts.Broker, decision: req.GetDecision()}))
-	}
-	return s.run(ctx, c, e.mod, tool, v.input, opts...)
+	return s.run(ctx, c, e.mod, tool, v.input,
+		sandbox.WithFlow(d.GetPrincipal(), d.GetTool()),
+		sandbox.WithSecrets(&handles{broker: s.broker, decision: req.GetDecision()}))
 }
 
 // issuedSinceStart refuses a decision issued before this runner started:
