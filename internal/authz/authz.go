@@ -136,8 +136,9 @@ func Allowed(caller Service, procedure string) bool { return table[caller][proce
 // is the caller's own: its principal is "service:<caller>". A request
 // that names a principal in a field (EvaluateRequest.principal) must name
 // one the caller may act for, too. It also sets
-// the principal on calls a client makes: a client interceptor passes the
-// context's principal on in HeaderOnBehalfOf for device-facing procedures.
+// the principal on calls a client makes: it passes the context's principal,
+// if it is a device, session or job, on in HeaderOnBehalfOf to
+// device-facing procedures.
 func Interceptor() connect.Interceptor { return interceptor{} }
 
 type interceptor struct{}
@@ -146,10 +147,11 @@ func (interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		proc := req.Spec().Procedure
 		if req.Spec().IsClient {
-			if forDevices(proc) {
-				if p := principal.From(ctx); p != "" {
-					req.Header().Set(HeaderOnBehalfOf, p)
-				}
+			// Only a principal the service acts for is passed on, never
+			// a service's: the runner's calls while it serves the
+			// gateway are its own.
+			if p := principal.From(ctx); forDevices(proc) && principal.Valid(p) {
+				req.Header().Set(HeaderOnBehalfOf, p)
 			}
 			return next(ctx, req)
 		}

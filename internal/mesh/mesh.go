@@ -49,12 +49,13 @@ const MaxRequestBytes = 4 << 20
 // module, up to the sandbox's 64 MiB).
 const MaxResponseBytes = 80 << 20
 
-// HandlerOptions are the options of every service's handlers: authz
-// first (the caller, its row of the table, the principal), then errors
-// mapped to Connect codes in one place, then extra (metrics, say).
+// HandlerOptions are the options of every service's handlers. Outermost
+// first: extra (metrics, say, which so see every answer), errors mapped to
+// Connect codes in one place, then authz (the caller, its row of the
+// table, the principal), before the handler.
 func HandlerOptions(log *slog.Logger, extra ...connect.Interceptor) connect.HandlerOption {
 	return connect.WithHandlerOptions(append(rpc.Codecs(),
-		connect.WithInterceptors(append([]connect.Interceptor{authz.Interceptor(), rpc.ErrorInterceptor(log)}, extra...)...),
+		connect.WithInterceptors(append(extra, rpc.ErrorInterceptor(log), authz.Interceptor())...),
 		connect.WithReadMaxBytes(MaxRequestBytes),
 	)...)
 }
