@@ -79,9 +79,10 @@ type Env struct {
 	// Metrics is the process's registry, served on /metrics.
 	Metrics *metrics.Registry
 
-	mu     sync.Mutex
-	state  string // "starting", "ready" or "stopping"
-	checks []check
+	stopping context.Context // serve's: once it ends, the service stops
+	mu       sync.Mutex
+	ready    bool
+	checks   []check
 }
 
 type check struct {
@@ -94,8 +95,8 @@ type check struct {
 func (e *Env) Ready() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.state == "starting" {
-		e.state = "ready"
+	if !e.ready {
+		e.ready = true
 		e.Log.Info("ready")
 	}
 }
@@ -175,7 +176,7 @@ func parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, svc Servic
 
 // serve runs the service until ctx ends.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer, svc Service) int {
-	env := &Env{state: "starting"}
+	env := &Env{stopping: ctx}
 	fs := flag.NewFlagSet(svc.prog()+" serve", flag.ContinueOnError)
 	listen := svc.Listen
 	if listen == "" {
@@ -217,9 +218,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, svc Ser
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		env.mu.Lock()
-		env.state = "stopping"
-		env.mu.Unlock()
 		env.Log.Info("stopping", "cause", context.Cause(ctx).Error())
 		bound := svc.StopTimeout
 		if bound == 0 {
@@ -263,11 +261,14 @@ func (e *Env) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	e.mu.Lock()
-	state, checks := e.state, slices.Clone(e.checks)
+	ready, checks := e.ready, slices.Clone(e.checks)
 	e.mu.Unlock()
-	if state != "ready" {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, state)
+	switch {
+	case e.stopping.Err() != nil:
+		unavailable(w, "stopping")
+		return
+	case !ready:
+		unavailable(w, "starting")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), checkTimeout)
@@ -284,11 +285,15 @@ func (e *Env) healthz(w http.ResponseWriter, r *http.Request) {
 	wg.Wait()
 	if err := errors.Join(failed...); err != nil {
 		e.Log.Warn("unhealthy", "err", err)
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, err)
+		unavailable(w, err.Error())
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+func unavailable(w http.ResponseWriter, why string) {
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintln(w, why)
 }
 
 // health asks a service's ops server whether it is healthy.
