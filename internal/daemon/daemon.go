@@ -103,7 +103,9 @@ func (e *Env) Ready() {
 
 // Health adds a check that /healthz runs on every request, concurrently
 // with the others: the service is healthy while every check returns nil.
-// A check must return soon after its context ends (in a second).
+// A check's context ends a second after the request came; the check must
+// return then (a hung check is a failed one: "name: context deadline
+// exceeded").
 func (e *Env) Health(name string, fn func(ctx context.Context) error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
