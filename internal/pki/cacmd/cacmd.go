@@ -163,6 +163,7 @@ func runRenew(ctx context.Context, args []string, env Env) error {
 		if err := writeStatus(*statusFile, st); err != nil {
 			log.Error("writing the status file", "err", err)
 		}
+		log.Debug("renew pass done", "ok", st.Error == "")
 		select {
 		case <-ctx.Done():
 			log.Info("renew stopped")
