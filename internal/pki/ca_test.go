@@ -177,6 +177,18 @@ func TestRenewIssuesOnlyWhatIsDue(t *testing.T) {
 		return m
 	}
 
+	// Renew only reads the issuer's directory (the renewer mounts it
+	// read-only).
+	issuerBefore := snapshot(t, c.issuer)
+	defer func() {
+		after := snapshot(t, c.issuer)
+		for path, st := range issuerBefore {
+			if after[path] != st {
+				t.Errorf("Renew changed %s", path)
+			}
+		}
+	}()
+
 	clk.Add(time.Hour)
 	if ch := c.renew(t, all...); len(ch.Issued) != 0 {
 		t.Fatalf("nothing is due, yet Renew issued %v", ch.Issued)

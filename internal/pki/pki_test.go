@@ -47,7 +47,7 @@ type testCA struct {
 }
 
 // newCA runs Init at clk's time for services.
-func newCA(t *testing.T, clk *clock, services ...string) *testCA {
+func newCA(t testing.TB, clk *clock, services ...string) *testCA {
 	t.Helper()
 	dir := t.TempDir()
 	c := &testCA{dir: dir, root: filepath.Join(dir, "root"), issuer: filepath.Join(dir, "issuer"), certs: filepath.Join(dir, "certs"), clock: clk}
@@ -88,7 +88,7 @@ func (c *testCA) issuerPair(t *testing.T) *pair {
 }
 
 // rootPair loads the root CA.
-func (c *testCA) rootPair(t *testing.T) *pair {
+func (c *testCA) rootPair(t testing.TB) *pair {
 	t.Helper()
 	p, err := loadCA(filepath.Join(c.root, rootCertFile), filepath.Join(c.root, rootKeyFile))
 	if err != nil || p == nil {

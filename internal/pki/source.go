@@ -146,7 +146,10 @@ func (s *Source) reloadLocked() error {
 		}
 		return err
 	}
-	s.cur.Store(m)
+	if old := s.cur.Swap(m); old != nil && !old.certs[0].Leaf.Equal(m.certs[0].Leaf) {
+		s.o.Logger.Info("pki: loaded a new certificate", "dir", s.dir,
+			"serial", m.certs[0].Leaf.SerialNumber.Text(16), "not_after", m.certs[0].Leaf.NotAfter)
+	}
 	return nil
 }
 

@@ -309,6 +309,9 @@ func TestSourceReloads(t *testing.T) {
 	servesSerial(first)
 	clk.Add(5 * time.Second)
 	servesSerial(next)
+	if !strings.Contains(logs.String(), `"msg":"pki: loaded a new certificate"`) {
+		t.Errorf("log %q: want the new certificate", logs.String())
+	}
 
 	// Reload reads at once, whatever the time.
 	if _, err := issue(c.issuerPair(t), dir, "policy", clk.Now(), time.Hour); err != nil {
@@ -427,5 +430,42 @@ func TestServerSpeaksHTTP1ForCurl(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if string(body) != "HTTP/1.1 runner" {
 		t.Errorf("body %q, want HTTP/1.1 runner", body)
+	}
+}
+
+// TestBundleRotationApplies adds a second root to the bundles of a running
+// server and client (as a root rotation would): configurations made before
+// the change trust it after the Source reloads.
+func TestBundleRotationApplies(t *testing.T) {
+	clk := newClock(t0)
+	ours, theirs := newCA(t, clk, "policy", "runner"), newCA(t, clk, "policy", "runner")
+	policy, runner := ours.source(t, "policy"), ours.source(t, "runner")
+	server, client := policy.ServerConfig(), runner.ClientConfig("policy")
+	foreignClient := theirs.source(t, "runner").current().certs[0]
+	foreignServer := theirs.source(t, "policy").current().certs[0]
+
+	serverErr, clientErr := handshake(t, server, withClientCert(runner.ClientConfig("policy"), foreignClient))
+	wantRefused(t, serverErr, clientErr, serverErr, "unknown authority")
+	serverErr, clientErr = handshake(t, withServerCert(policy.ServerConfig(), foreignServer), client)
+	wantRefused(t, serverErr, clientErr, clientErr, "unknown authority")
+
+	both := func(s *Source, service string) {
+		t.Helper()
+		a, _ := os.ReadFile(filepath.Join(ours.certs, service, BundleFile))
+		b, _ := os.ReadFile(filepath.Join(theirs.certs, service, BundleFile))
+		if err := writeFile(filepath.Join(ours.certs, service, BundleFile), append(a, b...), certMode); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	both(policy, "policy")
+	both(runner, "runner")
+	if serverErr, clientErr := handshake(t, server, withClientCert(runner.ClientConfig("policy"), foreignClient)); serverErr != nil || clientErr != nil {
+		t.Errorf("server with both roots: server %v, client %v", serverErr, clientErr)
+	}
+	if serverErr, clientErr := handshake(t, withServerCert(policy.ServerConfig(), foreignServer), client); serverErr != nil || clientErr != nil {
+		t.Errorf("client with both roots: server %v, client %v", serverErr, clientErr)
 	}
 }
