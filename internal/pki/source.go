@@ -189,9 +189,9 @@ func load(dir string) (*material, error) {
 	return &material{certs: []tls.Certificate{cert}, roots: roots, service: service}, nil
 }
 
-// serverProtos are offered by a server: HTTP/2, and HTTP/1.1 for a curl
-// with a client certificate.
-var serverProtos = []string{"h2", "http/1.1"}
+// serverProtos returns what a server offers: HTTP/2, and HTTP/1.1 for a
+// curl with a client certificate. (A new slice: http.Server may append.)
+func serverProtos() []string { return []string{"h2", "http/1.1"} }
 
 // ServerConfig returns the TLS configuration of a server: TLS 1.3 only; a
 // client certificate required and verified against the current bundle, with
@@ -203,12 +203,12 @@ var serverProtos = []string{"h2", "http/1.1"}
 func (s *Source) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		NextProtos: serverProtos,
+		NextProtos: serverProtos(),
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := s.current()
 			return &tls.Config{
 				MinVersion:             tls.VersionTLS13,
-				NextProtos:             serverProtos,
+				NextProtos:             serverProtos(),
 				Certificates:           m.certs,
 				ClientAuth:             tls.RequireAndVerifyClientCert,
 				ClientCAs:              m.roots,
