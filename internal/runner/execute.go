@@ -41,6 +41,15 @@ func newCall(ctx context.Context) *call {
 	return &call{event: &contractualv1.AuditEvent{Service: "runner", Principal: principal.From(ctx)}}
 }
 
+// toolLabel names the call's tool for metrics: the one its verified
+// decision names, or "unverified".
+func (c *call) toolLabel() string {
+	if t := c.event.GetTool(); t != "" {
+		return t
+	}
+	return "unverified"
+}
+
 // decided records the verified decision d in the call's event.
 func (c *call) decided(d *contractualv1.Decision) {
 	ev := c.event

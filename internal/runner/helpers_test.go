@@ -19,6 +19,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
 
@@ -225,7 +226,7 @@ func newFixtureOn(t testing.TB, e *sandbox.Engine, opts Config) *fixture {
 	}
 	f.clock.set(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	f.rotate()
-	svc, err := New(context.Background(), opts, Deps{Policy: f.policy, Broker: noSecrets{}, Audit: f.audit, Engine: e})
+	svc, err := New(context.Background(), opts, Deps{Policy: f.policy, Broker: noSecrets{}, Audit: f.audit, Engine: e, Metrics: metrics.NewRegistry().Tools()})
 	if err != nil {
 		t.Fatal(err)
 	}

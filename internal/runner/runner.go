@@ -27,6 +27,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/runtime/fairq"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
@@ -124,6 +125,8 @@ type Deps struct {
 	Audit Auditor
 	// Engine runs the modules.
 	Engine *sandbox.Engine
+	// Metrics counts and times the calls, by tool and outcome.
+	Metrics *metrics.Tools
 }
 
 // withDefaults returns o with every zero field set to its default.
@@ -158,6 +161,7 @@ type Service struct {
 	policy  Policy
 	audit   Auditor
 	broker  Broker
+	metrics *metrics.Tools
 	keys    *keys
 	spent   *spentSet
 	modules *moduleCache
@@ -184,8 +188,8 @@ type Service struct {
 // modules of approved contracts are compiled in the background, as policy's
 // change feed reports them, until Close.
 func New(_ context.Context, cfg Config, deps Deps) (*Service, error) {
-	if deps.Policy == nil || deps.Broker == nil || deps.Audit == nil || deps.Engine == nil {
-		return nil, errs.E(errs.Invalid, "runner: policy, broker, audit and sandbox engine are all required")
+	if deps.Policy == nil || deps.Broker == nil || deps.Audit == nil || deps.Engine == nil || deps.Metrics == nil {
+		return nil, errs.E(errs.Invalid, "runner: policy, broker, audit, sandbox engine and metrics are all required")
 	}
 	opts := cfg.withDefaults()
 	policy, engine := deps.Policy, deps.Engine
@@ -198,6 +202,7 @@ func New(_ context.Context, cfg Config, deps Deps) (*Service, error) {
 		policy:  policy,
 		audit:   deps.Audit,
 		broker:  deps.Broker,
+		metrics: deps.Metrics,
 		spent:   newSpentSet(opts.MaxSpent),
 		modules: newModuleCache(engine, policy, opts.ModuleCacheBytes, opts.Logger),
 		now:     time.Now,
@@ -244,8 +249,10 @@ func (s *Service) Close(ctx context.Context) error {
 // Execute runs the call req decides. See the package comment for the steps.
 // A call refused for want of a place is not audited (nothing was done),
 // and its decision stays unspent.
-func (s *Service) Execute(ctx context.Context, req *contractualv1.ExecuteRequest) (*contractualv1.ExecuteResponse, error) {
+func (s *Service) Execute(ctx context.Context, req *contractualv1.ExecuteRequest) (_ *contractualv1.ExecuteResponse, err error) {
 	c := newCall(ctx)
+	start := time.Now()
+	defer func() { s.metrics.Observe(c.toolLabel(), err, time.Since(start)) }()
 	v, verr := s.verify(ctx, req, c)
 	leave, err := s.admit(ctx, flow(ctx, v))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/principal"
 )
 
@@ -246,12 +247,13 @@ func TestClose(t *testing.T) {
 // TestNewChecks: New refuses a missing dependency, each of them: none
 // is optional.
 func TestNewChecks(t *testing.T) {
-	full := Deps{Policy: &fakePolicy{}, Broker: noSecrets{}, Audit: &recorder{}, Engine: engine}
+	full := Deps{Policy: &fakePolicy{}, Broker: noSecrets{}, Audit: &recorder{}, Engine: engine, Metrics: metrics.NewRegistry().Tools()}
 	for name, drop := range map[string]func(*Deps){
-		"policy": func(d *Deps) { d.Policy = nil },
-		"broker": func(d *Deps) { d.Broker = nil },
-		"audit":  func(d *Deps) { d.Audit = nil },
-		"engine": func(d *Deps) { d.Engine = nil },
+		"policy":  func(d *Deps) { d.Policy = nil },
+		"broker":  func(d *Deps) { d.Broker = nil },
+		"audit":   func(d *Deps) { d.Audit = nil },
+		"engine":  func(d *Deps) { d.Engine = nil },
+		"metrics": func(d *Deps) { d.Metrics = nil },
 	} {
 		d := full
 		drop(&d)
@@ -259,7 +261,7 @@ func TestNewChecks(t *testing.T) {
 			t.Errorf("New without %s: %v", name, err)
 		}
 	}
-	if _, err := New(context.Background(), Config{MaxConcurrent: -1}, Deps{Policy: &fakePolicy{}, Broker: noSecrets{}, Audit: &recorder{}, Engine: engine}); !errs.Is(err, errs.Invalid) {
+	if _, err := New(context.Background(), Config{MaxConcurrent: -1}, Deps{Policy: &fakePolicy{}, Broker: noSecrets{}, Audit: &recorder{}, Engine: engine, Metrics: metrics.NewRegistry().Tools()}); !errs.Is(err, errs.Invalid) {
 		t.Fatalf("New with MaxConcurrent -1: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/policy"
 	"github.com/contractual/contractual/internal/principal"
 	"github.com/contractual/contractual/runtime/sandbox"
@@ -51,7 +52,7 @@ func (l *live) start(opts Config) {
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	svc, err := New(context.Background(), opts, Deps{Policy: l.policy, Broker: noSecrets{}, Audit: l.audit, Engine: eng})
+	svc, err := New(context.Background(), opts, Deps{Policy: l.policy, Broker: noSecrets{}, Audit: l.audit, Engine: eng, Metrics: metrics.NewRegistry().Tools()})
 	if err != nil {
 		l.t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/gateway"
 	"github.com/contractual/contractual/internal/mesh"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/policy"
 	"github.com/contractual/contractual/internal/runner"
 	"github.com/contractual/contractual/runtime/egress"
@@ -74,6 +75,9 @@ type Limits = gateway.Limits
 // code) in front of the other services.
 type Server struct {
 	*gateway.Gateway
+	// Metrics counts every call each service serves, and the runner's
+	// tool calls.
+	Metrics *metrics.Registry
 
 	log     *slog.Logger
 	net     *mesh.Memory
@@ -83,7 +87,7 @@ type Server struct {
 // Start opens every service, connects them in memory and starts the
 // gateway.
 func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
-	s := &Server{log: cfg.Log}
+	s := &Server{log: cfg.Log, Metrics: metrics.NewRegistry()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -108,7 +112,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.Gateway, err = gateway.Start(ctx, gateway.Config{
 		Dir: filepath.Join(cfg.DataDir, "gateway"), Addr: cfg.Addr, Log: s.log,
-		PublicURL: cfg.PublicURL, Limits: cfg.Limits, Interceptors: cfg.Interceptors,
+		PublicURL: cfg.PublicURL, Limits: cfg.Limits,
+		Interceptors: append([]connect.Interceptor{s.Metrics.Interceptor()}, cfg.Interceptors...),
 	}, deps)
 	if err != nil {
 		return nil, err
@@ -123,7 +128,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error) {
 	s.net = mesh.NewMemory(s.log)
 	s.closers = append(s.closers, s.net.Close)
-	opts := mesh.HandlerOptions(s.log, cfg.Interceptors...)
+	opts := mesh.HandlerOptions(s.log, append([]connect.Interceptor{s.Metrics.Interceptor()}, cfg.Interceptors...)...)
 	serve := func(name authz.Service, h mesh.Handlers) error { return s.net.Serve(name, h.Mux()) }
 	clients := func(name authz.Service) mesh.Clients { return mesh.NewClients(s.net, name) }
 
@@ -184,7 +189,7 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 		runCfg.Logger = s.log
 	}
 	rc := clients(authz.Runner)
-	run, err := runner.New(ctx, runCfg, runner.Deps{Policy: rc.Policy, Broker: rc.Broker, Audit: rc.Audit, Engine: engine})
+	run, err := runner.New(ctx, runCfg, runner.Deps{Policy: rc.Policy, Broker: rc.Broker, Audit: rc.Audit, Engine: engine, Metrics: s.Metrics.Tools()})
 	if err != nil {
 		return gateway.Deps{}, err
 	}
