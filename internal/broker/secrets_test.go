@@ -13,6 +13,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/principal"
+	"github.com/contractual/contractual/internal/secret"
 )
 
 func TestPutListDeleteVersions(t *testing.T) {
@@ -76,7 +77,7 @@ func TestPutRefusals(t *testing.T) {
 		{"lowercase name", ownerCtx(), "api_key", []byte("v"), errs.Invalid},
 		{"long name", ownerCtx(), "A" + strings.Repeat("B", 64), []byte("v"), errs.Invalid},
 		{"empty value", ownerCtx(), "API_KEY", nil, errs.Invalid},
-		{"huge value", ownerCtx(), "API_KEY", bytes.Repeat([]byte("a"), MaxValueBytes+1), errs.Invalid},
+		{"huge value", ownerCtx(), "API_KEY", bytes.Repeat([]byte("a"), secret.MaxValueBytes+1), errs.Invalid},
 		{"newline", ownerCtx(), "API_KEY", []byte(secretValue + "\n"), errs.Invalid},
 		{"CR", ownerCtx(), "API_KEY", []byte("a\rb"), errs.Invalid},
 	}
