@@ -9,11 +9,8 @@ import (
 	"unicode/utf8"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
-	"github.com/contractual/contractual/internal/broker"
+	"github.com/contractual/contractual/internal/secret"
 )
-
-// maxSecretValue is the largest secret value, the broker's limit.
-const maxSecretValue = broker.MaxValueBytes
 
 // formError is a form that cannot be accepted: its status and message.
 type formError struct {
@@ -179,7 +176,7 @@ func (u *UI) putSecret(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	name = strings.TrimSpace(name)
-	if !secretNameRE.MatchString(name) {
+	if !secret.ValidName(name) {
 		fail(http.StatusBadRequest, badSecretName, nil)
 		return
 	}
@@ -189,8 +186,8 @@ func (u *UI) putSecret(w http.ResponseWriter, r *http.Request, s *session) {
 	case len(vs) != 1 || vs[0] == "":
 		fail(http.StatusBadRequest, "The secret value is empty.", keep)
 		return
-	case len(vs[0]) > maxSecretValue:
-		fail(http.StatusBadRequest, "The secret value is "+strconv.Itoa(len(vs[0]))+" bytes, over the "+strconv.Itoa(maxSecretValue)+" byte limit.", keep)
+	case len(vs[0]) > secret.MaxValueBytes:
+		fail(http.StatusBadRequest, "The secret value is "+strconv.Itoa(len(vs[0]))+" bytes, over the "+strconv.Itoa(secret.MaxValueBytes)+" byte limit.", keep)
 		return
 	}
 	resp, err := u.broker.PutSecret(s.ctx, &contractualv1.PutSecretRequest{Name: name, Value: []byte(vs[0])})
@@ -206,7 +203,7 @@ func (u *UI) putSecret(w http.ResponseWriter, r *http.Request, s *session) {
 // deleteSecret deletes every version of a secret.
 func (u *UI) deleteSecret(w http.ResponseWriter, r *http.Request, s *session) {
 	name := r.PathValue("name")
-	if !secretNameRE.MatchString(name) {
+	if !secret.ValidName(name) {
 		u.show(w, r, s, u.secretsPageSpec(), http.StatusBadRequest, badSecretName, nil)
 		return
 	}

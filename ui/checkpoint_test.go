@@ -99,13 +99,15 @@ func index(t *testing.T, c []byte) uint64 {
 func TestAuditCheckpoint(t *testing.T) {
 	e := newEnv(t)
 	a := e.pairFirst("laptop")
-	if status, none := a.checkpointOf(""); status != http.StatusOK || !none.OK || none.Checkpoint != nil {
-		t.Fatalf("before any checkpoint: %d %+v", status, none)
+	// Pairing the browser recorded events: the first ask seals them.
+	status, paired := a.checkpointOf("")
+	if status != http.StatusOK || !paired.OK || paired.Checkpoint == nil {
+		t.Fatalf("after pairing: %d %+v", status, paired)
 	}
 	e.publish("textkit", nil) // an event, sealed when the browser asks
 
 	status, first := a.checkpointOf("")
-	if status != http.StatusOK || !first.OK || first.Checkpoint == nil {
+	if status != http.StatusOK || !first.OK || first.Checkpoint == nil || index(t, first.Checkpoint) <= index(t, paired.Checkpoint) {
 		t.Fatalf("first: %d %+v", status, first)
 	}
 	if _, same := a.checkpointOf(string(first.Checkpoint)); !same.OK || seq(t, same.Checkpoint) != seq(t, first.Checkpoint) {
@@ -260,7 +262,7 @@ func TestRollbackAlertInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.tamper(index(t, first), seq(t, first))
-	restarted, err := audit.OpenService(context.Background(), filepath.Join(e.dir, "audit"), audit.Options{})
+	restarted, err := audit.OpenService(context.Background(), audit.Config{Dir: filepath.Join(e.dir, "audit")}, audit.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

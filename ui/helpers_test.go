@@ -50,7 +50,7 @@ type env struct {
 
 // envOptions tune newEnv.
 type envOptions struct {
-	pairing   pairing.Options
+	pairing   pairing.Config
 	publicURL string
 	// now, if set, is the clock of the pairing store and of the UI.
 	now func() time.Time
@@ -72,12 +72,12 @@ func newEnv(t *testing.T, opts ...envOptions) *env {
 	}
 	e := &env{t: t, dir: t.TempDir(), ctx: context.Background()}
 	var err error
-	e.audit, err = audit.OpenService(e.ctx, filepath.Join(e.dir, "audit"), audit.Options{})
+	e.audit, err = audit.OpenService(e.ctx, audit.Config{Dir: filepath.Join(e.dir, "audit")}, audit.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.audit.Close(context.Background()) })
-	e.policy, err = policy.Open(e.ctx, filepath.Join(e.dir, "policy"), e.audit, policy.Options{})
+	e.policy, err = policy.Open(e.ctx, policy.Config{Dir: filepath.Join(e.dir, "policy")}, policy.Deps{Audit: e.audit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,12 +86,13 @@ func newEnv(t *testing.T, opts ...envOptions) *env {
 	if err := broker.GenerateKEK(kek); err != nil {
 		t.Fatal(err)
 	}
-	e.broker, err = broker.Open(e.ctx, filepath.Join(e.dir, "broker"), kek, e.policy, e.audit, broker.Options{})
+	e.broker, err = broker.Open(e.ctx, broker.Config{Dir: filepath.Join(e.dir, "broker"), KEKFile: kek}, broker.Deps{Policy: e.policy, Audit: e.audit})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.broker.Close(context.Background()) })
-	e.store, err = pairing.Open(e.ctx, filepath.Join(e.dir, "gateway"), o.pairing)
+	o.pairing.Dir = filepath.Join(e.dir, "gateway")
+	e.store, err = pairing.Open(e.ctx, o.pairing, pairing.Deps{Audit: e.audit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
-	"github.com/contractual/contractual/internal/broker"
 	"github.com/contractual/contractual/internal/pairing"
+	"github.com/contractual/contractual/internal/secret"
 	"github.com/contractual/contractual/ui"
 )
 
@@ -75,7 +75,7 @@ func TestSecretForm(t *testing.T) {
 		{"newline in value", a.form("name", "OTHER", "value", value+"\nx"), 400, "CR, LF or NUL", true, ""},
 		{"empty value", a.form("name", "OTHER", "value", ""), 400, "value is empty", true, ""},
 		{"no value", a.form("name", "OTHER"), 400, "value is empty", true, ""},
-		{"value too long", a.form("name", "OTHER", "value", value+strings.Repeat("x", broker.MaxValueBytes)), 400, "over the 65536 byte limit", true, ""},
+		{"value too long", a.form("name", "OTHER", "value", value+strings.Repeat("x", secret.MaxValueBytes)), 400, "over the 65536 byte limit", true, ""},
 		{"name too long", a.form("name", strings.Repeat("A", 65), "value", value), 400, "longer than 64", false, ""},
 	}
 	for _, c := range bad {
@@ -377,7 +377,7 @@ func TestPairEndpoints(t *testing.T) {
 // TestAuthRateLimit: when the authenticator refuses a source for too many
 // failures, the UI says so with 429.
 func TestAuthRateLimit(t *testing.T) {
-	e := newEnv(t, envOptions{pairing: pairing.Options{AuthFailuresPerMinute: 2}})
+	e := newEnv(t, envOptions{pairing: pairing.Config{AuthFailuresPerMinute: 2}})
 	b := e.newBrowser()
 	var r response
 	for range 3 {

@@ -14,6 +14,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/paging"
 	"github.com/contractual/contractual/internal/pairing"
+	"github.com/contractual/contractual/internal/secret"
 )
 
 // Audit actions of the runner that are runs (see internal/runner).
@@ -383,7 +384,7 @@ func (u *UI) secretsPage(w http.ResponseWriter, r *http.Request, s *session) {
 
 func (u *UI) loadSecrets(ctx context.Context, r *http.Request, _ *session) (any, error) {
 	pos := listPosOf(r, "/ui/secrets", "prefix")
-	d := secretsData{Prefix: pos.filters.Get("prefix"), MaxValue: maxSecretValue}
+	d := secretsData{Prefix: pos.filters.Get("prefix"), MaxValue: secret.MaxValueBytes}
 	resp, err := u.broker.ListSecrets(ctx, &contractualv1.ListSecretsRequest{NamePrefix: d.Prefix, PageSize: listPage, PageToken: pos.token})
 	if err != nil {
 		return nil, err

@@ -6,7 +6,6 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/pairing"
+	"github.com/contractual/contractual/internal/secret"
 )
 
 // view is what every page template gets.
@@ -110,9 +110,6 @@ var flashes = map[string]string{
 // days renders a whole number of days.
 func days(d time.Duration) string { return strconv.Itoa(int(d/(24*time.Hour))) + " days" }
 
-// secretNameRE is a secret's name, as contracts and the broker name them.
-var secretNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
-
 // flash returns the message a redirect asked for, or "".
 func flash(q url.Values) string {
 	key := q.Get("done")
@@ -120,7 +117,7 @@ func flash(q url.Values) string {
 		return msg
 	}
 	name := q.Get("name")
-	if !secretNameRE.MatchString(name) {
+	if !secret.ValidName(name) {
 		return ""
 	}
 	switch key {

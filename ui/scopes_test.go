@@ -19,7 +19,7 @@ import (
 // an invoke-only browser sees no page. The devices page shows every
 // device's and request's scopes.
 func TestUIScopes(t *testing.T) {
-	e := newEnv(t, envOptions{pairing: pairing.Options{BeginsPerSourcePerMinute: 100}})
+	e := newEnv(t, envOptions{pairing: pairing.Config{BeginsPerSourcePerMinute: 100}})
 	a := e.pairFirst("laptop")
 	d := e.publish("textkit", nil)
 	ro := e.pairBy(a, "wall display", "read")

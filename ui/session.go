@@ -16,6 +16,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/principal"
+	"github.com/contractual/contractual/internal/secret"
 )
 
 // The session cookie is this browser's device credential, the equivalent
@@ -175,7 +176,7 @@ func (u *UI) checkCSRF(r *http.Request, s *session) bool {
 // byte).
 const (
 	maxFormBytes       = 64 << 10
-	maxSecretFormBytes = 3*maxSecretValue + 4<<10
+	maxSecretFormBytes = 3*secret.MaxValueBytes + 4<<10
 )
 
 // parseForm reads a POSTed form, URL-encoded only, within its size cap.

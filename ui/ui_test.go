@@ -15,6 +15,7 @@ import (
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/invoke"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/principal"
 	"github.com/contractual/contractual/internal/runner"
 	"github.com/contractual/contractual/runtime/sandbox"
@@ -517,7 +518,7 @@ func TestRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { engine.Close(context.Background()) })
-	run, err := runner.New(e.ctx, e.policy, e.audit, engine, runner.Options{Broker: e.broker})
+	run, err := runner.New(e.ctx, runner.Config{}, runner.Deps{Policy: e.policy, Broker: e.broker, Audit: e.audit, Engine: engine, Metrics: metrics.NewRegistry().Tools()})
 	if err != nil {
 		t.Fatal(err)
 	}

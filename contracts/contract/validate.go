@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/secret"
 )
 
 // Bounds on the sizes of a contract's parts. They are generous for any real
@@ -36,12 +37,11 @@ const (
 )
 
 var (
-	moduleRE     = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	nameRE       = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-	versionRE    = regexp.MustCompile(`^v?[0-9]+(\.[0-9]+){0,2}(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
-	exportRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
-	configKeyRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,63}$`)
-	secretNameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
+	moduleRE    = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	nameRE      = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+	versionRE   = regexp.MustCompile(`^v?[0-9]+(\.[0-9]+){0,2}(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
+	exportRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+	configKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,63}$`)
 	// tokenRE is an HTTP token (RFC 9110, section 5.6.2), bounded.
 	tokenRE = regexp.MustCompile("^[!#$%&'*+\\-.^_`|~0-9A-Za-z]{1,64}$")
 	// dnsLabelRE is one lowercase DNS label (RFC 1123).
@@ -404,7 +404,7 @@ func (ps *problems) secrets(r *contractualv1.EgressRule, path string) {
 
 // secret checks one secret injection.
 func (ps *problems) secret(s *contractualv1.SecretInjection, path string) {
-	if ps.required(joinField(path, "name"), s.GetName()) && !secretNameRE.MatchString(s.GetName()) {
+	if ps.required(joinField(path, "name"), s.GetName()) && !secret.ValidName(s.GetName()) {
 		ps.addf(joinField(path, "name"), "%q is not a secret name: an uppercase letter, then uppercase letters, digits or _, at most 64", s.GetName())
 	}
 	if h := s.GetHeader(); ps.required(joinField(path, "header"), h) {

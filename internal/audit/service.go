@@ -10,6 +10,7 @@ import (
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/errs"
 )
 
 // Service is the AuditService over a Store: the Connect handler, and the
@@ -20,14 +21,32 @@ type Service struct {
 	store *Store
 }
 
-var _ contractualv1connect.AuditServiceHandler = (*Service)(nil)
+var (
+	_ contractualv1connect.AuditServiceHandler         = (*Service)(nil)
+	_ contractualv1connect.AuditInternalServiceHandler = (*Service)(nil)
+)
 
 // NewService returns the service over st.
 func NewService(st *Store) *Service { return &Service{store: st} }
 
-// OpenService opens the log in dir (see Open) and returns its service.
-func OpenService(ctx context.Context, dir string, opts Options) (*Service, error) {
-	st, err := Open(ctx, dir, opts)
+// Config configures the audit service: where its log is, and the log's
+// Options (retention above all).
+type Config struct {
+	// Dir holds the log.
+	Dir string
+	Options
+}
+
+// Deps are the services the audit service calls: none; every other
+// service calls it.
+type Deps struct{}
+
+// OpenService opens the log in cfg.Dir (see Open) and returns its service.
+func OpenService(ctx context.Context, cfg Config, _ Deps) (*Service, error) {
+	if cfg.Dir == "" {
+		return nil, errs.E(errs.Invalid, "audit: no store directory")
+	}
+	st, err := Open(ctx, cfg.Dir, cfg.Options)
 	if err != nil {
 		return nil, err
 	}

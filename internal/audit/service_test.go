@@ -98,12 +98,14 @@ func TestServiceOverConnect(t *testing.T) {
 	svc := NewService(mustOpen(t))
 	mux := http.NewServeMux()
 	mux.Handle(contractualv1connect.NewAuditServiceHandler(svc))
+	mux.Handle(contractualv1connect.NewAuditInternalServiceHandler(svc))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	client := contractualv1connect.NewAuditServiceClient(srv.Client(), srv.URL)
+	appender := contractualv1connect.NewAuditInternalServiceClient(srv.Client(), srv.URL)
 	ctx := context.Background()
 
-	resp, err := client.Append(ctx, &contractualv1.AppendRequest{Events: []*contractualv1.AuditEvent{event(1), event(2), event(3)}})
+	resp, err := appender.Append(ctx, &contractualv1.AppendRequest{Events: []*contractualv1.AuditEvent{event(1), event(2), event(3)}})
 	if err != nil || len(resp.GetIndexes()) != 3 {
 		t.Fatalf("append: %v %v", resp, err)
 	}
@@ -115,14 +117,14 @@ func TestServiceOverConnect(t *testing.T) {
 	if err != nil || !res.GetOk() || res.GetEvents() != 3 {
 		t.Fatalf("verify: %v %v", res, err)
 	}
-	_, err = client.Append(ctx, &contractualv1.AppendRequest{})
+	_, err = appender.Append(ctx, &contractualv1.AppendRequest{})
 	if err == nil {
 		t.Fatal("empty append accepted")
 	}
 }
 
 func TestOpenService(t *testing.T) {
-	svc, err := OpenService(context.Background(), t.TempDir(), Options{})
+	svc, err := OpenService(context.Background(), Config{Dir: t.TempDir()}, Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

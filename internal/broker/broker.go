@@ -56,14 +56,16 @@ type Auditor interface {
 }
 
 var (
-	_ contractualv1connect.BrokerServiceHandler = (*Service)(nil)
-	_ Policy                                    = contractualv1connect.PolicyServiceClient(nil)
-	_ Policy                                    = contractualv1connect.PolicyServiceHandler(nil)
-	_ Auditor                                   = contractualv1connect.AuditServiceClient(nil)
-	_ Auditor                                   = contractualv1connect.AuditServiceHandler(nil)
+	_ contractualv1connect.BrokerServiceHandler         = (*Service)(nil)
+	_ contractualv1connect.BrokerInternalServiceHandler = (*Service)(nil)
+	_ Policy                                            = struct {
+		contractualv1connect.PolicyServiceClient
+		contractualv1connect.PolicyInternalServiceClient
+	}{}
+	_ Auditor = contractualv1connect.AuditInternalServiceClient(nil)
 )
 
-// Defaults of Options.
+// Defaults of Config.
 const (
 	// DefaultHandleTTL is how long a handle stays redeemable at most.
 	DefaultHandleTTL = 10 * time.Second
@@ -73,8 +75,15 @@ const (
 	DefaultMaxHandles = 10000
 )
 
-// Options configure a Service. The zero value is the production default.
-type Options struct {
+// Config configures a Service. Dir and KEKFile are required; zero values
+// of the others take the production defaults.
+type Config struct {
+	// Dir holds the broker's store.
+	Dir string
+	// KEKFile is the key-encryption key (GenerateKEK makes one): in the
+	// compose deployment a Docker secret, in the all-in-one server a file
+	// beside the data.
+	KEKFile string
 	// HandleTTL caps a handle's life (default DefaultHandleTTL); a handle
 	// also never outlives its decision.
 	HandleTTL time.Duration
@@ -87,8 +96,18 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Deps are the services the broker calls; each is required.
+type Deps struct {
+	// Policy names the contract a decision was made under and verifies
+	// decisions.
+	Policy Policy
+	// Audit records every secret written, handle issued and value
+	// released.
+	Audit Auditor
+}
+
 // withDefaults fills in what o leaves unset.
-func (o Options) withDefaults() Options {
+func (o Config) withDefaults() Config {
 	if o.HandleTTL <= 0 {
 		o.HandleTTL = DefaultHandleTTL
 	}
@@ -107,7 +126,7 @@ func (o Options) withDefaults() Options {
 // Service implements contractualv1connect.BrokerServiceHandler. It is safe
 // for concurrent use.
 type Service struct {
-	opts    Options
+	opts    Config
 	db      *sql.DB
 	policy  Policy
 	auditor Auditor
@@ -128,30 +147,33 @@ type Service struct {
 	handles   map[string]*handle
 }
 
-// Open opens (or creates) the broker's store in dir, reads the
-// key-encryption key from kekPath, and loads (or, on first start, creates)
-// the data keyset. It fails closed: a missing, unreadable, malformed or
-// wrong key stops it with a message that says which.
-func Open(ctx context.Context, dir string, kekPath string, policy Policy, audit Auditor, opts Options) (*Service, error) {
+// Open opens (or creates) the broker's store in cfg.Dir, reads the
+// key-encryption key from cfg.KEKFile, and loads (or, on first start,
+// creates) the data keyset. It fails closed: a missing, unreadable,
+// malformed or wrong key stops it with a message that says which.
+func Open(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	switch {
-	case policy == nil:
-		return nil, errs.E(errs.Invalid, "broker: no policy")
-	case audit == nil:
-		return nil, errs.E(errs.Invalid, "broker: no auditor")
+	case deps.Policy == nil:
+		return nil, errs.E(errs.Invalid, "broker: no policy service")
+	case deps.Audit == nil:
+		return nil, errs.E(errs.Invalid, "broker: no audit service")
+	case cfg.Dir == "":
+		return nil, errs.E(errs.Invalid, "broker: no store directory")
 	}
+	kekPath := cfg.KEKFile
 	kek, err := readKEK(kekPath)
 	if err != nil {
 		return nil, err
 	}
-	db, err := openDB(ctx, dir)
+	db, err := openDB(ctx, cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
-		opts:    opts.withDefaults(),
+		opts:    cfg.withDefaults(),
 		db:      db,
-		policy:  policy,
-		auditor: audit,
+		policy:  deps.Policy,
+		auditor: deps.Audit,
 		kek:     kek,
 		handles: map[string]*handle{},
 	}

@@ -196,7 +196,7 @@ func newEnv(t *testing.T) *env {
 // open opens the broker on e's store and KEK.
 func (e *env) open() *Service {
 	e.t.Helper()
-	svc, err := Open(context.Background(), e.dir, e.kek, e.policy, e.audit, Options{Now: e.clock.Now})
+	svc, err := Open(context.Background(), Config{Dir: e.dir, KEKFile: e.kek, Now: e.clock.Now}, Deps{Policy: e.policy, Audit: e.audit})
 	if err != nil {
 		e.t.Fatal(err)
 	}

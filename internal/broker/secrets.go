@@ -16,18 +16,13 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/paging"
 	"github.com/contractual/contractual/internal/principal"
+	"github.com/contractual/contractual/internal/secret"
 )
-
-// MaxValueBytes caps a secret value.
-const MaxValueBytes = 64 << 10
-
-// nameRE is a secret's name, as contracts name secrets.
-var nameRE = regexp.MustCompile(`^[A-Z][A-Z0-9_]{0,63}$`)
 
 // checkName refuses a malformed secret name.
 func checkName(name string) error {
-	if !nameRE.MatchString(name) {
-		return errs.E(errs.Invalid, "secret name %q is malformed: it must match %s", clip(name, 80), nameRE)
+	if !secret.ValidName(name) {
+		return errs.E(errs.Invalid, "secret name %q is malformed: it must match %s", clip(name, 80), secret.NamePattern)
 	}
 	return nil
 }
@@ -39,8 +34,8 @@ func checkValue(v []byte) error {
 	switch {
 	case len(v) == 0:
 		return errs.E(errs.Invalid, "the secret value is empty")
-	case len(v) > MaxValueBytes:
-		return errs.E(errs.Invalid, "the secret value is %d bytes, over the %d byte limit", len(v), MaxValueBytes)
+	case len(v) > secret.MaxValueBytes:
+		return errs.E(errs.Invalid, "the secret value is %d bytes, over the %d byte limit", len(v), secret.MaxValueBytes)
 	}
 	if i := bytes.IndexAny(v, "\r\n\x00"); i >= 0 {
 		return errs.E(errs.Invalid, "the secret value holds a CR, LF or NUL byte at offset %d (a trailing newline from a file or a terminal?); it must fit in one HTTP header", i)

@@ -13,6 +13,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/principal"
+	"github.com/contractual/contractual/internal/secret"
 )
 
 func TestPutListDeleteVersions(t *testing.T) {
@@ -76,7 +77,7 @@ func TestPutRefusals(t *testing.T) {
 		{"lowercase name", ownerCtx(), "api_key", []byte("v"), errs.Invalid},
 		{"long name", ownerCtx(), "A" + strings.Repeat("B", 64), []byte("v"), errs.Invalid},
 		{"empty value", ownerCtx(), "API_KEY", nil, errs.Invalid},
-		{"huge value", ownerCtx(), "API_KEY", bytes.Repeat([]byte("a"), MaxValueBytes+1), errs.Invalid},
+		{"huge value", ownerCtx(), "API_KEY", bytes.Repeat([]byte("a"), secret.MaxValueBytes+1), errs.Invalid},
 		{"newline", ownerCtx(), "API_KEY", []byte(secretValue + "\n"), errs.Invalid},
 		{"CR", ownerCtx(), "API_KEY", []byte("a\rb"), errs.Invalid},
 	}
@@ -209,7 +210,7 @@ func TestOpenFailsClosed(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Open(context.Background(), e.dir, c.path, e.policy, e.audit, Options{})
+			_, err := Open(context.Background(), Config{Dir: e.dir, KEKFile: c.path}, Deps{Policy: e.policy, Audit: e.audit})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Open = %v, want an error containing %q", err, c.want)
 			}
@@ -225,7 +226,7 @@ func TestOpenFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := Open(context.Background(), e.dir, write("raw", raw, 0o600), e.policy, e.audit, Options{})
+	svc, err := Open(context.Background(), Config{Dir: e.dir, KEKFile: write("raw", raw, 0o600)}, Deps{Policy: e.policy, Audit: e.audit})
 	if err != nil {
 		t.Fatalf("raw KEK: %v", err)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
-	"github.com/contractual/contractual/runtime/sandbox"
+	"github.com/contractual/contractual/runtime/modcheck"
 )
 
 func contractCmd(ctx context.Context, env *Env, args []string) error {
@@ -56,11 +56,12 @@ func loadContract(path string) (*contractualv1.Contract, error) {
 }
 
 // checkModule refuses a module whose bytes are not the ones the contract
-// names, or whose imports the contract does not grant.
+// names, or that policy would refuse under the contract's grants
+// (modcheck.Check: its size, its imports, code the meter cannot read).
 func checkModule(c *contractualv1.Contract, contractPath, modulePath string, wasm []byte) error {
 	if d := contract.ModuleDigest(wasm); d != c.GetModule() {
 		return errs.E(errs.PermissionDenied, "%s is for module %s, but %s is %s: a changed module needs a new contract",
 			contractPath, c.GetModule(), modulePath, d)
 	}
-	return sandbox.CheckModule(wasm, sandbox.GrantsFor(c))
+	return modcheck.Check(wasm, modcheck.GrantsFor(c))
 }

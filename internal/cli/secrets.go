@@ -13,10 +13,8 @@ import (
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/secret"
 )
-
-// maxSecretBytes bounds a secret value read from stdin.
-const maxSecretBytes = 64 << 10
 
 // secretsCmd writes, lists and deletes secrets, and rotates the broker's
 // key. No command reads a secret back: there is no way to.
@@ -100,12 +98,12 @@ func readSecret(env *Env, name string) ([]byte, error) {
 		}
 		return v, nil
 	}
-	v, err := io.ReadAll(io.LimitReader(bufio.NewReader(env.Stdin), maxSecretBytes+1))
+	v, err := io.ReadAll(io.LimitReader(bufio.NewReader(env.Stdin), secret.MaxValueBytes+1))
 	if err != nil {
 		return nil, errs.Wrap(errs.Invalid, err, "reading the value from stdin")
 	}
-	if len(v) > maxSecretBytes {
-		return nil, errs.E(errs.Invalid, "the value is over %d bytes", maxSecretBytes)
+	if len(v) > secret.MaxValueBytes {
+		return nil, errs.E(errs.Invalid, "the value is over %d bytes", secret.MaxValueBytes)
 	}
 	v = bytes.TrimSuffix(bytes.TrimSuffix(v, []byte("\n")), []byte("\r"))
 	if len(v) == 0 {

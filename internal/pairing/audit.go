@@ -40,16 +40,12 @@ func event(action, who, detail string) *contractualv1.AuditEvent {
 	return &contractualv1.AuditEvent{Service: auditService, Principal: who, Action: action, Outcome: "ok", Detail: detail}
 }
 
-// record appends ev and returns only once it is durable; with no Auditor
-// configured it does nothing. A failure is errs.Unavailable: the caller
+// record appends ev and returns only once it is durable. A failure is errs.Unavailable: the caller
 // must then roll back.
 func (s *Store) record(ctx context.Context, ev *contractualv1.AuditEvent) error {
-	if s.opts.Audit == nil {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
-	if _, err := s.opts.Audit.Append(ctx, &contractualv1.AppendRequest{Events: []*contractualv1.AuditEvent{ev}}); err != nil {
+	if _, err := s.audit.Append(ctx, &contractualv1.AppendRequest{Events: []*contractualv1.AuditEvent{ev}}); err != nil {
 		return errs.Wrap(errs.Unavailable, err, "pairing: the audit log cannot record %s, so nothing was done", ev.GetAction())
 	}
 	return nil

@@ -13,12 +13,8 @@ import (
 // auditedFixture is a fixture whose store records to a real audit log.
 func auditedFixture(t *testing.T) (*fixture, *audit.Service) {
 	t.Helper()
-	log, err := audit.OpenService(context.Background(), t.TempDir(), audit.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { log.Close(context.Background()) })
-	return newFixture(t, Options{Audit: log}), log
+	f := newFixture(t, Config{})
+	return f, f.log
 }
 
 // actions returns "action principal outcome" of every event in log.
@@ -116,7 +112,7 @@ func TestAuditOutageChangesNothing(t *testing.T) {
 // TestBeginPerSource: one address cannot use up the pairing queue; others
 // still get through.
 func TestBeginPerSource(t *testing.T) {
-	f := newFixture(t, Options{BeginsPerSourcePerMinute: 3, BeginsPerMinute: 100, MaxPending: 100})
+	f := newFixture(t, Config{BeginsPerSourcePerMinute: 3, BeginsPerMinute: 100, MaxPending: 100})
 	from := func(src string) error {
 		_, err := f.s.Begin(WithSource(f.ctx, src), newDevice(t).pub, "d", ScopeOwner, KindClient)
 		return err

@@ -13,7 +13,7 @@ import (
 //	go test -run '^$' -bench Authenticate ./internal/pairing
 func BenchmarkAuthenticate(b *testing.B) {
 	clk := newClock()
-	s, err := Open(context.Background(), b.TempDir(), Options{Now: clk.Now})
+	s, err := Open(context.Background(), Config{Dir: b.TempDir(), Now: clk.Now}, Deps{Audit: openLog(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -31,7 +31,7 @@ const TokenSize = 32
 // device (FailedPrecondition "replaced") or rejected (PermissionDenied); it
 // has not expired unapproved (FailedPrecondition "expired"); it is
 // approved (FailedPrecondition "awaiting approval"); and the nonce is not
-// stale: Complete must come within Options.NonceTTL of the approval
+// stale: Complete must come within Config.NonceTTL of the approval
 // (FailedPrecondition "stale").
 func (s *Store) Complete(ctx context.Context, deviceID string, nonce, sig []byte) (string, Identity, error) {
 	if err := checkComplete(deviceID, nonce, sig); err != nil {

@@ -80,8 +80,8 @@ func days(d time.Duration) string {
 // source (e.g. the remote IP, or the tailnet user behind `tailscale serve`)
 // or any other: failures never lock out a good token. Failures are counted
 // per source and overall in a sliding minute; once a source has had
-// Options.AuthFailuresPerMinute failures, or all sources together
-// Options.AuthFailuresPerMinuteTotal, a further failure is answered with
+// Config.AuthFailuresPerMinute failures, or all sources together
+// Config.AuthFailuresPerMinuteTotal, a further failure is answered with
 // errs.ResourceExhausted (back off) instead of errs.Unauthenticated. An
 // expired token is not a failure: its device was paired, and it is told so.
 func (s *Store) Authenticate(ctx context.Context, token, source string) (Identity, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"github.com/contractual/contractual/internal/audit"
 	"sync"
 	"testing"
 	"time"
@@ -38,14 +39,17 @@ type fixture struct {
 	dir string
 	clk *clock
 	s   *Store
+	log *audit.Service // the store's audit log
 }
 
 // newFixture opens a store with a test clock; opts.Now is overridden.
-func newFixture(t *testing.T, opts Options) *fixture {
+func newFixture(t *testing.T, opts Config) *fixture {
 	t.Helper()
 	f := &fixture{t: t, ctx: context.Background(), dir: t.TempDir(), clk: newClock()}
 	opts.Now = f.clk.Now
-	s, err := Open(f.ctx, f.dir, opts)
+	opts.Dir = f.dir
+	f.log = openLog(t)
+	s, err := Open(f.ctx, opts, Deps{Audit: f.log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,3 +147,15 @@ func wantErr(t *testing.T, err error, k errs.Kind, msg string) {
 
 // ed25519Sign signs msg with d's key.
 func ed25519Sign(d device, msg []byte) []byte { return ed25519.Sign(d.priv, msg) }
+
+// openLog opens an audit log in a temporary directory, closed at the end
+// of the test.
+func openLog(t testing.TB) *audit.Service {
+	t.Helper()
+	log, err := audit.OpenService(context.Background(), audit.Config{Dir: t.TempDir()}, audit.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close(context.Background()) })
+	return log
+}

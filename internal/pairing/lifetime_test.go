@@ -44,7 +44,7 @@ func (f *fixture) wantExpired(token, msg string) {
 // after its last use, renewed on use, with no cap; an expired one is
 // refused with a message that says so.
 func TestClientTokenIdleExpiry(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	owner, ownerTok := f.pairFirst()
 	agent, tok := f.pairKind(owner, "agent", KindClient)
 	paired := f.clk.Now()
@@ -73,7 +73,7 @@ func TestClientTokenIdleExpiry(t *testing.T) {
 // TestBrowserTokenLifetime: a browser's token lasts 30 days after its last
 // use and 90 days after pairing at the latest, however often it is used.
 func TestBrowserTokenLifetime(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	owner, ownerTok := f.pairFirst()
 	_, tok := f.pairKind(owner, "firefox", KindBrowser)
 	paired := f.clk.Now()
@@ -119,7 +119,7 @@ func TestBrowserTokenLifetime(t *testing.T) {
 // authenticating stays a read; the expiry still follows the last use to
 // within that hour.
 func TestRenewalIsCoarse(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	_, tok := f.pairFirst()
 	start := f.clk.Now()
 	f.clk.Advance(59 * time.Minute)
@@ -140,7 +140,7 @@ func TestRenewalIsCoarse(t *testing.T) {
 // may begin again with the same key and gets a new token; the old one
 // stays refused.
 func TestExpiredDevicePairsAgain(t *testing.T) {
-	f := newFixture(t, Options{Client: Lifetime{Idle: 100 * day}})
+	f := newFixture(t, Config{Client: Lifetime{Idle: 100 * day}})
 	owner, ownerTok := f.pairFirst()
 	agent, tok := f.pairKind(owner, "agent", KindClient)
 	f.clk.Advance(95 * day)
@@ -167,7 +167,7 @@ func TestExpiredDevicePairsAgain(t *testing.T) {
 // expired, a setup code is due again and pairs a new owner, even with
 // non-owner devices still active; while an owner is active, none is.
 func TestSetupCodeWhenNoOwnerIsLeft(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	due := func() bool {
 		t.Helper()
 		ok, err := f.s.SetupCodeDue(f.ctx)
@@ -227,7 +227,7 @@ func TestSetupCodeWhenNoOwnerIsLeft(t *testing.T) {
 // does not lock the device out: it may begin again at once, and a good
 // code then pairs it.
 func TestBeginAgainAfterSetupCodeFailure(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	d := newDevice(t)
 	// Mistyped.
 	code, _, _ := f.s.SetupCode(f.ctx)
@@ -296,7 +296,7 @@ func TestMigrateFromV1(t *testing.T) {
 	}
 	db.Close()
 
-	s, err := Open(ctx, dir, Options{Now: clk.Now})
+	s, err := Open(ctx, Config{Dir: dir, Now: clk.Now}, Deps{Audit: openLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestMigrateFromV1(t *testing.T) {
 	// Opening again changes nothing.
 	s.Close()
 	clk.Advance(day)
-	s2, err := Open(ctx, dir, Options{Now: clk.Now})
+	s2, err := Open(ctx, Config{Dir: dir, Now: clk.Now}, Deps{Audit: openLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

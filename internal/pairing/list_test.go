@@ -12,7 +12,7 @@ import (
 )
 
 // listOptions let a test pair and ask many times within a minute.
-var listOptions = Options{BeginsPerMinute: 1000, BeginsPerSourcePerMinute: 1000, MaxPending: 1000}
+var listOptions = Config{BeginsPerMinute: 1000, BeginsPerSourcePerMinute: 1000, MaxPending: 1000}
 
 // walkDevices follows ListDevices' page tokens from req, calling between
 // after every page but the last, and returns the device ids listed.

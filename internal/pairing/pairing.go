@@ -57,8 +57,11 @@ const signPrefix = "contractual-pair-v1\n"
 // setup code.
 const approvedBySetupCode = "setup-code"
 
-// Options tune a Store; zero values take the defaults.
-type Options struct {
+// Config configures a Store. Only Dir is required; zero values of the
+// others take the defaults.
+type Config struct {
+	// Dir holds the store.
+	Dir string
 	// Now returns the current time (default time.Now); tests set it.
 	Now func() time.Time
 	// SetupCodeTTL is how long a setup code is valid (default 10 min).
@@ -93,13 +96,16 @@ type Options struct {
 	// DefaultBrowserLifetime); Client that of any other device's (default
 	// DefaultClientLifetime).
 	Browser, Client Lifetime
-	// Audit records every pairing change and refusal; nil records nothing
-	// (the store's own tests).
+}
+
+// Deps are the services the store calls; each is required.
+type Deps struct {
+	// Audit records every pairing change and refusal.
 	Audit Auditor
 }
 
 // withDefaults fills the zero fields of o.
-func (o Options) withDefaults() Options {
+func (o Config) withDefaults() Config {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -142,8 +148,9 @@ func (o Options) withDefaults() Options {
 // Store is the pairing service's state: devices and pairing requests in
 // SQLite, rate-limit windows in memory.
 type Store struct {
-	db   *sql.DB
-	opts Options
+	db    *sql.DB
+	opts  Config
+	audit Auditor
 	// byToken is byTokenQuery, prepared.
 	byToken *sql.Stmt
 
@@ -227,7 +234,7 @@ var addedColumns = []struct{ table, column, def string }{
 // missing columns, and gives the devices paired before (expires_at 0)
 // their scope as it was (owner), the kind client (a version 1 store cannot
 // tell browsers apart) and a client's lifetime from now.
-func migrate(ctx context.Context, db *sql.DB, o Options) error {
+func migrate(ctx context.Context, db *sql.DB, o Config) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return storeErr(err, "starting the migration")
@@ -253,10 +260,17 @@ func migrate(ctx context.Context, db *sql.DB, o Options) error {
 	return commit(tx, "committing the migration")
 }
 
-// Open opens (creating if needed) the pairing store in dir.
-func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+// Open opens (creating if needed) the pairing store in cfg.Dir.
+func Open(ctx context.Context, cfg Config, deps Deps) (*Store, error) {
+	switch {
+	case deps.Audit == nil:
+		return nil, errs.E(errs.Invalid, "pairing: no audit service")
+	case cfg.Dir == "":
+		return nil, errs.E(errs.Invalid, "pairing: no store directory")
+	}
+	opts := cfg
 	db, err := sqlitestore.Open(ctx, sqlitestore.Config{
-		Service: "pairing", Dir: dir, File: DBFile,
+		Service: "pairing", Dir: cfg.Dir, File: DBFile,
 		Schema: schema, Version: schemaVersion,
 	})
 	if err != nil {
@@ -275,6 +289,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	return &Store{
 		db:         db,
 		opts:       o,
+		audit:      deps.Audit,
 		byToken:    byToken,
 		begins:     newLimiter(o.BeginsPerMinute, time.Minute),
 		beginsFrom: newLimiter(o.BeginsPerSourcePerMinute, time.Minute),

@@ -29,7 +29,7 @@ func TestDeviceID(t *testing.T) {
 }
 
 func TestFirstDeviceEndToEnd(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	d, tok := f.pairFirst()
 	p, err := f.s.Authenticate(f.ctx, tok, "1.2.3.4")
 	if err != nil || p.Principal != "device:"+d.id || p.Scopes != ScopeOwner || p.Kind != KindClient ||
@@ -50,7 +50,7 @@ func TestFirstDeviceEndToEnd(t *testing.T) {
 	}
 	// A restart keeps the device and its token.
 	f.s.Close()
-	s2, err := Open(f.ctx, f.dir, Options{Now: f.clk.Now})
+	s2, err := Open(f.ctx, Config{Dir: f.dir, Now: f.clk.Now}, Deps{Audit: f.log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestFirstDeviceEndToEnd(t *testing.T) {
 }
 
 func TestSecondDeviceApprovedByFirst(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	first, _ := f.pairFirst()
 	d := newDevice(t)
 	r := f.begin(d, "phone")
@@ -87,7 +87,7 @@ const wrongSetupCode = "pairing: wrong setup code; use the latest one the server
 
 func TestSetupCode(t *testing.T) {
 	t.Run("single use and refused once a device exists", func(t *testing.T) {
-		f := newFixture(t, Options{})
+		f := newFixture(t, Config{})
 		code, exp, err := f.s.SetupCode(f.ctx)
 		if err != nil || len(code) != setupCodeLen || !exp.Equal(f.clk.Now().Add(10*time.Minute)) {
 			t.Fatalf("SetupCode = %q, %v, %v", code, exp, err)
@@ -107,7 +107,7 @@ func TestSetupCode(t *testing.T) {
 		wantErr(t, err, errs.FailedPrecondition, "pairing: an owner device is already paired; pair more devices by approval")
 	})
 	t.Run("expired", func(t *testing.T) {
-		f := newFixture(t, Options{})
+		f := newFixture(t, Config{})
 		code, _, _ := f.s.SetupCode(f.ctx)
 		f.clk.Advance(10 * time.Minute)
 		r := f.begin(newDevice(t), "laptop")
@@ -115,13 +115,13 @@ func TestSetupCode(t *testing.T) {
 			"pairing: setup code expired at 03:14:05 UTC (a code lasts 10m0s; a newer one, or too many wrong codes, end it sooner); "+whereSetupCodes)
 	})
 	t.Run("wrong", func(t *testing.T) {
-		f := newFixture(t, Options{})
+		f := newFixture(t, Config{})
 		f.s.SetupCode(f.ctx)
 		r := f.begin(newDevice(t), "laptop")
 		wantErr(t, f.s.ApproveWithSetupCode(f.ctx, r.Code, "ZZZZ-ZZZZ"), errs.PermissionDenied, wrongSetupCode)
 	})
 	t.Run("a new code replaces the old, which reads as expired", func(t *testing.T) {
-		f := newFixture(t, Options{})
+		f := newFixture(t, Config{})
 		old, _, _ := f.s.SetupCode(f.ctx)
 		f.clk.Advance(time.Minute)
 		code, _, _ := f.s.SetupCode(f.ctx)
@@ -135,7 +135,7 @@ func TestSetupCode(t *testing.T) {
 		}
 	})
 	t.Run("wrong codes never lock out the right one; enough of them retire it", func(t *testing.T) {
-		f := newFixture(t, Options{SetupCodeGuesses: 20})
+		f := newFixture(t, Config{SetupCodeGuesses: 20})
 		code, _, _ := f.s.SetupCode(f.ctx)
 		r := f.begin(newDevice(t), "laptop")
 		for range 19 {
@@ -148,7 +148,7 @@ func TestSetupCode(t *testing.T) {
 
 		// A new code, then 20 wrong ones: it is retired, says so, and a
 		// fresh one is due (serve prints it) and works.
-		f = newFixture(t, Options{SetupCodeGuesses: 20})
+		f = newFixture(t, Config{SetupCodeGuesses: 20})
 		code, _, _ = f.s.SetupCode(f.ctx)
 		r = f.begin(newDevice(t), "laptop")
 		for range 19 {
@@ -169,7 +169,7 @@ func TestSetupCode(t *testing.T) {
 }
 
 func TestApproveAndReject(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	first, _ := f.pairFirst()
 	by := Principal(first.id)
 
@@ -209,7 +209,7 @@ func TestApproveAndReject(t *testing.T) {
 }
 
 func TestComplete(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	first, _ := f.pairFirst()
 	by := Principal(first.id)
 	other := newDevice(t)
@@ -319,7 +319,7 @@ func TestComplete(t *testing.T) {
 }
 
 func TestRevoke(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	first, firstTok := f.pairFirst()
 	second, tok := f.pairBy(first, "phone")
 	if _, err := f.s.Authenticate(f.ctx, tok, "s"); err != nil {
@@ -356,7 +356,7 @@ func TestRevoke(t *testing.T) {
 }
 
 func TestTokenNeverStoredInClear(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	code, _, _ := f.s.SetupCode(f.ctx)
 	d := newDevice(t)
 	r := f.begin(d, "laptop")
@@ -393,7 +393,7 @@ func TestTokenNeverStoredInClear(t *testing.T) {
 
 func TestRateLimits(t *testing.T) {
 	t.Run("pending requests", func(t *testing.T) {
-		f := newFixture(t, Options{MaxPending: 2})
+		f := newFixture(t, Config{MaxPending: 2})
 		f.begin(newDevice(t), "a")
 		f.begin(newDevice(t), "b")
 		_, err := f.s.Begin(f.ctx, newDevice(t).pub, "c", ScopeOwner, KindClient)
@@ -402,7 +402,7 @@ func TestRateLimits(t *testing.T) {
 		f.begin(newDevice(t), "c")
 	})
 	t.Run("begins per minute", func(t *testing.T) {
-		f := newFixture(t, Options{BeginsPerMinute: 3})
+		f := newFixture(t, Config{BeginsPerMinute: 3})
 		for range 3 {
 			f.begin(newDevice(t), "a")
 		}
@@ -412,7 +412,7 @@ func TestRateLimits(t *testing.T) {
 		f.begin(newDevice(t), "a")
 	})
 	t.Run("auth failures per source", func(t *testing.T) {
-		f := newFixture(t, Options{AuthFailuresPerMinute: 3})
+		f := newFixture(t, Config{AuthFailuresPerMinute: 3})
 		f.pairFirst()
 		for _, bad := range []string{"", "x", strings.Repeat("A", 43)} {
 			_, err := f.s.Authenticate(f.ctx, bad, "evil")
@@ -432,7 +432,7 @@ func TestRateLimits(t *testing.T) {
 // source, or from all sources, a valid token from that same source is
 // accepted; only the failures are answered "back off".
 func TestFailuresNeverLockOutAValidToken(t *testing.T) {
-	f := newFixture(t, Options{AuthFailuresPerMinute: 10, AuthFailuresPerMinuteTotal: 50})
+	f := newFixture(t, Config{AuthFailuresPerMinute: 10, AuthFailuresPerMinuteTotal: 50})
 	first, tok := f.pairFirst()
 	for i := range 100 {
 		// Well-formed tokens, so that each one is looked up.
@@ -491,7 +491,7 @@ func TestLimiterBounded(t *testing.T) {
 }
 
 func TestMalformedInput(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	first, _ := f.pairFirst()
 	d := newDevice(t)
 	r := f.begin(d, "phone")

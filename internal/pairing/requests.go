@@ -74,8 +74,8 @@ type Request struct {
 // same device is replaced (its code and nonce stop working), so that a
 // device that failed a step (a mistyped setup code, a lost code) may begin
 // again at once. It is refused (errs.ResourceExhausted) beyond
-// Options.MaxPending live requests, Options.BeginsPerMinute calls per
-// minute overall or Options.BeginsPerSourcePerMinute from the caller's
+// Config.MaxPending live requests, Config.BeginsPerMinute calls per
+// minute overall or Config.BeginsPerSourcePerMinute from the caller's
 // source (WithSource), and (errs.AlreadyExists) for a device that is
 // paired and active. The request is audited.
 func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string, scopes Scopes, kind Kind) (*Request, error) {

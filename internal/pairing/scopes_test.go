@@ -68,14 +68,14 @@ var (
 		contractualv1connect.PairingServiceCompletePairingProcedure,
 	}
 	serviceProcedures = []string{
-		contractualv1connect.PolicyServiceEvaluateProcedure,
-		contractualv1connect.PolicyServiceGetModuleProcedure,
-		contractualv1connect.PolicyServiceGetVerifierProcedure,
-		contractualv1connect.PolicyServiceWatchContractsProcedure,
+		contractualv1connect.PolicyInternalServiceEvaluateProcedure,
+		contractualv1connect.PolicyInternalServiceGetModuleProcedure,
+		contractualv1connect.PolicyInternalServiceGetVerifierProcedure,
+		contractualv1connect.PolicyInternalServiceWatchContractsProcedure,
 		contractualv1connect.RunnerServiceExecuteProcedure,
-		contractualv1connect.AuditServiceAppendProcedure,
-		contractualv1connect.BrokerServiceIssueHandleProcedure,
-		contractualv1connect.BrokerServiceRedeemHandleProcedure,
+		contractualv1connect.AuditInternalServiceAppendProcedure,
+		contractualv1connect.BrokerInternalServiceIssueHandleProcedure,
+		contractualv1connect.BrokerInternalServiceRedeemHandleProcedure,
 	}
 )
 
@@ -143,8 +143,8 @@ func TestAuthorize(t *testing.T) {
 			t.Errorf("invoke-only %s: %v, want permission denied %q", p, err, want)
 		}
 	}
-	err := Authorize(Identity{Principal: "device:x", Scopes: ScopeOwner}, contractualv1connect.PolicyServiceEvaluateProcedure)
-	wantErr(t, err, errs.PermissionDenied, contractualv1connect.PolicyServiceEvaluateProcedure+" is for services, not for devices")
+	err := Authorize(Identity{Principal: "device:x", Scopes: ScopeOwner}, contractualv1connect.PolicyInternalServiceEvaluateProcedure)
+	wantErr(t, err, errs.PermissionDenied, contractualv1connect.PolicyInternalServiceEvaluateProcedure+" is for services, not for devices")
 	// Approve includes read; owner includes everything.
 	for p := range procedureScopes {
 		if err := Authorize(Identity{Scopes: ScopeOwner}, p); err != nil {
@@ -163,7 +163,7 @@ func TestAuthorize(t *testing.T) {
 // TestApproverScopes: approving grants exactly the scopes asked for, and
 // only a device that holds them (and scope approve) may grant them.
 func TestApproverScopes(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	owner, _ := f.pairFirst()
 	pairAs := func(by device, scopes Scopes) device {
 		d := newDevice(t)

@@ -15,7 +15,7 @@ import (
 // while no owner device is active (else errs.FailedPrecondition); a new
 // code ends any earlier unused one, which is kept as expired so that it is
 // told apart from a mistyped code. Only the code's hash is stored; it is
-// valid for Options.SetupCodeTTL and can be used once.
+// valid for Config.SetupCodeTTL and can be used once.
 func (s *Store) SetupCode(ctx context.Context) (string, time.Time, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -125,7 +125,7 @@ func (s *Store) consumeSetupCode(ctx context.Context, tx *sql.Tx, code string, n
 var errWrongSetupCode = errors.New("wrong setup code")
 
 // wrongSetupCode counts a wrong setup code and, at the
-// Options.SetupCodeGuesses-th since the current code was made, retires
+// Config.SetupCodeGuesses-th since the current code was made, retires
 // every valid code: guessing is bounded by that many tries per code, and a
 // wrong code never stops the right one from working while it lives. The
 // caller holds s.mu.

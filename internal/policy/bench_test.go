@@ -21,7 +21,7 @@ func (discard) Append(_ context.Context, req *contractualv1.AppendRequest) (*con
 // benchService opens a Service with textkit approved.
 func benchService(b *testing.B) (*Service, string) {
 	b.Helper()
-	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "policy"), discard{}, Options{})
+	s, err := Open(context.Background(), Config{Dir: filepath.Join(b.TempDir(), "policy")}, Deps{Audit: discard{}})
 	if err != nil {
 		b.Fatal(err)
 	}

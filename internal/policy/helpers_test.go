@@ -88,7 +88,7 @@ func newFixture(t testing.TB) *fixture {
 // open opens (or reopens) the service on f's directory.
 func (f *fixture) open() {
 	f.t.Helper()
-	s, err := Open(context.Background(), f.dir, f.audit, Options{Now: func() time.Time { return f.now }})
+	s, err := Open(context.Background(), Config{Dir: f.dir, Now: func() time.Time { return f.now }}, Deps{Audit: f.audit})
 	if err != nil {
 		f.t.Fatal(err)
 	}

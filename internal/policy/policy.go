@@ -50,12 +50,12 @@ type Auditor interface {
 }
 
 var (
-	_ contractualv1connect.PolicyServiceHandler = (*Service)(nil)
-	_ Auditor                                   = contractualv1connect.AuditServiceClient(nil)
-	_ Auditor                                   = contractualv1connect.AuditServiceHandler(nil)
+	_ contractualv1connect.PolicyServiceHandler         = (*Service)(nil)
+	_ contractualv1connect.PolicyInternalServiceHandler = (*Service)(nil)
+	_ Auditor                                           = contractualv1connect.AuditInternalServiceClient(nil)
 )
 
-// Defaults of Options.
+// Defaults of Config.
 const (
 	// DefaultDecisionTTL is how long a decision is valid.
 	DefaultDecisionTTL = 30 * time.Second
@@ -63,8 +63,11 @@ const (
 	DefaultAuditTimeout = 10 * time.Second
 )
 
-// Options configure a Service. The zero value is the production default.
-type Options struct {
+// Config configures a Service. Only Dir is required; zero values of the
+// others take the production defaults.
+type Config struct {
+	// Dir holds policy's store.
+	Dir string
 	// DecisionTTL is how long a decision stays valid after it is issued
 	// (default DefaultDecisionTTL).
 	DecisionTTL time.Duration
@@ -77,8 +80,14 @@ type Options struct {
 	WatchWait time.Duration
 }
 
+// Deps are the services policy calls; each is required.
+type Deps struct {
+	// Audit records every decision and change.
+	Audit Auditor
+}
+
 // withDefaults fills in what o leaves unset.
-func (o Options) withDefaults() Options {
+func (o Config) withDefaults() Config {
 	if o.DecisionTTL <= 0 {
 		o.DecisionTTL = DefaultDecisionTTL
 	}
@@ -97,7 +106,7 @@ func (o Options) withDefaults() Options {
 // Service implements contractualv1connect.PolicyServiceHandler. It is safe
 // for concurrent use.
 type Service struct {
-	opts    Options
+	opts    Config
 	db      *sql.DB
 	auditor Auditor
 	signer  *decision.Signer
@@ -112,17 +121,20 @@ type Service struct {
 	feed     *feed
 }
 
-// Open opens (or creates) policy's store in dir, loads or creates the
+// Open opens (or creates) policy's store in cfg.Dir, loads or creates the
 // decision signing keyset, and loads the approved contracts.
-func Open(ctx context.Context, dir string, audit Auditor, opts Options) (*Service, error) {
-	if audit == nil {
-		return nil, errs.E(errs.Invalid, "policy: no auditor")
+func Open(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
+	if deps.Audit == nil {
+		return nil, errs.E(errs.Invalid, "policy: no audit service")
 	}
-	db, err := openDB(ctx, dir)
+	if cfg.Dir == "" {
+		return nil, errs.E(errs.Invalid, "policy: no store directory")
+	}
+	db, err := openDB(ctx, cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{opts: opts.withDefaults(), db: db, auditor: audit, feed: newFeed()}
+	s := &Service{opts: cfg.withDefaults(), db: db, auditor: deps.Audit, feed: newFeed()}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		return nil, err

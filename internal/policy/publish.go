@@ -13,7 +13,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/principal"
-	"github.com/contractual/contractual/runtime/sandbox"
+	"github.com/contractual/contractual/runtime/modcheck"
 	"github.com/contractual/contractual/runtime/wasmbin"
 )
 
@@ -41,7 +41,7 @@ func (s *Service) Publish(ctx context.Context, req *contractualv1.PublishRequest
 	}
 	p, err := prepare(req)
 	if err != nil {
-		if n := len(req.GetModule()); n > 0 && n <= sandbox.MaxModuleBytes {
+		if n := len(req.GetModule()); n > 0 && n <= modcheck.MaxModuleBytes {
 			ev.ModuleDigest = contract.ModuleDigest(req.GetModule())
 		}
 		return nil, s.auditRefusal(ctx, ev, err)
@@ -58,8 +58,8 @@ func prepare(req *contractualv1.PublishRequest) (*publication, error) {
 	switch {
 	case len(wasm) == 0:
 		return nil, errs.E(errs.Invalid, "module is required: the .wasm bytes")
-	case len(wasm) > sandbox.MaxModuleBytes:
-		return nil, errs.E(errs.Invalid, "module is %d bytes, over the %d byte limit", len(wasm), sandbox.MaxModuleBytes)
+	case len(wasm) > modcheck.MaxModuleBytes:
+		return nil, errs.E(errs.Invalid, "module is %d bytes, over the %d byte limit", len(wasm), modcheck.MaxModuleBytes)
 	case len(data) == 0:
 		return nil, errs.E(errs.Invalid, "contract is required: the YAML or JSON file")
 	case len(data) > contract.MaxFileSize:
@@ -72,7 +72,7 @@ func prepare(req *contractualv1.PublishRequest) (*publication, error) {
 	if md := contract.ModuleDigest(wasm); c.GetModule() != md {
 		return nil, errs.E(errs.Invalid, "digest mismatch: contract names %s, module is %s", c.GetModule(), md)
 	}
-	if err := sandbox.CheckModule(wasm, sandbox.GrantsFor(c)); err != nil {
+	if err := modcheck.Check(wasm, modcheck.GrantsFor(c)); err != nil {
 		return nil, err
 	}
 	if err := checkExports(wasm, c); err != nil {

@@ -12,7 +12,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/principal"
-	"github.com/contractual/contractual/runtime/sandbox"
+	"github.com/contractual/contractual/runtime/modcheck"
 )
 
 // TestPublishRefused publishes what must be refused, each with its error
@@ -27,7 +27,7 @@ func TestPublishRefused(t *testing.T) {
 	sneakyCt := bytes.ReplaceAll(counter(sneaky, "1.0.0", "low", ""), []byte("count_vowels"), []byte("run"))
 	badCt := bytes.ReplaceAll(counter(badimport, "1.0.0", "low", ""), []byte("count_vowels"), []byte("run"))
 	notWasm := []byte("this is not wasm")
-	huge := make([]byte, sandbox.MaxModuleBytes+1)
+	huge := make([]byte, modcheck.MaxModuleBytes+1)
 
 	tests := []struct {
 		name     string

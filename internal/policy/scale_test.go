@@ -101,7 +101,7 @@ func BenchmarkLookups(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("Open/contracts=%d", n), func(b *testing.B) {
 			for b.Loop() {
-				s, err := Open(ctx, f.dir, discard{}, Options{})
+				s, err := Open(ctx, Config{Dir: f.dir}, Deps{Audit: discard{}})
 				if err != nil {
 					b.Fatal(err)
 				}

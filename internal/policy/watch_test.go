@@ -101,7 +101,7 @@ func TestWatchContracts(t *testing.T) {
 // its wait with no change and the same revision; a canceled watch fails.
 func TestWatchContractsWaits(t *testing.T) {
 	f := newFixture(t)
-	s, err := Open(context.Background(), t.TempDir(), f.audit, Options{WatchWait: time.Millisecond})
+	s, err := Open(context.Background(), Config{Dir: t.TempDir(), WatchWait: time.Millisecond}, Deps{Audit: f.audit})
 	if err != nil {
 		t.Fatal(err)
 	}

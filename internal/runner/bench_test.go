@@ -28,7 +28,7 @@ func (c *counter) Append(_ context.Context, req *contractualv1.AppendRequest) (*
 
 // benchFixture is a runner with count.wasm cached and n signed requests.
 func benchFixture(b *testing.B, n int) (*fixture, []*contractualv1.ExecuteRequest) {
-	f := newFixture(b, Options{})
+	f := newFixture(b, Config{})
 	f.svc.audit = &counter{}
 	ct := f.count("count")
 	reqs := make([]*contractualv1.ExecuteRequest, n+1)

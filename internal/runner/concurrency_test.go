@@ -53,7 +53,7 @@ func waitQueued(s *Service, n int64) {
 // TestSameDecisionConcurrently: of many concurrent executions of one
 // decision, exactly one runs.
 func TestSameDecisionConcurrently(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	req := f.call(ct, "count_vowels", `{"x":"hello"}`)
 	const n = 16
@@ -96,7 +96,7 @@ func TestSameDecisionConcurrently(t *testing.T) {
 // than places, all run and are audited; the first load of each module is
 // shared by the calls that wait for it.
 func TestManyCallsConcurrently(t *testing.T) {
-	f := newFixture(t, Options{MaxConcurrent: 8, QueueTimeout: time.Minute})
+	f := newFixture(t, Config{MaxConcurrent: 8, QueueTimeout: time.Minute})
 	tools := []*contractualv1.Contract{f.count("a"), f.count("b")}
 	const n = 48
 	reqs := make([]*contractualv1.ExecuteRequest, n)
@@ -134,7 +134,7 @@ func TestBusy(t *testing.T) {
 		{"queue timeout", time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, Options{MaxConcurrent: 1, QueueTimeout: tc.timeout})
+			f := newFixture(t, Config{MaxConcurrent: 1, QueueTimeout: tc.timeout})
 			ct := f.count("count")
 			entered, release := f.hold("GetContract")
 			defer release()
@@ -165,7 +165,7 @@ func TestBusy(t *testing.T) {
 // MaxQueue waiting calls, a call is refused at once; a waiting call ends
 // with its context.
 func TestQueue(t *testing.T) {
-	f := newFixture(t, Options{MaxConcurrent: 1, MaxQueue: 1, QueueTimeout: time.Hour})
+	f := newFixture(t, Config{MaxConcurrent: 1, MaxQueue: 1, QueueTimeout: time.Hour})
 	ct := f.count("count")
 	entered, release := f.hold("GetContract")
 	defer release()

@@ -41,6 +41,15 @@ func newCall(ctx context.Context) *call {
 	return &call{event: &contractualv1.AuditEvent{Service: "runner", Principal: principal.From(ctx)}}
 }
 
+// toolLabel names the call's tool for metrics: the one its verified
+// decision names, or "unverified".
+func (c *call) toolLabel() string {
+	if t := c.event.GetTool(); t != "" {
+		return t
+	}
+	return "unverified"
+}
+
 // decided records the verified decision d in the call's event.
 func (c *call) decided(d *contractualv1.Decision) {
 	ev := c.event
@@ -115,11 +124,9 @@ func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest
 	if err != nil {
 		return nil, err
 	}
-	opts := []sandbox.CallOption{sandbox.WithFlow(d.GetPrincipal(), d.GetTool())}
-	if s.opts.Broker != nil {
-		opts = append(opts, sandbox.WithSecrets(&handles{broker: s.opts.Broker, decision: req.GetDecision()}))
-	}
-	return s.run(ctx, c, e.mod, tool, v.input, opts...)
+	return s.run(ctx, c, e.mod, tool, v.input,
+		sandbox.WithFlow(d.GetPrincipal(), d.GetTool()),
+		sandbox.WithSecrets(&handles{broker: s.broker, decision: req.GetDecision()}))
 }
 
 // issuedSinceStart refuses a decision issued before this runner started:

@@ -39,7 +39,7 @@ func BenchmarkExecuteFlooded(b *testing.B) {
 }
 
 func benchExecuteFlooded(b *testing.B, e *sandbox.Engine) {
-	f := newFixtureOn(b, e, Options{})
+	f := newFixtureOn(b, e, Config{})
 	f.svc.audit = &counter{}
 	small := f.count("count")
 	spinWasm := hostile(b, "loop.wasm")

@@ -41,7 +41,7 @@ func (f *fixture) gate(method string) (inside *atomic.Int64, release func()) {
 // (the flood's turn comes first, being the first to wait), where FIFO
 // would make it wait for the whole flood.
 func TestFloodCannotStarve(t *testing.T) {
-	f := newFixture(t, Options{MaxConcurrent: 1, QueueTimeout: time.Hour})
+	f := newFixture(t, Config{MaxConcurrent: 1, QueueTimeout: time.Hour})
 	ct := f.count("count")
 	entered, release := f.hold("GetContract")
 	defer release()
@@ -74,7 +74,7 @@ func TestFloodCannotStarve(t *testing.T) {
 // places and one principal's at most MaxPerPrincipal, even with places
 // free; another tool, and another principal, get the rest at once.
 func TestToolCannotHoldEveryPlace(t *testing.T) {
-	f := newFixture(t, Options{MaxConcurrent: 4, QueueTimeout: time.Hour}) // 2 per tool, 3 per principal
+	f := newFixture(t, Config{MaxConcurrent: 4, QueueTimeout: time.Hour}) // 2 per tool, 3 per principal
 	a, b := f.count("a"), f.count("b")
 	inside, release := f.gate("GetContract")
 	defer release()
@@ -120,7 +120,7 @@ func TestToolCannotHoldEveryPlace(t *testing.T) {
 // claims: here that principal holds all the places it may, and the forged
 // call is still refused (and audited) at once.
 func TestUnverifiedWaitsAsItsCaller(t *testing.T) {
-	f := newFixture(t, Options{MaxConcurrent: 4, QueueTimeout: time.Hour}) // 2 per tool, 3 per principal
+	f := newFixture(t, Config{MaxConcurrent: 4, QueueTimeout: time.Hour}) // 2 per tool, 3 per principal
 	a, b := f.count("a"), f.count("b")
 	inside, release := f.gate("GetContract")
 	defer release()

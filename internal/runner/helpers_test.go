@@ -19,6 +19,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
 
@@ -209,13 +210,13 @@ type fixture struct {
 	seq    atomic.Int64
 }
 
-func newFixture(t testing.TB, opts Options) *fixture {
+func newFixture(t testing.TB, opts Config) *fixture {
 	t.Helper()
 	return newFixtureOn(t, engine, opts)
 }
 
 // newFixtureOn is newFixture on engine e.
-func newFixtureOn(t testing.TB, e *sandbox.Engine, opts Options) *fixture {
+func newFixtureOn(t testing.TB, e *sandbox.Engine, opts Config) *fixture {
 	t.Helper()
 	f := &fixture{
 		t:      t,
@@ -225,7 +226,7 @@ func newFixtureOn(t testing.TB, e *sandbox.Engine, opts Options) *fixture {
 	}
 	f.clock.set(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
 	f.rotate()
-	svc, err := New(context.Background(), f.policy, f.audit, e, opts)
+	svc, err := New(context.Background(), opts, Deps{Policy: f.policy, Broker: noSecrets{}, Audit: f.audit, Engine: e, Metrics: metrics.NewRegistry().Tools()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,4 +366,15 @@ func wantKind(t testing.TB, err error, k errs.Kind, want string) {
 	if errs.KindOf(err) != k || !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %v (%s), want %s containing %q", err, errs.KindOf(err), k, want)
 	}
+}
+
+// noSecrets is a broker that holds no secret: every handle is refused.
+type noSecrets struct{}
+
+func (noSecrets) IssueHandle(context.Context, *contractualv1.IssueHandleRequest) (*contractualv1.IssueHandleResponse, error) {
+	return nil, errs.E(errs.NotFound, "no secrets here")
+}
+
+func (noSecrets) RedeemHandle(context.Context, *contractualv1.RedeemHandleRequest) (*contractualv1.RedeemHandleResponse, error) {
+	return nil, errs.E(errs.NotFound, "no secrets here")
 }

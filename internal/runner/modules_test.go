@@ -56,7 +56,7 @@ func checkBudget(t *testing.T, c *moduleCache) {
 // TestModuleCacheEvicts: beyond its byte budget the least recently used
 // module is dropped; one in use is closed only when its call is done.
 func TestModuleCacheEvicts(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	a, b := f.count("a"), f.count("b")
 	c := newModuleCache(engine, f.policy, sandbox.Footprint(hostile(t, "count.wasm")), slog.New(slog.DiscardHandler))
 	defer c.close(context.Background())
@@ -88,7 +88,7 @@ func TestModuleCacheEvicts(t *testing.T) {
 // needs, not all; one larger than the budget serves its call and is not
 // kept.
 func TestModuleCacheBudget(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	small := sandbox.Footprint(variant(hostile(t, "count.wasm"), 0))
 	textkit := readFile(t, "tools/textkit/textkit.wasm")
 	big := sandbox.Footprint(textkit)

@@ -50,7 +50,7 @@ func TestSpentSet(t *testing.T) {
 // is dropped once it has expired, and the expired decision is refused by
 // verification instead.
 func TestSpentForgottenAfterExpiry(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	req := f.call(ct, "count_vowels", `{}`)
 	if _, err := f.svc.Execute(context.Background(), req); err != nil {
@@ -70,7 +70,7 @@ func TestSpentForgottenAfterExpiry(t *testing.T) {
 // TestModuleLoadFailureNotCached: a failed load is not cached; the next
 // call tries again.
 func TestModuleLoadFailureNotCached(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	f.policy.mu.Lock()
 	wasm := f.policy.modules[ct.GetModule()]

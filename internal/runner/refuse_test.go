@@ -149,7 +149,7 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, Options{})
+			f := newFixture(t, Config{})
 			s := setup{f: f, ct: f.count("count")}
 			req := tc.req(s)
 			before := len(f.audit.all())

@@ -27,6 +27,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/runtime/fairq"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
@@ -50,11 +51,15 @@ type Auditor interface {
 
 var (
 	_ contractualv1connect.RunnerServiceHandler = (*Service)(nil)
-	_ Policy                                    = contractualv1connect.PolicyServiceClient(nil)
-	_ Auditor                                   = contractualv1connect.AuditServiceClient(nil)
+	_ Policy                                    = struct {
+		contractualv1connect.PolicyServiceClient
+		contractualv1connect.PolicyInternalServiceClient
+	}{}
+	_ Auditor = contractualv1connect.AuditInternalServiceClient(nil)
+	_ Broker  = contractualv1connect.BrokerInternalServiceClient(nil)
 )
 
-// Defaults of Options.
+// Defaults of Config.
 const (
 	DefaultMaxConcurrent    = 64
 	DefaultMaxQueue         = 256
@@ -65,8 +70,8 @@ const (
 	DefaultKeyRefetchPeriod = 5 * time.Second
 )
 
-// Options configure a Service. Zero fields take the defaults above.
-type Options struct {
+// Config configures a Service. Zero fields take the defaults above.
+type Config struct {
 	// MaxConcurrent bounds the calls inside Execute at once (fetching,
 	// running, auditing). A call waits for a place in a fair queue (package
 	// fairq) keyed by its verified decision's principal and tool: the
@@ -106,13 +111,26 @@ type Options struct {
 	KeyRefetchPeriod time.Duration
 	// Logger receives the runner's diagnostics; nil discards them.
 	Logger *slog.Logger
-	// Broker releases the secrets that contracts inject; nil means no
-	// secrets, and a rule that needs one fails its request.
+}
+
+// Deps are what the runner calls and runs on; each is required.
+type Deps struct {
+	// Policy has the contracts, modules and decision keys, and reports
+	// their changes.
+	Policy Policy
+	// Broker releases the secrets that contracts inject, for one decided
+	// call at a time.
 	Broker Broker
+	// Audit records every call.
+	Audit Auditor
+	// Engine runs the modules.
+	Engine *sandbox.Engine
+	// Metrics counts and times the calls, by tool and outcome.
+	Metrics *metrics.Tools
 }
 
 // withDefaults returns o with every zero field set to its default.
-func (o Options) withDefaults() Options {
+func (o Config) withDefaults() Config {
 	orDefault(&o.MaxConcurrent, DefaultMaxConcurrent)
 	orDefault(&o.MaxPerPrincipal, max(o.MaxConcurrent*3/4, 1))
 	orDefault(&o.MaxPerTool, max(o.MaxConcurrent/2, 1))
@@ -138,10 +156,12 @@ func orDefault[T int | int64 | time.Duration](v *T, d T) {
 // Service implements contractualv1connect.RunnerServiceHandler. It is safe
 // for concurrent use.
 type Service struct {
-	opts    Options
+	opts    Config
 	log     *slog.Logger
 	policy  Policy
 	audit   Auditor
+	broker  Broker
+	metrics *metrics.Tools
 	keys    *keys
 	spent   *spentSet
 	modules *moduleCache
@@ -162,15 +182,17 @@ type Service struct {
 	closeOnce  sync.Once
 }
 
-// New returns a Service that fetches from policy, records to audit and runs
-// modules on engine. The verification keys are fetched when a call first
-// needs them; the modules of approved contracts are compiled in the
-// background, as policy's change feed reports them, until Close.
-func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine, opts Options) (*Service, error) {
-	if policy == nil || audit == nil || engine == nil {
-		return nil, errs.E(errs.Invalid, "runner: policy, audit and sandbox engine are all required")
+// New returns a Service that fetches from deps.Policy, records to
+// deps.Audit, asks deps.Broker for secrets and runs modules on deps.Engine.
+// The verification keys are fetched when a call first needs them; the
+// modules of approved contracts are compiled in the background, as policy's
+// change feed reports them, until Close.
+func New(_ context.Context, cfg Config, deps Deps) (*Service, error) {
+	if deps.Policy == nil || deps.Broker == nil || deps.Audit == nil || deps.Engine == nil || deps.Metrics == nil {
+		return nil, errs.E(errs.Invalid, "runner: policy, broker, audit, sandbox engine and metrics are all required")
 	}
-	opts = opts.withDefaults()
+	opts := cfg.withDefaults()
+	policy, engine := deps.Policy, deps.Engine
 	if min(opts.MaxConcurrent, opts.MaxPerPrincipal, opts.MaxPerTool, opts.MaxQueue, opts.MaxQueuePerFlow, opts.MaxSpent) < 0 || opts.ModuleCacheBytes < 0 {
 		return nil, errs.E(errs.Invalid, "runner: MaxConcurrent, MaxPerPrincipal, MaxPerTool, MaxQueue, MaxQueuePerFlow, ModuleCacheBytes and MaxSpent must not be negative")
 	}
@@ -178,7 +200,9 @@ func New(_ context.Context, policy Policy, audit Auditor, engine *sandbox.Engine
 		opts:    opts,
 		log:     opts.Logger,
 		policy:  policy,
-		audit:   audit,
+		audit:   deps.Audit,
+		broker:  deps.Broker,
+		metrics: deps.Metrics,
 		spent:   newSpentSet(opts.MaxSpent),
 		modules: newModuleCache(engine, policy, opts.ModuleCacheBytes, opts.Logger),
 		now:     time.Now,
@@ -225,8 +249,10 @@ func (s *Service) Close(ctx context.Context) error {
 // Execute runs the call req decides. See the package comment for the steps.
 // A call refused for want of a place is not audited (nothing was done),
 // and its decision stays unspent.
-func (s *Service) Execute(ctx context.Context, req *contractualv1.ExecuteRequest) (*contractualv1.ExecuteResponse, error) {
+func (s *Service) Execute(ctx context.Context, req *contractualv1.ExecuteRequest) (_ *contractualv1.ExecuteResponse, err error) {
 	c := newCall(ctx)
+	start := time.Now()
+	defer func() { s.metrics.Observe(c.toolLabel(), err, time.Since(start)) }()
 	v, verr := s.verify(ctx, req, c)
 	leave, err := s.admit(ctx, flow(ctx, v))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/decision"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/principal"
 )
 
@@ -17,7 +18,7 @@ import (
 // checks the response and the audit event.
 func TestExecuteTextkit(t *testing.T) {
 	t.Parallel() // compiling textkit takes seconds under -race
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.publish(readFile(t, "tools/textkit/textkit.wasm"), string(readFile(t, "tools/textkit/contract.yaml")))
 	input := `{"text": "Hello, Contractual World!"}`
 	d := f.decision(ct, "slugify", input)
@@ -50,7 +51,7 @@ func TestExecuteTextkit(t *testing.T) {
 // count_vowels counts the vowels of the bytes it gets: the "u" of the
 // escape in the request's spelling is not in the canonical one.
 func TestCanonicalInput(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	d := f.decision(ct, "count_vowels", `{"x":"b"}`)
 	resp, err := f.svc.Execute(context.Background(), f.request(d, "{ \"x\" : \"\\u0062\" }"))
@@ -65,7 +66,7 @@ func TestCanonicalInput(t *testing.T) {
 // TestModuleCached: the second call of a tool fetches the contract's state
 // and nothing else.
 func TestModuleCached(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	for range 3 {
 		if _, err := f.svc.Execute(context.Background(), f.call(ct, "count_vowels", `{"x":"hello"}`)); err != nil {
@@ -82,7 +83,7 @@ func TestModuleCached(t *testing.T) {
 // TestToolFailures: a module that fails is audited as a run, with its
 // error kind, and the caller gets that kind.
 func TestToolFailures(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	trap := hostile(t, "trap.wasm")
 	trapC := f.publish(trap, smallContract(trap, "trap", []string{"run"}, ""))
 	loop := hostile(t, "loop.wasm")
@@ -121,7 +122,7 @@ func TestToolFailures(t *testing.T) {
 // TestAuditOutage: when the audit log cannot record a call, the caller gets
 // errs.Unavailable and not the output; the decision stays spent.
 func TestAuditOutage(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	f.audit.setFail(errs.E(errs.Unavailable, "disk on fire"))
 
@@ -146,7 +147,7 @@ func TestAuditOutage(t *testing.T) {
 // TestAuditOutlivesCaller: a call whose caller has gone is still recorded
 // (the recorder, like a networked client, fails on a canceled context).
 func TestAuditOutlivesCaller(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	ctx, cancel := context.WithCancel(context.Background())
 	f.policy.mu.Lock()
@@ -168,7 +169,7 @@ func TestAuditOutlivesCaller(t *testing.T) {
 // TestKeyRotation: the runner fetches policy's keys again when a decision
 // fails only its signature, at most once per KeyRefetchPeriod.
 func TestKeyRotation(t *testing.T) {
-	f := newFixture(t, Options{KeyRefetchPeriod: DefaultKeyRefetchPeriod})
+	f := newFixture(t, Config{KeyRefetchPeriod: DefaultKeyRefetchPeriod})
 	ct := f.count("count")
 	run := func(req *contractualv1.ExecuteRequest) error {
 		_, err := f.svc.Execute(context.Background(), req)
@@ -209,7 +210,7 @@ func TestKeyRotation(t *testing.T) {
 // TestVerifierUnavailable: no keys, no run; the call is audited as refused
 // and a later call fetches again.
 func TestVerifierUnavailable(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	f.policy.mu.Lock()
 	f.policy.public = []byte("not a keyset")
@@ -228,7 +229,7 @@ func TestVerifierUnavailable(t *testing.T) {
 
 // TestClose: a closed runner refuses calls.
 func TestClose(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, Config{})
 	ct := f.count("count")
 	if _, err := f.svc.Execute(context.Background(), f.call(ct, "count_vowels", `{}`)); err != nil {
 		t.Fatal(err)
@@ -243,13 +244,24 @@ func TestClose(t *testing.T) {
 	}
 }
 
-// TestNewChecks: New refuses missing dependencies.
+// TestNewChecks: New refuses a missing dependency, each of them: none
+// is optional.
 func TestNewChecks(t *testing.T) {
-	_, err := New(context.Background(), nil, &recorder{}, engine, Options{})
-	if !errs.Is(err, errs.Invalid) {
-		t.Fatalf("New without policy: %v", err)
+	full := Deps{Policy: &fakePolicy{}, Broker: noSecrets{}, Audit: &recorder{}, Engine: engine, Metrics: metrics.NewRegistry().Tools()}
+	for name, drop := range map[string]func(*Deps){
+		"policy":  func(d *Deps) { d.Policy = nil },
+		"broker":  func(d *Deps) { d.Broker = nil },
+		"audit":   func(d *Deps) { d.Audit = nil },
+		"engine":  func(d *Deps) { d.Engine = nil },
+		"metrics": func(d *Deps) { d.Metrics = nil },
+	} {
+		d := full
+		drop(&d)
+		if _, err := New(context.Background(), Config{}, d); !errs.Is(err, errs.Invalid) {
+			t.Errorf("New without %s: %v", name, err)
+		}
 	}
-	if _, err := New(context.Background(), &fakePolicy{}, &recorder{}, engine, Options{MaxConcurrent: -1}); !errs.Is(err, errs.Invalid) {
+	if _, err := New(context.Background(), Config{MaxConcurrent: -1}, Deps{Policy: &fakePolicy{}, Broker: noSecrets{}, Audit: &recorder{}, Engine: engine, Metrics: metrics.NewRegistry().Tools()}); !errs.Is(err, errs.Invalid) {
 		t.Fatalf("New with MaxConcurrent -1: %v", err)
 	}
 }

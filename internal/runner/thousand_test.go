@@ -44,7 +44,7 @@ func BenchmarkThousandTools(b *testing.B) {
 		}
 		rss0 := rss()
 		start := time.Now()
-		l.start(Options{})
+		l.start(Config{})
 		l.synced()
 		l.waitFor("every tool is warm", l.svc.follower.idle)
 		b.ReportMetric(time.Since(start).Seconds(), "warm-s")
@@ -79,7 +79,7 @@ func BenchmarkThousandTools(b *testing.B) {
 
 		// The same rotation with room for 64 tiny modules only.
 		l.stop()
-		l.start(Options{ModuleCacheBytes: 64 * sandbox.Footprint(variant(hostile(b, "count.wasm"), 0))})
+		l.start(Config{ModuleCacheBytes: 64 * sandbox.Footprint(variant(hostile(b, "count.wasm"), 0))})
 		l.synced()
 		l.waitFor("warming is done", l.svc.follower.idle)
 		var lru64 []time.Duration
@@ -90,7 +90,7 @@ func BenchmarkThousandTools(b *testing.B) {
 		l.stop()
 
 		// A Go-built tool's first call after approval.
-		l.start(Options{})
+		l.start(Config{})
 		l.synced()
 		l.waitFor("warming is done", l.svc.follower.idle)
 		textkit := readFile(b, "tools/textkit/textkit.wasm")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/policy"
 	"github.com/contractual/contractual/internal/principal"
 	"github.com/contractual/contractual/runtime/sandbox"
@@ -35,7 +36,7 @@ type live struct {
 func newLive(t testing.TB) *live {
 	t.Helper()
 	l := &live{t: t, audit: &recorder{}, cacheDir: filepath.Join(t.TempDir(), "cache")}
-	pol, err := policy.Open(context.Background(), filepath.Join(t.TempDir(), "policy"), l.audit, policy.Options{})
+	pol, err := policy.Open(context.Background(), policy.Config{Dir: filepath.Join(t.TempDir(), "policy")}, policy.Deps{Audit: l.audit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,13 +46,13 @@ func newLive(t testing.TB) *live {
 }
 
 // start starts the runner, with a fresh engine on l's cache directory.
-func (l *live) start(opts Options) {
+func (l *live) start(opts Config) {
 	l.t.Helper()
 	eng, err := sandbox.NewEngine(sandbox.Options{CacheDir: l.cacheDir})
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	svc, err := New(context.Background(), l.policy, l.audit, eng, opts)
+	svc, err := New(context.Background(), opts, Deps{Policy: l.policy, Broker: noSecrets{}, Audit: l.audit, Engine: eng, Metrics: metrics.NewRegistry().Tools()})
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func (l *live) onDisk(wasm []byte) bool {
 // approval runs the module already loaded; rejecting it drops the module.
 func TestWarmAtPublish(t *testing.T) {
 	l := newLive(t)
-	l.start(Options{})
+	l.start(Config{})
 	d, wasm := l.publish("a", 1, "1.0.0")
 	l.waitFor("the pending contract's module is loaded", func() bool { return l.cached(d) })
 	if !l.onDisk(wasm) {
@@ -199,7 +200,7 @@ func TestWarmAtPublish(t *testing.T) {
 func TestWarmPendingAtStart(t *testing.T) {
 	l := newLive(t)
 	d, wasm := l.publish("p", 3, "1.0.0")
-	l.start(Options{})
+	l.start(Config{})
 	l.waitFor("the pending contract's module is loaded", func() bool { return l.cached(d) && l.onDisk(wasm) })
 }
 
@@ -215,7 +216,7 @@ func TestWarmAtStart(t *testing.T) {
 		digests = append(digests, d)
 	}
 	per := sandbox.Footprint(variant(hostile(t, "count.wasm"), 0))
-	l.start(Options{ModuleCacheBytes: 2*per + per/2})
+	l.start(Config{ModuleCacheBytes: 2*per + per/2})
 	l.synced()
 	l.waitFor("warming is done", l.svc.follower.idle)
 	var got []bool
@@ -250,7 +251,7 @@ func TestWarmDropsRevoked(t *testing.T) {
 	if !l.onDisk(staleWasm) {
 		t.Fatal("setup: no compiled code on disk")
 	}
-	l.start(Options{})
+	l.start(Config{})
 	l.waitFor("the stale code is deleted at start", func() bool { return !l.onDisk(staleWasm) })
 	if l.cached(stale) {
 		t.Fatal("a rejected contract's module was loaded")
@@ -296,13 +297,13 @@ func TestWarmRestart(t *testing.T) {
 	l := newLive(t)
 	d, wasm := l.publish("a", 1, "1.0.0")
 	l.approve(d)
-	l.start(Options{})
+	l.start(Config{})
 	l.waitFor("the module is loaded", func() bool { return l.cached(d) })
 	l.stop()
 	if !l.onDisk(wasm) {
 		t.Fatal("an approved module's code was deleted at close")
 	}
-	l.start(Options{})
+	l.start(Config{})
 	l.waitFor("the module is loaded after the restart", func() bool { return l.cached(d) })
 	if resp, err := l.invoke("a"); err != nil || string(resp.GetOutput()) != `{"count": 6}` {
 		t.Fatalf("call after restart: %v, %v", resp, err)

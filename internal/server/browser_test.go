@@ -148,6 +148,8 @@ func TestControlUI(t *testing.T) {
 	// The contracts list filters by state with its form.
 	b.Run(chromedp.Navigate(s.URL+"/ui/contracts"), chromedp.SetValue(css("#filter-state"), "rejected"),
 		chromedp.Click(css("#contracts-filter button")))
+	// The unfiltered page shows the row too: wait for the filtered one.
+	waitJS(t, b, `document.readyState === "complete" && location.search.includes("state=rejected")`)
 	b.Run(chromedp.WaitVisible(css(fmt.Sprintf(`#contracts .contract-row[data-digest=%q]`, update))))
 	if n := b.Text("#contracts tbody"); strings.Count(n, "textkit") != 1 {
 		t.Fatalf("rejected contracts: %q", n)

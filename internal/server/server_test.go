@@ -246,12 +246,16 @@ func TestCurl(t *testing.T) {
 	// asks, with a Connect error; an unknown procedure is unimplemented.
 	for _, tt := range []struct{ path, code, msg string }{
 		{"/contractual.v1.RunnerService/Execute", "403", `"code":"permission_denied"`},
-		{"/contractual.v1.AuditService/Append", "403", `"code":"permission_denied"`},
-		{"/contractual.v1.PolicyService/Evaluate", "403", `"code":"permission_denied"`},
-		{"/contractual.v1.PolicyService/GetModule", "403", `"code":"permission_denied"`},
-		{"/contractual.v1.PolicyService/GetVerifier", "403", `"code":"permission_denied"`},
-		{"/contractual.v1.BrokerService/IssueHandle", "403", `"code":"permission_denied"`},
-		{"/contractual.v1.BrokerService/RedeemHandle", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.AuditInternalService/Append", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.PolicyInternalService/Evaluate", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.PolicyInternalService/GetModule", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.PolicyInternalService/GetVerifier", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.PolicyInternalService/WatchContracts", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.BrokerInternalService/IssueHandle", "403", `"code":"permission_denied"`},
+		{"/contractual.v1.BrokerInternalService/RedeemHandle", "403", `"code":"permission_denied"`},
+		// What moved to the internal services is gone from the public ones.
+		{"/contractual.v1.PolicyService/Evaluate", "501", `"code":"unimplemented"`},
+		{"/contractual.v1.AuditService/Append", "501", `"code":"unimplemented"`},
 		{"/contractual.v1.ToolService/Nope", "501", `"code":"unimplemented"`},
 		{"/contractual.v1.NopeService/Invoke", "501", `"code":"unimplemented"`},
 		{"/contractual.v2.ToolService/Invoke", "501", `"code":"unimplemented"`},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
+	"github.com/contractual/contractual/runtime/modcheck"
 )
 
 // The benchmarks report each figure next to a baseline measured in the same
@@ -39,7 +40,7 @@ func newBareRuntime(b *testing.B, wasm []byte) (wazero.Runtime, wazero.CompiledM
 	ctx := context.Background()
 	rt := wazero.NewRuntime(ctx)
 	h := &bareHost{}
-	env := rt.NewHostModuleBuilder(extismEnv)
+	env := rt.NewHostModuleBuilder(modcheck.ExtismEnv)
 	def := func(name string, f api.GoModuleFunc, params, results []api.ValueType) {
 		env.NewFunctionBuilder().WithGoModuleFunction(f, params, results).Export(name)
 	}

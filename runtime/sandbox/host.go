@@ -15,6 +15,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/fairq"
+	"github.com/contractual/contractual/runtime/modcheck"
 	"github.com/contractual/contractual/runtime/secretscan"
 )
 
@@ -108,11 +109,12 @@ func (c *call) write(fn string, b []byte) uint64 {
 // maxVarBytes caps the vars of one call, keys and values together.
 const maxVarBytes = 1 << 20
 
-// hostModule defines extism:host/env, the Extism kernel functions, and the
-// capability functions under capabilityEnv. Every function is defined;
-// checkImports keeps a module from importing one its grants do not cover.
+// hostModule defines modcheck.ExtismEnv, the Extism kernel functions, and
+// the capability functions under capabilityEnv. Every function is defined;
+// modcheck.CheckImports keeps a module from importing one its grants do not
+// cover.
 func hostModule(ctx context.Context, rt wazero.Runtime) error {
-	kb := rt.NewHostModuleBuilder(extismEnv)
+	kb := rt.NewHostModuleBuilder(modcheck.ExtismEnv)
 	fn := func(b wazero.HostModuleBuilder, name string, f func(*call, []uint64), params, results []api.ValueType) {
 		b.NewFunctionBuilder().
 			WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, _ api.Module, stack []uint64) {

@@ -25,6 +25,9 @@ const (
 // small guest's memory.
 const smallMemory = 64 << 10
 
+// pageSize is the size of a Wasm memory page.
+const pageSize = 64 << 10
+
 // memoryPool recycles the reservations of linear memories between the calls
 // of all of an engine's modules, so that a fresh instance per call does not
 // map a fresh memory. A reservation returns to the pool only after what its

@@ -3,66 +3,23 @@ package sandbox
 import (
 	"context"
 	"errors"
-	"math"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/runtime/modcheck"
 	"github.com/contractual/contractual/runtime/wasmbin"
 )
 
-// Guest code is metered (wasmbin.Meter): every function entry and loop head
-// spends fuel, about one unit per instruction, and every call of a defined
-// function is charged its frame against a call-stack budget. When the fuel
-// runs out the guest calls tick, which checks the call's context and lets the
-// scheduler take the CPU (call.yield), then refuels it; when the stack budget
-// runs out it calls tick, which ends the call.
-const (
-	// meterEnv is the namespace of tick; checkImports refuses any module
-	// that imports from it itself.
-	meterEnv = "contractual:host/meter"
-	// tickFuel is the fuel between two ticks. The tightest metered loop
-	// (`loop br 0`) costs 2 units an iteration at about 2 ns, so it ticks
-	// every ~30 µs; BenchmarkTick measured 20–31 µs a tick for loop, spin
-	// and fib. A tick is one host call, a small fraction of that.
-	tickFuel = 1 << 15
-)
-
-// Call-stack budget, counted against the contract's memory_mib: an eighth of
-// it (at least minStack, at most maxStack, never more than half), and the
-// linear memory may grow to what remains.
-const (
-	minStack = 256 << 10
-	maxStack = 8 << 20
-)
-
-// stackBytes is the call's call-stack budget.
-func (l Limits) stackBytes() uint64 {
-	s := min(max(l.MemoryBytes/8, minStack), maxStack, l.MemoryBytes/2)
-	return min(s, math.MaxInt32)
-}
-
-// meter instruments wasm for the limits l.
-func meter(wasm []byte, l Limits) ([]byte, error) {
-	out, err := wasmbin.Meter(wasm, wasmbin.Metering{
-		Module: meterEnv,
-		Name:   "tick",
-		Fuel:   tickFuel,
-		Stack:  int32(l.stackBytes()),
-	})
-	if errors.Is(err, wasmbin.ErrUnsupported) {
-		return nil, errs.Wrap(errs.Invalid, err, "module uses a feature the sandbox does not run")
-	}
-	if err != nil {
-		return nil, errs.Wrap(errs.Invalid, err, "instrumenting the module")
-	}
-	return out, nil
-}
+// Load meters every module (modcheck.Meter): when the guest's fuel runs out
+// it calls tick, which checks the call's context and lets the scheduler take
+// the CPU (call.yield), then refuels it; when its call-stack budget runs out
+// it calls tick, which ends the call.
 
 // meterModule defines the tick function the metered guest imports.
 func meterModule(ctx context.Context, rt wazero.Runtime) error {
-	_, err := rt.NewHostModuleBuilder(meterEnv).
+	_, err := rt.NewHostModuleBuilder(modcheck.MeterEnv).
 		NewFunctionBuilder().
 		WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, _ api.Module, stack []uint64) {
 			stack[0] = uint64(callFrom(ctx).tick(int32(stack[0])))
@@ -79,7 +36,7 @@ func (c *call) tick(reason int32) int32 {
 	c.ticks++
 	if reason == wasmbin.TickStack {
 		c.abort(errs.E(errs.ResourceExhausted,
-			"tool exhausted its call stack of %d KiB (deep recursion)", c.limits.stackBytes()>>10))
+			"tool exhausted its call stack of %d KiB (deep recursion)", c.limits.StackBytes()>>10))
 	}
 	if c.ctx.Err() != nil {
 		c.stop()
@@ -92,7 +49,7 @@ func (c *call) tick(reason int32) int32 {
 			c.abort(err)
 		}
 	}
-	return tickFuel
+	return modcheck.TickFuel
 }
 
 // errStopped unwinds a guest whose call's context is done; Call reports the

@@ -87,29 +87,6 @@ func TestMeterStack(t *testing.T) {
 	}
 }
 
-// TestMeterStackBudget: the stack share follows memory_mib, and the linear
-// memory gets the rest.
-func TestMeterStackBudget(t *testing.T) {
-	for _, tt := range []struct {
-		mib         uint64
-		stack       uint64
-		memoryPages uint32
-	}{
-		{1, 256 << 10, 12},
-		{16, 2 << 20, 224},
-		{64, 8 << 20, 896},
-		{1024, 8 << 20, 16256},
-	} {
-		l := Limits{MemoryBytes: tt.mib << 20}
-		if got := l.stackBytes(); got != tt.stack {
-			t.Errorf("%d MiB: stack %d, want %d", tt.mib, got, tt.stack)
-		}
-		if got := l.memoryPages(); got != tt.memoryPages {
-			t.Errorf("%d MiB: %d memory pages, want %d", tt.mib, got, tt.memoryPages)
-		}
-	}
-}
-
 // TestMeterYield: the guest ticks at bounded intervals in a loop and in a
 // loop-free recursion, each tick calls the call's yield hook with the call's
 // context, and an error from the hook ends the call with that error.
@@ -159,8 +136,6 @@ func TestMeterRefusesUnsupported(t *testing.T) {
 		"\x0a\x06\x01\x04\x00\x12\x00\x0b") // code section
 	_, err := e.Load(context.Background(), wasm, Grants{})
 	wantErr(t, err, errs.Invalid, "unsupported")
-	// Publish refuses it too (policy calls CheckModule), not only the load.
-	wantErr(t, CheckModule(wasm, Grants{}), errs.Invalid, "unsupported")
 }
 
 // resetPeakRSS resets the process's VmHWM to its current RSS.

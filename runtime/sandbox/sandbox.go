@@ -5,7 +5,8 @@
 // cheap and the code of a module no longer needed can be deleted). A Module
 // is one module bound to one set of Grants; each Call runs in a fresh, isolated
 // instance whose linear memory comes from a pool and is zeroed between calls.
-// Every module is metered at load (wasmbin.Meter, meter.go): the guest calls
+// Every module is checked (package modcheck, which policy also calls at
+// publish) and metered at load (modcheck.Meter, meter.go): the guest calls
 // back into the host at bounded intervals, where the call's timeout and the
 // scheduler act, and its call stack is bounded by its memory limit.
 // Every call is interruptible, bounded by the contract's limits, and sees only
@@ -36,11 +37,12 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/fairq"
+	"github.com/contractual/contractual/runtime/modcheck"
 	"github.com/contractual/contractual/runtime/wasmbin"
 )
 
 // MaxModuleBytes caps the size of a module the engine accepts.
-const MaxModuleBytes = 64 << 20
+const MaxModuleBytes = modcheck.MaxModuleBytes
 
 // Options configure an Engine.
 type Options struct {
@@ -185,28 +187,6 @@ func (m *Module) Close(ctx context.Context) error {
 	return err
 }
 
-// CheckImports refuses a module whose imports ask for anything g does not
-// grant; the error names every such import. Load calls it.
-func CheckImports(wasm []byte, g Grants) error {
-	imports, err := wasmbin.Imports(wasm)
-	if err != nil {
-		return errs.Wrap(errs.Invalid, err, "reading the module's imports")
-	}
-	return checkImports(imports, &g)
-}
-
-// CheckModule refuses what Load would refuse before compiling: imports g
-// does not grant, and code the meter cannot instrument (an instruction of a
-// feature the sandbox does not run). Policy calls it at publish time, so
-// such a module is refused then rather than at its first load.
-func CheckModule(wasm []byte, g Grants) error {
-	if err := CheckImports(wasm, g); err != nil {
-		return err
-	}
-	_, err := meter(wasm, g.Limits.withDefaults())
-	return err
-}
-
 // Load checks wasm against g and compiles it. Compiling is cached by the
 // module's bytes: loading the same module under other grants, or again after
 // a restart with a CacheDir, skips the compiler. With a CacheDir, each
@@ -215,8 +195,8 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 	if len(wasm) > MaxModuleBytes {
 		return nil, errs.E(errs.Invalid, "module is %d bytes, over the %d byte limit", len(wasm), MaxModuleBytes)
 	}
-	g.Limits = g.Limits.withDefaults()
-	if err := CheckImports(wasm, g); err != nil {
+	g.Limits = g.Limits.WithDefaults()
+	if err := modcheck.CheckImports(wasm, g); err != nil {
 		return nil, err
 	}
 	exports, err := exportedFunctions(wasm)
@@ -234,7 +214,7 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 	start := time.Now()
 	metered, err := routed, error(nil)
 	if !e.unmetered {
-		if metered, err = meter(routed, g.Limits); err != nil {
+		if metered, err = modcheck.Meter(routed, g.Limits); err != nil {
 			return nil, err
 		}
 	}
@@ -246,7 +226,7 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
 		WithCompilationCache(cache).
 		WithCloseOnContextDone(e.closeOnDone).
-		WithMemoryLimitPages(g.Limits.memoryPages()))
+		WithMemoryLimitPages(g.Limits.MemoryPages()))
 	m := &Module{digest: digest, grants: g, rt: rt, exports: exports, egress: e.opts.Egress, cpu: e.cpu, memory: e.memory,
 		footprint: Footprint(wasm), release: release}
 	if err := m.link(ctx, metered); err != nil {

@@ -1884,9 +1884,8 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"q\n" +
 	"\rSegmentHeader\x120\n" +
 	"\x05start\x18\x01 \x01(\v2\x1a.contractual.v1.CheckpointR\x05start\x12.\n" +
-	"\x04seal\x18\x02 \x01(\v2\x1a.contractual.v1.CheckpointR\x04seal2\xee\x06\n" +
-	"\fAuditService\x12G\n" +
-	"\x06Append\x12\x1d.contractual.v1.AppendRequest\x1a\x1e.contractual.v1.AppendResponse\x12F\n" +
+	"\x04seal\x18\x02 \x01(\v2\x1a.contractual.v1.CheckpointR\x04seal2\xa5\x06\n" +
+	"\fAuditService\x12F\n" +
 	"\x04Tail\x12\x1b.contractual.v1.TailRequest\x1a\x1c.contractual.v1.TailResponse\"\x03\x90\x02\x01\x12L\n" +
 	"\x06Verify\x12\x1d.contractual.v1.VerifyRequest\x1a\x1e.contractual.v1.VerifyResponse\"\x03\x90\x02\x01\x12j\n" +
 	"\x10LatestCheckpoint\x12'.contractual.v1.LatestCheckpointRequest\x1a(.contractual.v1.LatestCheckpointResponse\"\x03\x90\x02\x02\x12O\n" +
@@ -1895,7 +1894,9 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\rGetCheckpoint\x12$.contractual.v1.GetCheckpointRequest\x1a%.contractual.v1.GetCheckpointResponse\"\x03\x90\x02\x01\x12R\n" +
 	"\bSegments\x12\x1f.contractual.v1.SegmentsRequest\x1a .contractual.v1.SegmentsResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\fRecordExport\x12#.contractual.v1.RecordExportRequest\x1a$.contractual.v1.RecordExportResponse\x12D\n" +
-	"\x05Prune\x12\x1c.contractual.v1.PruneRequest\x1a\x1d.contractual.v1.PruneResponseB\xc8\x01\n" +
+	"\x05Prune\x12\x1c.contractual.v1.PruneRequest\x1a\x1d.contractual.v1.PruneResponse2_\n" +
+	"\x14AuditInternalService\x12G\n" +
+	"\x06Append\x12\x1d.contractual.v1.AppendRequest\x1a\x1e.contractual.v1.AppendResponseB\xc8\x01\n" +
 	"\x12com.contractual.v1B\n" +
 	"AuditProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 
@@ -1965,26 +1966,26 @@ var file_contractual_v1_audit_proto_depIdxs = []int32{
 	8,  // 20: contractual.v1.PruneResponse.anchor:type_name -> contractual.v1.Checkpoint
 	8,  // 21: contractual.v1.SegmentHeader.start:type_name -> contractual.v1.Checkpoint
 	8,  // 22: contractual.v1.SegmentHeader.seal:type_name -> contractual.v1.Checkpoint
-	2,  // 23: contractual.v1.AuditService.Append:input_type -> contractual.v1.AppendRequest
-	4,  // 24: contractual.v1.AuditService.Tail:input_type -> contractual.v1.TailRequest
-	6,  // 25: contractual.v1.AuditService.Verify:input_type -> contractual.v1.VerifyRequest
-	9,  // 26: contractual.v1.AuditService.LatestCheckpoint:input_type -> contractual.v1.LatestCheckpointRequest
-	11, // 27: contractual.v1.AuditService.Entries:input_type -> contractual.v1.EntriesRequest
-	13, // 28: contractual.v1.AuditService.CheckConsistency:input_type -> contractual.v1.CheckConsistencyRequest
-	17, // 29: contractual.v1.AuditService.GetCheckpoint:input_type -> contractual.v1.GetCheckpointRequest
-	19, // 30: contractual.v1.AuditService.Segments:input_type -> contractual.v1.SegmentsRequest
-	21, // 31: contractual.v1.AuditService.RecordExport:input_type -> contractual.v1.RecordExportRequest
-	23, // 32: contractual.v1.AuditService.Prune:input_type -> contractual.v1.PruneRequest
-	3,  // 33: contractual.v1.AuditService.Append:output_type -> contractual.v1.AppendResponse
-	5,  // 34: contractual.v1.AuditService.Tail:output_type -> contractual.v1.TailResponse
-	7,  // 35: contractual.v1.AuditService.Verify:output_type -> contractual.v1.VerifyResponse
-	10, // 36: contractual.v1.AuditService.LatestCheckpoint:output_type -> contractual.v1.LatestCheckpointResponse
-	12, // 37: contractual.v1.AuditService.Entries:output_type -> contractual.v1.EntriesResponse
-	14, // 38: contractual.v1.AuditService.CheckConsistency:output_type -> contractual.v1.CheckConsistencyResponse
-	18, // 39: contractual.v1.AuditService.GetCheckpoint:output_type -> contractual.v1.GetCheckpointResponse
-	20, // 40: contractual.v1.AuditService.Segments:output_type -> contractual.v1.SegmentsResponse
-	22, // 41: contractual.v1.AuditService.RecordExport:output_type -> contractual.v1.RecordExportResponse
-	24, // 42: contractual.v1.AuditService.Prune:output_type -> contractual.v1.PruneResponse
+	4,  // 23: contractual.v1.AuditService.Tail:input_type -> contractual.v1.TailRequest
+	6,  // 24: contractual.v1.AuditService.Verify:input_type -> contractual.v1.VerifyRequest
+	9,  // 25: contractual.v1.AuditService.LatestCheckpoint:input_type -> contractual.v1.LatestCheckpointRequest
+	11, // 26: contractual.v1.AuditService.Entries:input_type -> contractual.v1.EntriesRequest
+	13, // 27: contractual.v1.AuditService.CheckConsistency:input_type -> contractual.v1.CheckConsistencyRequest
+	17, // 28: contractual.v1.AuditService.GetCheckpoint:input_type -> contractual.v1.GetCheckpointRequest
+	19, // 29: contractual.v1.AuditService.Segments:input_type -> contractual.v1.SegmentsRequest
+	21, // 30: contractual.v1.AuditService.RecordExport:input_type -> contractual.v1.RecordExportRequest
+	23, // 31: contractual.v1.AuditService.Prune:input_type -> contractual.v1.PruneRequest
+	2,  // 32: contractual.v1.AuditInternalService.Append:input_type -> contractual.v1.AppendRequest
+	5,  // 33: contractual.v1.AuditService.Tail:output_type -> contractual.v1.TailResponse
+	7,  // 34: contractual.v1.AuditService.Verify:output_type -> contractual.v1.VerifyResponse
+	10, // 35: contractual.v1.AuditService.LatestCheckpoint:output_type -> contractual.v1.LatestCheckpointResponse
+	12, // 36: contractual.v1.AuditService.Entries:output_type -> contractual.v1.EntriesResponse
+	14, // 37: contractual.v1.AuditService.CheckConsistency:output_type -> contractual.v1.CheckConsistencyResponse
+	18, // 38: contractual.v1.AuditService.GetCheckpoint:output_type -> contractual.v1.GetCheckpointResponse
+	20, // 39: contractual.v1.AuditService.Segments:output_type -> contractual.v1.SegmentsResponse
+	22, // 40: contractual.v1.AuditService.RecordExport:output_type -> contractual.v1.RecordExportResponse
+	24, // 41: contractual.v1.AuditService.Prune:output_type -> contractual.v1.PruneResponse
+	3,  // 42: contractual.v1.AuditInternalService.Append:output_type -> contractual.v1.AppendResponse
 	33, // [33:43] is the sub-list for method output_type
 	23, // [23:33] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
@@ -2005,7 +2006,7 @@ func file_contractual_v1_audit_proto_init() {
 			NumEnums:      0,
 			NumMessages:   26,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_contractual_v1_audit_proto_goTypes,
 		DependencyIndexes: file_contractual_v1_audit_proto_depIdxs,

@@ -777,12 +777,13 @@ const file_contractual_v1_broker_proto_rawDesc = "" +
 	"\baudience\x18\x02 \x01(\tR\baudience\"F\n" +
 	"\x14RedeemHandleResponse\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion2\x9e\x04\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion2\xeb\x02\n" +
 	"\rBrokerService\x12P\n" +
 	"\tPutSecret\x12 .contractual.v1.PutSecretRequest\x1a!.contractual.v1.PutSecretResponse\x12[\n" +
 	"\vListSecrets\x12\".contractual.v1.ListSecretsRequest\x1a#.contractual.v1.ListSecretsResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\fDeleteSecret\x12#.contractual.v1.DeleteSecretRequest\x1a$.contractual.v1.DeleteSecretResponse\x12P\n" +
-	"\tRotateKey\x12 .contractual.v1.RotateKeyRequest\x1a!.contractual.v1.RotateKeyResponse\x12V\n" +
+	"\tRotateKey\x12 .contractual.v1.RotateKeyRequest\x1a!.contractual.v1.RotateKeyResponse2\xca\x01\n" +
+	"\x15BrokerInternalService\x12V\n" +
 	"\vIssueHandle\x12\".contractual.v1.IssueHandleRequest\x1a#.contractual.v1.IssueHandleResponse\x12Y\n" +
 	"\fRedeemHandle\x12#.contractual.v1.RedeemHandleRequest\x1a$.contractual.v1.RedeemHandleResponseB\xc9\x01\n" +
 	"\x12com.contractual.v1B\vBrokerProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
@@ -829,14 +830,14 @@ var file_contractual_v1_broker_proto_depIdxs = []int32{
 	3,  // 8: contractual.v1.BrokerService.ListSecrets:input_type -> contractual.v1.ListSecretsRequest
 	5,  // 9: contractual.v1.BrokerService.DeleteSecret:input_type -> contractual.v1.DeleteSecretRequest
 	7,  // 10: contractual.v1.BrokerService.RotateKey:input_type -> contractual.v1.RotateKeyRequest
-	9,  // 11: contractual.v1.BrokerService.IssueHandle:input_type -> contractual.v1.IssueHandleRequest
-	11, // 12: contractual.v1.BrokerService.RedeemHandle:input_type -> contractual.v1.RedeemHandleRequest
+	9,  // 11: contractual.v1.BrokerInternalService.IssueHandle:input_type -> contractual.v1.IssueHandleRequest
+	11, // 12: contractual.v1.BrokerInternalService.RedeemHandle:input_type -> contractual.v1.RedeemHandleRequest
 	2,  // 13: contractual.v1.BrokerService.PutSecret:output_type -> contractual.v1.PutSecretResponse
 	4,  // 14: contractual.v1.BrokerService.ListSecrets:output_type -> contractual.v1.ListSecretsResponse
 	6,  // 15: contractual.v1.BrokerService.DeleteSecret:output_type -> contractual.v1.DeleteSecretResponse
 	8,  // 16: contractual.v1.BrokerService.RotateKey:output_type -> contractual.v1.RotateKeyResponse
-	10, // 17: contractual.v1.BrokerService.IssueHandle:output_type -> contractual.v1.IssueHandleResponse
-	12, // 18: contractual.v1.BrokerService.RedeemHandle:output_type -> contractual.v1.RedeemHandleResponse
+	10, // 17: contractual.v1.BrokerInternalService.IssueHandle:output_type -> contractual.v1.IssueHandleResponse
+	12, // 18: contractual.v1.BrokerInternalService.RedeemHandle:output_type -> contractual.v1.RedeemHandleResponse
 	13, // [13:19] is the sub-list for method output_type
 	7,  // [7:13] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
@@ -858,7 +859,7 @@ func file_contractual_v1_broker_proto_init() {
 			NumEnums:      0,
 			NumMessages:   13,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_contractual_v1_broker_proto_goTypes,
 		DependencyIndexes: file_contractual_v1_broker_proto_depIdxs,

@@ -1791,14 +1791,15 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVERDICT_ALLOW\x10\x01\x12\x10\n" +
 	"\fVERDICT_DENY\x10\x02\x12\x1d\n" +
-	"\x19VERDICT_APPROVAL_REQUIRED\x10\x032\xe2\x06\n" +
+	"\x19VERDICT_APPROVAL_REQUIRED\x10\x032\xf9\x03\n" +
 	"\rPolicyService\x12J\n" +
 	"\aPublish\x12\x1e.contractual.v1.PublishRequest\x1a\x1f.contractual.v1.PublishResponse\x12a\n" +
 	"\rListContracts\x12$.contractual.v1.ListContractsRequest\x1a%.contractual.v1.ListContractsResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\vGetContract\x12\".contractual.v1.GetContractRequest\x1a#.contractual.v1.GetContractResponse\"\x03\x90\x02\x01\x12J\n" +
 	"\aApprove\x12\x1e.contractual.v1.ApproveRequest\x1a\x1f.contractual.v1.ApproveResponse\x12G\n" +
 	"\x06Reject\x12\x1d.contractual.v1.RejectRequest\x1a\x1e.contractual.v1.RejectResponse\x12G\n" +
-	"\x06Revoke\x12\x1d.contractual.v1.RevokeRequest\x1a\x1e.contractual.v1.RevokeResponse\x12M\n" +
+	"\x06Revoke\x12\x1d.contractual.v1.RevokeRequest\x1a\x1e.contractual.v1.RevokeResponse2\x80\x03\n" +
+	"\x15PolicyInternalService\x12M\n" +
 	"\bEvaluate\x12\x1f.contractual.v1.EvaluateRequest\x1a .contractual.v1.EvaluateResponse\x12U\n" +
 	"\tGetModule\x12 .contractual.v1.GetModuleRequest\x1a!.contractual.v1.GetModuleResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\vGetVerifier\x12\".contractual.v1.GetVerifierRequest\x1a#.contractual.v1.GetVerifierResponse\"\x03\x90\x02\x01\x12d\n" +
@@ -1877,20 +1878,20 @@ var file_contractual_v1_policy_proto_depIdxs = []int32{
 	10, // 23: contractual.v1.PolicyService.Approve:input_type -> contractual.v1.ApproveRequest
 	12, // 24: contractual.v1.PolicyService.Reject:input_type -> contractual.v1.RejectRequest
 	14, // 25: contractual.v1.PolicyService.Revoke:input_type -> contractual.v1.RevokeRequest
-	18, // 26: contractual.v1.PolicyService.Evaluate:input_type -> contractual.v1.EvaluateRequest
-	20, // 27: contractual.v1.PolicyService.GetModule:input_type -> contractual.v1.GetModuleRequest
-	22, // 28: contractual.v1.PolicyService.GetVerifier:input_type -> contractual.v1.GetVerifierRequest
-	24, // 29: contractual.v1.PolicyService.WatchContracts:input_type -> contractual.v1.WatchContractsRequest
+	18, // 26: contractual.v1.PolicyInternalService.Evaluate:input_type -> contractual.v1.EvaluateRequest
+	20, // 27: contractual.v1.PolicyInternalService.GetModule:input_type -> contractual.v1.GetModuleRequest
+	22, // 28: contractual.v1.PolicyInternalService.GetVerifier:input_type -> contractual.v1.GetVerifierRequest
+	24, // 29: contractual.v1.PolicyInternalService.WatchContracts:input_type -> contractual.v1.WatchContractsRequest
 	5,  // 30: contractual.v1.PolicyService.Publish:output_type -> contractual.v1.PublishResponse
 	7,  // 31: contractual.v1.PolicyService.ListContracts:output_type -> contractual.v1.ListContractsResponse
 	9,  // 32: contractual.v1.PolicyService.GetContract:output_type -> contractual.v1.GetContractResponse
 	11, // 33: contractual.v1.PolicyService.Approve:output_type -> contractual.v1.ApproveResponse
 	13, // 34: contractual.v1.PolicyService.Reject:output_type -> contractual.v1.RejectResponse
 	15, // 35: contractual.v1.PolicyService.Revoke:output_type -> contractual.v1.RevokeResponse
-	19, // 36: contractual.v1.PolicyService.Evaluate:output_type -> contractual.v1.EvaluateResponse
-	21, // 37: contractual.v1.PolicyService.GetModule:output_type -> contractual.v1.GetModuleResponse
-	23, // 38: contractual.v1.PolicyService.GetVerifier:output_type -> contractual.v1.GetVerifierResponse
-	25, // 39: contractual.v1.PolicyService.WatchContracts:output_type -> contractual.v1.WatchContractsResponse
+	19, // 36: contractual.v1.PolicyInternalService.Evaluate:output_type -> contractual.v1.EvaluateResponse
+	21, // 37: contractual.v1.PolicyInternalService.GetModule:output_type -> contractual.v1.GetModuleResponse
+	23, // 38: contractual.v1.PolicyInternalService.GetVerifier:output_type -> contractual.v1.GetVerifierResponse
+	25, // 39: contractual.v1.PolicyInternalService.WatchContracts:output_type -> contractual.v1.WatchContractsResponse
 	30, // [30:40] is the sub-list for method output_type
 	20, // [20:30] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
@@ -1912,7 +1913,7 @@ func file_contractual_v1_policy_proto_init() {
 			NumEnums:      2,
 			NumMessages:   25,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_contractual_v1_policy_proto_goTypes,
 		DependencyIndexes: file_contractual_v1_policy_proto_depIdxs,

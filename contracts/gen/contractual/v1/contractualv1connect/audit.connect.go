@@ -23,6 +23,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// AuditServiceName is the fully-qualified name of the AuditService service.
 	AuditServiceName = "contractual.v1.AuditService"
+	// AuditInternalServiceName is the fully-qualified name of the AuditInternalService service.
+	AuditInternalServiceName = "contractual.v1.AuditInternalService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -33,8 +35,6 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
-	// AuditServiceAppendProcedure is the fully-qualified name of the AuditService's Append RPC.
-	AuditServiceAppendProcedure = "/contractual.v1.AuditService/Append"
 	// AuditServiceTailProcedure is the fully-qualified name of the AuditService's Tail RPC.
 	AuditServiceTailProcedure = "/contractual.v1.AuditService/Tail"
 	// AuditServiceVerifyProcedure is the fully-qualified name of the AuditService's Verify RPC.
@@ -57,14 +57,13 @@ const (
 	AuditServiceRecordExportProcedure = "/contractual.v1.AuditService/RecordExport"
 	// AuditServicePruneProcedure is the fully-qualified name of the AuditService's Prune RPC.
 	AuditServicePruneProcedure = "/contractual.v1.AuditService/Prune"
+	// AuditInternalServiceAppendProcedure is the fully-qualified name of the AuditInternalService's
+	// Append RPC.
+	AuditInternalServiceAppendProcedure = "/contractual.v1.AuditInternalService/Append"
 )
 
 // AuditServiceClient is a client for the contractual.v1.AuditService service.
 type AuditServiceClient interface {
-	// Append durably records events, in order, and returns their indexes.
-	// It returns only once the events are on disk (fsync), so a caller that
-	// got an answer may act on it.
-	Append(context.Context, *v1.AppendRequest) (*v1.AppendResponse, error)
 	// Tail returns the newest events, oldest first.
 	Tail(context.Context, *v1.TailRequest) (*v1.TailResponse, error)
 	// Verify recomputes the hash chain and checks the signed checkpoints:
@@ -114,12 +113,6 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 	baseURL = strings.TrimRight(baseURL, "/")
 	auditServiceMethods := v1.File_contractual_v1_audit_proto.Services().ByName("AuditService").Methods()
 	return &auditServiceClient{
-		append: connect.NewClient[v1.AppendRequest, v1.AppendResponse](
-			httpClient,
-			baseURL+AuditServiceAppendProcedure,
-			connect.WithSchema(auditServiceMethods.ByName("Append")),
-			connect.WithClientOptions(opts...),
-		),
 		tail: connect.NewClient[v1.TailRequest, v1.TailResponse](
 			httpClient,
 			baseURL+AuditServiceTailProcedure,
@@ -186,7 +179,6 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // auditServiceClient implements AuditServiceClient.
 type auditServiceClient struct {
-	append           *connect.Client[v1.AppendRequest, v1.AppendResponse]
 	tail             *connect.Client[v1.TailRequest, v1.TailResponse]
 	verify           *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
 	latestCheckpoint *connect.Client[v1.LatestCheckpointRequest, v1.LatestCheckpointResponse]
@@ -196,15 +188,6 @@ type auditServiceClient struct {
 	segments         *connect.Client[v1.SegmentsRequest, v1.SegmentsResponse]
 	recordExport     *connect.Client[v1.RecordExportRequest, v1.RecordExportResponse]
 	prune            *connect.Client[v1.PruneRequest, v1.PruneResponse]
-}
-
-// Append calls contractual.v1.AuditService.Append.
-func (c *auditServiceClient) Append(ctx context.Context, req *v1.AppendRequest) (*v1.AppendResponse, error) {
-	response, err := c.append.CallUnary(ctx, connect.NewRequest(req))
-	if response != nil {
-		return response.Msg, err
-	}
-	return nil, err
 }
 
 // Tail calls contractual.v1.AuditService.Tail.
@@ -290,10 +273,6 @@ func (c *auditServiceClient) Prune(ctx context.Context, req *v1.PruneRequest) (*
 
 // AuditServiceHandler is an implementation of the contractual.v1.AuditService service.
 type AuditServiceHandler interface {
-	// Append durably records events, in order, and returns their indexes.
-	// It returns only once the events are on disk (fsync), so a caller that
-	// got an answer may act on it.
-	Append(context.Context, *v1.AppendRequest) (*v1.AppendResponse, error)
 	// Tail returns the newest events, oldest first.
 	Tail(context.Context, *v1.TailRequest) (*v1.TailResponse, error)
 	// Verify recomputes the hash chain and checks the signed checkpoints:
@@ -339,12 +318,6 @@ type AuditServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	auditServiceMethods := v1.File_contractual_v1_audit_proto.Services().ByName("AuditService").Methods()
-	auditServiceAppendHandler := connect.NewUnaryHandlerSimple(
-		AuditServiceAppendProcedure,
-		svc.Append,
-		connect.WithSchema(auditServiceMethods.ByName("Append")),
-		connect.WithHandlerOptions(opts...),
-	)
 	auditServiceTailHandler := connect.NewUnaryHandlerSimple(
 		AuditServiceTailProcedure,
 		svc.Tail,
@@ -408,8 +381,6 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 	)
 	return "/contractual.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case AuditServiceAppendProcedure:
-			auditServiceAppendHandler.ServeHTTP(w, r)
 		case AuditServiceTailProcedure:
 			auditServiceTailHandler.ServeHTTP(w, r)
 		case AuditServiceVerifyProcedure:
@@ -436,10 +407,6 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 
 // UnimplementedAuditServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedAuditServiceHandler struct{}
-
-func (UnimplementedAuditServiceHandler) Append(context.Context, *v1.AppendRequest) (*v1.AppendResponse, error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.Append is not implemented"))
-}
 
 func (UnimplementedAuditServiceHandler) Tail(context.Context, *v1.TailRequest) (*v1.TailResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.Tail is not implemented"))
@@ -475,4 +442,85 @@ func (UnimplementedAuditServiceHandler) RecordExport(context.Context, *v1.Record
 
 func (UnimplementedAuditServiceHandler) Prune(context.Context, *v1.PruneRequest) (*v1.PruneResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditService.Prune is not implemented"))
+}
+
+// AuditInternalServiceClient is a client for the contractual.v1.AuditInternalService service.
+type AuditInternalServiceClient interface {
+	// Append durably records events, in order, and returns their indexes.
+	// It returns only once the events are on disk (fsync), so a caller that
+	// got an answer may act on it.
+	Append(context.Context, *v1.AppendRequest) (*v1.AppendResponse, error)
+}
+
+// NewAuditInternalServiceClient constructs a client for the contractual.v1.AuditInternalService
+// service. By default, it uses the Connect protocol with the binary Protobuf Codec, asks for
+// gzipped responses, and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply
+// the connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewAuditInternalServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) AuditInternalServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	auditInternalServiceMethods := v1.File_contractual_v1_audit_proto.Services().ByName("AuditInternalService").Methods()
+	return &auditInternalServiceClient{
+		append: connect.NewClient[v1.AppendRequest, v1.AppendResponse](
+			httpClient,
+			baseURL+AuditInternalServiceAppendProcedure,
+			connect.WithSchema(auditInternalServiceMethods.ByName("Append")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// auditInternalServiceClient implements AuditInternalServiceClient.
+type auditInternalServiceClient struct {
+	append *connect.Client[v1.AppendRequest, v1.AppendResponse]
+}
+
+// Append calls contractual.v1.AuditInternalService.Append.
+func (c *auditInternalServiceClient) Append(ctx context.Context, req *v1.AppendRequest) (*v1.AppendResponse, error) {
+	response, err := c.append.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// AuditInternalServiceHandler is an implementation of the contractual.v1.AuditInternalService
+// service.
+type AuditInternalServiceHandler interface {
+	// Append durably records events, in order, and returns their indexes.
+	// It returns only once the events are on disk (fsync), so a caller that
+	// got an answer may act on it.
+	Append(context.Context, *v1.AppendRequest) (*v1.AppendResponse, error)
+}
+
+// NewAuditInternalServiceHandler builds an HTTP handler from the service implementation. It returns
+// the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewAuditInternalServiceHandler(svc AuditInternalServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	auditInternalServiceMethods := v1.File_contractual_v1_audit_proto.Services().ByName("AuditInternalService").Methods()
+	auditInternalServiceAppendHandler := connect.NewUnaryHandlerSimple(
+		AuditInternalServiceAppendProcedure,
+		svc.Append,
+		connect.WithSchema(auditInternalServiceMethods.ByName("Append")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/contractual.v1.AuditInternalService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case AuditInternalServiceAppendProcedure:
+			auditInternalServiceAppendHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedAuditInternalServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedAuditInternalServiceHandler struct{}
+
+func (UnimplementedAuditInternalServiceHandler) Append(context.Context, *v1.AppendRequest) (*v1.AppendResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.AuditInternalService.Append is not implemented"))
 }

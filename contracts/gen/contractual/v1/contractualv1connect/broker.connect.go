@@ -23,6 +23,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// BrokerServiceName is the fully-qualified name of the BrokerService service.
 	BrokerServiceName = "contractual.v1.BrokerService"
+	// BrokerInternalServiceName is the fully-qualified name of the BrokerInternalService service.
+	BrokerInternalServiceName = "contractual.v1.BrokerInternalService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -43,12 +45,12 @@ const (
 	BrokerServiceDeleteSecretProcedure = "/contractual.v1.BrokerService/DeleteSecret"
 	// BrokerServiceRotateKeyProcedure is the fully-qualified name of the BrokerService's RotateKey RPC.
 	BrokerServiceRotateKeyProcedure = "/contractual.v1.BrokerService/RotateKey"
-	// BrokerServiceIssueHandleProcedure is the fully-qualified name of the BrokerService's IssueHandle
-	// RPC.
-	BrokerServiceIssueHandleProcedure = "/contractual.v1.BrokerService/IssueHandle"
-	// BrokerServiceRedeemHandleProcedure is the fully-qualified name of the BrokerService's
-	// RedeemHandle RPC.
-	BrokerServiceRedeemHandleProcedure = "/contractual.v1.BrokerService/RedeemHandle"
+	// BrokerInternalServiceIssueHandleProcedure is the fully-qualified name of the
+	// BrokerInternalService's IssueHandle RPC.
+	BrokerInternalServiceIssueHandleProcedure = "/contractual.v1.BrokerInternalService/IssueHandle"
+	// BrokerInternalServiceRedeemHandleProcedure is the fully-qualified name of the
+	// BrokerInternalService's RedeemHandle RPC.
+	BrokerInternalServiceRedeemHandleProcedure = "/contractual.v1.BrokerInternalService/RedeemHandle"
 )
 
 // BrokerServiceClient is a client for the contractual.v1.BrokerService service.
@@ -63,11 +65,6 @@ type BrokerServiceClient interface {
 	// RotateKey adds a data key, makes it primary, re-encrypts every secret
 	// with it and retires the old keys (the owner).
 	RotateKey(context.Context, *v1.RotateKeyRequest) (*v1.RotateKeyResponse, error)
-	// IssueHandle issues a single-use handle for one secret, for one decided
-	// call, for one audience, to the calling runner.
-	IssueHandle(context.Context, *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error)
-	// RedeemHandle releases the secret value a handle stands for, once.
-	RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error)
 }
 
 // NewBrokerServiceClient constructs a client for the contractual.v1.BrokerService service. By
@@ -106,18 +103,6 @@ func NewBrokerServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(brokerServiceMethods.ByName("RotateKey")),
 			connect.WithClientOptions(opts...),
 		),
-		issueHandle: connect.NewClient[v1.IssueHandleRequest, v1.IssueHandleResponse](
-			httpClient,
-			baseURL+BrokerServiceIssueHandleProcedure,
-			connect.WithSchema(brokerServiceMethods.ByName("IssueHandle")),
-			connect.WithClientOptions(opts...),
-		),
-		redeemHandle: connect.NewClient[v1.RedeemHandleRequest, v1.RedeemHandleResponse](
-			httpClient,
-			baseURL+BrokerServiceRedeemHandleProcedure,
-			connect.WithSchema(brokerServiceMethods.ByName("RedeemHandle")),
-			connect.WithClientOptions(opts...),
-		),
 	}
 }
 
@@ -127,8 +112,6 @@ type brokerServiceClient struct {
 	listSecrets  *connect.Client[v1.ListSecretsRequest, v1.ListSecretsResponse]
 	deleteSecret *connect.Client[v1.DeleteSecretRequest, v1.DeleteSecretResponse]
 	rotateKey    *connect.Client[v1.RotateKeyRequest, v1.RotateKeyResponse]
-	issueHandle  *connect.Client[v1.IssueHandleRequest, v1.IssueHandleResponse]
-	redeemHandle *connect.Client[v1.RedeemHandleRequest, v1.RedeemHandleResponse]
 }
 
 // PutSecret calls contractual.v1.BrokerService.PutSecret.
@@ -167,24 +150,6 @@ func (c *brokerServiceClient) RotateKey(ctx context.Context, req *v1.RotateKeyRe
 	return nil, err
 }
 
-// IssueHandle calls contractual.v1.BrokerService.IssueHandle.
-func (c *brokerServiceClient) IssueHandle(ctx context.Context, req *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error) {
-	response, err := c.issueHandle.CallUnary(ctx, connect.NewRequest(req))
-	if response != nil {
-		return response.Msg, err
-	}
-	return nil, err
-}
-
-// RedeemHandle calls contractual.v1.BrokerService.RedeemHandle.
-func (c *brokerServiceClient) RedeemHandle(ctx context.Context, req *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error) {
-	response, err := c.redeemHandle.CallUnary(ctx, connect.NewRequest(req))
-	if response != nil {
-		return response.Msg, err
-	}
-	return nil, err
-}
-
 // BrokerServiceHandler is an implementation of the contractual.v1.BrokerService service.
 type BrokerServiceHandler interface {
 	// PutSecret stores a new version of a secret (the owner).
@@ -197,11 +162,6 @@ type BrokerServiceHandler interface {
 	// RotateKey adds a data key, makes it primary, re-encrypts every secret
 	// with it and retires the old keys (the owner).
 	RotateKey(context.Context, *v1.RotateKeyRequest) (*v1.RotateKeyResponse, error)
-	// IssueHandle issues a single-use handle for one secret, for one decided
-	// call, for one audience, to the calling runner.
-	IssueHandle(context.Context, *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error)
-	// RedeemHandle releases the secret value a handle stands for, once.
-	RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error)
 }
 
 // NewBrokerServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -236,18 +196,6 @@ func NewBrokerServiceHandler(svc BrokerServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(brokerServiceMethods.ByName("RotateKey")),
 		connect.WithHandlerOptions(opts...),
 	)
-	brokerServiceIssueHandleHandler := connect.NewUnaryHandlerSimple(
-		BrokerServiceIssueHandleProcedure,
-		svc.IssueHandle,
-		connect.WithSchema(brokerServiceMethods.ByName("IssueHandle")),
-		connect.WithHandlerOptions(opts...),
-	)
-	brokerServiceRedeemHandleHandler := connect.NewUnaryHandlerSimple(
-		BrokerServiceRedeemHandleProcedure,
-		svc.RedeemHandle,
-		connect.WithSchema(brokerServiceMethods.ByName("RedeemHandle")),
-		connect.WithHandlerOptions(opts...),
-	)
 	return "/contractual.v1.BrokerService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BrokerServicePutSecretProcedure:
@@ -258,10 +206,6 @@ func NewBrokerServiceHandler(svc BrokerServiceHandler, opts ...connect.HandlerOp
 			brokerServiceDeleteSecretHandler.ServeHTTP(w, r)
 		case BrokerServiceRotateKeyProcedure:
 			brokerServiceRotateKeyHandler.ServeHTTP(w, r)
-		case BrokerServiceIssueHandleProcedure:
-			brokerServiceIssueHandleHandler.ServeHTTP(w, r)
-		case BrokerServiceRedeemHandleProcedure:
-			brokerServiceRedeemHandleHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -287,10 +231,113 @@ func (UnimplementedBrokerServiceHandler) RotateKey(context.Context, *v1.RotateKe
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.BrokerService.RotateKey is not implemented"))
 }
 
-func (UnimplementedBrokerServiceHandler) IssueHandle(context.Context, *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.BrokerService.IssueHandle is not implemented"))
+// BrokerInternalServiceClient is a client for the contractual.v1.BrokerInternalService service.
+type BrokerInternalServiceClient interface {
+	// IssueHandle issues a single-use handle for one secret, for one decided
+	// call, for one audience, to the calling runner.
+	IssueHandle(context.Context, *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error)
+	// RedeemHandle releases the secret value a handle stands for, once.
+	RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error)
 }
 
-func (UnimplementedBrokerServiceHandler) RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.BrokerService.RedeemHandle is not implemented"))
+// NewBrokerInternalServiceClient constructs a client for the contractual.v1.BrokerInternalService
+// service. By default, it uses the Connect protocol with the binary Protobuf Codec, asks for
+// gzipped responses, and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply
+// the connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewBrokerInternalServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) BrokerInternalServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	brokerInternalServiceMethods := v1.File_contractual_v1_broker_proto.Services().ByName("BrokerInternalService").Methods()
+	return &brokerInternalServiceClient{
+		issueHandle: connect.NewClient[v1.IssueHandleRequest, v1.IssueHandleResponse](
+			httpClient,
+			baseURL+BrokerInternalServiceIssueHandleProcedure,
+			connect.WithSchema(brokerInternalServiceMethods.ByName("IssueHandle")),
+			connect.WithClientOptions(opts...),
+		),
+		redeemHandle: connect.NewClient[v1.RedeemHandleRequest, v1.RedeemHandleResponse](
+			httpClient,
+			baseURL+BrokerInternalServiceRedeemHandleProcedure,
+			connect.WithSchema(brokerInternalServiceMethods.ByName("RedeemHandle")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// brokerInternalServiceClient implements BrokerInternalServiceClient.
+type brokerInternalServiceClient struct {
+	issueHandle  *connect.Client[v1.IssueHandleRequest, v1.IssueHandleResponse]
+	redeemHandle *connect.Client[v1.RedeemHandleRequest, v1.RedeemHandleResponse]
+}
+
+// IssueHandle calls contractual.v1.BrokerInternalService.IssueHandle.
+func (c *brokerInternalServiceClient) IssueHandle(ctx context.Context, req *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error) {
+	response, err := c.issueHandle.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// RedeemHandle calls contractual.v1.BrokerInternalService.RedeemHandle.
+func (c *brokerInternalServiceClient) RedeemHandle(ctx context.Context, req *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error) {
+	response, err := c.redeemHandle.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// BrokerInternalServiceHandler is an implementation of the contractual.v1.BrokerInternalService
+// service.
+type BrokerInternalServiceHandler interface {
+	// IssueHandle issues a single-use handle for one secret, for one decided
+	// call, for one audience, to the calling runner.
+	IssueHandle(context.Context, *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error)
+	// RedeemHandle releases the secret value a handle stands for, once.
+	RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error)
+}
+
+// NewBrokerInternalServiceHandler builds an HTTP handler from the service implementation. It
+// returns the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewBrokerInternalServiceHandler(svc BrokerInternalServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	brokerInternalServiceMethods := v1.File_contractual_v1_broker_proto.Services().ByName("BrokerInternalService").Methods()
+	brokerInternalServiceIssueHandleHandler := connect.NewUnaryHandlerSimple(
+		BrokerInternalServiceIssueHandleProcedure,
+		svc.IssueHandle,
+		connect.WithSchema(brokerInternalServiceMethods.ByName("IssueHandle")),
+		connect.WithHandlerOptions(opts...),
+	)
+	brokerInternalServiceRedeemHandleHandler := connect.NewUnaryHandlerSimple(
+		BrokerInternalServiceRedeemHandleProcedure,
+		svc.RedeemHandle,
+		connect.WithSchema(brokerInternalServiceMethods.ByName("RedeemHandle")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/contractual.v1.BrokerInternalService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case BrokerInternalServiceIssueHandleProcedure:
+			brokerInternalServiceIssueHandleHandler.ServeHTTP(w, r)
+		case BrokerInternalServiceRedeemHandleProcedure:
+			brokerInternalServiceRedeemHandleHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedBrokerInternalServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedBrokerInternalServiceHandler struct{}
+
+func (UnimplementedBrokerInternalServiceHandler) IssueHandle(context.Context, *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.BrokerInternalService.IssueHandle is not implemented"))
+}
+
+func (UnimplementedBrokerInternalServiceHandler) RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.BrokerInternalService.RedeemHandle is not implemented"))
 }

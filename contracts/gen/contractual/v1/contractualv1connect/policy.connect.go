@@ -23,6 +23,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// PolicyServiceName is the fully-qualified name of the PolicyService service.
 	PolicyServiceName = "contractual.v1.PolicyService"
+	// PolicyInternalServiceName is the fully-qualified name of the PolicyInternalService service.
+	PolicyInternalServiceName = "contractual.v1.PolicyInternalService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -47,16 +49,18 @@ const (
 	PolicyServiceRejectProcedure = "/contractual.v1.PolicyService/Reject"
 	// PolicyServiceRevokeProcedure is the fully-qualified name of the PolicyService's Revoke RPC.
 	PolicyServiceRevokeProcedure = "/contractual.v1.PolicyService/Revoke"
-	// PolicyServiceEvaluateProcedure is the fully-qualified name of the PolicyService's Evaluate RPC.
-	PolicyServiceEvaluateProcedure = "/contractual.v1.PolicyService/Evaluate"
-	// PolicyServiceGetModuleProcedure is the fully-qualified name of the PolicyService's GetModule RPC.
-	PolicyServiceGetModuleProcedure = "/contractual.v1.PolicyService/GetModule"
-	// PolicyServiceGetVerifierProcedure is the fully-qualified name of the PolicyService's GetVerifier
-	// RPC.
-	PolicyServiceGetVerifierProcedure = "/contractual.v1.PolicyService/GetVerifier"
-	// PolicyServiceWatchContractsProcedure is the fully-qualified name of the PolicyService's
-	// WatchContracts RPC.
-	PolicyServiceWatchContractsProcedure = "/contractual.v1.PolicyService/WatchContracts"
+	// PolicyInternalServiceEvaluateProcedure is the fully-qualified name of the PolicyInternalService's
+	// Evaluate RPC.
+	PolicyInternalServiceEvaluateProcedure = "/contractual.v1.PolicyInternalService/Evaluate"
+	// PolicyInternalServiceGetModuleProcedure is the fully-qualified name of the
+	// PolicyInternalService's GetModule RPC.
+	PolicyInternalServiceGetModuleProcedure = "/contractual.v1.PolicyInternalService/GetModule"
+	// PolicyInternalServiceGetVerifierProcedure is the fully-qualified name of the
+	// PolicyInternalService's GetVerifier RPC.
+	PolicyInternalServiceGetVerifierProcedure = "/contractual.v1.PolicyInternalService/GetVerifier"
+	// PolicyInternalServiceWatchContractsProcedure is the fully-qualified name of the
+	// PolicyInternalService's WatchContracts RPC.
+	PolicyInternalServiceWatchContractsProcedure = "/contractual.v1.PolicyInternalService/WatchContracts"
 )
 
 // PolicyServiceClient is a client for the contractual.v1.PolicyService service.
@@ -76,19 +80,6 @@ type PolicyServiceClient interface {
 	Reject(context.Context, *v1.RejectRequest) (*v1.RejectResponse, error)
 	// Revoke revokes an approved contract.
 	Revoke(context.Context, *v1.RevokeRequest) (*v1.RevokeResponse, error)
-	// Evaluate decides one call and returns a signed decision.
-	Evaluate(context.Context, *v1.EvaluateRequest) (*v1.EvaluateResponse, error)
-	// GetModule returns a module's bytes by digest.
-	GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error)
-	// GetVerifier returns the public keyset that verifies decisions.
-	GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error)
-	// WatchContracts reports the changes of the contracts since a revision
-	// (published, approved, rejected, revoked): at once if there are any,
-	// otherwise when the next one happens or after a while with none (a long
-	// poll). For services only: the runner follows it to compile modules
-	// before their first call (a pending contract's while the owner reviews
-	// it) and to drop rejected and revoked ones.
-	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
 }
 
 // NewPolicyServiceClient constructs a client for the contractual.v1.PolicyService service. By
@@ -140,48 +131,17 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(policyServiceMethods.ByName("Revoke")),
 			connect.WithClientOptions(opts...),
 		),
-		evaluate: connect.NewClient[v1.EvaluateRequest, v1.EvaluateResponse](
-			httpClient,
-			baseURL+PolicyServiceEvaluateProcedure,
-			connect.WithSchema(policyServiceMethods.ByName("Evaluate")),
-			connect.WithClientOptions(opts...),
-		),
-		getModule: connect.NewClient[v1.GetModuleRequest, v1.GetModuleResponse](
-			httpClient,
-			baseURL+PolicyServiceGetModuleProcedure,
-			connect.WithSchema(policyServiceMethods.ByName("GetModule")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-			connect.WithClientOptions(opts...),
-		),
-		getVerifier: connect.NewClient[v1.GetVerifierRequest, v1.GetVerifierResponse](
-			httpClient,
-			baseURL+PolicyServiceGetVerifierProcedure,
-			connect.WithSchema(policyServiceMethods.ByName("GetVerifier")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-			connect.WithClientOptions(opts...),
-		),
-		watchContracts: connect.NewClient[v1.WatchContractsRequest, v1.WatchContractsResponse](
-			httpClient,
-			baseURL+PolicyServiceWatchContractsProcedure,
-			connect.WithSchema(policyServiceMethods.ByName("WatchContracts")),
-			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-			connect.WithClientOptions(opts...),
-		),
 	}
 }
 
 // policyServiceClient implements PolicyServiceClient.
 type policyServiceClient struct {
-	publish        *connect.Client[v1.PublishRequest, v1.PublishResponse]
-	listContracts  *connect.Client[v1.ListContractsRequest, v1.ListContractsResponse]
-	getContract    *connect.Client[v1.GetContractRequest, v1.GetContractResponse]
-	approve        *connect.Client[v1.ApproveRequest, v1.ApproveResponse]
-	reject         *connect.Client[v1.RejectRequest, v1.RejectResponse]
-	revoke         *connect.Client[v1.RevokeRequest, v1.RevokeResponse]
-	evaluate       *connect.Client[v1.EvaluateRequest, v1.EvaluateResponse]
-	getModule      *connect.Client[v1.GetModuleRequest, v1.GetModuleResponse]
-	getVerifier    *connect.Client[v1.GetVerifierRequest, v1.GetVerifierResponse]
-	watchContracts *connect.Client[v1.WatchContractsRequest, v1.WatchContractsResponse]
+	publish       *connect.Client[v1.PublishRequest, v1.PublishResponse]
+	listContracts *connect.Client[v1.ListContractsRequest, v1.ListContractsResponse]
+	getContract   *connect.Client[v1.GetContractRequest, v1.GetContractResponse]
+	approve       *connect.Client[v1.ApproveRequest, v1.ApproveResponse]
+	reject        *connect.Client[v1.RejectRequest, v1.RejectResponse]
+	revoke        *connect.Client[v1.RevokeRequest, v1.RevokeResponse]
 }
 
 // Publish calls contractual.v1.PolicyService.Publish.
@@ -238,42 +198,6 @@ func (c *policyServiceClient) Revoke(ctx context.Context, req *v1.RevokeRequest)
 	return nil, err
 }
 
-// Evaluate calls contractual.v1.PolicyService.Evaluate.
-func (c *policyServiceClient) Evaluate(ctx context.Context, req *v1.EvaluateRequest) (*v1.EvaluateResponse, error) {
-	response, err := c.evaluate.CallUnary(ctx, connect.NewRequest(req))
-	if response != nil {
-		return response.Msg, err
-	}
-	return nil, err
-}
-
-// GetModule calls contractual.v1.PolicyService.GetModule.
-func (c *policyServiceClient) GetModule(ctx context.Context, req *v1.GetModuleRequest) (*v1.GetModuleResponse, error) {
-	response, err := c.getModule.CallUnary(ctx, connect.NewRequest(req))
-	if response != nil {
-		return response.Msg, err
-	}
-	return nil, err
-}
-
-// GetVerifier calls contractual.v1.PolicyService.GetVerifier.
-func (c *policyServiceClient) GetVerifier(ctx context.Context, req *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error) {
-	response, err := c.getVerifier.CallUnary(ctx, connect.NewRequest(req))
-	if response != nil {
-		return response.Msg, err
-	}
-	return nil, err
-}
-
-// WatchContracts calls contractual.v1.PolicyService.WatchContracts.
-func (c *policyServiceClient) WatchContracts(ctx context.Context, req *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error) {
-	response, err := c.watchContracts.CallUnary(ctx, connect.NewRequest(req))
-	if response != nil {
-		return response.Msg, err
-	}
-	return nil, err
-}
-
 // PolicyServiceHandler is an implementation of the contractual.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Publish stores a module (once per digest) and its contract as pending.
@@ -291,19 +215,6 @@ type PolicyServiceHandler interface {
 	Reject(context.Context, *v1.RejectRequest) (*v1.RejectResponse, error)
 	// Revoke revokes an approved contract.
 	Revoke(context.Context, *v1.RevokeRequest) (*v1.RevokeResponse, error)
-	// Evaluate decides one call and returns a signed decision.
-	Evaluate(context.Context, *v1.EvaluateRequest) (*v1.EvaluateResponse, error)
-	// GetModule returns a module's bytes by digest.
-	GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error)
-	// GetVerifier returns the public keyset that verifies decisions.
-	GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error)
-	// WatchContracts reports the changes of the contracts since a revision
-	// (published, approved, rejected, revoked): at once if there are any,
-	// otherwise when the next one happens or after a while with none (a long
-	// poll). For services only: the runner follows it to compile modules
-	// before their first call (a pending contract's while the owner reviews
-	// it) and to drop rejected and revoked ones.
-	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -351,33 +262,6 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(policyServiceMethods.ByName("Revoke")),
 		connect.WithHandlerOptions(opts...),
 	)
-	policyServiceEvaluateHandler := connect.NewUnaryHandlerSimple(
-		PolicyServiceEvaluateProcedure,
-		svc.Evaluate,
-		connect.WithSchema(policyServiceMethods.ByName("Evaluate")),
-		connect.WithHandlerOptions(opts...),
-	)
-	policyServiceGetModuleHandler := connect.NewUnaryHandlerSimple(
-		PolicyServiceGetModuleProcedure,
-		svc.GetModule,
-		connect.WithSchema(policyServiceMethods.ByName("GetModule")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-		connect.WithHandlerOptions(opts...),
-	)
-	policyServiceGetVerifierHandler := connect.NewUnaryHandlerSimple(
-		PolicyServiceGetVerifierProcedure,
-		svc.GetVerifier,
-		connect.WithSchema(policyServiceMethods.ByName("GetVerifier")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-		connect.WithHandlerOptions(opts...),
-	)
-	policyServiceWatchContractsHandler := connect.NewUnaryHandlerSimple(
-		PolicyServiceWatchContractsProcedure,
-		svc.WatchContracts,
-		connect.WithSchema(policyServiceMethods.ByName("WatchContracts")),
-		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
-		connect.WithHandlerOptions(opts...),
-	)
 	return "/contractual.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServicePublishProcedure:
@@ -392,14 +276,6 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 			policyServiceRejectHandler.ServeHTTP(w, r)
 		case PolicyServiceRevokeProcedure:
 			policyServiceRevokeHandler.ServeHTTP(w, r)
-		case PolicyServiceEvaluateProcedure:
-			policyServiceEvaluateHandler.ServeHTTP(w, r)
-		case PolicyServiceGetModuleProcedure:
-			policyServiceGetModuleHandler.ServeHTTP(w, r)
-		case PolicyServiceGetVerifierProcedure:
-			policyServiceGetVerifierHandler.ServeHTTP(w, r)
-		case PolicyServiceWatchContractsProcedure:
-			policyServiceWatchContractsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -433,18 +309,191 @@ func (UnimplementedPolicyServiceHandler) Revoke(context.Context, *v1.RevokeReque
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.Revoke is not implemented"))
 }
 
-func (UnimplementedPolicyServiceHandler) Evaluate(context.Context, *v1.EvaluateRequest) (*v1.EvaluateResponse, error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.Evaluate is not implemented"))
+// PolicyInternalServiceClient is a client for the contractual.v1.PolicyInternalService service.
+type PolicyInternalServiceClient interface {
+	// Evaluate decides one call and returns a signed decision.
+	Evaluate(context.Context, *v1.EvaluateRequest) (*v1.EvaluateResponse, error)
+	// GetModule returns a module's bytes by digest.
+	GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error)
+	// GetVerifier returns the public keyset that verifies decisions.
+	GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error)
+	// WatchContracts reports the changes of the contracts since a revision
+	// (published, approved, rejected, revoked): at once if there are any,
+	// otherwise when the next one happens or after a while with none (a long
+	// poll). For services only: the runner follows it to compile modules
+	// before their first call (a pending contract's while the owner reviews
+	// it) and to drop rejected and revoked ones.
+	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
 }
 
-func (UnimplementedPolicyServiceHandler) GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.GetModule is not implemented"))
+// NewPolicyInternalServiceClient constructs a client for the contractual.v1.PolicyInternalService
+// service. By default, it uses the Connect protocol with the binary Protobuf Codec, asks for
+// gzipped responses, and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply
+// the connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewPolicyInternalServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) PolicyInternalServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	policyInternalServiceMethods := v1.File_contractual_v1_policy_proto.Services().ByName("PolicyInternalService").Methods()
+	return &policyInternalServiceClient{
+		evaluate: connect.NewClient[v1.EvaluateRequest, v1.EvaluateResponse](
+			httpClient,
+			baseURL+PolicyInternalServiceEvaluateProcedure,
+			connect.WithSchema(policyInternalServiceMethods.ByName("Evaluate")),
+			connect.WithClientOptions(opts...),
+		),
+		getModule: connect.NewClient[v1.GetModuleRequest, v1.GetModuleResponse](
+			httpClient,
+			baseURL+PolicyInternalServiceGetModuleProcedure,
+			connect.WithSchema(policyInternalServiceMethods.ByName("GetModule")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getVerifier: connect.NewClient[v1.GetVerifierRequest, v1.GetVerifierResponse](
+			httpClient,
+			baseURL+PolicyInternalServiceGetVerifierProcedure,
+			connect.WithSchema(policyInternalServiceMethods.ByName("GetVerifier")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		watchContracts: connect.NewClient[v1.WatchContractsRequest, v1.WatchContractsResponse](
+			httpClient,
+			baseURL+PolicyInternalServiceWatchContractsProcedure,
+			connect.WithSchema(policyInternalServiceMethods.ByName("WatchContracts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+	}
 }
 
-func (UnimplementedPolicyServiceHandler) GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.GetVerifier is not implemented"))
+// policyInternalServiceClient implements PolicyInternalServiceClient.
+type policyInternalServiceClient struct {
+	evaluate       *connect.Client[v1.EvaluateRequest, v1.EvaluateResponse]
+	getModule      *connect.Client[v1.GetModuleRequest, v1.GetModuleResponse]
+	getVerifier    *connect.Client[v1.GetVerifierRequest, v1.GetVerifierResponse]
+	watchContracts *connect.Client[v1.WatchContractsRequest, v1.WatchContractsResponse]
 }
 
-func (UnimplementedPolicyServiceHandler) WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.WatchContracts is not implemented"))
+// Evaluate calls contractual.v1.PolicyInternalService.Evaluate.
+func (c *policyInternalServiceClient) Evaluate(ctx context.Context, req *v1.EvaluateRequest) (*v1.EvaluateResponse, error) {
+	response, err := c.evaluate.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// GetModule calls contractual.v1.PolicyInternalService.GetModule.
+func (c *policyInternalServiceClient) GetModule(ctx context.Context, req *v1.GetModuleRequest) (*v1.GetModuleResponse, error) {
+	response, err := c.getModule.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// GetVerifier calls contractual.v1.PolicyInternalService.GetVerifier.
+func (c *policyInternalServiceClient) GetVerifier(ctx context.Context, req *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error) {
+	response, err := c.getVerifier.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// WatchContracts calls contractual.v1.PolicyInternalService.WatchContracts.
+func (c *policyInternalServiceClient) WatchContracts(ctx context.Context, req *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error) {
+	response, err := c.watchContracts.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// PolicyInternalServiceHandler is an implementation of the contractual.v1.PolicyInternalService
+// service.
+type PolicyInternalServiceHandler interface {
+	// Evaluate decides one call and returns a signed decision.
+	Evaluate(context.Context, *v1.EvaluateRequest) (*v1.EvaluateResponse, error)
+	// GetModule returns a module's bytes by digest.
+	GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error)
+	// GetVerifier returns the public keyset that verifies decisions.
+	GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error)
+	// WatchContracts reports the changes of the contracts since a revision
+	// (published, approved, rejected, revoked): at once if there are any,
+	// otherwise when the next one happens or after a while with none (a long
+	// poll). For services only: the runner follows it to compile modules
+	// before their first call (a pending contract's while the owner reviews
+	// it) and to drop rejected and revoked ones.
+	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
+}
+
+// NewPolicyInternalServiceHandler builds an HTTP handler from the service implementation. It
+// returns the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewPolicyInternalServiceHandler(svc PolicyInternalServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	policyInternalServiceMethods := v1.File_contractual_v1_policy_proto.Services().ByName("PolicyInternalService").Methods()
+	policyInternalServiceEvaluateHandler := connect.NewUnaryHandlerSimple(
+		PolicyInternalServiceEvaluateProcedure,
+		svc.Evaluate,
+		connect.WithSchema(policyInternalServiceMethods.ByName("Evaluate")),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyInternalServiceGetModuleHandler := connect.NewUnaryHandlerSimple(
+		PolicyInternalServiceGetModuleProcedure,
+		svc.GetModule,
+		connect.WithSchema(policyInternalServiceMethods.ByName("GetModule")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyInternalServiceGetVerifierHandler := connect.NewUnaryHandlerSimple(
+		PolicyInternalServiceGetVerifierProcedure,
+		svc.GetVerifier,
+		connect.WithSchema(policyInternalServiceMethods.ByName("GetVerifier")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyInternalServiceWatchContractsHandler := connect.NewUnaryHandlerSimple(
+		PolicyInternalServiceWatchContractsProcedure,
+		svc.WatchContracts,
+		connect.WithSchema(policyInternalServiceMethods.ByName("WatchContracts")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/contractual.v1.PolicyInternalService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case PolicyInternalServiceEvaluateProcedure:
+			policyInternalServiceEvaluateHandler.ServeHTTP(w, r)
+		case PolicyInternalServiceGetModuleProcedure:
+			policyInternalServiceGetModuleHandler.ServeHTTP(w, r)
+		case PolicyInternalServiceGetVerifierProcedure:
+			policyInternalServiceGetVerifierHandler.ServeHTTP(w, r)
+		case PolicyInternalServiceWatchContractsProcedure:
+			policyInternalServiceWatchContractsHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedPolicyInternalServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedPolicyInternalServiceHandler struct{}
+
+func (UnimplementedPolicyInternalServiceHandler) Evaluate(context.Context, *v1.EvaluateRequest) (*v1.EvaluateResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyInternalService.Evaluate is not implemented"))
+}
+
+func (UnimplementedPolicyInternalServiceHandler) GetModule(context.Context, *v1.GetModuleRequest) (*v1.GetModuleResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyInternalService.GetModule is not implemented"))
+}
+
+func (UnimplementedPolicyInternalServiceHandler) GetVerifier(context.Context, *v1.GetVerifierRequest) (*v1.GetVerifierResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyInternalService.GetVerifier is not implemented"))
+}
+
+func (UnimplementedPolicyInternalServiceHandler) WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyInternalService.WatchContracts is not implemented"))
 }

@@ -1,0 +1,121 @@
+package authz
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+)
+
+// procedures returns every procedure of Contractual's services.
+func procedures(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	protoregistry.GlobalFiles.RangeFiles(func(f protoreflect.FileDescriptor) bool {
+		if f.Package() != "contractual.v1" {
+			return true
+		}
+		for i := range f.Services().Len() {
+			sd := f.Services().Get(i)
+			for j := range sd.Methods().Len() {
+				out = append(out, "/"+string(sd.FullName())+"/"+string(sd.Methods().Get(j).Name()))
+			}
+		}
+		return true
+	})
+	if len(out) < 30 {
+		t.Fatalf("found only %d procedures", len(out))
+	}
+	return out
+}
+
+// TestTable checks the table against the design's "may call" column, cell
+// by cell, for every procedure there is: a service may call exactly the
+// procedures listed here, and nothing else.
+func TestTable(t *testing.T) {
+	const (
+		policyDev   = "/contractual.v1.PolicyService/"
+		policyInt   = "/contractual.v1.PolicyInternalService/"
+		brokerDev   = "/contractual.v1.BrokerService/"
+		brokerInt   = "/contractual.v1.BrokerInternalService/"
+		auditDev    = "/contractual.v1.AuditService/"
+		auditAppend = contractualv1connect.AuditInternalServiceAppendProcedure
+		execute     = contractualv1connect.RunnerServiceExecuteProcedure
+	)
+	// want returns how caller may call proc (0: not at all).
+	want := func(caller Service, proc string) how {
+		isDev := strings.HasPrefix(proc, policyDev) || strings.HasPrefix(proc, brokerDev) || strings.HasPrefix(proc, auditDev)
+		switch caller {
+		case Gateway:
+			switch {
+			case isDev:
+				return forOthers
+			case proc == policyInt+"Evaluate", proc == execute, proc == auditAppend:
+				return own
+			}
+		case Runner:
+			switch proc {
+			case policyDev + "GetContract", policyInt + "GetModule", policyInt + "GetVerifier", policyInt + "WatchContracts",
+				brokerInt + "IssueHandle", brokerInt + "RedeemHandle", auditAppend:
+				return own
+			}
+		case Broker:
+			switch proc {
+			case policyDev + "GetContract", policyInt + "GetVerifier", auditAppend:
+				return own
+			}
+		case Policy:
+			if proc == auditAppend {
+				return own
+			}
+		}
+		return 0
+	}
+	for _, caller := range Services {
+		for _, proc := range procedures(t) {
+			if got, w := table[caller][proc], want(caller, proc); got != w {
+				t.Errorf("%s → %s: table says %d, want %d", caller, proc, got, w)
+			}
+		}
+		for proc := range table[caller] {
+			if !strings.HasPrefix(proc, "/contractual.v1.") {
+				t.Errorf("%s's row names %s, not a procedure of ours", caller, proc)
+			}
+		}
+	}
+	// Devices never reach the internal services, so nothing there is
+	// called for a device.
+	for _, caller := range Services {
+		for proc, h := range table[caller] {
+			if h&forOthers != 0 && !forDevices(proc) {
+				t.Errorf("%s may call %s for others, but it is for services only", caller, proc)
+			}
+		}
+	}
+}
+
+func TestParseService(t *testing.T) {
+	for id, want := range map[string]Service{
+		"spiffe://contractual.internal/runner":  Runner,
+		"spiffe://contractual.internal/gateway": Gateway,
+		"spiffe://contractual.internal/nobody":  "",
+		"spiffe://example.org/runner":           "",
+		"spiffe://contractual.internal/runner/": "",
+		"spiffe://contractual.internal/":        "",
+		"https://contractual.internal/runner":   "",
+		"":                                      "",
+	} {
+		got, ok := ParseService(id)
+		if ok != (want != "") || got != want && want != "" {
+			t.Errorf("ParseService(%q) = %q %v, want %q", id, got, ok, want)
+		}
+	}
+	for _, s := range Services {
+		if got, ok := ParseService(s.ID()); !ok || got != s {
+			t.Errorf("%s does not round-trip: %q %v", s, got, ok)
+		}
+	}
+}

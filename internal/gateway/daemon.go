@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"context"
+	"flag"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/contractual/contractual/internal/authz"
+	"github.com/contractual/contractual/internal/daemon"
+	"github.com/contractual/contractual/internal/node"
+)
+
+// Daemon is the gateway as its own process (contractual-gateway): the
+// public API and Control UI on --listen (plain HTTP inside the compose
+// network, published on the host's loopback only), its device store in
+// --data, and mutual TLS to the services behind it. It serves no
+// service-to-service port: no service calls the gateway.
+func Daemon() daemon.Service {
+	var peers node.Peers
+	var public *string
+	return daemon.Service{
+		Name:   string(authz.Gateway),
+		Listen: ":8080",
+		Flags: func(fs *flag.FlagSet) {
+			peers = node.Flags(fs, authz.Policy, authz.Runner, authz.Broker, authz.Audit)
+			public = fs.String("public-url", "", "the URL the owner's devices use, when it is not the listen address (tailscale serve's https:// name)")
+		},
+		Run: func(ctx context.Context, env *daemon.Env) error {
+			n, err := node.New(env, authz.Gateway, peers)
+			if err != nil {
+				return err
+			}
+			c := n.Clients
+			g, err := Start(ctx, Config{
+				Dir: env.Data, Addr: env.Listen, Log: env.Log, PublicURL: *public,
+				Interceptors: []connect.Interceptor{env.Metrics.Interceptor()},
+			}, Deps{Policy: c.Policy, Broker: c.Broker, Audit: c.Audit, Runner: c.Runner})
+			if err != nil {
+				return err
+			}
+			if g.SetupCode != "" {
+				env.Log.Info("no owner device is paired: pair one with this setup code",
+					"setup_code", g.SetupCode, "expires", g.SetupCodeExpires.UTC().Format(time.RFC3339))
+			}
+			env.Ready()
+			tick := time.NewTicker(time.Minute)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					return g.Close(sctx)
+				case <-tick.C:
+					// Never leave the owner without a way to pair.
+					if made, err := g.EnsureSetupCode(ctx); err != nil {
+						env.Log.Warn("checking the setup code", "err", err)
+					} else if made {
+						env.Log.Info("no owner device is active: pair one with this setup code",
+							"setup_code", g.SetupCode, "expires", g.SetupCodeExpires.UTC().Format(time.RFC3339))
+					}
+				}
+			}
+		},
+	}
+}

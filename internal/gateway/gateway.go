@@ -1,0 +1,252 @@
+// Package gateway is the only way in: the public Connect API and the
+// Control UI for the owner's paired devices. It owns device pairing and
+// sessions, authenticates every request before its body is read (gate),
+// authorizes it by the device's scopes, and passes it on to the services
+// behind it — policy, the runner, the broker, audit — through their Connect
+// clients, naming the device it calls for. It runs no tool and reads no
+// secret value.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/invoke"
+	"github.com/contractual/contractual/internal/mesh"
+	"github.com/contractual/contractual/internal/pairing"
+	"github.com/contractual/contractual/internal/rpc"
+	"github.com/contractual/contractual/ui"
+)
+
+// Config configures the gateway.
+type Config struct {
+	// Dir holds the gateway's store (paired devices) and the Control UI's
+	// key.
+	Dir string
+	// Addr is the listen address ("127.0.0.1:0" picks a free port).
+	Addr string
+	// Log receives the gateway's logs; nil discards them.
+	Log *slog.Logger
+	// PublicURL is the URL the owner's devices use when it is not the
+	// listen address: the https:// name that `tailscale serve` gives the
+	// server on the tailnet. It makes the Control UI's cookies Secure and
+	// trusts that origin for form posts.
+	PublicURL string
+	// Limits bounds connections, unauthenticated requests and how long
+	// any request may take; zero fields take the defaults.
+	Limits Limits
+	// Interceptors run on every API call after authentication (metrics,
+	// say).
+	Interceptors []connect.Interceptor
+}
+
+// Deps are the services the gateway passes requests on to; each is
+// required.
+type Deps struct {
+	Policy mesh.Policy
+	Broker mesh.Broker
+	Audit  mesh.Audit
+	Runner contractualv1connect.RunnerServiceClient
+}
+
+// Request size caps: a publish carries a module (up to the 64 MiB that
+// runtime/modcheck allows, which the gateway does not link: a test checks
+// the two agree), everything else is small.
+const (
+	maxPublishBytes = 64<<20 + 2<<20
+	maxRequestBytes = 2 << 20
+)
+
+// Gateway is a running gateway.
+type Gateway struct {
+	// URL is the API's base URL, e.g. http://127.0.0.1:7700.
+	URL string
+	// SetupCode pairs an owner device; set while no owner device is
+	// active (the first start, or all revoked or expired).
+	SetupCode        string
+	SetupCodeExpires time.Time
+
+	log     *slog.Logger
+	devices *pairing.Store
+	ln      *connLimit
+	http    *http.Server
+	served  chan error
+}
+
+// Start opens the gateway's store, builds its handlers over deps and
+// starts serving on cfg.Addr.
+func Start(ctx context.Context, cfg Config, deps Deps) (_ *Gateway, err error) {
+	switch {
+	case deps.Policy.PolicyServiceClient == nil || deps.Policy.PolicyInternalServiceClient == nil:
+		return nil, errs.E(errs.Invalid, "gateway: no policy service")
+	case deps.Broker.BrokerServiceClient == nil:
+		return nil, errs.E(errs.Invalid, "gateway: no broker service")
+	case deps.Audit.AuditServiceClient == nil || deps.Audit.AuditInternalServiceClient == nil:
+		return nil, errs.E(errs.Invalid, "gateway: no audit service")
+	case deps.Runner == nil:
+		return nil, errs.E(errs.Invalid, "gateway: no runner service")
+	case cfg.Dir == "":
+		return nil, errs.E(errs.Invalid, "gateway: no store directory")
+	}
+	g := &Gateway{log: cfg.Log, served: make(chan error, 1)}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	devices, err := pairing.Open(ctx, pairing.Config{Dir: cfg.Dir}, pairing.Deps{Audit: deps.Audit})
+	if err != nil {
+		return nil, err
+	}
+	g.devices = devices
+	defer func() {
+		if err != nil {
+			devices.Close()
+		}
+	}()
+	// The first device pairs with a one-time code printed on the console.
+	if code, exp, err := devices.SetupCode(ctx); err == nil {
+		g.SetupCode, g.SetupCodeExpires = code, exp
+	} else if !errs.Is(err, errs.FailedPrecondition) {
+		return nil, err
+	}
+	limits := cfg.Limits.withDefaults()
+	handler, err := g.handler(cfg, deps, limits)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, errs.Wrap(errs.Unavailable, err, "listen")
+	}
+	g.ln = newConnLimit(ln, limits.MaxConns)
+	g.URL = "http://" + ln.Addr().String()
+	// Until a request authenticates, it has UnauthenticatedReadTimeout to
+	// be read whole; the gate then sets each authenticated request's
+	// deadlines by procedure.
+	g.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
+		ReadTimeout:       limits.UnauthenticatedReadTimeout,
+		WriteTimeout:      limits.WriteTimeout + writeGrace,
+		IdleTimeout:       limits.IdleTimeout,
+		MaxHeaderBytes:    limits.MaxHeaderBytes,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+		ErrorLog:  slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		Protocols: new(http.Protocols),
+	}
+	g.http.Protocols.SetHTTP1(true)
+	g.http.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c
+	go func() { g.served <- g.http.Serve(g.ln) }()
+	g.log.Info("serving", "url", g.URL)
+	return g, nil
+}
+
+// handler mounts the API and the Control UI behind the gate.
+func (g *Gateway) handler(cfg Config, deps Deps, limits Limits) (http.Handler, error) {
+	opts := connect.WithHandlerOptions(append(rpc.Codecs(),
+		connect.WithInterceptors(append([]connect.Interceptor{rpc.ErrorInterceptor(g.log), authInterceptor(g.devices)}, cfg.Interceptors...)...),
+		connect.WithReadMaxBytes(maxRequestBytes),
+		withCappedGzip(maxPublishBytes+1),
+	)...)
+	r := http.NewServeMux()
+	mount := func(path string, h http.Handler) { r.Handle(path, h) }
+	mount(contractualv1connect.NewPolicyServiceHandler(deps.Policy, opts, connect.WithReadMaxBytes(maxPublishBytes)))
+	mount(contractualv1connect.NewToolServiceHandler(invoke.New(deps.Policy, deps.Runner), opts))
+	mount(contractualv1connect.NewAuditServiceHandler(deps.Audit, opts))
+	mount(contractualv1connect.NewBrokerServiceHandler(deps.Broker, opts))
+	pairingSvc := pairing.NewService(g.devices)
+	mount(contractualv1connect.NewPairingServiceHandler(pairingSvc, opts))
+	public := map[string]bool{}
+	for _, p := range publicProcedures() {
+		public[p] = true
+	}
+	for p := range openAPI {
+		public[p] = true
+	}
+	introspection, err := publicIntrospection([]string{
+		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
+		contractualv1connect.AuditServiceName, contractualv1connect.BrokerServiceName,
+		contractualv1connect.PairingServiceName,
+	}, public)
+	if err != nil {
+		return nil, err
+	}
+	for p, h := range introspection {
+		mount(p, h)
+	}
+
+	console, err := ui.New(ui.Config{
+		Policy: deps.Policy, Pairing: pairingSvc, Broker: deps.Broker, Audit: deps.Audit, Auth: g.devices, Log: g.log,
+		KeyFile: filepath.Join(cfg.Dir, "ui.key"), PublicURL: cfg.PublicURL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	top := http.NewServeMux()
+	top.Handle("/ui/", console)
+	top.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
+	top.Handle("/", http.MaxBytesHandler(r, maxPublishBytes+1<<20))
+	return &gate{
+		next: top, auth: g.devices, uiToken: console.SessionToken, limits: limits,
+		trustProxy: cfg.PublicURL != "", public: public,
+		slots: make(chan struct{}, limits.MaxUnauthenticated),
+		errw:  connect.NewErrorWriter(), log: g.log,
+	}, nil
+}
+
+// EnsureSetupCode makes a fresh setup code when one is due (no owner device
+// is active and no setup code is valid: the last one expired or was used,
+// or every owner device was revoked or expired) and reports whether it
+// did: `serve` checks every minute and prints the new code, so that the
+// owner is never left without a way to pair.
+func (g *Gateway) EnsureSetupCode(ctx context.Context) (bool, error) {
+	due, err := g.devices.SetupCodeDue(ctx)
+	if err != nil || !due {
+		return false, err
+	}
+	if _, _, err := g.NewSetupCode(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// NewSetupCode replaces the setup code with a fresh one, while no owner
+// device is active (errs.FailedPrecondition while one is).
+func (g *Gateway) NewSetupCode(ctx context.Context) (string, time.Time, error) {
+	code, exp, err := g.devices.SetupCode(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	g.SetupCode, g.SetupCodeExpires = code, exp
+	return code, exp, nil
+}
+
+// Wait blocks until the gateway stops serving.
+func (g *Gateway) Wait() error {
+	err := <-g.served
+	g.served <- err
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops serving, lets requests in flight finish (until ctx ends),
+// and closes the store.
+func (g *Gateway) Close(ctx context.Context) error {
+	return errors.Join(g.http.Shutdown(ctx), g.devices.Close())
+}
+
+// String describes the gateway for logs.
+func (g *Gateway) String() string { return fmt.Sprintf("contractual gateway at %s", g.URL) }
