@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
@@ -431,25 +432,41 @@ func (d *deployment) volumes(t *testing.T) {
 }
 
 // noCertificate: a container on the internal network without a
-// certificate gets no answer from any service's mTLS port; the gateway's
-// API answers it only "unauthenticated".
+// certificate reaches each service's mTLS port, which shows its
+// certificate and then refuses: no HTTP answer. The gateway's API answers
+// it only "unauthenticated"; the ops ports serve no procedure.
 func (d *deployment) noCertificate(t *testing.T) {
+	const procedure = "/contractual.v1.AuditInternalService/Append"
+	mtls := map[string]string{} // URL → the service's SPIFFE ID
 	var urls []string
 	for _, s := range []string{"policy", "runner", "broker", "audit"} {
-		urls = append(urls, "https://"+s+":8443/contractual.v1.AuditInternalService/Append")
+		u := "https://" + s + ":8443" + procedure
+		mtls[u] = "spiffe://contractual.internal/" + s
+		urls = append(urls, u)
+	}
+	ops := map[string]bool{}
+	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit"} {
+		u := "http://" + s + ":9090" + procedure
+		ops[u] = true
+		urls = append(urls, u)
 	}
 	gatewayURL := "http://gateway:8080/contractual.v1.AuditService/Tail"
 	urls = append(urls, gatewayURL)
-	results := d.dial(t, []string{"--network", d.Name + "_internal"}, urls...)
-	for _, r := range results {
-		if r.URL == gatewayURL {
-			if r.Status != http.StatusUnauthorized || !strings.Contains(r.Body, "unauthenticated") {
+	for _, r := range d.dial(t, []string{"--network", d.Name + "_internal"}, urls...) {
+		switch {
+		case mtls[r.URL] != "":
+			if r.Peer != mtls[r.URL] || r.Status != 0 || r.Error == "" {
+				t.Errorf("%s without a certificate: peer %q, answer %d %q (%s); want %s's certificate, then no answer",
+					r.URL, r.Peer, r.Status, r.Body, r.Error, mtls[r.URL])
+			}
+		case ops[r.URL]:
+			if r.Status != http.StatusNotFound {
+				t.Errorf("%s (the ops port) answered %d %q (%s); want 404", r.URL, r.Status, r.Body, r.Error)
+			}
+		case r.URL == gatewayURL:
+			if r.Status != http.StatusUnauthorized || !strings.Contains(r.Body, `"unauthenticated"`) {
 				t.Errorf("%s without a token answered %d %q (%s); want 401 unauthenticated", r.URL, r.Status, r.Body, r.Error)
 			}
-			continue
-		}
-		if r.Status != 0 || !strings.Contains(r.Error, "tls") {
-			t.Errorf("%s without a certificate answered %d %q (%s); want a TLS refusal and no answer", r.URL, r.Status, r.Body, r.Error)
 		}
 	}
 }
@@ -506,7 +523,7 @@ func (d *deployment) dial(t *testing.T, flags []string, urls ...string) []deploy
 		t.Fatalf("probe: %v, %d results for %d URLs:\n%s", err, len(rs), len(urls), out)
 	}
 	for _, r := range rs {
-		t.Logf("probe %s: %d %q %s", r.URL, r.Status, r.Body, r.Error)
+		t.Logf("probe %s: peer %q, %d %q %s", r.URL, r.Peer, r.Status, r.Body, r.Error)
 	}
 	return rs
 }
@@ -802,27 +819,30 @@ func (d *deployment) tool(name, file string) string {
 	return filepath.Join(d.root, "tools", name, file)
 }
 
-// auditDecisions reads the whole audit log and returns the decisions whose
-// call ran ("call.run", outcome "ok").
+// auditDecisions reads the whole audit log, oldest first, and returns the
+// decisions whose call ran ("call.run", outcome "ok").
 func (d *deployment) auditDecisions(t *testing.T, token string) map[string]bool {
 	t.Helper()
 	c := contractualv1connect.NewAuditServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(bearer(token)))
 	ran := map[string]bool{}
 	var after uint64
 	for {
-		resp, err := c.Tail(t.Context(), &contractualv1.TailRequest{Limit: 1000, After: after})
+		resp, err := c.Entries(t.Context(), &contractualv1.EntriesRequest{After: after})
 		if err != nil {
-			t.Fatalf("audit Tail after %d: %v", after, err)
+			t.Fatalf("audit Entries after %d: %v", after, err)
 		}
-		events := resp.GetEvents()
-		if len(events) == 0 {
+		if len(resp.GetEntries()) == 0 {
 			return ran
 		}
-		for _, e := range events {
+		for _, enc := range resp.GetEntries() {
+			var e contractualv1.AuditEvent
+			if err := proto.Unmarshal(enc, &e); err != nil {
+				t.Fatalf("audit entry %d: %v", after+1, err)
+			}
 			if e.GetAction() == "call.run" && e.GetOutcome() == "ok" && e.GetDecisionId() != "" {
 				ran[e.GetDecisionId()] = true
 			}
-			after = e.GetIndex()
+			after++
 		}
 	}
 }
@@ -936,8 +956,8 @@ func setupCode(log string) string {
 
 // short is the start of an error message, to count failures by.
 func short(s string) string {
-	if len(s) > 80 {
-		s = s[:80]
+	if len(s) > 160 {
+		s = s[:160]
 	}
 	return s
 }

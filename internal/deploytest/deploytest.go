@@ -453,6 +453,7 @@ func ProbeImage(ctx context.Context, root, dir, tag string) error {
 // ProbeResult is what the probe's dial prints for one URL.
 type ProbeResult struct {
 	URL    string `json:"url"`
+	Peer   string `json:"peer"`
 	Status int    `json:"status"`
 	Body   string `json:"body"`
 	Error  string `json:"error"`

@@ -7,9 +7,11 @@
 //
 // dial sends each URL a POST with a JSON body "{}" (what a Connect unary
 // call looks like), trusting any server certificate and presenting none,
-// and prints one JSON line per URL: {"url", "status" (0 if no HTTP
-// response came), "body" (its first 256 bytes), "error"}. It always exits
-// 0 when its arguments are valid: the test judges the outcome.
+// and prints one JSON line per URL: {"url", "peer" (for https, the
+// identity in the certificate the server showed: its first URI SAN, else
+// its common name), "status" (0 if no HTTP response came), "body" (its
+// first 256 bytes), "error"}. It always exits 0 when its arguments are
+// valid: the test judges the outcome.
 //
 // serve answers every request with 200 "probe" — except GET /user, which
 // stands in for GitHub's API: 200 and a user as JSON if the request carries
@@ -19,11 +21,14 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -51,6 +56,7 @@ func fail(msg string) {
 // Result is what dial prints for one URL.
 type Result struct {
 	URL    string `json:"url"`
+	Peer   string `json:"peer,omitempty"`
 	Status int    `json:"status"`
 	Body   string `json:"body,omitempty"`
 	Error  string `json:"error,omitempty"`
@@ -69,7 +75,7 @@ func dial(args []string) {
 	}
 	enc := json.NewEncoder(os.Stdout)
 	for _, u := range fs.Args() {
-		r := Result{URL: u}
+		r := Result{URL: u, Peer: peer(u, *timeout)}
 		resp, err := hc.Post(u, "application/json", strings.NewReader("{}"))
 		if err != nil {
 			r.Error = err.Error()
@@ -80,6 +86,36 @@ func dial(args []string) {
 		}
 		enc.Encode(r)
 	}
+}
+
+// peer is who the TLS server at an https URL says it is, or "" if the URL
+// is not https or no handshake got as far as the server's certificate.
+func peer(rawURL string, timeout time.Duration) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "https" {
+		return ""
+	}
+	var leaf *x509.Certificate
+	cfg := &tls.Config{
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) > 0 {
+				leaf, _ = x509.ParseCertificate(raw[0])
+			}
+			return nil
+		},
+	}
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", u.Host, cfg)
+	if err == nil {
+		conn.Close()
+	}
+	switch {
+	case leaf == nil:
+		return ""
+	case len(leaf.URIs) > 0:
+		return leaf.URIs[0].String()
+	}
+	return leaf.Subject.CommonName
 }
 
 func serve(args []string) {
