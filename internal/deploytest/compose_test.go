@@ -126,7 +126,7 @@ func setUp(t *testing.T) *deployment {
 	d.url = "http://127.0.0.1:" + port
 	d.Env = []string{
 		deploytest.EnvGoImage + "=" + goImage,
-		"CONTRACTUAL_TAG=deploytest",
+		"CONTRACTUAL_TAG=" + name, // the project's own images, removed with it
 		"CONTRACTUAL_PORT=" + port,
 		"CONTRACTUAL_SECRETS=" + secrets,
 	}
@@ -162,8 +162,17 @@ func (d *deployment) tearDown(t *testing.T) {
 			}
 		}
 	}
-	if d.probe != "" {
-		deploytest.Docker(ctx, "image", "rm", d.probe)
+	// The images: the next run makes them again from the build cache.
+	images := []string{d.probe}
+	for _, s := range deploytest.Services {
+		images = append(images, "contractual-"+s.Name+":"+d.Name)
+	}
+	for _, img := range images {
+		if _, err := deploytest.Docker(ctx, "image", "inspect", img); err == nil {
+			if _, err := deploytest.Docker(ctx, "image", "rm", img); err != nil {
+				t.Errorf("removing image %s: %v", img, err)
+			}
+		}
 	}
 }
 
