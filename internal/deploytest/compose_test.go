@@ -82,6 +82,7 @@ func TestCompose(t *testing.T) {
 	t.Run("flow through the gateway", func(t *testing.T) { d.flow(t) })
 	t.Run("runner killed mid-traffic", func(t *testing.T) { acked = d.killRunner(t) })
 	t.Run("down and up keep everything", func(t *testing.T) { d.downUp(t, acked) })
+	t.Run("the CLI image runs a tool", d.cliImage)
 }
 
 // setUp makes everything the project needs and registers its removal.
@@ -164,7 +165,7 @@ func (d *deployment) tearDown(t *testing.T) {
 	}
 	// The images: the next run makes them again from the build cache.
 	images := []string{d.probe}
-	for _, s := range deploytest.Services {
+	for _, s := range append(slices.Clone(deploytest.Services), deploytest.Service{Name: "cli"}) {
 		images = append(images, "contractual-"+s.Name+":"+d.Name)
 	}
 	for _, img := range images {
@@ -776,6 +777,24 @@ func (d *deployment) downUp(t *testing.T, acked []string) {
 	}
 	if out := d.contractual(t, "", "audit", "verify", "--online", "--full"); !strings.Contains(out, "audit log intact") {
 		t.Errorf("audit verify after down and up: %s", out)
+	}
+}
+
+// cliImage: the Dockerfile's cli target, run as the compose file's cli
+// service (profile cli), runs a tool from the working directory, mounted
+// read-only, under its contract.
+func (d *deployment) cliImage(t *testing.T) {
+	if _, err := d.Compose(t.Context(), 45*time.Minute, "--profile", "cli", "build", "cli"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.Compose(t.Context(), 5*time.Minute, "--profile", "cli", "run", "--rm", "cli",
+		"run", "tools/textkit/textkit.wasm", "--contract", "tools/textkit/contract.yaml",
+		"--export", "slugify", "--input", `{"text": "Hello, Contractual World!"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != `{"slug":"hello-contractual-world"}` {
+		t.Errorf("contractual run in the cli image: %q", got)
 	}
 }
 
