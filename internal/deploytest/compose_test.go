@@ -164,16 +164,14 @@ func (d *deployment) tearDown(t *testing.T) {
 		}
 	}
 	// The images: the next run makes them again from the build cache.
-	images := []string{d.probe}
-	for _, s := range append(slices.Clone(deploytest.Services), deploytest.Service{Name: "cli"}) {
-		images = append(images, "contractual-"+s.Name+":"+d.Name)
-	}
-	for _, img := range images {
-		if _, err := deploytest.Docker(ctx, "image", "inspect", img); err == nil {
-			if _, err := deploytest.Docker(ctx, "image", "rm", img); err != nil {
-				t.Errorf("removing image %s: %v", img, err)
-			}
+	out, _ := deploytest.Docker(ctx, "images", "-a", "-q", "--filter", "label=deploytest="+d.Name)
+	if ids := slices.Compact(slices.Sorted(slices.Values(strings.Fields(string(out))))); len(ids) > 0 {
+		if _, err := deploytest.Docker(ctx, append([]string{"image", "rm", "-f"}, ids...)...); err != nil {
+			t.Errorf("removing the test's images: %v", err)
 		}
+	}
+	if d.probe != "" {
+		deploytest.Docker(ctx, "image", "rm", d.probe)
 	}
 }
 
@@ -572,19 +570,26 @@ func (d *deployment) startAPI(t *testing.T) {
 }
 
 // override is the test's compose file over the deployment's: the runner
-// also reaches the stand-in API, as api.github.com, trusting its CA.
+// also reaches the stand-in API, as api.github.com, trusting its CA; and
+// every image is labelled with the project, so that tearDown finds them
+// all (a service built twice, as ca and ca-init are, leaves an untagged
+// one).
 func (d *deployment) override(t *testing.T) string {
-	s := fmt.Sprintf(`services:
-  runner:
-    networks: {%[1]s: {}}
+	var b strings.Builder
+	b.WriteString("services:\n")
+	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "ca", "ca-init", "cli"} {
+		fmt.Fprintf(&b, "  %s:\n    build: {labels: {deploytest: %s}}\n", s, d.Name)
+		if s == "runner" {
+			fmt.Fprintf(&b, `    networks: {%[1]s: {}}
     extra_hosts: ["api.github.com:%[2]s"]
     environment: {SSL_CERT_FILE: /run/deploytest/roots.pem}
     volumes: ["%[3]s:/run/deploytest/roots.pem:ro"]
-networks:
-  %[1]s: {external: true}
 `, d.apiNet, d.apiIP, filepath.Join(d.dir, "api", "ca.pem"))
+		}
+	}
+	fmt.Fprintf(&b, "networks:\n  %s: {external: true}\n", d.apiNet)
 	path := filepath.Join(d.dir, "override.yml")
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
