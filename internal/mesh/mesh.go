@@ -68,6 +68,9 @@ func ClientOptions(extra ...connect.Interceptor) connect.ClientOption {
 	return connect.WithClientOptions(
 		connect.WithInterceptors(append([]connect.Interceptor{errorsFromConnect{}, authz.Interceptor()}, extra...)...),
 		connect.WithReadMaxBytes(MaxResponseBytes),
+		// Nothing between services is compressed: in memory it is pure
+		// cost, and on the compose network (one host) nearly so.
+		connect.WithAcceptCompression("gzip", nil, nil),
 	)
 }
 
