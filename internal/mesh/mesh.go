@@ -1,6 +1,6 @@
 // Package mesh carries the calls between Contractual's services: Connect
-// over HTTP/2, in memory in the all-in-one server (Memory) or over mutual
-// TLS between containers (see tls.go). Either way the server learns the
+// requests handed to the handler in memory in the all-in-one server
+// (Memory), or HTTP/2 over mutual TLS between containers (TLS). Either way the server learns the
 // caller from the transport — the connection it was dialled on in memory,
 // the verified certificate over TLS — and puts it in the request's context
 // for package authz, which every service's handlers run behind
