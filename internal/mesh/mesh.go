@@ -1,9 +1,9 @@
 // Package mesh carries the calls between Contractual's services: Connect
 // requests handed to the handler in memory in the all-in-one server
-// (Memory), or HTTP/2 over mutual TLS between containers (TLS). Either way the server learns the
-// caller from the transport — the connection it was dialled on in memory,
-// the verified certificate over TLS — and puts it in the request's context
-// for package authz, which every service's handlers run behind
+// (Memory), or over mutual TLS between containers (TLS). Either way the
+// server learns the caller from the transport — the client it was given in
+// memory, the verified certificate over TLS — and puts it in the request's
+// context for package authz, which every service's handlers run behind
 // (HandlerOptions). So the all-in-one server exercises the same
 // authorization as the split deployment.
 package mesh
