@@ -1,177 +1,192 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
-	"errors"
+	"io"
 	"log/slog"
-	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/contractual/contractual/internal/authz"
 	"github.com/contractual/contractual/internal/errs"
 )
 
-// Memory is a Network inside one process: each service serves on a
-// listener of its own that only Memory's dialer reaches, and each
-// connection carries the identity of the service it was dialled for — the
-// one Client was asked for, fixed by the code that wires the process, not
-// by anything a caller sends. HTTP/2 runs over synchronous in-memory pipes
-// (net.Pipe): no socket, no port, nothing another process can reach.
+// Memory is a Network inside one process. Each service's handler is
+// reachable only through the clients Memory hands out, and each call
+// carries the identity of the service its client was made for — fixed by
+// the code that wires the process, never by anything the caller sends. A
+// call is a real Connect request and response (the same codecs,
+// interceptors, headers and errors as over the network), handed from
+// client to handler in memory: no socket, no port, no framing, nothing
+// another process can reach.
+//
+// The handler runs in a context of its own, as behind a server: nothing
+// the caller's context carries (its principal, its device, its own caller)
+// crosses, only its cancellation and deadline.
 type Memory struct {
 	log *slog.Logger
 
-	mu      sync.Mutex
-	servers map[authz.Service]*memServer
-	closed  bool
+	mu       sync.Mutex
+	handlers map[authz.Service]http.Handler
+	closed   bool
+	inflight sync.WaitGroup
 }
 
 var _ Network = (*Memory)(nil)
 
-// NewMemory returns an empty in-memory network; log receives the servers'
+// NewMemory returns an empty in-memory network; log receives its
 // diagnostics (nil discards them).
 func NewMemory(log *slog.Logger) *Memory {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Memory{log: log, servers: map[authz.Service]*memServer{}}
+	return &Memory{log: log, handlers: map[authz.Service]http.Handler{}}
 }
 
-// memServer is one service's server on the network.
-type memServer struct {
-	ln   *memListener
-	http *http.Server
-}
-
-// Serve serves h as service s until Close. Each request's context
-// carries the calling service (authz.WithPeer).
+// Serve serves h as service s until Close. Each request's context carries
+// the calling service (authz.WithPeer).
 func (m *Memory) Serve(s authz.Service, h http.Handler) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
 	case m.closed:
 		return errs.E(errs.Unavailable, "mesh: the in-memory network is closed")
-	case m.servers[s] != nil:
+	case m.handlers[s] != nil:
 		return errs.E(errs.AlreadyExists, "mesh: %s already serves", s)
 	}
-	ms := &memServer{ln: newMemListener(s)}
-	ms.http = &http.Server{
-		Handler: h,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if pc, ok := c.(*peerConn); ok {
-				return authz.WithPeer(ctx, pc.peer)
-			}
-			return ctx
-		},
-		ErrorLog:  slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
-		Protocols: new(http.Protocols),
-	}
-	ms.http.Protocols.SetUnencryptedHTTP2(true)
-	m.servers[s] = ms
-	go func() {
-		if err := ms.http.Serve(ms.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.log.Error("in-memory server stopped", "service", s, "err", err)
-		}
-	}()
+	m.handlers[s] = h
 	return nil
 }
 
-// Client returns the client with which from calls to. The servers it
-// reaches see from as their caller.
+// Client returns the client with which from calls to. The handler it
+// reaches sees from as its caller.
 func (m *Memory) Client(from, to authz.Service) (*http.Client, string) {
-	t := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return m.dial(ctx, from, to)
-		},
-		Protocols: new(http.Protocols),
-		// The pipes are cheap; keep a few connections per pair, so that
-		// one long poll or large answer does not hold up the rest.
-		MaxIdleConnsPerHost: 4,
-	}
-	t.Protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: t}, "http://" + string(to) + ".mesh.internal"
+	return &http.Client{Transport: &memTransport{m: m, from: from, to: to}}, "http://" + string(to) + ".mesh.internal"
 }
 
-// dial connects from to to's server.
-func (m *Memory) dial(ctx context.Context, from, to authz.Service) (net.Conn, error) {
-	m.mu.Lock()
-	ms := m.servers[to]
-	m.mu.Unlock()
-	if ms == nil {
-		return nil, errs.E(errs.Unavailable, "mesh: %s does not serve here", to)
-	}
-	client, server := net.Pipe()
-	if err := ms.ln.deliver(ctx, &peerConn{Conn: server, peer: from}); err != nil {
-		client.Close()
-		server.Close()
-		return nil, err
-	}
-	return client, nil
-}
-
-// Close stops every server, letting requests in flight finish until ctx
-// ends.
+// Close refuses new calls and waits, until ctx ends, for those in flight.
 func (m *Memory) Close(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
-	servers := m.servers
-	m.servers = map[authz.Service]*memServer{}
 	m.mu.Unlock()
-	var err error
-	for _, ms := range servers {
-		err = errors.Join(err, ms.http.Shutdown(ctx))
-	}
-	return err
-}
-
-// peerConn is the server's end of an in-memory connection, with the
-// identity of the service that dialled it.
-type peerConn struct {
-	net.Conn
-	peer authz.Service
-}
-
-// memListener hands a server the connections dialled to it.
-type memListener struct {
-	name  authz.Service
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newMemListener(name authz.Service) *memListener {
-	return &memListener{name: name, conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *memListener) deliver(ctx context.Context, c net.Conn) error {
+	done := make(chan struct{})
+	go func() {
+		m.inflight.Wait()
+		close(done)
+	}()
 	select {
-	case l.conns <- c:
+	case <-done:
 		return nil
-	case <-l.done:
-		return errs.E(errs.Unavailable, "mesh: %s has stopped", l.name)
 	case <-ctx.Done():
-		return errs.Wrap(errs.Unavailable, ctx.Err(), "mesh: dialling %s", l.name)
+		return errs.Wrap(errs.Unavailable, ctx.Err(), "mesh: calls still in flight")
 	}
 }
 
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
+// handler returns to's handler and counts a call in flight.
+func (m *Memory) handler(to authz.Service) (http.Handler, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch h := m.handlers[to]; {
+	case m.closed:
+		return nil, errs.E(errs.Unavailable, "mesh: the in-memory network is closed")
+	case h == nil:
+		return nil, errs.E(errs.Unavailable, "mesh: %s does not serve here", to)
+	default:
+		m.inflight.Add(1)
+		return h, nil
 	}
 }
 
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
+// memTransport carries from's requests to to's handler.
+type memTransport struct {
+	m        *Memory
+	from, to authz.Service
 }
 
-func (l *memListener) Addr() net.Addr { return memAddr(l.name) }
+func (t *memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	h, err := t.m.handler(t.to)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	defer t.m.inflight.Done()
+	// A server's context: the caller's cancellation and deadline, none of
+	// its values; the caller is the one this transport was made for.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer context.AfterFunc(req.Context(), cancel)()
+	if dl, ok := req.Context().Deadline(); ok {
+		var cancelDL context.CancelFunc
+		ctx, cancelDL = context.WithDeadline(ctx, dl)
+		defer cancelDL()
+	}
+	ctx = authz.WithPeer(ctx, t.from)
 
-// memAddr is a service's address on the in-memory network.
-type memAddr string
+	in := req.Clone(ctx)
+	in.RequestURI = req.URL.RequestURI()
+	in.RemoteAddr = string(t.from) + ".mesh.internal:0"
+	in.Proto, in.ProtoMajor, in.ProtoMinor = "HTTP/2.0", 2, 0
+	if in.Body == nil {
+		in.Body = http.NoBody
+	}
+	in.Header = req.Header.Clone()
+	w := &memResponse{header: http.Header{}}
+	h.ServeHTTP(w, in)
+	if in.Body != nil {
+		in.Body.Close()
+	}
+	w.WriteHeader(http.StatusOK) // if the handler wrote nothing
+	body := w.body.Bytes()
+	var trailer http.Header
+	for k, v := range w.header { // the handler's own map: set after the body
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if trailer == nil {
+				trailer = http.Header{}
+			}
+			trailer[http.CanonicalHeaderKey(name)] = v
+		}
+	}
+	return &http.Response{
+		Status:        strconv.Itoa(w.status) + " " + http.StatusText(w.status),
+		StatusCode:    w.status,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        w.sent,
+		Trailer:       trailer,
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}, nil
+}
 
-func (memAddr) Network() string  { return "mesh" }
-func (a memAddr) String() string { return string(a) + ".mesh.internal" }
+// memResponse is a handler's answer, kept whole: every procedure between
+// the services is unary, so nothing reads an answer before it ends.
+type memResponse struct {
+	header      http.Header // the handler's
+	sent        http.Header // header as it was when the status was written
+	status      int
+	wroteHeader bool
+	body        bytes.Buffer
+}
+
+func (w *memResponse) Header() http.Header { return w.header }
+
+func (w *memResponse) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+		w.sent = w.header.Clone() // later changes are trailers or lost, as over HTTP
+	}
+}
+
+func (w *memResponse) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(p)
+}
+
+// Flush does nothing: the answer is handed over whole.
+func (w *memResponse) Flush() {}

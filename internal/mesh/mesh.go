@@ -1,9 +1,9 @@
 // Package mesh carries the calls between Contractual's services: Connect
-// over HTTP/2, in memory in the all-in-one server (Memory) or over mutual
-// TLS between containers (see tls.go). Either way the server learns the
-// caller from the transport — the connection it was dialled on in memory,
-// the verified certificate over TLS — and puts it in the request's context
-// for package authz, which every service's handlers run behind
+// requests handed to the handler in memory in the all-in-one server
+// (Memory), or over mutual TLS between containers (TLS). Either way the
+// server learns the caller from the transport — the client it was given in
+// memory, the verified certificate over TLS — and puts it in the request's
+// context for package authz, which every service's handlers run behind
 // (HandlerOptions). So the all-in-one server exercises the same
 // authorization as the split deployment.
 package mesh
@@ -68,6 +68,9 @@ func ClientOptions(extra ...connect.Interceptor) connect.ClientOption {
 	return connect.WithClientOptions(
 		connect.WithInterceptors(append([]connect.Interceptor{errorsFromConnect{}, authz.Interceptor()}, extra...)...),
 		connect.WithReadMaxBytes(MaxResponseBytes),
+		// Nothing between services is compressed: in memory it is pure
+		// cost, and on the compose network (one host) nearly so.
+		connect.WithAcceptCompression("gzip", nil, nil),
 	)
 }
 

@@ -191,3 +191,50 @@ func newServer(t *testing.T, h http.Handler) *httptest.Server {
 	t.Cleanup(srv.Close)
 	return srv
 }
+
+type callerKey struct{}
+
+// blockingPolicy's GetContract reports whether the caller's context value
+// crossed, then waits for its context to end.
+type blockingPolicy struct {
+	whoPolicy
+	saw     chan any
+	stopped chan error
+}
+
+func (p blockingPolicy) GetContract(ctx context.Context, _ *contractualv1.GetContractRequest) (*contractualv1.GetContractResponse, error) {
+	p.saw <- ctx.Value(callerKey{})
+	<-ctx.Done()
+	p.stopped <- ctx.Err()
+	return nil, ctx.Err()
+}
+
+// TestMemoryContext: a handler on the in-memory network runs in a context
+// of its own — no value of the caller's crosses — that ends when the
+// caller's does.
+func TestMemoryContext(t *testing.T) {
+	n := mesh.NewMemory(nil)
+	t.Cleanup(func() { n.Close(context.Background()) })
+	p := blockingPolicy{saw: make(chan any, 1), stopped: make(chan error, 1)}
+	h := mesh.Handlers{}
+	h.Add(contractualv1connect.NewPolicyServiceHandler(p, mesh.HandlerOptions(slog.New(slog.DiscardHandler))))
+	if err := n.Serve(authz.Policy, h.Mux()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), callerKey{}, "the caller's secret"))
+	done := make(chan error, 1)
+	go func() {
+		_, err := getContract(ctx, mesh.NewClients(n, authz.Runner).Policy)
+		done <- err
+	}()
+	if v := <-p.saw; v != nil {
+		t.Fatalf("the handler saw the caller's context value %v", v)
+	}
+	cancel()
+	if err := <-p.stopped; err == nil {
+		t.Fatal("the handler's context did not end with the caller's")
+	}
+	if err := <-done; !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("the canceled call: %v", err)
+	}
+}

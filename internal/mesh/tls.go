@@ -3,7 +3,6 @@ package mesh
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -30,13 +29,29 @@ var _ Network = (*TLS)(nil)
 
 // Client returns a client that reaches to over mutual TLS. The caller is
 // whoever Source's certificate names, whatever from says.
+//
+// It speaks HTTP/1.1, with up to MaxConnsIdle connections kept per
+// service: every call between services is unary, and Go serves an HTTP/1.1
+// request on its connection's goroutine, where HTTP/2 hands each one
+// between a frame reader, a serve loop and a stream goroutine, on each
+// side. On two busy cores those handoffs made a hop twice as slow
+// (docs/performance.md).
 func (n *TLS) Client(_, to authz.Service) (*http.Client, string) {
 	u := n.URLs[to]
 	if u == "" {
 		u = "https://" + string(to) + ":8443"
 	}
-	return &http.Client{Transport: n.Source.Transport(string(to))}, u
+	tr := n.Source.Transport(string(to))
+	tr.Protocols = new(http.Protocols)
+	tr.Protocols.SetHTTP1(true)
+	tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	tr.MaxIdleConnsPerHost = MaxConnsIdle
+	return &http.Client{Transport: tr}, u
 }
+
+// MaxConnsIdle is how many connections a service keeps open to another
+// between calls.
+const MaxConnsIdle = 64
 
 // ServeTLS serves h over mutual TLS from src on ln until ctx ends, then
 // stops, letting requests in flight finish for up to grace. Each request's
@@ -75,12 +90,4 @@ func PeerFromTLS(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// logger returns log, or one that discards.
-func logger(log *slog.Logger) *slog.Logger {
-	if log == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return log
 }

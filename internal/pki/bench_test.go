@@ -88,29 +88,35 @@ func BenchmarkRequest(b *testing.B) {
 
 	var h2c http.Protocols
 	h2c.SetUnencryptedHTTP2(true)
-	plain := &http.Server{Handler: h, Protocols: &h2c}
 	plainTr := &http.Transport{Protocols: &h2c}
 
+	var h1 http.Protocols
+	h1.SetHTTP1(true)
+	h1Tr := runner.Transport("policy")
+	h1Tr.Protocols = &h1
+	h1Tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
 	for _, bm := range []struct {
 		name   string
-		srv    *http.Server
+		srv    func() *http.Server
 		tr     *http.Transport
 		scheme string
 	}{
-		{"mtls", policy.Server(h), runner.Transport("policy"), "https"},
-		{"h2c", plain, plainTr, "http"},
+		{"mtls", func() *http.Server { return policy.Server(h) }, runner.Transport("policy"), "https"},
+		{"mtls-http1", func() *http.Server { return policy.Server(h) }, h1Tr, "https"},
+		{"h2c", func() *http.Server { return &http.Server{Handler: h, Protocols: &h2c} }, plainTr, "http"},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
+			srv := bm.srv()
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				b.Fatal(err)
 			}
 			if bm.scheme == "https" {
-				go bm.srv.ServeTLS(l, "", "")
+				go srv.ServeTLS(l, "", "")
 			} else {
-				go bm.srv.Serve(l)
+				go srv.Serve(l)
 			}
-			defer bm.srv.Close()
+			defer srv.Close()
 			defer bm.tr.CloseIdleConnections()
 			client := &http.Client{Transport: bm.tr}
 			url := bm.scheme + "://" + l.Addr().String() + "/"
@@ -121,7 +127,7 @@ func BenchmarkRequest(b *testing.B) {
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.ProtoMajor != 2 {
+				if want := bm.tr.Protocols.HTTP2() || bm.tr.Protocols.UnencryptedHTTP2(); (resp.ProtoMajor == 2) != want {
 					b.Fatalf("%s", resp.Proto)
 				}
 			}
