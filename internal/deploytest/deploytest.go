@@ -63,12 +63,14 @@ const BuilderImage = "contractual-builder:local"
 const cmdTimeout = 5 * time.Minute
 
 // Require skips t (or, with CI=true, fails it) unless docker, a daemon it
-// can reach and the Compose v2 plugin are there, and the test runs as root
-// (it reads and writes through /proc/<pid>/root of containers' processes
-// and kills them); it returns the path of the docker binary.
+// can reach and the Compose v2 plugin are there, and a static busybox for
+// the builder image (unless $CONTRACTUAL_GO_IMAGE names a Go image), and
+// the test runs as root (it reads and writes through /proc/<pid>/root of
+// containers' processes and kills them); it returns the path of the
+// docker binary.
 func Require(t testing.TB) string {
 	t.Helper()
-	docker, msg := find(exec.LookPath, run, os.Geteuid())
+	docker, msg := find(exec.LookPath, run, os.Geteuid(), os.Getenv(EnvGoImage) == "")
 	if msg == "" {
 		return docker
 	}
@@ -82,7 +84,7 @@ func Require(t testing.TB) string {
 
 // find looks for docker, asks its daemon and its compose plugin, and
 // returns docker's path, or what is missing.
-func find(lookPath func(string) (string, error), run func(name string, args ...string) ([]byte, error), euid int) (docker, missing string) {
+func find(lookPath func(string) (string, error), run func(name string, args ...string) ([]byte, error), euid int, builder bool) (docker, missing string) {
 	if euid != 0 {
 		return "", "the checks look into containers' processes from the host (/proc/<pid>/root, kill): run as root"
 	}
@@ -96,6 +98,14 @@ func find(lookPath func(string) (string, error), run func(name string, args ...s
 	if out, err := run(docker, "compose", "version", "--short"); err != nil {
 		return "", fmt.Sprintf("no Compose v2 plugin (docker compose version: %v: %s): install docker-compose-plugin, "+
 			"or build it into ~/.docker/cli-plugins (see .ci/run)", err, firstLine(out))
+	}
+	if builder {
+		// ldd fails on a static binary.
+		if bb, err := lookPath("busybox"); err != nil {
+			return "", "no busybox on PATH for the builder image: install busybox-static, or set " + EnvGoImage + " to a Go image"
+		} else if _, err := run("ldd", bb); err == nil {
+			return "", bb + " is not static: install busybox-static, or set " + EnvGoImage + " to a Go image"
+		}
 	}
 	return docker, ""
 }

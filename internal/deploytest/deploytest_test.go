@@ -71,33 +71,56 @@ func TestParseStatusIncomplete(t *testing.T) {
 }
 
 // TestFind: what is missing is said, in order: root, the docker command,
-// its daemon, the compose plugin.
+// its daemon, the compose plugin, a static busybox (only when the test
+// makes the builder image).
 func TestFind(t *testing.T) {
-	found := func(string) (string, error) { return "/usr/bin/docker", nil }
+	found := func(name string) (string, error) { return "/usr/bin/" + name, nil }
 	missing := func(string) (string, error) { return "", exec.ErrNotFound }
-	ok := func(string, ...string) ([]byte, error) { return []byte("28.2.2\n"), nil }
+	noBusybox := func(name string) (string, error) {
+		if name == "busybox" {
+			return "", exec.ErrNotFound
+		}
+		return found(name)
+	}
+	// ok answers docker, and ldd as for a static binary.
+	ok := func(name string, _ ...string) ([]byte, error) {
+		if name == "ldd" {
+			return []byte("\tnot a dynamic executable\n"), errors.New("exit status 1")
+		}
+		return []byte("28.2.2\n"), nil
+	}
 	failOn := func(word string) func(string, ...string) ([]byte, error) {
-		return func(_ string, args ...string) ([]byte, error) {
-			if args[0] == word {
+		return func(name string, args ...string) ([]byte, error) {
+			if name == word || args[0] == word {
 				return []byte("boom\nmore"), errors.New("exit status 1")
 			}
-			return nil, nil
+			return ok(name, args...)
 		}
+	}
+	dynamic := func(name string, args ...string) ([]byte, error) {
+		if name == "ldd" {
+			return []byte("\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6\n"), nil
+		}
+		return ok(name, args...)
 	}
 	for _, c := range []struct {
 		name     string
 		lookPath func(string) (string, error)
 		run      func(string, ...string) ([]byte, error)
 		euid     int
+		builder  bool
 		want     string // in the message; "" means found
 	}{
-		{"all there", found, ok, 0, ""},
-		{"not root", found, ok, 1000, "run as root"},
-		{"no docker", missing, ok, 0, "no docker on PATH"},
-		{"no daemon", found, failOn("version"), 0, "daemon does not answer (exit status 1: boom)"},
-		{"no compose", found, failOn("compose"), 0, "no Compose v2 plugin"},
+		{"all there", found, ok, 0, true, ""},
+		{"not root", found, ok, 1000, true, "run as root"},
+		{"no docker", missing, ok, 0, true, "no docker on PATH"},
+		{"no daemon", found, failOn("version"), 0, true, "daemon does not answer (exit status 1: boom)"},
+		{"no compose", found, failOn("compose"), 0, true, "no Compose v2 plugin"},
+		{"no busybox", noBusybox, ok, 0, true, "install busybox-static"},
+		{"dynamic busybox", found, dynamic, 0, true, "/usr/bin/busybox is not static"},
+		{"a Go image instead", noBusybox, ok, 0, false, ""},
 	} {
-		docker, msg := find(c.lookPath, c.run, c.euid)
+		docker, msg := find(c.lookPath, c.run, c.euid, c.builder)
 		switch {
 		case c.want == "" && (msg != "" || docker != "/usr/bin/docker"):
 			t.Errorf("%s: %q, %q", c.name, docker, msg)
