@@ -5,8 +5,8 @@
 package main
 
 import (
-	"github.com/contractual/contractual/internal/daemon"
 	"github.com/contractual/contractual/internal/broker"
+	"github.com/contractual/contractual/internal/daemon"
 )
 
 func main() { daemon.Main(broker.Daemon()) }

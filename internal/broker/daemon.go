@@ -20,7 +20,7 @@ func Daemon() daemon.Service {
 		Name: string(authz.Broker),
 		Flags: func(fs *flag.FlagSet) {
 			peers = node.Flags(fs, authz.Policy, authz.Audit)
-			kek = fs.String("kek", "/run/secrets/kek", "the key-encryption key file (a Docker secret; `contractual-ca kek` makes one)")
+			kek = fs.String("kek", "/run/secrets/kek", "the key-encryption key file (a Docker secret; deploy/secrets.sh makes one)")
 		},
 		Run: func(ctx context.Context, env *daemon.Env) error {
 			if *kek == "" {
