@@ -124,10 +124,6 @@ func PeerFrom(ctx context.Context) (Service, bool) {
 	return s, ok
 }
 
-// Allowed reports whether caller may call procedure, for itself or for
-// another principal (by the table).
-func Allowed(caller Service, procedure string) bool { return table[caller][procedure] != 0 }
-
 // Interceptor authorizes every call a service's server receives: the
 // caller (WithPeer, from the transport) must have procedure in its row of
 // the table; a call carries no device token (those are for the gateway);
@@ -135,10 +131,10 @@ func Allowed(caller Service, procedure string) bool { return table[caller][proce
 // act for (MayActFor), which becomes the call's principal. Any other call
 // is the caller's own: its principal is "service:<caller>". A request
 // that names a principal in a field (EvaluateRequest.principal) must name
-// one the caller may act for, too. It also sets
-// the principal on calls a client makes: it passes the context's principal,
-// if it is a device, session or job, on in HeaderOnBehalfOf to
-// device-facing procedures.
+// one the caller may act for, too.
+//
+// On a client it passes the context's principal, if it is a device, a
+// session or a job, on in HeaderOnBehalfOf to device-facing procedures.
 func Interceptor() connect.Interceptor { return interceptor{} }
 
 type interceptor struct{}
