@@ -16,6 +16,7 @@ import (
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // Limits on what one Append may carry.
@@ -229,6 +230,11 @@ func validateEvent(e *contractualv1.AuditEvent) error {
 	}
 	if e.GetDurationUs() < 0 {
 		return fmt.Errorf("duration_us is negative")
+	}
+	if t := e.GetTailnet(); t != nil {
+		if _, err := tailnet.FromProto(t); err != nil {
+			return err
+		}
 	}
 	return validateEgress(e.GetEgress())
 }

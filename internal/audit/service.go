@@ -11,6 +11,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // Service is the AuditService over a Store: the Connect handler, and the
@@ -58,7 +59,18 @@ func (s *Service) Store() *Store { return s.store }
 
 // Append durably records the request's events, in order, and returns
 // their indexes.
+//
+// An event that names no tailnet peer gets the one of the device request
+// that caused it (tailnet.From, passed on by every service on the way), so
+// that each event a request causes records the node it came from.
 func (s *Service) Append(ctx context.Context, req *contractualv1.AppendRequest) (*contractualv1.AppendResponse, error) {
+	if peer := tailnet.From(ctx); peer != nil {
+		for _, ev := range req.GetEvents() {
+			if ev != nil && ev.Tailnet == nil {
+				ev.Tailnet = peer.Proto()
+			}
+		}
+	}
 	idxs, err := s.store.Append(ctx, req.GetEvents())
 	if err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ import (
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/principal"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // TrustDomain is the SPIFFE trust domain of every service identity.
@@ -134,7 +135,9 @@ func PeerFrom(ctx context.Context) (Service, bool) {
 // one the caller may act for, too.
 //
 // On a client it passes the context's principal, if it is a device, a
-// session or a job, on in HeaderOnBehalfOf to device-facing procedures.
+// session or a job, on in HeaderOnBehalfOf to device-facing procedures,
+// and the context's tailnet peer, if any, in tailnet.Header to every
+// procedure; a server puts the peer it receives in the call's context.
 func Interceptor() connect.Interceptor { return interceptor{} }
 
 type interceptor struct{}
@@ -148,6 +151,11 @@ func (interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			// gateway are its own.
 			if p := principal.From(ctx); forDevices(proc) && principal.Valid(p) {
 				req.Header().Set(HeaderOnBehalfOf, p)
+			}
+			// The tailnet node of the device request this call serves
+			// travels on every call, for the audit events it causes.
+			if peer := tailnet.From(ctx); peer != nil {
+				req.Header().Set(tailnet.Header, tailnet.Encode(peer))
 			}
 			return next(ctx, req)
 		}
@@ -192,6 +200,13 @@ func authorize(ctx context.Context, proc string, h header) (context.Context, err
 	}
 	if h.Get("Authorization") != "" {
 		return nil, errs.E(errs.PermissionDenied, "%s: device tokens are not accepted on a service port; devices call the gateway", proc)
+	}
+	if v := h.Get(tailnet.Header); v != "" {
+		tp, err := tailnet.Decode(v)
+		if err != nil {
+			return nil, errs.Wrap(errs.Invalid, err, "%s", proc)
+		}
+		ctx = tailnet.With(ctx, tp)
 	}
 	on := h.Get(HeaderOnBehalfOf)
 	switch how := table[peer][proc]; {

@@ -66,8 +66,12 @@ type AuditEvent struct {
 	ModuleSha256   []byte `protobuf:"bytes,18,opt,name=module_sha256,json=moduleSha256,proto3" json:"module_sha256,omitempty"`
 	InputSha256    []byte `protobuf:"bytes,19,opt,name=input_sha256,json=inputSha256,proto3" json:"input_sha256,omitempty"`
 	OutputSha256   []byte `protobuf:"bytes,20,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The tailnet node the request came from, when it came over the
+	// tailnet; unset for a request from the server's own machine (loopback)
+	// and for events no request caused.
+	Tailnet       *TailnetPeer `protobuf:"bytes,21,opt,name=tailnet,proto3" json:"tailnet,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AuditEvent) Reset() {
@@ -240,6 +244,97 @@ func (x *AuditEvent) GetOutputSha256() []byte {
 	return nil
 }
 
+func (x *AuditEvent) GetTailnet() *TailnetPeer {
+	if x != nil {
+		return x.Tailnet
+	}
+	return nil
+}
+
+// TailnetPeer is the tailnet node a request came from, as the tailnet told
+// the gateway (WhoIs, or the identity headers of `tailscale serve`).
+type TailnetPeer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's stable id; empty behind `tailscale serve`, which passes on
+	// the node's address but not its id.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The node's MagicDNS name, e.g. "phone.example-tailnet.ts.net".
+	NodeName string `protobuf:"bytes,2,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// The node's tailnet address.
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// The login of the node's user; empty for a tagged node.
+	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	// The node's ACL tags, e.g. "tag:agent".
+	Tags          []string `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TailnetPeer) Reset() {
+	*x = TailnetPeer{}
+	mi := &file_contractual_v1_audit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TailnetPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TailnetPeer) ProtoMessage() {}
+
+func (x *TailnetPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_audit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TailnetPeer.ProtoReflect.Descriptor instead.
+func (*TailnetPeer) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TailnetPeer) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *TailnetPeer) GetNodeName() string {
+	if x != nil {
+		return x.NodeName
+	}
+	return ""
+}
+
+func (x *TailnetPeer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *TailnetPeer) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *TailnetPeer) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
 // EgressRecord describes one HTTP request of a tool, or one redirect hop.
 type EgressRecord struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -262,7 +357,7 @@ type EgressRecord struct {
 
 func (x *EgressRecord) Reset() {
 	*x = EgressRecord{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[1]
+	mi := &file_contractual_v1_audit_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -274,7 +369,7 @@ func (x *EgressRecord) String() string {
 func (*EgressRecord) ProtoMessage() {}
 
 func (x *EgressRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[1]
+	mi := &file_contractual_v1_audit_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -287,7 +382,7 @@ func (x *EgressRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EgressRecord.ProtoReflect.Descriptor instead.
 func (*EgressRecord) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EgressRecord) GetMethod() string {
@@ -356,7 +451,7 @@ type AppendRequest struct {
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[2]
+	mi := &file_contractual_v1_audit_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +463,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[2]
+	mi := &file_contractual_v1_audit_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +476,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AppendRequest) GetEvents() []*AuditEvent {
@@ -401,7 +496,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[3]
+	mi := &file_contractual_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +508,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[3]
+	mi := &file_contractual_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +521,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AppendResponse) GetIndexes() []uint64 {
@@ -449,7 +544,7 @@ type TailRequest struct {
 
 func (x *TailRequest) Reset() {
 	*x = TailRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[4]
+	mi := &file_contractual_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +556,7 @@ func (x *TailRequest) String() string {
 func (*TailRequest) ProtoMessage() {}
 
 func (x *TailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[4]
+	mi := &file_contractual_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +569,7 @@ func (x *TailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailRequest.ProtoReflect.Descriptor instead.
 func (*TailRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TailRequest) GetLimit() uint32 {
@@ -501,7 +596,7 @@ type TailResponse struct {
 
 func (x *TailResponse) Reset() {
 	*x = TailResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[5]
+	mi := &file_contractual_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +608,7 @@ func (x *TailResponse) String() string {
 func (*TailResponse) ProtoMessage() {}
 
 func (x *TailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[5]
+	mi := &file_contractual_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +621,7 @@ func (x *TailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TailResponse.ProtoReflect.Descriptor instead.
 func (*TailResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TailResponse) GetEvents() []*AuditEvent {
@@ -548,7 +643,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[6]
+	mi := &file_contractual_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +655,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[6]
+	mi := &file_contractual_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +668,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{6}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *VerifyRequest) GetFull() bool {
@@ -606,7 +701,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[7]
+	mi := &file_contractual_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +713,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[7]
+	mi := &file_contractual_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +726,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{7}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *VerifyResponse) GetOk() bool {
@@ -709,7 +804,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[8]
+	mi := &file_contractual_v1_audit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +816,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[8]
+	mi := &file_contractual_v1_audit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +829,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{8}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Checkpoint) GetSeq() uint64 {
@@ -788,7 +883,7 @@ type LatestCheckpointRequest struct {
 
 func (x *LatestCheckpointRequest) Reset() {
 	*x = LatestCheckpointRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[9]
+	mi := &file_contractual_v1_audit_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +895,7 @@ func (x *LatestCheckpointRequest) String() string {
 func (*LatestCheckpointRequest) ProtoMessage() {}
 
 func (x *LatestCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[9]
+	mi := &file_contractual_v1_audit_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +908,7 @@ func (x *LatestCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatestCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*LatestCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{9}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{10}
 }
 
 // LatestCheckpointResponse holds it; checkpoint is absent while the log
@@ -831,7 +926,7 @@ type LatestCheckpointResponse struct {
 
 func (x *LatestCheckpointResponse) Reset() {
 	*x = LatestCheckpointResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[10]
+	mi := &file_contractual_v1_audit_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +938,7 @@ func (x *LatestCheckpointResponse) String() string {
 func (*LatestCheckpointResponse) ProtoMessage() {}
 
 func (x *LatestCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[10]
+	mi := &file_contractual_v1_audit_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +951,7 @@ func (x *LatestCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatestCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*LatestCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{10}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LatestCheckpointResponse) GetCheckpoint() *Checkpoint {
@@ -887,7 +982,7 @@ type EntriesRequest struct {
 
 func (x *EntriesRequest) Reset() {
 	*x = EntriesRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[11]
+	mi := &file_contractual_v1_audit_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +994,7 @@ func (x *EntriesRequest) String() string {
 func (*EntriesRequest) ProtoMessage() {}
 
 func (x *EntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[11]
+	mi := &file_contractual_v1_audit_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1007,7 @@ func (x *EntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntriesRequest.ProtoReflect.Descriptor instead.
 func (*EntriesRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{11}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EntriesRequest) GetAfter() uint64 {
@@ -940,7 +1035,7 @@ type EntriesResponse struct {
 
 func (x *EntriesResponse) Reset() {
 	*x = EntriesResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[12]
+	mi := &file_contractual_v1_audit_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1047,7 @@ func (x *EntriesResponse) String() string {
 func (*EntriesResponse) ProtoMessage() {}
 
 func (x *EntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[12]
+	mi := &file_contractual_v1_audit_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1060,7 @@ func (x *EntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EntriesResponse.ProtoReflect.Descriptor instead.
 func (*EntriesResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{12}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EntriesResponse) GetEntries() [][]byte {
@@ -987,7 +1082,7 @@ type CheckConsistencyRequest struct {
 
 func (x *CheckConsistencyRequest) Reset() {
 	*x = CheckConsistencyRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[13]
+	mi := &file_contractual_v1_audit_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1094,7 @@ func (x *CheckConsistencyRequest) String() string {
 func (*CheckConsistencyRequest) ProtoMessage() {}
 
 func (x *CheckConsistencyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[13]
+	mi := &file_contractual_v1_audit_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1107,7 @@ func (x *CheckConsistencyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckConsistencyRequest.ProtoReflect.Descriptor instead.
 func (*CheckConsistencyRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{13}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CheckConsistencyRequest) GetSeen() *Checkpoint {
@@ -1043,7 +1138,7 @@ type CheckConsistencyResponse struct {
 
 func (x *CheckConsistencyResponse) Reset() {
 	*x = CheckConsistencyResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[14]
+	mi := &file_contractual_v1_audit_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1150,7 @@ func (x *CheckConsistencyResponse) String() string {
 func (*CheckConsistencyResponse) ProtoMessage() {}
 
 func (x *CheckConsistencyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[14]
+	mi := &file_contractual_v1_audit_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1163,7 @@ func (x *CheckConsistencyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckConsistencyResponse.ProtoReflect.Descriptor instead.
 func (*CheckConsistencyResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{14}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CheckConsistencyResponse) GetOk() bool {
@@ -1113,7 +1208,7 @@ type Pruned struct {
 
 func (x *Pruned) Reset() {
 	*x = Pruned{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[15]
+	mi := &file_contractual_v1_audit_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1220,7 @@ func (x *Pruned) String() string {
 func (*Pruned) ProtoMessage() {}
 
 func (x *Pruned) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[15]
+	mi := &file_contractual_v1_audit_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1233,7 @@ func (x *Pruned) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pruned.ProtoReflect.Descriptor instead.
 func (*Pruned) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{15}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Pruned) GetAnchor() *Checkpoint {
@@ -1178,7 +1273,7 @@ type Export struct {
 
 func (x *Export) Reset() {
 	*x = Export{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[16]
+	mi := &file_contractual_v1_audit_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1285,7 @@ func (x *Export) String() string {
 func (*Export) ProtoMessage() {}
 
 func (x *Export) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[16]
+	mi := &file_contractual_v1_audit_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1298,7 @@ func (x *Export) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Export.ProtoReflect.Descriptor instead.
 func (*Export) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{16}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Export) GetStartSeq() uint64 {
@@ -1274,7 +1369,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[17]
+	mi := &file_contractual_v1_audit_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1381,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[17]
+	mi := &file_contractual_v1_audit_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1394,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{17}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetCheckpointRequest) GetSeq() uint64 {
@@ -1326,7 +1421,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[18]
+	mi := &file_contractual_v1_audit_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1433,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[18]
+	mi := &file_contractual_v1_audit_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1446,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{18}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() *Checkpoint {
@@ -1370,7 +1465,7 @@ type SegmentsRequest struct {
 
 func (x *SegmentsRequest) Reset() {
 	*x = SegmentsRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[19]
+	mi := &file_contractual_v1_audit_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1477,7 @@ func (x *SegmentsRequest) String() string {
 func (*SegmentsRequest) ProtoMessage() {}
 
 func (x *SegmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[19]
+	mi := &file_contractual_v1_audit_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1490,7 @@ func (x *SegmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentsRequest.ProtoReflect.Descriptor instead.
 func (*SegmentsRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{19}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{20}
 }
 
 // SegmentsResponse describes the log's retention state.
@@ -1416,7 +1511,7 @@ type SegmentsResponse struct {
 
 func (x *SegmentsResponse) Reset() {
 	*x = SegmentsResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[20]
+	mi := &file_contractual_v1_audit_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1523,7 @@ func (x *SegmentsResponse) String() string {
 func (*SegmentsResponse) ProtoMessage() {}
 
 func (x *SegmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[20]
+	mi := &file_contractual_v1_audit_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1536,7 @@ func (x *SegmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentsResponse.ProtoReflect.Descriptor instead.
 func (*SegmentsResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{20}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SegmentsResponse) GetAnchor() *Checkpoint {
@@ -1488,7 +1583,7 @@ type RecordExportRequest struct {
 
 func (x *RecordExportRequest) Reset() {
 	*x = RecordExportRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[21]
+	mi := &file_contractual_v1_audit_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1595,7 @@ func (x *RecordExportRequest) String() string {
 func (*RecordExportRequest) ProtoMessage() {}
 
 func (x *RecordExportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[21]
+	mi := &file_contractual_v1_audit_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1608,7 @@ func (x *RecordExportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordExportRequest.ProtoReflect.Descriptor instead.
 func (*RecordExportRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{21}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RecordExportRequest) GetStartSeq() uint64 {
@@ -1554,7 +1649,7 @@ type RecordExportResponse struct {
 
 func (x *RecordExportResponse) Reset() {
 	*x = RecordExportResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[22]
+	mi := &file_contractual_v1_audit_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1661,7 @@ func (x *RecordExportResponse) String() string {
 func (*RecordExportResponse) ProtoMessage() {}
 
 func (x *RecordExportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[22]
+	mi := &file_contractual_v1_audit_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1674,7 @@ func (x *RecordExportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordExportResponse.ProtoReflect.Descriptor instead.
 func (*RecordExportResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{22}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RecordExportResponse) GetExport() *Export {
@@ -1601,7 +1696,7 @@ type PruneRequest struct {
 
 func (x *PruneRequest) Reset() {
 	*x = PruneRequest{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[23]
+	mi := &file_contractual_v1_audit_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1708,7 @@ func (x *PruneRequest) String() string {
 func (*PruneRequest) ProtoMessage() {}
 
 func (x *PruneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[23]
+	mi := &file_contractual_v1_audit_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1721,7 @@ func (x *PruneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneRequest.ProtoReflect.Descriptor instead.
 func (*PruneRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{23}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PruneRequest) GetSeq() uint64 {
@@ -1656,7 +1751,7 @@ type PruneResponse struct {
 
 func (x *PruneResponse) Reset() {
 	*x = PruneResponse{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[24]
+	mi := &file_contractual_v1_audit_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +1763,7 @@ func (x *PruneResponse) String() string {
 func (*PruneResponse) ProtoMessage() {}
 
 func (x *PruneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[24]
+	mi := &file_contractual_v1_audit_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +1776,7 @@ func (x *PruneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneResponse.ProtoReflect.Descriptor instead.
 func (*PruneResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{24}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PruneResponse) GetAnchor() *Checkpoint {
@@ -1713,7 +1808,7 @@ type SegmentHeader struct {
 
 func (x *SegmentHeader) Reset() {
 	*x = SegmentHeader{}
-	mi := &file_contractual_v1_audit_proto_msgTypes[25]
+	mi := &file_contractual_v1_audit_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1820,7 @@ func (x *SegmentHeader) String() string {
 func (*SegmentHeader) ProtoMessage() {}
 
 func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_audit_proto_msgTypes[25]
+	mi := &file_contractual_v1_audit_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1833,7 @@ func (x *SegmentHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentHeader.ProtoReflect.Descriptor instead.
 func (*SegmentHeader) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{25}
+	return file_contractual_v1_audit_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SegmentHeader) GetStart() *Checkpoint {
@@ -1759,7 +1854,7 @@ var File_contractual_v1_audit_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x1acontractual/v1/audit.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x05\n" +
+	"\x1acontractual/v1/audit.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x05\n" +
 	"\n" +
 	"AuditEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
@@ -1786,7 +1881,14 @@ const file_contractual_v1_audit_proto_rawDesc = "" +
 	"\x0fcontract_sha256\x18\x11 \x01(\fR\x0econtractSha256\x12#\n" +
 	"\rmodule_sha256\x18\x12 \x01(\fR\fmoduleSha256\x12!\n" +
 	"\finput_sha256\x18\x13 \x01(\fR\vinputSha256\x12#\n" +
-	"\routput_sha256\x18\x14 \x01(\fR\foutputSha256\"\xc8\x01\n" +
+	"\routput_sha256\x18\x14 \x01(\fR\foutputSha256\x125\n" +
+	"\atailnet\x18\x15 \x01(\v2\x1b.contractual.v1.TailnetPeerR\atailnet\"\x85\x01\n" +
+	"\vTailnetPeer\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\x12\x12\n" +
+	"\x04tags\x18\x05 \x03(\tR\x04tags\"\xc8\x01\n" +
 	"\fEgressRecord\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n" +
@@ -1912,85 +2014,87 @@ func file_contractual_v1_audit_proto_rawDescGZIP() []byte {
 	return file_contractual_v1_audit_proto_rawDescData
 }
 
-var file_contractual_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_contractual_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_contractual_v1_audit_proto_goTypes = []any{
 	(*AuditEvent)(nil),               // 0: contractual.v1.AuditEvent
-	(*EgressRecord)(nil),             // 1: contractual.v1.EgressRecord
-	(*AppendRequest)(nil),            // 2: contractual.v1.AppendRequest
-	(*AppendResponse)(nil),           // 3: contractual.v1.AppendResponse
-	(*TailRequest)(nil),              // 4: contractual.v1.TailRequest
-	(*TailResponse)(nil),             // 5: contractual.v1.TailResponse
-	(*VerifyRequest)(nil),            // 6: contractual.v1.VerifyRequest
-	(*VerifyResponse)(nil),           // 7: contractual.v1.VerifyResponse
-	(*Checkpoint)(nil),               // 8: contractual.v1.Checkpoint
-	(*LatestCheckpointRequest)(nil),  // 9: contractual.v1.LatestCheckpointRequest
-	(*LatestCheckpointResponse)(nil), // 10: contractual.v1.LatestCheckpointResponse
-	(*EntriesRequest)(nil),           // 11: contractual.v1.EntriesRequest
-	(*EntriesResponse)(nil),          // 12: contractual.v1.EntriesResponse
-	(*CheckConsistencyRequest)(nil),  // 13: contractual.v1.CheckConsistencyRequest
-	(*CheckConsistencyResponse)(nil), // 14: contractual.v1.CheckConsistencyResponse
-	(*Pruned)(nil),                   // 15: contractual.v1.Pruned
-	(*Export)(nil),                   // 16: contractual.v1.Export
-	(*GetCheckpointRequest)(nil),     // 17: contractual.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),    // 18: contractual.v1.GetCheckpointResponse
-	(*SegmentsRequest)(nil),          // 19: contractual.v1.SegmentsRequest
-	(*SegmentsResponse)(nil),         // 20: contractual.v1.SegmentsResponse
-	(*RecordExportRequest)(nil),      // 21: contractual.v1.RecordExportRequest
-	(*RecordExportResponse)(nil),     // 22: contractual.v1.RecordExportResponse
-	(*PruneRequest)(nil),             // 23: contractual.v1.PruneRequest
-	(*PruneResponse)(nil),            // 24: contractual.v1.PruneResponse
-	(*SegmentHeader)(nil),            // 25: contractual.v1.SegmentHeader
-	(*timestamppb.Timestamp)(nil),    // 26: google.protobuf.Timestamp
+	(*TailnetPeer)(nil),              // 1: contractual.v1.TailnetPeer
+	(*EgressRecord)(nil),             // 2: contractual.v1.EgressRecord
+	(*AppendRequest)(nil),            // 3: contractual.v1.AppendRequest
+	(*AppendResponse)(nil),           // 4: contractual.v1.AppendResponse
+	(*TailRequest)(nil),              // 5: contractual.v1.TailRequest
+	(*TailResponse)(nil),             // 6: contractual.v1.TailResponse
+	(*VerifyRequest)(nil),            // 7: contractual.v1.VerifyRequest
+	(*VerifyResponse)(nil),           // 8: contractual.v1.VerifyResponse
+	(*Checkpoint)(nil),               // 9: contractual.v1.Checkpoint
+	(*LatestCheckpointRequest)(nil),  // 10: contractual.v1.LatestCheckpointRequest
+	(*LatestCheckpointResponse)(nil), // 11: contractual.v1.LatestCheckpointResponse
+	(*EntriesRequest)(nil),           // 12: contractual.v1.EntriesRequest
+	(*EntriesResponse)(nil),          // 13: contractual.v1.EntriesResponse
+	(*CheckConsistencyRequest)(nil),  // 14: contractual.v1.CheckConsistencyRequest
+	(*CheckConsistencyResponse)(nil), // 15: contractual.v1.CheckConsistencyResponse
+	(*Pruned)(nil),                   // 16: contractual.v1.Pruned
+	(*Export)(nil),                   // 17: contractual.v1.Export
+	(*GetCheckpointRequest)(nil),     // 18: contractual.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),    // 19: contractual.v1.GetCheckpointResponse
+	(*SegmentsRequest)(nil),          // 20: contractual.v1.SegmentsRequest
+	(*SegmentsResponse)(nil),         // 21: contractual.v1.SegmentsResponse
+	(*RecordExportRequest)(nil),      // 22: contractual.v1.RecordExportRequest
+	(*RecordExportResponse)(nil),     // 23: contractual.v1.RecordExportResponse
+	(*PruneRequest)(nil),             // 24: contractual.v1.PruneRequest
+	(*PruneResponse)(nil),            // 25: contractual.v1.PruneResponse
+	(*SegmentHeader)(nil),            // 26: contractual.v1.SegmentHeader
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
 }
 var file_contractual_v1_audit_proto_depIdxs = []int32{
-	26, // 0: contractual.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 1: contractual.v1.AuditEvent.egress:type_name -> contractual.v1.EgressRecord
-	0,  // 2: contractual.v1.AppendRequest.events:type_name -> contractual.v1.AuditEvent
-	0,  // 3: contractual.v1.TailResponse.events:type_name -> contractual.v1.AuditEvent
-	26, // 4: contractual.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
-	8,  // 5: contractual.v1.LatestCheckpointResponse.checkpoint:type_name -> contractual.v1.Checkpoint
-	8,  // 6: contractual.v1.LatestCheckpointResponse.anchor:type_name -> contractual.v1.Checkpoint
-	8,  // 7: contractual.v1.CheckConsistencyRequest.seen:type_name -> contractual.v1.Checkpoint
-	8,  // 8: contractual.v1.CheckConsistencyResponse.latest:type_name -> contractual.v1.Checkpoint
-	15, // 9: contractual.v1.CheckConsistencyResponse.pruned:type_name -> contractual.v1.Pruned
-	8,  // 10: contractual.v1.Pruned.anchor:type_name -> contractual.v1.Checkpoint
-	16, // 11: contractual.v1.Pruned.exports:type_name -> contractual.v1.Export
-	26, // 12: contractual.v1.Export.time:type_name -> google.protobuf.Timestamp
-	26, // 13: contractual.v1.GetCheckpointRequest.before:type_name -> google.protobuf.Timestamp
-	8,  // 14: contractual.v1.GetCheckpointResponse.checkpoint:type_name -> contractual.v1.Checkpoint
-	8,  // 15: contractual.v1.SegmentsResponse.anchor:type_name -> contractual.v1.Checkpoint
-	8,  // 16: contractual.v1.SegmentsResponse.latest:type_name -> contractual.v1.Checkpoint
-	16, // 17: contractual.v1.SegmentsResponse.exports:type_name -> contractual.v1.Export
-	16, // 18: contractual.v1.RecordExportResponse.export:type_name -> contractual.v1.Export
-	26, // 19: contractual.v1.PruneRequest.before:type_name -> google.protobuf.Timestamp
-	8,  // 20: contractual.v1.PruneResponse.anchor:type_name -> contractual.v1.Checkpoint
-	8,  // 21: contractual.v1.SegmentHeader.start:type_name -> contractual.v1.Checkpoint
-	8,  // 22: contractual.v1.SegmentHeader.seal:type_name -> contractual.v1.Checkpoint
-	4,  // 23: contractual.v1.AuditService.Tail:input_type -> contractual.v1.TailRequest
-	6,  // 24: contractual.v1.AuditService.Verify:input_type -> contractual.v1.VerifyRequest
-	9,  // 25: contractual.v1.AuditService.LatestCheckpoint:input_type -> contractual.v1.LatestCheckpointRequest
-	11, // 26: contractual.v1.AuditService.Entries:input_type -> contractual.v1.EntriesRequest
-	13, // 27: contractual.v1.AuditService.CheckConsistency:input_type -> contractual.v1.CheckConsistencyRequest
-	17, // 28: contractual.v1.AuditService.GetCheckpoint:input_type -> contractual.v1.GetCheckpointRequest
-	19, // 29: contractual.v1.AuditService.Segments:input_type -> contractual.v1.SegmentsRequest
-	21, // 30: contractual.v1.AuditService.RecordExport:input_type -> contractual.v1.RecordExportRequest
-	23, // 31: contractual.v1.AuditService.Prune:input_type -> contractual.v1.PruneRequest
-	2,  // 32: contractual.v1.AuditInternalService.Append:input_type -> contractual.v1.AppendRequest
-	5,  // 33: contractual.v1.AuditService.Tail:output_type -> contractual.v1.TailResponse
-	7,  // 34: contractual.v1.AuditService.Verify:output_type -> contractual.v1.VerifyResponse
-	10, // 35: contractual.v1.AuditService.LatestCheckpoint:output_type -> contractual.v1.LatestCheckpointResponse
-	12, // 36: contractual.v1.AuditService.Entries:output_type -> contractual.v1.EntriesResponse
-	14, // 37: contractual.v1.AuditService.CheckConsistency:output_type -> contractual.v1.CheckConsistencyResponse
-	18, // 38: contractual.v1.AuditService.GetCheckpoint:output_type -> contractual.v1.GetCheckpointResponse
-	20, // 39: contractual.v1.AuditService.Segments:output_type -> contractual.v1.SegmentsResponse
-	22, // 40: contractual.v1.AuditService.RecordExport:output_type -> contractual.v1.RecordExportResponse
-	24, // 41: contractual.v1.AuditService.Prune:output_type -> contractual.v1.PruneResponse
-	3,  // 42: contractual.v1.AuditInternalService.Append:output_type -> contractual.v1.AppendResponse
-	33, // [33:43] is the sub-list for method output_type
-	23, // [23:33] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	27, // 0: contractual.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	2,  // 1: contractual.v1.AuditEvent.egress:type_name -> contractual.v1.EgressRecord
+	1,  // 2: contractual.v1.AuditEvent.tailnet:type_name -> contractual.v1.TailnetPeer
+	0,  // 3: contractual.v1.AppendRequest.events:type_name -> contractual.v1.AuditEvent
+	0,  // 4: contractual.v1.TailResponse.events:type_name -> contractual.v1.AuditEvent
+	27, // 5: contractual.v1.Checkpoint.time:type_name -> google.protobuf.Timestamp
+	9,  // 6: contractual.v1.LatestCheckpointResponse.checkpoint:type_name -> contractual.v1.Checkpoint
+	9,  // 7: contractual.v1.LatestCheckpointResponse.anchor:type_name -> contractual.v1.Checkpoint
+	9,  // 8: contractual.v1.CheckConsistencyRequest.seen:type_name -> contractual.v1.Checkpoint
+	9,  // 9: contractual.v1.CheckConsistencyResponse.latest:type_name -> contractual.v1.Checkpoint
+	16, // 10: contractual.v1.CheckConsistencyResponse.pruned:type_name -> contractual.v1.Pruned
+	9,  // 11: contractual.v1.Pruned.anchor:type_name -> contractual.v1.Checkpoint
+	17, // 12: contractual.v1.Pruned.exports:type_name -> contractual.v1.Export
+	27, // 13: contractual.v1.Export.time:type_name -> google.protobuf.Timestamp
+	27, // 14: contractual.v1.GetCheckpointRequest.before:type_name -> google.protobuf.Timestamp
+	9,  // 15: contractual.v1.GetCheckpointResponse.checkpoint:type_name -> contractual.v1.Checkpoint
+	9,  // 16: contractual.v1.SegmentsResponse.anchor:type_name -> contractual.v1.Checkpoint
+	9,  // 17: contractual.v1.SegmentsResponse.latest:type_name -> contractual.v1.Checkpoint
+	17, // 18: contractual.v1.SegmentsResponse.exports:type_name -> contractual.v1.Export
+	17, // 19: contractual.v1.RecordExportResponse.export:type_name -> contractual.v1.Export
+	27, // 20: contractual.v1.PruneRequest.before:type_name -> google.protobuf.Timestamp
+	9,  // 21: contractual.v1.PruneResponse.anchor:type_name -> contractual.v1.Checkpoint
+	9,  // 22: contractual.v1.SegmentHeader.start:type_name -> contractual.v1.Checkpoint
+	9,  // 23: contractual.v1.SegmentHeader.seal:type_name -> contractual.v1.Checkpoint
+	5,  // 24: contractual.v1.AuditService.Tail:input_type -> contractual.v1.TailRequest
+	7,  // 25: contractual.v1.AuditService.Verify:input_type -> contractual.v1.VerifyRequest
+	10, // 26: contractual.v1.AuditService.LatestCheckpoint:input_type -> contractual.v1.LatestCheckpointRequest
+	12, // 27: contractual.v1.AuditService.Entries:input_type -> contractual.v1.EntriesRequest
+	14, // 28: contractual.v1.AuditService.CheckConsistency:input_type -> contractual.v1.CheckConsistencyRequest
+	18, // 29: contractual.v1.AuditService.GetCheckpoint:input_type -> contractual.v1.GetCheckpointRequest
+	20, // 30: contractual.v1.AuditService.Segments:input_type -> contractual.v1.SegmentsRequest
+	22, // 31: contractual.v1.AuditService.RecordExport:input_type -> contractual.v1.RecordExportRequest
+	24, // 32: contractual.v1.AuditService.Prune:input_type -> contractual.v1.PruneRequest
+	3,  // 33: contractual.v1.AuditInternalService.Append:input_type -> contractual.v1.AppendRequest
+	6,  // 34: contractual.v1.AuditService.Tail:output_type -> contractual.v1.TailResponse
+	8,  // 35: contractual.v1.AuditService.Verify:output_type -> contractual.v1.VerifyResponse
+	11, // 36: contractual.v1.AuditService.LatestCheckpoint:output_type -> contractual.v1.LatestCheckpointResponse
+	13, // 37: contractual.v1.AuditService.Entries:output_type -> contractual.v1.EntriesResponse
+	15, // 38: contractual.v1.AuditService.CheckConsistency:output_type -> contractual.v1.CheckConsistencyResponse
+	19, // 39: contractual.v1.AuditService.GetCheckpoint:output_type -> contractual.v1.GetCheckpointResponse
+	21, // 40: contractual.v1.AuditService.Segments:output_type -> contractual.v1.SegmentsResponse
+	23, // 41: contractual.v1.AuditService.RecordExport:output_type -> contractual.v1.RecordExportResponse
+	25, // 42: contractual.v1.AuditService.Prune:output_type -> contractual.v1.PruneResponse
+	4,  // 43: contractual.v1.AuditInternalService.Append:output_type -> contractual.v1.AppendResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_audit_proto_init() }
@@ -2004,7 +2108,7 @@ func file_contractual_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_audit_proto_rawDesc), len(file_contractual_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

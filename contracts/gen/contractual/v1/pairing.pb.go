@@ -246,7 +246,12 @@ type Device struct {
 	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
 	// When its token expires unless used before (renewed on use, up to the
 	// kind's cap); a device past it must pair again.
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The tailnet node it paired from, to which its token is bound: the
+	// token is refused from any other node. Unset for a device that paired
+	// from the server's own machine (its token is refused from every
+	// tailnet node).
+	Tailnet       *TailnetPeer `protobuf:"bytes,10,opt,name=tailnet,proto3" json:"tailnet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -340,6 +345,13 @@ func (x *Device) GetLastUsedAt() *timestamppb.Timestamp {
 func (x *Device) GetExpiresAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Device) GetTailnet() *TailnetPeer {
+	if x != nil {
+		return x.Tailnet
 	}
 	return nil
 }
@@ -1285,7 +1297,7 @@ var File_contractual_v1_pairing_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccontractual/v1/pairing.proto\x12\x0econtractual.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n" +
+	"\x1ccontractual/v1/pairing.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n" +
 	"\x0ePairingRequest\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x12\n" +
@@ -1295,7 +1307,7 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
 	"\x06scopes\x18\x06 \x03(\tR\x06scopes\x12.\n" +
-	"\x04kind\x18\a \x01(\x0e2\x1a.contractual.v1.DeviceKindR\x04kind\"\x82\x03\n" +
+	"\x04kind\x18\a \x01(\x0e2\x1a.contractual.v1.DeviceKindR\x04kind\"\xb9\x03\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -1309,7 +1321,9 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\flast_used_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastUsedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x90\x01\n" +
+	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x125\n" +
+	"\atailnet\x18\n" +
+	" \x01(\v2\x1b.contractual.v1.TailnetPeerR\atailnet\"\x90\x01\n" +
 	"\x13BeginPairingRequest\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x12\n" +
@@ -1425,6 +1439,7 @@ var file_contractual_v1_pairing_proto_goTypes = []any{
 	(*UnpairRequest)(nil),                // 20: contractual.v1.UnpairRequest
 	(*UnpairResponse)(nil),               // 21: contractual.v1.UnpairResponse
 	(*timestamppb.Timestamp)(nil),        // 22: google.protobuf.Timestamp
+	(*TailnetPeer)(nil),                  // 23: contractual.v1.TailnetPeer
 }
 var file_contractual_v1_pairing_proto_depIdxs = []int32{
 	22, // 0: contractual.v1.PairingRequest.created_at:type_name -> google.protobuf.Timestamp
@@ -1435,35 +1450,36 @@ var file_contractual_v1_pairing_proto_depIdxs = []int32{
 	0,  // 5: contractual.v1.Device.kind:type_name -> contractual.v1.DeviceKind
 	22, // 6: contractual.v1.Device.last_used_at:type_name -> google.protobuf.Timestamp
 	22, // 7: contractual.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 8: contractual.v1.BeginPairingRequest.kind:type_name -> contractual.v1.DeviceKind
-	22, // 9: contractual.v1.BeginPairingResponse.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 10: contractual.v1.CompletePairingResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 11: contractual.v1.ListPairingRequestsResponse.requests:type_name -> contractual.v1.PairingRequest
-	1,  // 12: contractual.v1.ListDevicesRequest.state:type_name -> contractual.v1.DeviceState
-	3,  // 13: contractual.v1.ListDevicesResponse.devices:type_name -> contractual.v1.Device
-	4,  // 14: contractual.v1.PairingService.BeginPairing:input_type -> contractual.v1.BeginPairingRequest
-	6,  // 15: contractual.v1.PairingService.ApproveWithSetupCode:input_type -> contractual.v1.ApproveWithSetupCodeRequest
-	8,  // 16: contractual.v1.PairingService.CompletePairing:input_type -> contractual.v1.CompletePairingRequest
-	10, // 17: contractual.v1.PairingService.ApprovePairing:input_type -> contractual.v1.ApprovePairingRequest
-	12, // 18: contractual.v1.PairingService.RejectPairing:input_type -> contractual.v1.RejectPairingRequest
-	14, // 19: contractual.v1.PairingService.ListPairingRequests:input_type -> contractual.v1.ListPairingRequestsRequest
-	16, // 20: contractual.v1.PairingService.ListDevices:input_type -> contractual.v1.ListDevicesRequest
-	18, // 21: contractual.v1.PairingService.RevokeDevice:input_type -> contractual.v1.RevokeDeviceRequest
-	20, // 22: contractual.v1.PairingService.Unpair:input_type -> contractual.v1.UnpairRequest
-	5,  // 23: contractual.v1.PairingService.BeginPairing:output_type -> contractual.v1.BeginPairingResponse
-	7,  // 24: contractual.v1.PairingService.ApproveWithSetupCode:output_type -> contractual.v1.ApproveWithSetupCodeResponse
-	9,  // 25: contractual.v1.PairingService.CompletePairing:output_type -> contractual.v1.CompletePairingResponse
-	11, // 26: contractual.v1.PairingService.ApprovePairing:output_type -> contractual.v1.ApprovePairingResponse
-	13, // 27: contractual.v1.PairingService.RejectPairing:output_type -> contractual.v1.RejectPairingResponse
-	15, // 28: contractual.v1.PairingService.ListPairingRequests:output_type -> contractual.v1.ListPairingRequestsResponse
-	17, // 29: contractual.v1.PairingService.ListDevices:output_type -> contractual.v1.ListDevicesResponse
-	19, // 30: contractual.v1.PairingService.RevokeDevice:output_type -> contractual.v1.RevokeDeviceResponse
-	21, // 31: contractual.v1.PairingService.Unpair:output_type -> contractual.v1.UnpairResponse
-	23, // [23:32] is the sub-list for method output_type
-	14, // [14:23] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	23, // 8: contractual.v1.Device.tailnet:type_name -> contractual.v1.TailnetPeer
+	0,  // 9: contractual.v1.BeginPairingRequest.kind:type_name -> contractual.v1.DeviceKind
+	22, // 10: contractual.v1.BeginPairingResponse.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 11: contractual.v1.CompletePairingResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 12: contractual.v1.ListPairingRequestsResponse.requests:type_name -> contractual.v1.PairingRequest
+	1,  // 13: contractual.v1.ListDevicesRequest.state:type_name -> contractual.v1.DeviceState
+	3,  // 14: contractual.v1.ListDevicesResponse.devices:type_name -> contractual.v1.Device
+	4,  // 15: contractual.v1.PairingService.BeginPairing:input_type -> contractual.v1.BeginPairingRequest
+	6,  // 16: contractual.v1.PairingService.ApproveWithSetupCode:input_type -> contractual.v1.ApproveWithSetupCodeRequest
+	8,  // 17: contractual.v1.PairingService.CompletePairing:input_type -> contractual.v1.CompletePairingRequest
+	10, // 18: contractual.v1.PairingService.ApprovePairing:input_type -> contractual.v1.ApprovePairingRequest
+	12, // 19: contractual.v1.PairingService.RejectPairing:input_type -> contractual.v1.RejectPairingRequest
+	14, // 20: contractual.v1.PairingService.ListPairingRequests:input_type -> contractual.v1.ListPairingRequestsRequest
+	16, // 21: contractual.v1.PairingService.ListDevices:input_type -> contractual.v1.ListDevicesRequest
+	18, // 22: contractual.v1.PairingService.RevokeDevice:input_type -> contractual.v1.RevokeDeviceRequest
+	20, // 23: contractual.v1.PairingService.Unpair:input_type -> contractual.v1.UnpairRequest
+	5,  // 24: contractual.v1.PairingService.BeginPairing:output_type -> contractual.v1.BeginPairingResponse
+	7,  // 25: contractual.v1.PairingService.ApproveWithSetupCode:output_type -> contractual.v1.ApproveWithSetupCodeResponse
+	9,  // 26: contractual.v1.PairingService.CompletePairing:output_type -> contractual.v1.CompletePairingResponse
+	11, // 27: contractual.v1.PairingService.ApprovePairing:output_type -> contractual.v1.ApprovePairingResponse
+	13, // 28: contractual.v1.PairingService.RejectPairing:output_type -> contractual.v1.RejectPairingResponse
+	15, // 29: contractual.v1.PairingService.ListPairingRequests:output_type -> contractual.v1.ListPairingRequestsResponse
+	17, // 30: contractual.v1.PairingService.ListDevices:output_type -> contractual.v1.ListDevicesResponse
+	19, // 31: contractual.v1.PairingService.RevokeDevice:output_type -> contractual.v1.RevokeDeviceResponse
+	21, // 32: contractual.v1.PairingService.Unpair:output_type -> contractual.v1.UnpairResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_pairing_proto_init() }
@@ -1471,6 +1487,7 @@ func file_contractual_v1_pairing_proto_init() {
 	if File_contractual_v1_pairing_proto != nil {
 		return
 	}
+	file_contractual_v1_audit_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
