@@ -97,8 +97,12 @@ func auditCmd(ctx context.Context, env *Env, args []string) error {
 			return printJSON(env, resp)
 		}
 		for _, e := range resp.GetEvents() {
-			fmt.Fprintf(env.Stdout, "%6d %s %-8s %-18s %-10s %-18s %s %s\n", e.GetIndex(), e.GetTime().AsTime().Format("15:04:05.000"),
+			line := fmt.Sprintf("%6d %s %-8s %-18s %-10s %-18s %s %s", e.GetIndex(), e.GetTime().AsTime().Format("15:04:05.000"),
 				e.GetService(), e.GetAction(), e.GetPrincipal(), e.GetOutcome(), e.GetTool(), e.GetDetail())
+			if t := e.GetTailnet(); t != nil {
+				line += " [from " + tailnetNode(t) + "]"
+			}
+			fmt.Fprintln(env.Stdout, strings.TrimRight(line, " "))
 		}
 		return nil
 	case "checkpoint":

@@ -20,6 +20,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/rpc"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // configDir holds this device's key and token: $CONTRACTUAL_CONFIG, else
@@ -190,7 +191,7 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 			return usagef("--state %q: want active, revoked or expired", *state)
 		}
 		now := time.Now()
-		return lf.table(env, "ID\tNAME\tKIND\tSCOPES\tPAIRED\tAPPROVED BY\tLAST USED\tSTATUS", func(w io.Writer, tok string) (string, error) {
+		return lf.table(env, "ID\tNAME\tKIND\tSCOPES\tTAILNET NODE\tPAIRED\tAPPROVED BY\tLAST USED\tSTATUS", func(w io.Writer, tok string) (string, error) {
 			resp, err := c.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{
 				State: contractualv1.DeviceState(st), Scope: *scope, PageSize: lf.size(), PageToken: tok,
 			})
@@ -202,8 +203,8 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 				case !d.GetExpiresAt().AsTime().After(now):
 					status = "expired " + d.GetExpiresAt().AsTime().Local().Format(stamp)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetName(), kindName(d.GetKind()), strings.Join(d.GetScopes(), ","),
-					d.GetPairedAt().AsTime().Local().Format(stamp), d.GetApprovedBy(), d.GetLastUsedAt().AsTime().Local().Format(stamp), status)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetName(), kindName(d.GetKind()), strings.Join(d.GetScopes(), ","),
+					tailnetNode(d.GetTailnet()), d.GetPairedAt().AsTime().Local().Format(stamp), d.GetApprovedBy(), d.GetLastUsedAt().AsTime().Local().Format(stamp), status)
 			}
 			return resp.GetNextPageToken(), err
 		})
@@ -266,4 +267,14 @@ func kindName(k contractualv1.DeviceKind) string {
 		return "browser"
 	}
 	return "client"
+}
+
+// tailnetNode names the tailnet node a device is bound to, or "local" for
+// one paired from the server's own machine.
+func tailnetNode(p *contractualv1.TailnetPeer) string {
+	peer, err := tailnet.FromProto(p)
+	if err != nil {
+		return "?"
+	}
+	return peer.String()
 }
