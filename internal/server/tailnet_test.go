@@ -422,3 +422,92 @@ func TestUnpairedNodeOnlyPairs(t *testing.T) {
 		t.Errorf("POST /ui/pair/begin from an unpaired node: %d", resp.StatusCode)
 	}
 }
+
+// TestServeHeadersOnlyFromTheProxy: on a listener added with Serve, serve's
+// identity headers are believed only from the proxy (here 127.0.0.2).
+// With ProxyOnly (the sidecar), anyone else is refused, as is a proxied
+// request that names no node or comes from Funnel; without it, anyone else
+// is a local caller whatever headers it sends.
+func TestServeHeadersOnlyFromTheProxy(t *testing.T) {
+	s := startWith(t, func(*server.Config) {})
+	proxy := netip.MustParseAddr("127.0.0.2")
+	fromProxy := func(a netip.Addr) bool { return a == proxy }
+	listen := func(id tailnet.Identifier) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := "http://" + ln.Addr().String()
+		if err := s.Serve(ln, id, base); err != nil {
+			t.Fatal(err)
+		}
+		return base
+	}
+	only := listen(tailnet.ServeHeaders{FromProxy: fromProxy, ProxyOnly: true})
+	also := listen(tailnet.ServeHeaders{FromProxy: fromProxy})
+	viaProxy := alice
+	viaProxy.from = proxy.String()
+	health := "/grpc.health.v1.Health/Check"
+	begin := contractualv1connect.PairingServiceBeginPairingProcedure
+	beginBody := func(name string) string {
+		pub, _, _ := ed25519.GenerateKey(rand.Reader)
+		return `{"name": "` + name + `", "publicKey": "` + base64.StdEncoding.EncodeToString(pub) + `"}`
+	}
+
+	for _, c := range []struct {
+		what, base string
+		n          tsNode
+		proc, body string
+		code       int
+	}{
+		{"proxy only: alice's headers from elsewhere", only, alice, health, `{}`, http.StatusForbidden},
+		{"proxy only: no headers from elsewhere", only, tsNode{}, health, `{}`, http.StatusForbidden},
+		{"proxy only: the proxy naming no node", only, tsNode{from: proxy.String(), user: alice.user}, begin, beginBody("x"), http.StatusForbidden},
+		{"proxy only: the proxy naming a non-tailnet address", only, tsNode{from: proxy.String(), addr: "203.0.113.9"}, begin, beginBody("x"), http.StatusForbidden},
+		{"proxy only: alice through the proxy", only, viaProxy, begin, beginBody("via proxy"), http.StatusOK},
+		{"alice through the proxy, unpaired: no health", only, viaProxy, health, `{}`, http.StatusUnauthorized},
+		{"also local: alice's headers from elsewhere", also, alice, health, `{}`, http.StatusOK},
+		{"also local: alice's headers from elsewhere, pairing", also, alice, begin, beginBody("forged headers"), http.StatusOK},
+	} {
+		if code, b := call(t, c.base, c.n, "", c.proc, c.body); code != c.code {
+			t.Errorf("%s: %d %s, want %d", c.what, code, b, c.code)
+		}
+	}
+	// Funnel: serve marks a request from the internet; it is refused.
+	req, _ := http.NewRequest(http.MethodPost, only+begin, strings.NewReader(beginBody("funnel")))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Tailscale-Funnel-Request", "?1")
+	resp, err := viaProxy.client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a Funnel request: %d", resp.StatusCode)
+	}
+
+	// The audit log: the request through the proxy records alice's node;
+	// the one with forged headers from elsewhere records none, and its
+	// source is its own address.
+	var proxied, forged bool
+	for _, ev := range events(t, s) {
+		if ev.GetAction() != pairing.ActionRequest {
+			continue
+		}
+		switch {
+		case strings.Contains(ev.GetDetail(), `"via proxy"`):
+			proxied = true
+			if ev.GetTailnet().GetAddress() != alice.addr || !strings.Contains(ev.GetDetail(), `from "tailnet:addr:100.64.0.2"`) {
+				t.Errorf("the request through the proxy: tailnet %v, %s", ev.GetTailnet(), ev.GetDetail())
+			}
+		case strings.Contains(ev.GetDetail(), `"forged headers"`):
+			forged = true
+			if ev.GetTailnet() != nil || !strings.Contains(ev.GetDetail(), `from "127.0.0.1"`) {
+				t.Errorf("the request with forged headers: tailnet %v, %s", ev.GetTailnet(), ev.GetDetail())
+			}
+		}
+	}
+	if !proxied || !forged {
+		t.Errorf("pairing requests in the audit log: through the proxy %v, forged %v", proxied, forged)
+	}
+}
