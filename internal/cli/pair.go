@@ -209,11 +209,11 @@ func devicesCmd(ctx context.Context, env *Env, args []string) error {
 			return resp.GetNextPageToken(), err
 		})
 	case "requests":
-		return lf.table(env, "CODE\tDEVICE\tNAME\tKIND\tSCOPES ASKED\tEXPIRES", func(w io.Writer, tok string) (string, error) {
+		return lf.table(env, "CODE\tDEVICE\tNAME\tKIND\tSCOPES ASKED\tTAILNET NODE\tEXPIRES", func(w io.Writer, tok string) (string, error) {
 			resp, err := c.pairing.ListPairingRequests(ctx, &contractualv1.ListPairingRequestsRequest{PageSize: lf.size(), PageToken: tok})
 			for _, r := range resp.GetRequests() {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.GetCode(), r.GetDeviceId(), r.GetName(), kindName(r.GetKind()),
-					strings.Join(r.GetScopes(), ","), r.GetExpiresAt().AsTime().Local().Format("15:04:05"))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetCode(), r.GetDeviceId(), r.GetName(), kindName(r.GetKind()),
+					strings.Join(r.GetScopes(), ","), tailnetNode(r.GetTailnet()), r.GetExpiresAt().AsTime().Local().Format("15:04:05"))
 			}
 			return resp.GetNextPageToken(), err
 		})

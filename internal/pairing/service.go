@@ -103,7 +103,7 @@ func (s *Service) ListPairingRequests(ctx context.Context, req *contractualv1.Li
 		out.Requests = append(out.Requests, &contractualv1.PairingRequest{
 			Code: r.Code, DeviceId: r.DeviceID, Name: r.Name,
 			CreatedAt: timestamppb.New(r.CreatedAt), ExpiresAt: timestamppb.New(r.ExpiresAt),
-			Scopes: r.Scopes.Names(), Kind: kindToProto(r.Kind),
+			Scopes: r.Scopes.Names(), Kind: kindToProto(r.Kind), Tailnet: r.Tailnet.Proto(),
 		})
 	}
 	if next != nil {

@@ -208,3 +208,33 @@ func TestCappedApprover(t *testing.T) {
 		t.Errorf("a capped approver approving read: %v", err)
 	}
 }
+
+// TestRequestsShowTheirNode: a pending request shows the node it was begun
+// from, so that the owner sees where the device they approve is; none for
+// one begun outside the tailnet.
+func TestRequestsShowTheirNode(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.pairFirst()
+	onA, err := f.s.Begin(f.on(nodeA), newDevice(t).pub, "on A", ScopeInvoke, KindClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := f.beginScopes(newDevice(t), "local", ScopeRead)
+	resp, err := NewService(f.s).ListPairingRequests(f.ctx, &contractualv1.ListPairingRequestsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*contractualv1.TailnetPeer{}
+	for _, r := range resp.GetRequests() {
+		got[r.GetCode()] = r.GetTailnet()
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d requests listed, want 2", len(got))
+	}
+	if want := nodeA.Proto(); !proto.Equal(got[onA.Code], want) {
+		t.Errorf("the request from A shows node %v, want %v", got[onA.Code], want)
+	}
+	if got[local.Code] != nil {
+		t.Errorf("the local request shows node %v", got[local.Code])
+	}
+}

@@ -146,8 +146,11 @@ type PairingRequest struct {
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// The scopes the device asks for: approving grants exactly these.
-	Scopes        []string   `protobuf:"bytes,6,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	Kind          DeviceKind `protobuf:"varint,7,opt,name=kind,proto3,enum=contractual.v1.DeviceKind" json:"kind,omitempty"`
+	Scopes []string   `protobuf:"bytes,6,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	Kind   DeviceKind `protobuf:"varint,7,opt,name=kind,proto3,enum=contractual.v1.DeviceKind" json:"kind,omitempty"`
+	// The tailnet node the request was begun from: the device's token will
+	// be bound to it. Unset for a request from the server's own machine.
+	Tailnet       *TailnetPeer `protobuf:"bytes,8,opt,name=tailnet,proto3" json:"tailnet,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +232,13 @@ func (x *PairingRequest) GetKind() DeviceKind {
 		return x.Kind
 	}
 	return DeviceKind_DEVICE_KIND_UNSPECIFIED
+}
+
+func (x *PairingRequest) GetTailnet() *TailnetPeer {
+	if x != nil {
+		return x.Tailnet
+	}
+	return nil
 }
 
 // Device is a paired device.
@@ -1297,7 +1307,7 @@ var File_contractual_v1_pairing_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccontractual/v1/pairing.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x02\n" +
+	"\x1ccontractual/v1/pairing.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x02\n" +
 	"\x0ePairingRequest\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x12\n" +
@@ -1307,7 +1317,8 @@ const file_contractual_v1_pairing_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
 	"\x06scopes\x18\x06 \x03(\tR\x06scopes\x12.\n" +
-	"\x04kind\x18\a \x01(\x0e2\x1a.contractual.v1.DeviceKindR\x04kind\"\xb9\x03\n" +
+	"\x04kind\x18\a \x01(\x0e2\x1a.contractual.v1.DeviceKindR\x04kind\x125\n" +
+	"\atailnet\x18\b \x01(\v2\x1b.contractual.v1.TailnetPeerR\atailnet\"\xb9\x03\n" +
 	"\x06Device\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x127\n" +
@@ -1445,41 +1456,42 @@ var file_contractual_v1_pairing_proto_depIdxs = []int32{
 	22, // 0: contractual.v1.PairingRequest.created_at:type_name -> google.protobuf.Timestamp
 	22, // 1: contractual.v1.PairingRequest.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: contractual.v1.PairingRequest.kind:type_name -> contractual.v1.DeviceKind
-	22, // 3: contractual.v1.Device.paired_at:type_name -> google.protobuf.Timestamp
-	22, // 4: contractual.v1.Device.revoked_at:type_name -> google.protobuf.Timestamp
-	0,  // 5: contractual.v1.Device.kind:type_name -> contractual.v1.DeviceKind
-	22, // 6: contractual.v1.Device.last_used_at:type_name -> google.protobuf.Timestamp
-	22, // 7: contractual.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 8: contractual.v1.Device.tailnet:type_name -> contractual.v1.TailnetPeer
-	0,  // 9: contractual.v1.BeginPairingRequest.kind:type_name -> contractual.v1.DeviceKind
-	22, // 10: contractual.v1.BeginPairingResponse.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 11: contractual.v1.CompletePairingResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 12: contractual.v1.ListPairingRequestsResponse.requests:type_name -> contractual.v1.PairingRequest
-	1,  // 13: contractual.v1.ListDevicesRequest.state:type_name -> contractual.v1.DeviceState
-	3,  // 14: contractual.v1.ListDevicesResponse.devices:type_name -> contractual.v1.Device
-	4,  // 15: contractual.v1.PairingService.BeginPairing:input_type -> contractual.v1.BeginPairingRequest
-	6,  // 16: contractual.v1.PairingService.ApproveWithSetupCode:input_type -> contractual.v1.ApproveWithSetupCodeRequest
-	8,  // 17: contractual.v1.PairingService.CompletePairing:input_type -> contractual.v1.CompletePairingRequest
-	10, // 18: contractual.v1.PairingService.ApprovePairing:input_type -> contractual.v1.ApprovePairingRequest
-	12, // 19: contractual.v1.PairingService.RejectPairing:input_type -> contractual.v1.RejectPairingRequest
-	14, // 20: contractual.v1.PairingService.ListPairingRequests:input_type -> contractual.v1.ListPairingRequestsRequest
-	16, // 21: contractual.v1.PairingService.ListDevices:input_type -> contractual.v1.ListDevicesRequest
-	18, // 22: contractual.v1.PairingService.RevokeDevice:input_type -> contractual.v1.RevokeDeviceRequest
-	20, // 23: contractual.v1.PairingService.Unpair:input_type -> contractual.v1.UnpairRequest
-	5,  // 24: contractual.v1.PairingService.BeginPairing:output_type -> contractual.v1.BeginPairingResponse
-	7,  // 25: contractual.v1.PairingService.ApproveWithSetupCode:output_type -> contractual.v1.ApproveWithSetupCodeResponse
-	9,  // 26: contractual.v1.PairingService.CompletePairing:output_type -> contractual.v1.CompletePairingResponse
-	11, // 27: contractual.v1.PairingService.ApprovePairing:output_type -> contractual.v1.ApprovePairingResponse
-	13, // 28: contractual.v1.PairingService.RejectPairing:output_type -> contractual.v1.RejectPairingResponse
-	15, // 29: contractual.v1.PairingService.ListPairingRequests:output_type -> contractual.v1.ListPairingRequestsResponse
-	17, // 30: contractual.v1.PairingService.ListDevices:output_type -> contractual.v1.ListDevicesResponse
-	19, // 31: contractual.v1.PairingService.RevokeDevice:output_type -> contractual.v1.RevokeDeviceResponse
-	21, // 32: contractual.v1.PairingService.Unpair:output_type -> contractual.v1.UnpairResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	23, // 3: contractual.v1.PairingRequest.tailnet:type_name -> contractual.v1.TailnetPeer
+	22, // 4: contractual.v1.Device.paired_at:type_name -> google.protobuf.Timestamp
+	22, // 5: contractual.v1.Device.revoked_at:type_name -> google.protobuf.Timestamp
+	0,  // 6: contractual.v1.Device.kind:type_name -> contractual.v1.DeviceKind
+	22, // 7: contractual.v1.Device.last_used_at:type_name -> google.protobuf.Timestamp
+	22, // 8: contractual.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 9: contractual.v1.Device.tailnet:type_name -> contractual.v1.TailnetPeer
+	0,  // 10: contractual.v1.BeginPairingRequest.kind:type_name -> contractual.v1.DeviceKind
+	22, // 11: contractual.v1.BeginPairingResponse.expires_at:type_name -> google.protobuf.Timestamp
+	22, // 12: contractual.v1.CompletePairingResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 13: contractual.v1.ListPairingRequestsResponse.requests:type_name -> contractual.v1.PairingRequest
+	1,  // 14: contractual.v1.ListDevicesRequest.state:type_name -> contractual.v1.DeviceState
+	3,  // 15: contractual.v1.ListDevicesResponse.devices:type_name -> contractual.v1.Device
+	4,  // 16: contractual.v1.PairingService.BeginPairing:input_type -> contractual.v1.BeginPairingRequest
+	6,  // 17: contractual.v1.PairingService.ApproveWithSetupCode:input_type -> contractual.v1.ApproveWithSetupCodeRequest
+	8,  // 18: contractual.v1.PairingService.CompletePairing:input_type -> contractual.v1.CompletePairingRequest
+	10, // 19: contractual.v1.PairingService.ApprovePairing:input_type -> contractual.v1.ApprovePairingRequest
+	12, // 20: contractual.v1.PairingService.RejectPairing:input_type -> contractual.v1.RejectPairingRequest
+	14, // 21: contractual.v1.PairingService.ListPairingRequests:input_type -> contractual.v1.ListPairingRequestsRequest
+	16, // 22: contractual.v1.PairingService.ListDevices:input_type -> contractual.v1.ListDevicesRequest
+	18, // 23: contractual.v1.PairingService.RevokeDevice:input_type -> contractual.v1.RevokeDeviceRequest
+	20, // 24: contractual.v1.PairingService.Unpair:input_type -> contractual.v1.UnpairRequest
+	5,  // 25: contractual.v1.PairingService.BeginPairing:output_type -> contractual.v1.BeginPairingResponse
+	7,  // 26: contractual.v1.PairingService.ApproveWithSetupCode:output_type -> contractual.v1.ApproveWithSetupCodeResponse
+	9,  // 27: contractual.v1.PairingService.CompletePairing:output_type -> contractual.v1.CompletePairingResponse
+	11, // 28: contractual.v1.PairingService.ApprovePairing:output_type -> contractual.v1.ApprovePairingResponse
+	13, // 29: contractual.v1.PairingService.RejectPairing:output_type -> contractual.v1.RejectPairingResponse
+	15, // 30: contractual.v1.PairingService.ListPairingRequests:output_type -> contractual.v1.ListPairingRequestsResponse
+	17, // 31: contractual.v1.PairingService.ListDevices:output_type -> contractual.v1.ListDevicesResponse
+	19, // 32: contractual.v1.PairingService.RevokeDevice:output_type -> contractual.v1.RevokeDeviceResponse
+	21, // 33: contractual.v1.PairingService.Unpair:output_type -> contractual.v1.UnpairResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_pairing_proto_init() }
