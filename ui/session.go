@@ -78,18 +78,24 @@ func (u *UI) authed(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s, hadCookie, err := u.session(r)
 		if err != nil {
-			if hadCookie && errs.Is(err, errs.Unauthenticated) {
+			// A token from another tailnet node than its own is as good
+			// as none here.
+			otherNode := errors.Is(err, pairing.ErrOtherNode)
+			signedOut := errs.Is(err, errs.Unauthenticated) || otherNode
+			if hadCookie && signedOut {
 				u.clearCookie(w, r)
 			}
 			expired := errors.Is(err, pairing.ErrTokenExpired)
 			switch {
-			case !errs.Is(err, errs.Unauthenticated):
+			case !signedOut:
 				u.failErr(w, r, nil, err)
 			case r.Method == http.MethodGet || r.Method == http.MethodHead:
 				to := "/ui/pair"
 				switch {
 				case expired:
 					to += "?done=session-expired"
+				case otherNode:
+					to += "?done=session-other-node"
 				case hadCookie:
 					to += "?done=session-ended"
 				}
