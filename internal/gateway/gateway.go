@@ -191,7 +191,6 @@ func (g *Gateway) Serve(ln net.Listener, id tailnet.Identifier, url string) erro
 	}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c
-	srv.Protocols.SetHTTP2(true)            // and h2 on a TLS listener (the tailnet's HTTPS)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
