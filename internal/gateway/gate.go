@@ -17,6 +17,7 @@ import (
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/internal/tailnet"
+	"github.com/contractual/contractual/ui"
 )
 
 // gate is the gateway's HTTP layer, in front of every handler. Before any
@@ -40,13 +41,20 @@ type gate struct {
 }
 
 // listener is the gate as one listener serves it: with the listener's
-// Identifier (nil: no request on it is from the tailnet).
+// Identifier (nil: no request on it is from the tailnet), and whether
+// devices reach it over https.
 type listener struct {
-	gate *gate
-	id   tailnet.Identifier
+	gate  *gate
+	id    tailnet.Identifier
+	https bool
 }
 
-func (l listener) ServeHTTP(w http.ResponseWriter, r *http.Request) { l.gate.serve(w, r, l.id) }
+func (l listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if l.https {
+		r = r.WithContext(ui.WithHTTPS(r.Context()))
+	}
+	l.gate.serve(w, r, l.id)
+}
 
 // openAPI are the public procedures anyone may call without a token:
 // pairing's first steps, server reflection and health.

@@ -511,3 +511,63 @@ func TestServeHeadersOnlyFromTheProxy(t *testing.T) {
 		t.Errorf("pairing requests in the audit log: through the proxy %v, forged %v", proxied, forged)
 	}
 }
+
+// TestServeOrigins: a listener added with an https:// URL (TLS terminated
+// in front of it) gives Secure cookies, the main plain-HTTP one does not;
+// the Control UI accepts a form posted from the added URL's origin and
+// refuses one from any other site.
+func TestServeOrigins(t *testing.T) {
+	s := startWith(t, func(*server.Config) {})
+	tok, _ := owner(t, s)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const public = "https://contractual.tail1234.ts.net"
+	if err := s.Serve(ln, nil, public); err != nil {
+		t.Fatal(err)
+	}
+	added := "http://" + ln.Addr().String()
+	cookie := func(base string) *http.Cookie {
+		req, _ := http.NewRequest(http.MethodGet, base+"/ui/devices", nil)
+		req.AddCookie(&http.Cookie{Name: "contractual_session", Value: tok})
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for _, c := range resp.Cookies() {
+			if c.Name == "contractual_session" {
+				return c
+			}
+		}
+		t.Fatalf("GET %s/ui/devices: %d without a session cookie", base, resp.StatusCode)
+		return nil
+	}
+	if c := cookie(s.URL); c.Secure {
+		t.Error("the plain HTTP listener's cookie is Secure")
+	}
+	if c := cookie(added); !c.Secure {
+		t.Error("the https listener's cookie is not Secure")
+	}
+	post := func(origin string) int {
+		req, _ := http.NewRequest(http.MethodPost, added+"/ui/logout", strings.NewReader("csrf=x"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// Not signed in: past the cross-origin check, the UI answers 401;
+	// refused by it, 403.
+	if code := post(public); code != http.StatusUnauthorized {
+		t.Errorf("a form from %s: %d, want it past the cross-origin check (401)", public, code)
+	}
+	if code := post("https://evil.example"); code != http.StatusForbidden {
+		t.Errorf("a form from another site: %d, want 403", code)
+	}
+}
