@@ -44,6 +44,11 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 		if *public != "" {
 			return usagef("--public-url is for `tailscale serve` beside the server; with --tailnet, the server is on the tailnet itself")
 		}
+		switch *tsHTTPS {
+		case tsnode.HTTPSAuto, tsnode.HTTPSOn, tsnode.HTTPSOff:
+		default:
+			return usagef("--tailnet-https %q: want auto, on or off", *tsHTTPS)
+		}
 		keyFile, err := tsnode.AuthKeyFile(*tsKey, env.getenv)
 		if err != nil {
 			return usageError{err}

@@ -55,7 +55,7 @@ func TestServeTailnet(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("tskey-auth-e2e\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	url, setupCode := serveTailnet(t, tn, map[string]string{"TS_AUTHKEY": "file:" + keyFile},
+	url, setupCode, _ := serveTailnet(t, tn, map[string]string{"TS_AUTHKEY": "file:" + keyFile},
 		"--data", filepath.Join(t.TempDir(), "data"), "--addr", "127.0.0.1:0",
 		"--tailnet", "--tailnet-control-url", tn.ControlURL, "--tailnet-https", "off")
 	if want := "http://contractual." + tn.Domain; url != want {
@@ -184,8 +184,10 @@ func TestServeTailnet(t *testing.T) {
 }
 
 // serveTailnet runs `contractual serve` with args and env until t ends, and
-// returns the tailnet URL and the setup code it prints.
-func serveTailnet(t *testing.T, tn *tailnettest.Tailnet, env map[string]string, args ...string) (url, setupCode string) {
+// returns the tailnet URL and the setup code it prints, and the login URL
+// if it printed one (which the test's owner then visits: the control
+// server completes the login).
+func serveTailnet(t *testing.T, tn *tailnettest.Tailnet, env map[string]string, args ...string) (url, setupCode, login string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	lines := make(chan string, 64)
@@ -205,6 +207,7 @@ func serveTailnet(t *testing.T, tn *tailnettest.Tailnet, env map[string]string, 
 	})
 	urlRE := regexp.MustCompile(`serving your tailnet at (\S+) `)
 	codeRE := regexp.MustCompile(`setup code (\S+) `)
+	loginRE := regexp.MustCompile(`to add this server to your tailnet, open (\S+) `)
 	timeout := time.After(tailnetTimeout)
 	for url == "" || setupCode == "" {
 		select {
@@ -214,6 +217,12 @@ func serveTailnet(t *testing.T, tn *tailnettest.Tailnet, env map[string]string, 
 			}
 			if m := codeRE.FindStringSubmatch(l); m != nil {
 				setupCode = m[1]
+			}
+			if m := loginRE.FindStringSubmatch(l); m != nil {
+				login = m[1]
+				if !tn.Control.CompleteAuth(login) {
+					t.Errorf("serve printed login URL %q, which the control server does not know", login)
+				}
 			}
 			if strings.Contains(l, "in a browser, open") && !strings.Contains(l, "--server "+url+" --setup-code") {
 				t.Errorf("the setup-code instructions do not pair over the tailnet: %s", l)
@@ -225,7 +234,53 @@ func serveTailnet(t *testing.T, tn *tailnettest.Tailnet, env map[string]string, 
 			t.Fatalf("serve printed no tailnet URL and setup code:\n%s", stderr.String())
 		}
 	}
-	return url, setupCode
+	return url, setupCode, login
+}
+
+// TestServeTailnetLogin: with no auth key, serve prints the URL at which
+// the owner adds the server to the tailnet, and serves the tailnet once
+// the owner has logged in there; the node is named as --tailnet-hostname
+// says.
+func TestServeTailnetLogin(t *testing.T) {
+	tn := tailnettest.NewWith(t, tailnettest.Options{RequireLogin: true})
+	url, _, login := serveTailnet(t, tn, nil, "--data", filepath.Join(t.TempDir(), "data"), "--addr", "127.0.0.1:0",
+		"--tailnet", "--tailnet-hostname", "tools", "--tailnet-control-url", tn.ControlURL, "--tailnet-https=off")
+	if !strings.HasPrefix(login, tn.ControlURL+"/auth/") {
+		t.Errorf("serve printed login URL %q, want the control server's", login)
+	}
+	if want := "http://tools." + tn.Domain; url != want {
+		t.Errorf("tailnet URL = %q, want %q", url, want)
+	}
+}
+
+// TestServeTailnetRefuses: serve --tailnet refuses, before starting
+// anything, an auth key in the environment itself (it says to use
+// file:), a --public-url beside it, and an unknown HTTPS mode.
+func TestServeTailnetRefuses(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		code int
+		want string
+	}{
+		{"key in TS_AUTHKEY", map[string]string{"TS_AUTHKEY": "tskey-auth-secret"}, nil, exitUsage, "TS_AUTHKEY=file:"},
+		{"public URL", nil, []string{"--public-url", "https://box.tail1234.ts.net"}, exitUsage, "--public-url"},
+		{"HTTPS mode", nil, []string{"--tailnet-https", "maybe"}, exitUsage, "want auto, on or off"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			env := &Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return c.env[k] }}
+			args := append([]string{"serve", "--data", filepath.Join(t.TempDir(), "data"), "--addr", "127.0.0.1:0", "--tailnet",
+				"--tailnet-control-url", "http://127.0.0.1:1"}, c.args...)
+			if code := Main(context.Background(), args, env); code != c.code || !strings.Contains(errOut.String(), c.want) {
+				t.Errorf("exit %d, want %d, saying %q:\n%s%s", code, c.code, c.want, &out, &errOut)
+			}
+			if strings.Contains(out.String()+errOut.String(), "tskey-auth-secret") {
+				t.Errorf("the refusal repeats the key:\n%s%s", &out, &errOut)
+			}
+		})
+	}
 }
 
 // nodeCLI is the CLI on a tailnet node: its own config directory, calling

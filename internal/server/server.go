@@ -118,7 +118,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, errs.Wrap(errs.Invalid, err, "listen address %q", cfg.Addr)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: reach the server from your tailnet through `tailscale serve`, not by listening elsewhere", cfg.Addr)
+		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: reach the server from your tailnet with --tailnet (or through `tailscale serve`), not by listening elsewhere", cfg.Addr)
 	}
 	deps, err := s.services(ctx, cfg)
 	if err != nil {
