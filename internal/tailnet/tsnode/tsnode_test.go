@@ -46,7 +46,7 @@ func start(t *testing.T, tn *tailnettest.Tailnet, cfg tsnode.Config) *tsnode.Nod
 
 // serveIdentity serves, on n's listener, each request's peer as Identify
 // names it, as JSON (or the error, 403).
-func serveIdentity(t *testing.T, n *tsnode.Node) {
+func serveIdentity(t testing.TB, n *tsnode.Node) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := n.Identify(r)
 		if err != nil {
@@ -265,4 +265,34 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// BenchmarkIdentify measures what the WhoIs identifier adds to each
+// request on the tailnet listener: one WhoIs through the node's in-memory
+// local API.
+//
+//	go test -run '^$' -bench Identify ./internal/tailnet/tsnode
+func BenchmarkIdentify(b *testing.B) {
+	tn := tailnettest.New(b)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	n, err := tsnode.Start(ctx, tsnode.Config{Dir: filepath.Join(b.TempDir(), "tailnet"), ControlURL: tn.ControlURL, Ephemeral: true, HTTPS: tsnode.HTTPSOff})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	phone := tn.Node(b, "phone")
+	// The node knows the phone once the phone has reached it.
+	serveIdentity(b, n)
+	if status, body, err := phone.Get(ctx, n.URL+"/"); err != nil || status != http.StatusOK {
+		b.Fatalf("GET from the phone: %d %s %v", status, body, err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.RemoteAddr = netip.AddrPortFrom(phone.Addr, 4242).String()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := n.Identify(r); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
