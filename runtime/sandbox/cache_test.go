@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/contractual/contractual/contracts/contract"
+	"github.com/contractual/contractual/internal/errs"
 )
 
 // Variant returns wasm with a custom section that makes it a distinct
@@ -231,4 +232,51 @@ func resident() (rss, heap int64) {
 	var size, pages int64
 	fmt.Sscan(string(statm), &size, &pages)
 	return pages * int64(os.Getpagesize()), int64(ms.HeapInuse)
+}
+
+// TestCloseWaitsForLoads: Close never closes the compilation cache under a
+// load in progress (wazero would crash the process): with ctx ending
+// first it returns an error and leaves the engine usable by that load; no
+// load starts after it; once the loads are done (and their modules
+// closed), it closes.
+func TestCloseWaitsForLoads(t *testing.T) {
+	e, err := NewEngine(Options{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loading, release := make(chan struct{}), make(chan struct{})
+	e.testHookLoading = func() { close(loading); <-release }
+	type result struct {
+		m   *Module
+		err error
+	}
+	loaded := make(chan result, 1)
+	go func() {
+		m, err := e.Load(context.Background(), fixture(t, "hostile/count.wasm"), Grants{})
+		loaded <- result{m, err}
+	}()
+	<-loading
+	e.testHookLoading = nil
+
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.Close(expired); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("Close with a load in progress and an ended context: %v, want unavailable", err)
+	}
+	if _, err := e.Load(context.Background(), fixture(t, "hostile/count.wasm"), Grants{}); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("Load after Close: %v, want unavailable", err)
+	}
+	close(release)
+	r := <-loaded
+	if r.err != nil {
+		t.Fatalf("the load in progress at Close: %v", r.err)
+	}
+	ctx := context.Background()
+	if res, err := r.m.Call(ctx, "count_vowels", []byte("aaa")); err != nil || string(res.Output) != `{"count": 3}` {
+		t.Fatalf("calling the module loaded during Close: %v", err)
+	}
+	r.m.Close(ctx)
+	if err := e.Close(ctx); err != nil {
+		t.Fatalf("Close once the load is done: %v", err)
+	}
 }

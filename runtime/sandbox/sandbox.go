@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	goruntime "runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -114,6 +115,14 @@ type Engine struct {
 	unmetered, closeOnDone bool
 	// memory pools the linear memories of all the engine's modules.
 	memory *memoryPool
+
+	// loadMu guards closed and the adds to loads: Close waits for the
+	// loads in progress, and no load starts after it.
+	loadMu sync.Mutex
+	closed bool
+	loads  sync.WaitGroup
+	// testHookLoading, if set, runs in each Load before it compiles.
+	testHookLoading func()
 }
 
 // NewEngine returns an Engine; Close releases its compilation cache.
@@ -148,10 +157,35 @@ func NewEngine(opts Options) (*Engine, error) {
 func (e *Engine) Busy() (held, waiting int) { return e.cpu.Held(), e.cpu.Waiting() }
 
 // Close releases the engine's compilation caches and unmaps its idle
-// memories. Modules loaded from the engine must be closed first.
+// memories. Modules loaded from the engine must be closed first. Loads in
+// progress finish first (a compilation cannot be interrupted, and closing
+// its cache under it would crash the process), and later ones fail with
+// errs.Unavailable; if ctx ends before the loads do, Close returns an
+// error and leaves the caches and memories to the process's exit.
 func (e *Engine) Close(ctx context.Context) error {
+	e.loadMu.Lock()
+	e.closed = true
+	e.loadMu.Unlock()
+	done := make(chan struct{})
+	go func() { e.loads.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return errs.Wrap(errs.Unavailable, ctx.Err(), "sandbox: modules still compiling at close; the engine is left open")
+	}
 	e.memory.close()
 	return e.caches.close(ctx)
+}
+
+// startLoad counts a load in progress, unless the engine is closed.
+func (e *Engine) startLoad() error {
+	e.loadMu.Lock()
+	defer e.loadMu.Unlock()
+	if e.closed {
+		return errs.E(errs.Unavailable, "sandbox: the engine is closed")
+	}
+	e.loads.Add(1)
+	return nil
 }
 
 // Module is a compiled module bound to the grants it runs under. Calls may
@@ -192,6 +226,10 @@ func (m *Module) Close(ctx context.Context) error {
 // a restart with a CacheDir, skips the compiler. With a CacheDir, each
 // module digest has its own cache directory (see Prune).
 func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, error) {
+	if err := e.startLoad(); err != nil {
+		return nil, err
+	}
+	defer e.loads.Done()
 	if len(wasm) > MaxModuleBytes {
 		return nil, errs.E(errs.Invalid, "module is %d bytes, over the %d byte limit", len(wasm), MaxModuleBytes)
 	}
@@ -229,6 +267,9 @@ func (e *Engine) Load(ctx context.Context, wasm []byte, g Grants) (*Module, erro
 		WithMemoryLimitPages(g.Limits.MemoryPages()))
 	m := &Module{digest: digest, grants: g, rt: rt, exports: exports, egress: e.opts.Egress, cpu: e.cpu, memory: e.memory,
 		footprint: Footprint(wasm), release: release}
+	if e.testHookLoading != nil {
+		e.testHookLoading()
+	}
 	if err := m.link(ctx, metered); err != nil {
 		m.Close(ctx)
 		return nil, err
