@@ -165,6 +165,19 @@ func New(cfg Config) (*UI, error) {
 	return u, nil
 }
 
+// AddOrigin trusts the origin of url, another base URL devices use (a
+// tailnet listener's), for form posts. It may be called while serving.
+func (u *UI) AddOrigin(url string) error {
+	origin, _, err := publicOrigin(url)
+	if err != nil {
+		return err
+	}
+	if err := u.cop.AddTrustedOrigin(origin); err != nil {
+		return errs.Wrap(errs.Invalid, err, "ui: origin %q", url)
+	}
+	return nil
+}
+
 // publicOrigin returns the origin of PublicURL and whether it is https.
 func publicOrigin(raw string) (string, bool, error) {
 	p, err := url.Parse(raw)

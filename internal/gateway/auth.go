@@ -10,6 +10,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/principal"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // openProcedures need no token: they are how a device gets one. Pairing
@@ -71,4 +72,37 @@ func authInterceptor(devices Authenticator) connect.Interceptor {
 			return next(principal.With(pairing.WithIdentity(ctx, id), id.Principal), req)
 		}
 	})
+}
+
+// tailnetAuth is the one Authenticator of the gate, the API's interceptor
+// and the Control UI: pairing checks the token (and that it comes from the
+// tailnet node it was paired from), then the app capability capName that
+// the tailnet policy grants the request's node, if any, caps the device's
+// scopes to those its grants name (tailnet.CapScopes). A grant that is not
+// understood refuses the request.
+type tailnetAuth struct {
+	devices Authenticator
+	capName string
+}
+
+func (a tailnetAuth) Authenticate(ctx context.Context, token, source string) (pairing.Identity, error) {
+	id, err := a.devices.Authenticate(ctx, token, source)
+	if err != nil {
+		return pairing.Identity{}, err
+	}
+	names, granted, err := tailnet.CapScopes(tailnet.From(ctx), a.capName)
+	switch {
+	case err != nil:
+		return pairing.Identity{}, err
+	case !granted:
+		return id, nil
+	}
+	var grant pairing.Scopes
+	if len(names) > 0 {
+		if grant, err = pairing.ParseScopes(names...); err != nil {
+			return pairing.Identity{}, errs.Wrap(errs.PermissionDenied, err, "tailnet policy: capability %s", a.capName)
+		}
+	}
+	id.Scopes = id.Scopes.Cap(grant)
+	return id, nil
 }

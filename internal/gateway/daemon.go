@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"flag"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -10,6 +11,7 @@ import (
 	"github.com/contractual/contractual/internal/authz"
 	"github.com/contractual/contractual/internal/daemon"
 	"github.com/contractual/contractual/internal/node"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // Daemon is the gateway as its own process (contractual-gateway): the
@@ -17,15 +19,21 @@ import (
 // network, published on the host's loopback only), its device store in
 // --data, and mutual TLS to the services behind it. It serves no
 // service-to-service port: no service calls the gateway.
+//
+// Behind the compose profile's Tailscale sidecar, --tailscale-serve-from
+// names the sidecar: the gateway then serves only it, and believes the
+// identity headers of `tailscale serve` from its addresses only.
 func Daemon() daemon.Service {
 	var peers node.Peers
-	var public *string
+	var public, serveFrom, capName *string
 	return daemon.Service{
 		Name:   string(authz.Gateway),
 		Listen: ":8080",
 		Flags: func(fs *flag.FlagSet) {
 			peers = node.Flags(fs, authz.Policy, authz.Runner, authz.Broker, authz.Audit)
 			public = fs.String("public-url", "", "the URL the owner's devices use, when it is not the listen address (tailscale serve's https:// name)")
+			serveFrom = fs.String("tailscale-serve-from", "", "serve only the `host`s (comma-separated names or addresses) that run `tailscale serve` in front of the gateway, and take the tailnet identity from their headers")
+			capName = fs.String("tailnet-cap", tailnet.DefaultCap, "the Tailscale app capability whose grants cap the scopes of devices on the tailnet")
 		},
 		Run: func(ctx context.Context, env *daemon.Env) error {
 			n, err := node.New(env, authz.Gateway, peers)
@@ -33,8 +41,13 @@ func Daemon() daemon.Service {
 				return err
 			}
 			c := n.Clients
+			var id tailnet.Identifier
+			if hosts := splitHosts(*serveFrom); len(hosts) > 0 {
+				proxy := newProxyHosts(hosts, env.Log.Warn)
+				id = tailnet.ServeHeaders{FromProxy: proxy.contains, ProxyOnly: true}
+			}
 			g, err := Start(ctx, Config{
-				Dir: env.Data, Addr: env.Listen, Log: env.Log, PublicURL: *public,
+				Dir: env.Data, Addr: env.Listen, Log: env.Log, PublicURL: *public, Identify: id, TailnetCap: *capName,
 				Interceptors: []connect.Interceptor{env.Metrics.Interceptor()},
 			}, Deps{Policy: c.Policy, Broker: c.Broker, Audit: c.Audit, Runner: c.Runner})
 			if err != nil {
@@ -65,4 +78,15 @@ func Daemon() daemon.Service {
 			}
 		},
 	}
+}
+
+// splitHosts splits a comma-separated list of hosts, dropping empty ones.
+func splitHosts(v string) []string {
+	var out []string
+	for h := range strings.SplitSeq(v, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
 }

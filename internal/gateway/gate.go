@@ -3,13 +3,9 @@ package gateway
 import (
 	"context"
 	"log/slog"
-	"mime"
-	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
-	"unicode"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -19,10 +15,12 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/rpc"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // gate is the gateway's HTTP layer, in front of every handler. Before any
-// byte of a request's body is read, it names the request's source, answers
+// byte of a request's body is read, it identifies the request's tailnet
+// node (each listener has its tailnet.Identifier), names its source, answers
 // what it must not pass on (a procedure that is not public, a missing or
 // bad credential) in the caller's protocol, and authenticates the bearer
 // token or the Control UI's session cookie. What it passes on is bounded:
@@ -30,16 +28,24 @@ import (
 // that has a body by a slot among Limits.MaxUnauthenticated, a body cap,
 // the short UnauthenticatedReadTimeout and, for the API, no compression.
 type gate struct {
-	next       http.Handler // the API and the Control UI
-	auth       Authenticator
-	uiToken    func(*http.Request) string // the UI's session token, if any
-	limits     Limits
-	trustProxy bool            // believe tailscale serve's headers from loopback
-	public     map[string]bool // procedures served here
-	slots      chan struct{}   // one per unauthenticated request in progress
-	errw       *connect.ErrorWriter
-	log        *slog.Logger
+	next    http.Handler // the API and the Control UI
+	auth    Authenticator
+	uiToken func(*http.Request) string // the UI's session token, if any
+	limits  Limits
+	public  map[string]bool // procedures served here
+	slots   chan struct{}   // one per unauthenticated request in progress
+	errw    *connect.ErrorWriter
+	log     *slog.Logger
 }
+
+// listener is the gate as one listener serves it: with the listener's
+// Identifier (nil: no request on it is from the tailnet).
+type listener struct {
+	gate *gate
+	id   tailnet.Identifier
+}
+
+func (l listener) ServeHTTP(w http.ResponseWriter, r *http.Request) { l.gate.serve(w, r, l.id) }
 
 // openAPI are the public procedures anyone may call without a token:
 // pairing's first steps, server reflection and health.
@@ -56,8 +62,20 @@ var openAPI = func() map[string]bool {
 	return m
 }()
 
-func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r = r.WithContext(pairing.WithSource(r.Context(), source(r, g.trustProxy)))
+// serve identifies r's tailnet node with id, refusing the request if it
+// cannot, and puts the node (tailnet.With) and the request's source
+// (pairing.WithSource) in its context, then serves it.
+func (g *gate) serve(w http.ResponseWriter, r *http.Request, id tailnet.Identifier) {
+	var peer *tailnet.Peer
+	if id != nil {
+		var err error
+		if peer, err = id.Identify(r); err != nil {
+			g.refuse(w, r, err)
+			return
+		}
+	}
+	ctx := tailnet.With(r.Context(), peer)
+	r = r.WithContext(pairing.WithSource(ctx, source(r, peer)))
 	if proc, ok := procedure(r.URL.Path); ok {
 		g.serveAPI(w, r, proc)
 		return
@@ -220,69 +238,16 @@ func compressed(h http.Header) bool {
 	return false
 }
 
-// Headers that `tailscale serve` sets on what it proxies: it replaces any
-// the client sent.
-const (
-	headerTailscaleLogin = "Tailscale-User-Login"
-	headerForwardedFor   = "X-Forwarded-For"
-)
-
-// maxSourceLen bounds a source taken from a header.
-const maxSourceLen = 128
-
-// source names where r comes from, to key rate limits and to record in
-// audit details; it never grants anything. It is the peer's IP address,
-// unless trustProxy is set (the server was told it is published by
-// `tailscale serve`) and the peer is on loopback, where tailscale serve
-// connects from: then it is the tailnet user ("tailscale:<login>") or,
-// without one (a tagged device, a funnel request), the forwarded client
-// address. Headers from any other peer are ignored.
-func source(r *http.Request, trustProxy bool) string {
-	peer := r.RemoteAddr
-	if host, _, err := net.SplitHostPort(peer); err == nil {
-		peer = host
+// source names where a request from peer (nil: not from the tailnet)
+// comes from, to key rate limits and to record in audit details; it never
+// grants anything. It is the tailnet node ("tailnet:" + Peer.Key) or else
+// the connection's IP address.
+func source(r *http.Request, peer *tailnet.Peer) string {
+	if peer != nil {
+		return "tailnet:" + peer.Key()
 	}
-	ip, err := netip.ParseAddr(peer)
-	if err != nil {
-		return peer
+	if a, err := tailnet.RemoteAddr(r); err == nil {
+		return a.String()
 	}
-	peer = ip.Unmap().String()
-	if !trustProxy || !ip.Unmap().IsLoopback() {
-		return peer
-	}
-	if login := r.Header.Get(headerTailscaleLogin); login != "" {
-		if dec, err := new(mime.WordDecoder).DecodeHeader(login); err == nil {
-			login = dec
-		}
-		if login = printable(login); login != "" {
-			return "tailscale:" + login
-		}
-	}
-	if fwd := r.Header.Values(headerForwardedFor); len(fwd) > 0 {
-		// The nearest proxy's entry is the last one; tailscale serve sets
-		// exactly one.
-		last := fwd[len(fwd)-1]
-		last = strings.TrimSpace(last[strings.LastIndexByte(last, ',')+1:])
-		if a, err := netip.ParseAddr(last); err == nil {
-			return a.Unmap().String()
-		}
-	}
-	return peer
-}
-
-// printable returns s without control characters, cut to maxSourceLen
-// runes.
-func printable(s string) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range s {
-		if n == maxSourceLen {
-			break
-		}
-		if unicode.IsPrint(r) {
-			b.WriteRune(r)
-			n++
-		}
-	}
-	return b.String()
+	return r.RemoteAddr
 }

@@ -8,13 +8,16 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -25,6 +28,7 @@ import (
 	"github.com/contractual/contractual/internal/mesh"
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/rpc"
+	"github.com/contractual/contractual/internal/tailnet"
 	"github.com/contractual/contractual/ui"
 )
 
@@ -42,6 +46,16 @@ type Config struct {
 	// server on the tailnet. It makes the Control UI's cookies Secure and
 	// trusts that origin for form posts.
 	PublicURL string
+	// Identify tells which tailnet node each request on Addr came from
+	// (see tailnet.Identifier). Nil: no request on Addr is from the
+	// tailnet, unless PublicURL is set, when the loopback listener is
+	// behind `tailscale serve` on the same machine and its identity
+	// headers are believed from loopback (tailnet.ServeHeaders).
+	Identify tailnet.Identifier
+	// TailnetCap is the Tailscale app capability whose grants cap the
+	// scopes of a device calling from the tailnet (default
+	// tailnet.DefaultCap; see tailnet.CapScopes).
+	TailnetCap string
 	// Limits bounds connections, unauthenticated requests and how long
 	// any request may take; zero fields take the defaults.
 	Limits Limits
@@ -78,9 +92,16 @@ type Gateway struct {
 
 	log     *slog.Logger
 	devices *pairing.Store
-	ln      *connLimit
-	http    *http.Server
-	served  chan error
+	limits  Limits
+	gate    *gate
+	console *ui.UI
+
+	mu      sync.Mutex
+	servers []*http.Server
+	closed  bool
+	stopped chan struct{} // closed when the first server stops
+	stop    sync.Once
+	err     error // why serving stopped; set before stopped is closed
 }
 
 // Start opens the gateway's store, builds its handlers over deps and
@@ -98,7 +119,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Gateway, err error) {
 	case cfg.Dir == "":
 		return nil, errs.E(errs.Invalid, "gateway: no store directory")
 	}
-	g := &Gateway{log: cfg.Log, served: make(chan error, 1)}
+	g := &Gateway{log: cfg.Log, stopped: make(chan struct{})}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -118,44 +139,85 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Gateway, err error) {
 	} else if !errs.Is(err, errs.FailedPrecondition) {
 		return nil, err
 	}
-	limits := cfg.Limits.withDefaults()
-	handler, err := g.handler(cfg, deps, limits)
-	if err != nil {
+	g.limits = cfg.Limits.withDefaults()
+	if err := g.handler(cfg, deps); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "listen")
 	}
-	g.ln = newConnLimit(ln, limits.MaxConns)
 	g.URL = "http://" + ln.Addr().String()
+	id := cfg.Identify
+	if id == nil && cfg.PublicURL != "" {
+		// tailscale serve on this machine proxies to the loopback
+		// listener: its headers are believed from loopback only.
+		id = tailnet.ServeHeaders{FromProxy: netip.Addr.IsLoopback}
+	}
+	if err := g.Serve(ln, id, g.URL); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+// Serve serves the API and the Control UI on ln too, with the same limits
+// and its own connection cap, until Close: the tailnet listener of the
+// embedded tsnet node, say. id identifies the tailnet node of each request
+// on ln (nil: none is from the tailnet). url is the base URL devices use
+// on ln: the Control UI trusts its origin for form posts, and an https://
+// url makes its cookies Secure there. A listener that fails stops the
+// gateway (Wait returns its error). Serve fails once the gateway is
+// closed, or for an invalid url.
+func (g *Gateway) Serve(ln net.Listener, id tailnet.Identifier, url string) error {
+	if err := g.console.AddOrigin(url); err != nil {
+		return err
+	}
 	// Until a request authenticates, it has UnauthenticatedReadTimeout to
 	// be read whole; the gate then sets each authenticated request's
 	// deadlines by procedure.
-	g.http = &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: limits.ReadHeaderTimeout,
-		ReadTimeout:       limits.UnauthenticatedReadTimeout,
-		WriteTimeout:      limits.WriteTimeout + writeGrace,
-		IdleTimeout:       limits.IdleTimeout,
-		MaxHeaderBytes:    limits.MaxHeaderBytes,
+	srv := &http.Server{
+		Handler:           listener{gate: g.gate, id: id},
+		ReadHeaderTimeout: g.limits.ReadHeaderTimeout,
+		ReadTimeout:       g.limits.UnauthenticatedReadTimeout,
+		WriteTimeout:      g.limits.WriteTimeout + writeGrace,
+		IdleTimeout:       g.limits.IdleTimeout,
+		MaxHeaderBytes:    g.limits.MaxHeaderBytes,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},
 		ErrorLog:  slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		Protocols: new(http.Protocols),
 	}
-	g.http.Protocols.SetHTTP1(true)
-	g.http.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c
-	go func() { g.served <- g.http.Serve(g.ln) }()
-	g.log.Info("serving", "url", g.URL)
-	return g, nil
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true) // gRPC clients speak h2c
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return errs.E(errs.FailedPrecondition, "gateway: closed")
+	}
+	g.servers = append(g.servers, srv)
+	limited := newConnLimit(ln, g.limits.MaxConns)
+	go func() { g.stopped1(srv.Serve(limited)) }()
+	g.log.Info("serving", "url", url, "listen", ln.Addr().String(), "tailnet", id != nil)
+	return nil
 }
 
-// handler mounts the API and the Control UI behind the gate.
-func (g *Gateway) handler(cfg Config, deps Deps, limits Limits) (http.Handler, error) {
+// stopped1 records that a server stopped with err, the first time.
+func (g *Gateway) stopped1(err error) {
+	g.stop.Do(func() {
+		if !errors.Is(err, http.ErrServerClosed) {
+			g.err = err
+		}
+		close(g.stopped)
+	})
+}
+
+// handler mounts the API and the Control UI behind the gate (g.gate).
+func (g *Gateway) handler(cfg Config, deps Deps) error {
+	auth := tailnetAuth{devices: g.devices, capName: cmp.Or(cfg.TailnetCap, tailnet.DefaultCap)}
 	opts := connect.WithHandlerOptions(append(rpc.Codecs(),
-		connect.WithInterceptors(append([]connect.Interceptor{rpc.ErrorInterceptor(g.log), authInterceptor(g.devices)}, cfg.Interceptors...)...),
+		connect.WithInterceptors(append([]connect.Interceptor{rpc.ErrorInterceptor(g.log), authInterceptor(auth)}, cfg.Interceptors...)...),
 		connect.WithReadMaxBytes(maxRequestBytes),
 		withCappedGzip(maxPublishBytes+1),
 	)...)
@@ -180,29 +242,30 @@ func (g *Gateway) handler(cfg Config, deps Deps, limits Limits) (http.Handler, e
 		contractualv1connect.PairingServiceName,
 	}, public)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for p, h := range introspection {
 		mount(p, h)
 	}
 
 	console, err := ui.New(ui.Config{
-		Policy: deps.Policy, Pairing: pairingSvc, Broker: deps.Broker, Audit: deps.Audit, Auth: g.devices, Log: g.log,
+		Policy: deps.Policy, Pairing: pairingSvc, Broker: deps.Broker, Audit: deps.Audit, Auth: auth, Log: g.log,
 		KeyFile: filepath.Join(cfg.Dir, "ui.key"), PublicURL: cfg.PublicURL,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
+	g.console = console
 	top := http.NewServeMux()
 	top.Handle("/ui/", console)
 	top.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	top.Handle("/", http.MaxBytesHandler(r, maxPublishBytes+1<<20))
-	return &gate{
-		next: top, auth: g.devices, uiToken: console.SessionToken, limits: limits,
-		trustProxy: cfg.PublicURL != "", public: public,
-		slots: make(chan struct{}, limits.MaxUnauthenticated),
+	g.gate = &gate{
+		next: top, auth: auth, uiToken: console.SessionToken, limits: g.limits, public: public,
+		slots: make(chan struct{}, g.limits.MaxUnauthenticated),
 		errw:  connect.NewErrorWriter(), log: g.log,
-	}, nil
+	}
+	return nil
 }
 
 // EnsureSetupCode makes a fresh setup code when one is due (no owner device
@@ -232,20 +295,26 @@ func (g *Gateway) NewSetupCode(ctx context.Context) (string, time.Time, error) {
 	return code, exp, nil
 }
 
-// Wait blocks until the gateway stops serving.
+// Wait blocks until the gateway stops serving on any of its listeners: it
+// returns nil after Close, else the error that stopped it.
 func (g *Gateway) Wait() error {
-	err := <-g.served
-	g.served <- err
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	<-g.stopped
+	return g.err
 }
 
-// Close stops serving, lets requests in flight finish (until ctx ends),
-// and closes the store.
+// Close stops serving on every listener, lets requests in flight finish
+// (until ctx ends), and closes the store.
 func (g *Gateway) Close(ctx context.Context) error {
-	return errors.Join(g.http.Shutdown(ctx), g.devices.Close())
+	g.mu.Lock()
+	g.closed = true
+	servers := g.servers
+	g.mu.Unlock()
+	var err error
+	for _, srv := range servers {
+		err = errors.Join(err, srv.Shutdown(ctx))
+	}
+	g.stopped1(http.ErrServerClosed)
+	return errors.Join(err, g.devices.Close())
 }
 
 // String describes the gateway for logs.

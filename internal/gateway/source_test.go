@@ -3,52 +3,34 @@ package gateway
 import (
 	"net/http"
 	"net/http/httptest"
-	"strings"
+	"net/netip"
 	"testing"
+
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
-// TestSource: behind tailscale serve (trusted, from loopback) the source is
-// the tailnet user or the forwarded address; the same headers from any
-// other peer, or when the server was not told it is behind a proxy, are
-// ignored.
+// TestSource: a tailnet request's source is its node's key, whatever
+// address its connection comes from (the proxy's); any other request's is
+// its connection's address.
 func TestSource(t *testing.T) {
+	node := &tailnet.Peer{NodeID: "n1CNTRL", Addr: netip.MustParseAddr("100.64.0.2")}
+	byAddr := &tailnet.Peer{Addr: netip.MustParseAddr("100.64.0.3")}
 	tests := []struct {
-		name, peer string
-		trust      bool
-		headers    map[string]string
-		want       string
+		name, remote string
+		peer         *tailnet.Peer
+		want         string
 	}{
-		{"plain peer", "203.0.113.7:4242", true, nil, "203.0.113.7"},
-		{"tailnet user", "127.0.0.1:4242", true, map[string]string{"Tailscale-User-Login": "alice@example.com", "X-Forwarded-For": "100.64.0.2"}, "tailscale:alice@example.com"},
-		{"tailnet user over IPv6 loopback", "[::1]:4242", true, map[string]string{"Tailscale-User-Login": "bob@example.com"}, "tailscale:bob@example.com"},
-		{"encoded login", "127.0.0.1:4242", true, map[string]string{"Tailscale-User-Login": "=?utf-8?q?j=C3=B6rg@example.com?="}, "tailscale:jörg@example.com"},
-		{"tagged device: forwarded address", "127.0.0.1:4242", true, map[string]string{"X-Forwarded-For": "100.64.0.9"}, "100.64.0.9"},
-		{"nearest proxy's address", "127.0.0.1:4242", true, map[string]string{"X-Forwarded-For": "198.51.100.1, 100.64.0.9"}, "100.64.0.9"},
-		{"bad forwarded address", "127.0.0.1:4242", true, map[string]string{"X-Forwarded-For": "not-an-ip"}, "127.0.0.1"},
-		{"local caller without headers", "127.0.0.1:4242", true, nil, "127.0.0.1"},
-		{"control characters dropped", "127.0.0.1:4242", true, map[string]string{"Tailscale-User-Login": "eve\x00\x1b@example.com"}, "tailscale:eve@example.com"},
-		// Forged headers from a peer that is not on loopback.
-		{"forged user, remote peer", "203.0.113.7:4242", true, map[string]string{"Tailscale-User-Login": "alice@example.com"}, "203.0.113.7"},
-		{"forged address, remote peer", "100.64.0.5:4242", true, map[string]string{"X-Forwarded-For": "100.64.0.2"}, "100.64.0.5"},
-		{"forged, IPv4-mapped remote", "[::ffff:203.0.113.7]:4242", true, map[string]string{"Tailscale-User-Login": "alice@example.com"}, "203.0.113.7"},
-		// Not behind a proxy: loopback callers are only themselves.
-		{"untrusted loopback", "127.0.0.1:4242", false, map[string]string{"Tailscale-User-Login": "alice@example.com", "X-Forwarded-For": "100.64.0.2"}, "127.0.0.1"},
+		{"local", "127.0.0.1:4242", nil, "127.0.0.1"},
+		{"IPv4-mapped", "[::ffff:203.0.113.7]:4242", nil, "203.0.113.7"},
+		{"tailnet node", "127.0.0.1:4242", node, "tailnet:node:n1CNTRL"},
+		{"tailnet address", "127.0.0.1:4242", byAddr, "tailnet:addr:100.64.0.3"},
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodPost, "/contractual.v1.ToolService/Invoke", nil)
-		r.RemoteAddr = tt.peer
-		for k, v := range tt.headers {
-			r.Header.Set(k, v)
-		}
-		if got := source(r, tt.trust); got != tt.want {
+		r.RemoteAddr = tt.remote
+		if got := source(r, tt.peer); got != tt.want {
 			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
 		}
-	}
-	r := httptest.NewRequest(http.MethodGet, "/", nil)
-	r.RemoteAddr = "127.0.0.1:1"
-	r.Header.Set("Tailscale-User-Login", strings.Repeat("a", 10000))
-	if got := source(r, true); len(got) > len("tailscale:")+maxSourceLen {
-		t.Errorf("an oversized login gives a %d-byte source", len(got))
 	}
 }
 

@@ -26,6 +26,9 @@ const (
 	ActionReject  = "pairing.reject"  // a request was rejected
 	ActionPair    = "device.pair"     // a device proved possession and got its token
 	ActionRevoke  = "device.revoke"   // a device's token was revoked
+	// ActionAuthenticate records a valid token refused because it came
+	// from another tailnet node than its device paired from.
+	ActionAuthenticate = "device.authenticate"
 )
 
 // auditService is the audit events' service field.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // TokenSize is the size of a device token before encoding.
@@ -32,7 +33,10 @@ const TokenSize = 32
 // has not expired unapproved (FailedPrecondition "expired"); it is
 // approved (FailedPrecondition "awaiting approval"); and the nonce is not
 // stale: Complete must come within Config.NonceTTL of the approval
-// (FailedPrecondition "stale").
+// (FailedPrecondition "stale"); and it comes from the tailnet node the
+// request was begun from, or from outside the tailnet if it was begun
+// there (PermissionDenied "another tailnet node"). The device's token is
+// bound to that node (see Authenticate).
 func (s *Store) Complete(ctx context.Context, deviceID string, nonce, sig []byte) (string, Identity, error) {
 	if err := checkComplete(deviceID, nonce, sig); err != nil {
 		return "", Identity{}, err
@@ -60,7 +64,7 @@ func (s *Store) completeTx(ctx context.Context, deviceID string, nonce, sig []by
 	if err != nil {
 		return "", Identity{}, err
 	}
-	if err := s.checkProof(r, deviceID, nonce, sig, now); err != nil {
+	if err := s.checkProof(r, deviceID, nonce, sig, tailnet.From(ctx).Key(), now); err != nil {
 		return "", Identity{}, err
 	}
 	token, id, err := s.pair(ctx, tx, r, now)
@@ -105,12 +109,14 @@ func requestByNonce(ctx context.Context, q querier, nonce []byte) (*Request, err
 }
 
 // checkProof runs Complete's checks on request r (see Complete).
-func (s *Store) checkProof(r *Request, deviceID string, nonce, sig []byte, now time.Time) error {
+func (s *Store) checkProof(r *Request, deviceID string, nonce, sig []byte, node string, now time.Time) error {
 	switch {
 	case DeviceID(r.PublicKey) != deviceID:
 		return errs.E(errs.PermissionDenied, "pairing: device id %s does not match the key of the request", deviceID)
 	case !ed25519.Verify(r.PublicKey, SignedMessage(deviceID, nonce), sig):
 		return errs.E(errs.Unauthenticated, "pairing: bad signature of the nonce")
+	case r.tailnetKey != node:
+		return errs.E(errs.PermissionDenied, "pairing: request %s was begun from another tailnet node (or from outside the tailnet): complete it from the device that began it, where it began", r.Code)
 	case r.State == Completed:
 		return errs.E(errs.AlreadyExists, "pairing: request %s was already completed: device %s is paired, and its token went to the first completion only; if this device did not get it, begin again", r.Code, deviceID)
 	case r.State == Replaced:
@@ -141,10 +147,10 @@ func (s *Store) pair(ctx context.Context, tx *sql.Tx, r *Request, now time.Time)
 	rand.Read(raw)
 	token := base64.RawURLEncoding.EncodeToString(raw)
 	id := Identity{Principal: Principal(r.DeviceID), Name: r.Name, Scopes: r.Scopes, Kind: r.Kind, ExpiresAt: s.lifetime(r.Kind).expiry(now, now)}
-	_, err := tx.ExecContext(ctx, `INSERT INTO devices (id, name, pub, scope, token_hash, paired_at, approved_by, kind, last_used_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+	_, err := tx.ExecContext(ctx, `INSERT INTO devices (id, name, pub, scope, token_hash, paired_at, approved_by, kind, last_used_at, expires_at, tailnet_key, tailnet_peer)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
 		r.DeviceID, r.Name, []byte(r.PublicKey), r.Scopes.String(), hash([]byte(token)), nanos(now), r.DecidedBy,
-		r.Kind.String(), nanos(now), nanos(id.ExpiresAt))
+		r.Kind.String(), nanos(now), nanos(id.ExpiresAt), r.tailnetKey, encodePeer(r.Tailnet))
 	if err != nil {
 		return "", Identity{}, storeErr(err, "storing device %s", r.DeviceID)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // Device is a paired device. RevokedAt is zero while the device is not
@@ -29,6 +30,9 @@ type Device struct {
 	LastUsedAt time.Time
 	// ExpiresAt is when the token expires unless used before.
 	ExpiresAt time.Time
+	// Tailnet is the tailnet node the device paired from, which its
+	// token is bound to; nil if it paired from outside the tailnet.
+	Tailnet *tailnet.Peer
 }
 
 // Principal returns the device's principal, "device:<id>".
@@ -43,6 +47,19 @@ const activeClause = `(revoked_at IS NULL AND expires_at > ?)`
 func errBadToken() error {
 	return errs.E(errs.Unauthenticated, "pairing: invalid or revoked device token")
 }
+
+// errOtherNode refuses a token presented from another tailnet node than
+// the one its device paired from. It does not say which: the owner's audit
+// log does.
+func errOtherNode() error {
+	return errs.E(errs.PermissionDenied, "pairing: %w; pair the device where it runs", ErrOtherNode)
+}
+
+// ErrOtherNode is in the chain of Authenticate's error for a valid token
+// presented from another tailnet node than the one its device paired from
+// (or from outside the tailnet, or from a node for a device paired from
+// outside it) (errors.Is).
+var ErrOtherNode = errors.New("this device token is bound to the tailnet node its device paired from, and this request comes from elsewhere")
 
 // ErrTokenExpired is in the chain of Authenticate's error for a token that
 // was valid but expired (errors.Is), so that the Control UI can say so.
@@ -71,7 +88,11 @@ func days(d time.Duration) string {
 // kind, expiry) of the device holding token, if the token is valid, the
 // device unrevoked and the token unexpired; errs.Unauthenticated
 // otherwise, with the same message whatever the reason but expiry (see
-// ErrTokenExpired). A use renews the token: it then expires its kind's
+// ErrTokenExpired). A token is accepted only from the tailnet node its
+// device paired from (tailnet.From(ctx).Key() must be its binding; a
+// device paired from outside the tailnet is accepted only from outside
+// it): from anywhere else it is refused with errs.PermissionDenied (see
+// ErrOtherNode), which counts as a failure and is audited. A use renews the token: it then expires its kind's
 // Lifetime.Idle after now (no later than Lifetime.Max after pairing); the
 // renewal is written at most every renewEvery. There is no cache: a
 // revocation holds at the next call.
@@ -86,29 +107,36 @@ func days(d time.Duration) string {
 // expired token is not a failure: its device was paired, and it is told so.
 func (s *Store) Authenticate(ctx context.Context, token, source string) (Identity, error) {
 	now := s.now()
-	id, err := s.lookupToken(ctx, token, now)
-	if !errs.Is(err, errs.Unauthenticated) || errors.Is(err, ErrTokenExpired) {
+	node := tailnet.From(ctx)
+	id, err := s.lookupToken(ctx, token, node.Key(), now)
+	other := errors.Is(err, ErrOtherNode)
+	if !other && (!errs.Is(err, errs.Unauthenticated) || errors.Is(err, ErrTokenExpired)) {
 		return id, err
 	}
 	fromSource := s.authFails.add(source, now)
 	overall := s.allFails.add("", now)
 	switch {
 	case fromSource:
-		return Identity{}, errs.E(errs.ResourceExhausted, "pairing: invalid or revoked device token, and too many failed authentications from this source; try again later")
+		return Identity{}, errs.E(errs.ResourceExhausted, "pairing: device token refused, and too many failed authentications from this source; try again later")
 	case overall:
-		return Identity{}, errs.E(errs.ResourceExhausted, "pairing: invalid or revoked device token, and too many failed authentications; try again later")
+		return Identity{}, errs.E(errs.ResourceExhausted, "pairing: device token refused, and too many failed authentications; try again later")
+	case other:
+		// A stolen token, or a device that moved: the owner should know.
+		return Identity{}, s.refused(ctx, ActionAuthenticate, id.Principal, "authenticating from "+node.String(), err)
 	}
 	return Identity{}, err
 }
 
 // byTokenQuery reads a device by its token's hash, for lookupToken, which
 // runs on every call and so uses it prepared (Store.byToken).
-const byTokenQuery = `SELECT id, name, token_hash, revoked_at, scope, kind, paired_at, last_used_at, expires_at
+const byTokenQuery = `SELECT id, name, token_hash, revoked_at, scope, kind, paired_at, last_used_at, expires_at, tailnet_key
 	FROM devices WHERE token_hash = ?`
 
 // lookupToken finds the active device whose token hash matches token and
-// renews its token.
-func (s *Store) lookupToken(ctx context.Context, token string, now time.Time) (Identity, error) {
+// is bound to node (a tailnet.Peer.Key), and renews its token. A token
+// bound to another node is refused with errOtherNode, and the device's
+// principal.
+func (s *Store) lookupToken(ctx context.Context, token, node string, now time.Time) (Identity, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || len(raw) != TokenSize {
 		return Identity{}, errBadToken()
@@ -116,11 +144,12 @@ func (s *Store) lookupToken(ctx context.Context, token string, now time.Time) (I
 	want := hash([]byte(token))
 	var (
 		id, name, scope, kind string
+		bound                 string
 		got                   []byte
 		revoked               sql.NullInt64
 		paired, used, expires int64
 	)
-	err = s.byToken.QueryRowContext(ctx, want).Scan(&id, &name, &got, &revoked, &scope, &kind, &paired, &used, &expires)
+	err = s.byToken.QueryRowContext(ctx, want).Scan(&id, &name, &got, &revoked, &scope, &kind, &paired, &used, &expires, &bound)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return Identity{}, errBadToken()
@@ -128,6 +157,9 @@ func (s *Store) lookupToken(ctx context.Context, token string, now time.Time) (I
 		return Identity{}, storeErr(err, "reading devices")
 	case subtle.ConstantTimeCompare(got, want) != 1 || revoked.Valid:
 		return Identity{}, errBadToken()
+	}
+	if subtle.ConstantTimeCompare([]byte(bound), []byte(node)) != 1 {
+		return Identity{Principal: Principal(id)}, errOtherNode()
 	}
 	k := parseKind(kind)
 	if !now.Before(fromNanos(expires)) {
@@ -200,11 +232,12 @@ func scanDevice(row scanner) (Device, error) {
 		scope, kind           string
 		paired, used, expires int64
 		revoked               sql.NullInt64
+		peer                  string
 	)
-	if err := row.Scan(&d.ID, &d.Name, &pub, &scope, &kind, &paired, &d.ApprovedBy, &revoked, &d.RevokedBy, &used, &expires); err != nil {
+	if err := row.Scan(&d.ID, &d.Name, &pub, &scope, &kind, &paired, &d.ApprovedBy, &revoked, &d.RevokedBy, &used, &expires, &peer); err != nil {
 		return Device{}, storeErr(err, "reading a device")
 	}
-	d.PublicKey = ed25519.PublicKey(pub)
+	d.PublicKey, d.Tailnet = ed25519.PublicKey(pub), decodePeer(peer)
 	d.Scopes, d.Kind = parseStored(scope), parseKind(kind)
 	d.PairedAt, d.LastUsedAt, d.ExpiresAt = fromNanos(paired), fromNanos(used), fromNanos(expires)
 	if revoked.Valid {

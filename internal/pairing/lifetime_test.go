@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 const day = 24 * time.Hour
@@ -268,8 +269,9 @@ PRAGMA user_version = 1;
 `
 
 // TestMigrateFromV1: a store written by version 1 opens; its devices keep
-// full (owner) scope, become clients whose idle expiry starts now, and its
-// pending request asks for owner, as it did.
+// full (owner) scope, become clients whose idle expiry starts now and are
+// bound to no tailnet node, and its pending request asks for owner, as it
+// did.
 func TestMigrateFromV1(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -305,6 +307,11 @@ func TestMigrateFromV1(t *testing.T) {
 	if err != nil || id.Principal != Principal(owner.id) || id.Scopes != ScopeOwner || id.Kind != KindClient ||
 		!id.ExpiresAt.Equal(clk.Now().Add(DefaultClientLifetime.Idle)) {
 		t.Fatalf("the v1 device: %+v, %v", id, err)
+	}
+	// It paired before devices were bound to a tailnet node: it stays
+	// bound to none, accepted from outside the tailnet only.
+	if _, err := s.Authenticate(tailnet.With(ctx, nodeA), tok, "s"); !errors.Is(err, ErrOtherNode) {
+		t.Errorf("the v1 device from a tailnet node: %v", err)
 	}
 	pend, err := s.Pending(ctx)
 	if err != nil || len(pend) != 1 || pend[0].Scopes != ScopeOwner || pend[0].Kind != KindClient {

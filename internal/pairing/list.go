@@ -79,7 +79,7 @@ func (s *Store) DevicePage(ctx context.Context, f DeviceFilter, after *Cursor, n
 	if after != nil {
 		where, args = where+" AND "+afterClause("paired_at"), append(args, after.At, after.Row)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT rowid, id, name, pub, scope, kind, paired_at, approved_by, revoked_at, revoked_by, last_used_at, expires_at
+	rows, err := s.db.QueryContext(ctx, `SELECT rowid, id, name, pub, scope, kind, paired_at, approved_by, revoked_at, revoked_by, last_used_at, expires_at, tailnet_peer
 		FROM devices WHERE `+where+` ORDER BY paired_at, rowid`+limit(n), args...)
 	if err != nil {
 		return nil, nil, storeErr(err, "listing devices")

@@ -166,7 +166,7 @@ type Store struct {
 	setupWrong int
 }
 
-// schema is the pairing store (version 2). Times are Unix nanoseconds.
+// schema is the pairing store (version 3). Times are Unix nanoseconds.
 // Requests are keyed by the hash of their nonce; finished requests
 // (completed, rejected, replaced) are kept, for distinct replay and
 // rejection errors, until purged a day after creation; setup codes too,
@@ -174,7 +174,10 @@ type Store struct {
 // name ("invoke,read"); a device's expires_at moves on use (see
 // Authenticate). The lists page by time and rowid (devices_by_paired,
 // requests_by_created); indexes need no migration: the schema creates the
-// missing ones at every open.
+// missing ones at every open. A request and a device record the tailnet
+// node they came from: tailnet_key is what the device's token is bound to
+// (tailnet.Peer.Key; ” outside the tailnet), tailnet_peer the node as the
+// tailnet described it then (tailnet.Encode; ” outside), for display.
 const schema = `
 CREATE TABLE IF NOT EXISTS setup_codes (
 	hash       BLOB PRIMARY KEY,
@@ -194,7 +197,9 @@ CREATE TABLE IF NOT EXISTS requests (
 	decided_by  TEXT NOT NULL DEFAULT '',
 	decided_at  INTEGER,
 	scopes      TEXT NOT NULL DEFAULT 'owner',
-	kind        TEXT NOT NULL DEFAULT 'client'
+	kind        TEXT NOT NULL DEFAULT 'client',
+	tailnet_key  TEXT NOT NULL DEFAULT '',
+	tailnet_peer TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE INDEX IF NOT EXISTS requests_by_code ON requests(code);
 CREATE INDEX IF NOT EXISTS requests_by_device ON requests(device_id);
@@ -211,29 +216,40 @@ CREATE TABLE IF NOT EXISTS devices (
 	revoked_by   TEXT NOT NULL DEFAULT '',
 	kind         TEXT NOT NULL DEFAULT 'client',
 	last_used_at INTEGER NOT NULL DEFAULT 0,
-	expires_at   INTEGER NOT NULL DEFAULT 0
+	expires_at   INTEGER NOT NULL DEFAULT 0,
+	tailnet_key  TEXT NOT NULL DEFAULT '',
+	tailnet_peer TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE INDEX IF NOT EXISTS devices_by_paired ON devices(paired_at);
 `
 
 // schemaVersion is the schema's version: 2 added scopes and kinds to
-// requests, and kinds, last use and expiry to devices.
-const schemaVersion = 2
+// requests, and kinds, last use and expiry to devices; 3 added the tailnet
+// node to both.
+const schemaVersion = 3
 
-// addedColumns are the columns version 2 added to version 1's tables, for
-// migrate.
+// addedColumns are the columns versions 2 and 3 added to version 1's
+// tables, for migrate.
 var addedColumns = []struct{ table, column, def string }{
 	{"requests", "scopes", `TEXT NOT NULL DEFAULT 'owner'`},
 	{"requests", "kind", `TEXT NOT NULL DEFAULT 'client'`},
 	{"devices", "kind", `TEXT NOT NULL DEFAULT 'client'`},
 	{"devices", "last_used_at", `INTEGER NOT NULL DEFAULT 0`},
 	{"devices", "expires_at", `INTEGER NOT NULL DEFAULT 0`},
+	{"requests", "tailnet_key", `TEXT NOT NULL DEFAULT ''`},
+	{"requests", "tailnet_peer", `TEXT NOT NULL DEFAULT ''`},
+	{"devices", "tailnet_key", `TEXT NOT NULL DEFAULT ''`},
+	{"devices", "tailnet_peer", `TEXT NOT NULL DEFAULT ''`},
 }
 
-// migrate brings a version 1 store to version 2, idempotently: it adds the
-// missing columns, and gives the devices paired before (expires_at 0)
-// their scope as it was (owner), the kind client (a version 1 store cannot
-// tell browsers apart) and a client's lifetime from now.
+// migrate brings a version 1 or 2 store to version 3, idempotently: it
+// adds the missing columns, and gives the devices paired before version 2
+// (expires_at 0) their scope as it was (owner), the kind client (a version
+// 1 store cannot tell browsers apart) and a client's lifetime from now.
+// Devices paired before version 3 are bound to no tailnet node (”): they
+// are accepted from outside the tailnet only. Which node a device paired
+// from was not recorded, and binding it to the first node that presents
+// its token would bind a token stolen before the upgrade to the thief's.
 func migrate(ctx context.Context, db *sql.DB, o Config) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {

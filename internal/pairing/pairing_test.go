@@ -419,7 +419,7 @@ func TestRateLimits(t *testing.T) {
 			wantErr(t, err, errs.Unauthenticated, "pairing: invalid or revoked device token")
 		}
 		_, err := f.s.Authenticate(f.ctx, "y", "evil")
-		wantErr(t, err, errs.ResourceExhausted, "pairing: invalid or revoked device token, and too many failed authentications from this source; try again later")
+		wantErr(t, err, errs.ResourceExhausted, "pairing: device token refused, and too many failed authentications from this source; try again later")
 		_, err = f.s.Authenticate(f.ctx, "y", "good")
 		wantErr(t, err, errs.Unauthenticated, "pairing: invalid or revoked device token")
 		f.clk.Advance(time.Minute)

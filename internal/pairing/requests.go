@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/tailnet"
 )
 
 // State is a pairing request's state.
@@ -65,7 +66,13 @@ type Request struct {
 	ExpiresAt time.Time
 	DecidedBy string
 	DecidedAt time.Time
-	nonceHash []byte
+	// Tailnet is the tailnet node the request was begun from (nil:
+	// outside the tailnet); it must be completed from the same one.
+	Tailnet *tailnet.Peer
+	// tailnetKey is the key of Tailnet as stored: what the device's token
+	// is bound to.
+	tailnetKey string
+	nonceHash  []byte
 }
 
 // Begin records a pairing request for the device with key pub, named name,
@@ -77,7 +84,9 @@ type Request struct {
 // Config.MaxPending live requests, Config.BeginsPerMinute calls per
 // minute overall or Config.BeginsPerSourcePerMinute from the caller's
 // source (WithSource), and (errs.AlreadyExists) for a device that is
-// paired and active. The request is audited.
+// paired and active. The request records the tailnet node it came from
+// (tailnet.From), which its completion must come from too. The request is
+// audited.
 func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string, scopes Scopes, kind Kind) (*Request, error) {
 	if err := checkPub(pub); err != nil {
 		return nil, err
@@ -115,7 +124,7 @@ func (s *Store) Begin(ctx context.Context, pub ed25519.PublicKey, name string, s
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.insertRequest(ctx, tx, &Request{DeviceID: id, Name: name, PublicKey: pub, Scopes: scopes, Kind: kind}, now)
+	r, err := s.insertRequest(ctx, tx, &Request{DeviceID: id, Name: name, PublicKey: pub, Scopes: scopes, Kind: kind, Tailnet: tailnet.From(ctx)}, now)
 	if err != nil {
 		return nil, err
 	}
@@ -184,9 +193,10 @@ func (s *Store) insertRequest(ctx context.Context, tx *sql.Tx, r *Request, now t
 	nonce := make([]byte, NonceSize)
 	rand.Read(nonce)
 	r.Code, r.Nonce, r.State, r.CreatedAt, r.ExpiresAt = code, nonce, Pending, now, now.Add(s.opts.RequestTTL)
-	_, err = tx.ExecContext(ctx, `INSERT INTO requests (nonce_hash, code, device_id, name, pub, created_at, expires_at, state, scopes, kind)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)`, hash(nonce), code, r.DeviceID, r.Name, []byte(r.PublicKey), nanos(now), nanos(r.ExpiresAt),
-		r.Scopes.String(), r.Kind.String())
+	r.tailnetKey = r.Tailnet.Key()
+	_, err = tx.ExecContext(ctx, `INSERT INTO requests (nonce_hash, code, device_id, name, pub, created_at, expires_at, state, scopes, kind, tailnet_key, tailnet_peer)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)`, hash(nonce), code, r.DeviceID, r.Name, []byte(r.PublicKey), nanos(now), nanos(r.ExpiresAt),
+		r.Scopes.String(), r.Kind.String(), r.Tailnet.Key(), encodePeer(r.Tailnet))
 	if err != nil {
 		return nil, storeErr(err, "storing the pairing request")
 	}
@@ -245,6 +255,11 @@ func (s *Store) decideTx(ctx context.Context, code, by string, to State, action 
 	held, err := activeDevice(ctx, tx, by, ScopeApprove, now)
 	if err != nil {
 		return err
+	}
+	// The approver may grant only what it may do now: its scopes as the
+	// tailnet's app capability caps them for this request.
+	if id, ok := IdentityFrom(ctx); ok && id.Principal == by {
+		held = held.Cap(id.Scopes)
 	}
 	r, err := requestByCode(ctx, tx, code)
 	if err != nil {
@@ -362,7 +377,7 @@ func (s *Store) setState(ctx context.Context, tx *sql.Tx, r *Request, by string,
 }
 
 // requestColumns are the columns scanRequest reads, in order.
-const requestColumns = `nonce_hash, code, device_id, name, pub, state, created_at, expires_at, decided_by, decided_at, scopes, kind`
+const requestColumns = `nonce_hash, code, device_id, name, pub, state, created_at, expires_at, decided_by, decided_at, scopes, kind, tailnet_key, tailnet_peer`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -375,11 +390,13 @@ func scanRequest(row scanner) (*Request, error) {
 		created, expires int64
 		decided          sql.NullInt64
 		scopes, kind     string
+		key, peer        string
 	)
-	err := row.Scan(&r.nonceHash, &r.Code, &r.DeviceID, &r.Name, &pub, &r.State, &created, &expires, &r.DecidedBy, &decided, &scopes, &kind)
+	err := row.Scan(&r.nonceHash, &r.Code, &r.DeviceID, &r.Name, &pub, &r.State, &created, &expires, &r.DecidedBy, &decided, &scopes, &kind, &key, &peer)
 	if err != nil {
 		return nil, err
 	}
+	r.tailnetKey, r.Tailnet = key, decodePeer(peer)
 	r.Scopes, r.Kind = parseStored(scopes), parseKind(kind)
 	r.PublicKey = ed25519.PublicKey(pub)
 	r.CreatedAt, r.ExpiresAt = fromNanos(created), fromNanos(expires)

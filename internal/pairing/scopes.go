@@ -97,6 +97,11 @@ func (s Scopes) Expand() Scopes {
 	return s
 }
 
+// Cap returns the scopes of s that grant also gives, both expanded: a
+// device's scopes under a cap (an owner device capped to invoke may only
+// invoke; a cap of owner caps nothing).
+func (s Scopes) Cap(grant Scopes) Scopes { return s.Expand() & grant.Expand() }
+
 // Has reports whether s, expanded, includes every scope of want.
 func (s Scopes) Has(want Scopes) bool { return want&^s.Expand() == 0 }
 

@@ -140,6 +140,7 @@ func (s *Service) ListDevices(ctx context.Context, req *contractualv1.ListDevice
 			Id: d.ID, Name: d.Name, PairedAt: timestamppb.New(d.PairedAt), ApprovedBy: d.ApprovedBy, RevokedAt: optionalTime(d.RevokedAt),
 			Scopes: d.Scopes.Names(), Kind: kindToProto(d.Kind),
 			LastUsedAt: timestamppb.New(d.LastUsedAt), ExpiresAt: timestamppb.New(d.ExpiresAt),
+			Tailnet: d.Tailnet.Proto(),
 		})
 	}
 	if next != nil {
