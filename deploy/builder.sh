@@ -15,7 +15,9 @@ set -euo pipefail
 
 image=${1:-contractual-builder:local}
 goroot=$(go env GOROOT)
-version=$(go env GOVERSION)
+# The label's value: the toolchain, and the revision of this recipe (bump
+# it when the image's contents change).
+version=$(go env GOVERSION)-r2
 label=org.contractual.builder.go
 
 if [[ $(docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$image" 2>/dev/null) == "$version" ]]; then
@@ -47,9 +49,11 @@ done
 cp "$roots" "$stage/etc/ssl/certs/ca-certificates.crt"
 
 # One tar stream: the staging directory, then GOROOT renamed to
-# /usr/local/go (without its tests and docs, which no build reads).
+# /usr/local/go (without its tests and docs, which no build reads). The
+# two directories are excluded at GOROOT's top only (--anchored), not
+# src/go/doc, a package of the standard library.
 tar -c -f - -C "$stage" bin etc tmp \
-	-C "$(dirname "$goroot")" --exclude="$base/test" --exclude="$base/doc" --exclude=testdata \
+	-C "$(dirname "$goroot")" --anchored --exclude="$base/test" --exclude="$base/doc" --no-anchored --exclude=testdata \
 	--transform="s,^$base\(/\|\$\),usr/local/go\1," "$base" |
 	docker import \
 		--change 'ENV PATH=/usr/local/go/bin:/go/bin:/bin' \
