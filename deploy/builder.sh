@@ -15,12 +15,15 @@ set -euo pipefail
 
 image=${1:-contractual-builder:local}
 goroot=$(go env GOROOT)
-# The label's value: the toolchain, and the revision of this recipe (bump
-# it when the image's contents change).
-version=$(go env GOVERSION)-r2
+version=$(go env GOVERSION)
 label=org.contractual.builder.go
+# The revision of this recipe, in a label of its own: bump it when the
+# image's contents change.
+recipe=2
+recipe_label=org.contractual.builder.recipe
 
-if [[ $(docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$image" 2>/dev/null) == "$version" ]]; then
+labels=$(docker image inspect -f "{{index .Config.Labels \"$label\"}} {{index .Config.Labels \"$recipe_label\"}}" "$image" 2>/dev/null || true)
+if [[ $labels == "$version $recipe" ]]; then
 	echo "$image: $version (kept)"
 	exit 0
 fi
@@ -60,5 +63,6 @@ tar -c -f - -C "$stage" bin etc tmp \
 		--change 'ENV GOPATH=/go' \
 		--change 'ENV GOTOOLCHAIN=local' \
 		--change "LABEL $label=$version" \
+		--change "LABEL $recipe_label=$recipe" \
 		- "$image" >/dev/null
 echo "$image: $version"

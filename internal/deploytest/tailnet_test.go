@@ -348,6 +348,8 @@ func TestComposeTailnet(t *testing.T) {
 	if t.Run("pair and invoke over the tailnet", d.tailnetFlow) {
 		t.Run("forged serve headers are refused", d.forged)
 		t.Run("the token from another node is refused", d.otherNode)
+		// Last: it changes the tailnet policy for every node.
+		t.Run("the tailnet's app capability caps the scopes", d.capped)
 	}
 }
 
@@ -719,5 +721,37 @@ func (d *tailnetDeployment) otherNode(t *testing.T) {
 		if connect.CodeOf(err) != want {
 			t.Errorf("ListDevices from the laptop with %s: %v; want %v", name, err, want)
 		}
+	}
+}
+
+// capped: once the tailnet policy grants the phone Contractual's app
+// capability with the scope read alone, the sidecar forwards the grant
+// (the serve config's AcceptAppCaps) and the gateway caps the phone's
+// owner token to it: reading still works, invoking is refused.
+func (d *tailnetDeployment) capped(t *testing.T) {
+	ctx := t.Context()
+	d.tn.SetAppCaps(map[string][]json.RawMessage{tailnet.DefaultCap: {json.RawMessage(`{"scopes": ["read"]}`)}})
+	// The control server pushes the grant to the sidecar, which applies
+	// it when it arrives; there is no event to wait on but the refusal.
+	token := d.token(t)
+	deadline := time.After(2 * time.Minute)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	hc := d.phone.HTTPClient()
+	for {
+		_, err := invoke(ctx, hc, d.url, token, "capped")
+		if err != nil && strings.HasPrefix(err.Error(), "403 ") && strings.Contains(err.Error(), "permission_denied") {
+			t.Logf("Invoke under the grant of read: %s", short(err.Error()))
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("Invoke from the phone is not refused under a grant of read alone: %v", err)
+		case <-tick.C:
+		}
+	}
+	pc := contractualv1connect.NewPairingServiceClient(hc, d.url, connect.WithInterceptors(bearer(token)))
+	if _, err := pc.ListDevices(ctx, &contractualv1.ListDevicesRequest{}); err != nil {
+		t.Errorf("ListDevices (read) under the grant of read: %v", err)
 	}
 }
