@@ -1,10 +1,12 @@
 # Contractual's images: one target per service (gateway, policy, runner,
-# broker, audit, ca), the CLI (cli) and the Tailscale sidecar of the
-# compose profile tailnet (tailscale). One build stage compiles every
-# binary, static (CGO_ENABLED=0) and -trimpath; each final image is FROM
-# scratch and holds its binary, the empty directories it writes (owned by
-# its user) and, for the runner alone, which dials out, the CA roots. No
-# shell, no package manager; each runs as its own UID in group 10000.
+# broker, audit, ca), the CLI (cli), and the Tailscale sidecar of the
+# compose profile tailnet (tailscale). One build stage compiles
+# Contractual's binaries, another the sidecar's from tailscale.com's
+# sources; all static (CGO_ENABLED=0) and -trimpath. Each final image is
+# FROM scratch and holds its binaries, the empty directories it writes
+# (owned by its user) and, for those that dial out (runner, cli,
+# tailscale), the CA roots. No shell, no package manager; each service runs
+# as its own UID in group 10000, the sidecar as 10010 outside it.
 #
 # docker-compose.yml builds every target with BuildKit (the default builder
 # of Docker 23 and later, and what Compose v2 uses):

@@ -546,9 +546,9 @@ func (d *tailnetDeployment) noPort(t *testing.T) {
 
 // tailnetNetworks: the gateway is on the internal network and on tailnet,
 // both without a way out, and on nothing else; the sidecar is on tailnet
-// and on tailnet-egress, which has one. From the gateway's network
-// namespace the test tailnet's control server, on the host, is not
-// reachable; from tailnet-egress it is (the control).
+// and on tailnet-egress, which has one. A server that the host forwards
+// to answers from tailnet-egress, and not from the gateway's network
+// namespace.
 func (d *tailnetDeployment) tailnetNetworks(t *testing.T) {
 	ctx := t.Context()
 	cs, err := d.Containers(ctx)
@@ -591,15 +591,30 @@ func (d *tailnetDeployment) tailnetNetworks(t *testing.T) {
 		}
 	}
 
-	control := d.tn.ControlURL + "/key"
-	if r := d.dial(t, []string{"--network", d.Name + "_tailnet-egress"}, control)[0]; r.Status == 0 {
-		t.Fatalf("from tailnet-egress, %s gave no answer (%s); the check below would prove nothing", control, r.Error)
+	// The stand-in for the internet: a server of the test's on Docker's
+	// default bridge, published on the bridge's address, which the host
+	// forwards to (as it forwards to the internet), and that a container
+	// on a network with a way out reaches. (The host's own addresses are
+	// not a stand-in: a container on an internal network reaches them.)
+	outside := d.Name + "-outside"
+	if _, err := deploytest.Docker(ctx, "run", "-d", "--name", outside, "--label", "deploytest="+d.Name,
+		"--network", "bridge", "-p", d.bridge+"::8080", "--read-only", "--cap-drop", "ALL", "--user", "65534:65534",
+		d.probe, "serve", "--addr=:8080"); err != nil {
+		t.Fatal(err)
+	}
+	ocs, err := deploytest.Inspect(ctx, outside)
+	if err != nil || len(ocs) != 1 || len(ocs[0].NetworkSettings.Ports["8080/tcp"]) != 1 {
+		t.Fatalf("the outside server: %v %+v", err, ocs)
+	}
+	url := "http://" + d.bridge + ":" + ocs[0].NetworkSettings.Ports["8080/tcp"][0].HostPort + "/"
+	if r := d.dial(t, []string{"--network", d.Name + "_tailnet-egress"}, url)[0]; r.Status != http.StatusOK {
+		t.Fatalf("from tailnet-egress, %s answered %d (%s); the check below would prove nothing", url, r.Status, r.Error)
 	}
 	if gw.ID == "" {
 		t.Fatal("no gateway container")
 	}
-	if r := d.dial(t, []string{"--network", "container:" + gw.ID}, control)[0]; r.Status != 0 || r.Error == "" {
-		t.Errorf("from the gateway's network namespace, %s answered %d %q; want no connection", control, r.Status, r.Body)
+	if r := d.dial(t, []string{"--network", "container:" + gw.ID}, url)[0]; r.Status != 0 || r.Error == "" {
+		t.Errorf("from the gateway's network namespace, %s answered %d %q; want no connection", url, r.Status, r.Body)
 	}
 }
 
