@@ -35,13 +35,14 @@ const sidecarUID = 10010
 // composeService is the part of `docker compose config --format json` the
 // profile test reads.
 type composeService struct {
-	Profiles []string
-	Command  []string
-	User     string
-	ReadOnly bool     `json:"read_only"`
-	CapDrop  []string `json:"cap_drop"`
-	Security []string `json:"security_opt"`
-	Ports    []struct {
+	ContainerName string `json:"container_name"`
+	Profiles      []string
+	Command       []string
+	User          string
+	ReadOnly      bool     `json:"read_only"`
+	CapDrop       []string `json:"cap_drop"`
+	Security      []string `json:"security_opt"`
+	Ports         []struct {
 		HostIP    string `json:"host_ip"`
 		Target    int
 		Published string
@@ -152,11 +153,21 @@ func TestComposeProfiles(t *testing.T) {
 				}
 			}
 			checkTailnetProfile(t, c)
+			// One container name for the two gateways: Docker refuses to
+			// create one while the other exists (they share volumes).
+			if a, b := local.Services["gateway"].ContainerName, c.Services["gateway-tailnet"].ContainerName; a == "" || a != b {
+				t.Errorf("container names: gateway %q, gateway-tailnet %q; want one", a, b)
+			}
 		})
 	}
 
-	// TS_HOSTNAME and TS_EXTRA_ARGS pass through to the sidecar.
-	c := config(t, []string{"TS_HOSTNAME=home-contractual", "TS_EXTRA_ARGS=--login-server=https://control.example"}, "--profile", "tailnet")
+	// TS_HOSTNAME and TS_EXTRA_ARGS pass through to the sidecar,
+	// CONTRACTUAL_PUBLIC_URL to the gateway.
+	c := config(t, []string{"TS_HOSTNAME=home-contractual", "TS_EXTRA_ARGS=--login-server=https://control.example",
+		"CONTRACTUAL_PUBLIC_URL=https://home-contractual.example.ts.net"}, "--profile", "tailnet")
+	if cmd := c.Services["gateway-tailnet"].Command; !slices.Contains(cmd, "--public-url=https://home-contractual.example.ts.net") {
+		t.Errorf("CONTRACTUAL_PUBLIC_URL: gateway-tailnet's command is %v", cmd)
+	}
 	env := c.Services["tailscale"].Environment
 	if v := env["TS_HOSTNAME"]; v == nil || *v != "home-contractual" {
 		t.Errorf("TS_HOSTNAME=home-contractual: the sidecar's TS_HOSTNAME is %v", v)
@@ -711,8 +722,9 @@ func (d *tailnetDeployment) forged(t *testing.T) {
 	for network, host := range map[string]string{"tailnet": "gateway", "internal": d.gw} {
 		url := "http://" + host + ":8080/contractual.v1.PairingService/ListDevices"
 		r := d.dialWith(t, []string{"--network", d.Name + "_" + network}, headers, url)[0]
-		if r.Status != http.StatusForbidden || !strings.Contains(r.Body, "permission_denied") {
-			t.Errorf("from network %s, %s with forged serve headers answered %d %q (%s); want 403 permission_denied",
+		// Refused as not the proxy: not merely as a token from elsewhere.
+		if r.Status != http.StatusForbidden || !strings.Contains(r.Body, "permission_denied") || !strings.Contains(r.Body, "only its tailnet proxy") {
+			t.Errorf("from network %s, %s with forged serve headers answered %d %q (%s); want 403 permission_denied, not the proxy",
 				network, url, r.Status, r.Body, r.Error)
 		}
 	}
