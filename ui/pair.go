@@ -43,11 +43,14 @@ func (u *UI) pairPage(w http.ResponseWriter, r *http.Request) {
 	v := view{Title: "Pair this browser", Nav: "pair", Data: pairData{Scopes: browserScopes}}
 	if err != nil {
 		s = nil
-		if hadCookie && errs.Is(err, errs.Unauthenticated) {
+		if hadCookie && (errs.Is(err, errs.Unauthenticated) || errors.Is(err, pairing.ErrOtherNode)) {
 			u.clearCookie(w, r)
 		}
-		if errors.Is(err, pairing.ErrTokenExpired) {
+		switch {
+		case errors.Is(err, pairing.ErrTokenExpired):
 			v.Flash = flashes["session-expired"]
+		case errors.Is(err, pairing.ErrOtherNode):
+			v.Flash = flashes["session-other-node"]
 		}
 	}
 	v.Session = s

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -42,6 +43,17 @@ var funcs = template.FuncMap{
 	"iso":        iso,
 	"join":       func(s []string) string { return strings.Join(s, ",") },
 	"kind":       kindName,
+	"node":       nodeName,
+}
+
+// nodeName names a device's tailnet node as the devices page shows it:
+// its MagicDNS name (or address, or id) and its user or tags.
+func nodeName(p *contractualv1.TailnetPeer) string {
+	name := cmp.Or(p.GetNodeName(), p.GetAddress(), p.GetNodeId())
+	if who := cmp.Or(p.GetUser(), strings.Join(p.GetTags(), ", ")); who != "" {
+		return name + " (" + who + ")"
+	}
+	return name
 }
 
 // kindName names a device kind as the devices page shows it.
@@ -102,6 +114,8 @@ var flashes = map[string]string{
 	"paired":           "This browser is paired and signed in.",
 	"signed-out":       "Signed out: this browser's device was revoked. Pair it again to sign in.",
 	"session-ended":    "Signed out: this browser's device token is no longer valid (was it revoked?). Pair it again to sign in.",
+	"session-other-node": "Signed out: this browser's session was paired on another tailnet node (or outside the tailnet), and a session works only where it was paired. " +
+		"Pair this browser again here.",
 	"session-expired": fmt.Sprintf("Signed out: this browser's session expired (a browser's device token lasts %s without use, and %s after pairing at most). "+
 		"Pair it again below: approve its new code on a paired device, or use the setup code if no owner device is left.",
 		days(pairing.DefaultBrowserLifetime.Idle), days(pairing.DefaultBrowserLifetime.Max)),

@@ -78,18 +78,24 @@ func (u *UI) authed(h sessionHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s, hadCookie, err := u.session(r)
 		if err != nil {
-			if hadCookie && errs.Is(err, errs.Unauthenticated) {
+			// A token from another tailnet node than its own is as good
+			// as none here.
+			otherNode := errors.Is(err, pairing.ErrOtherNode)
+			signedOut := errs.Is(err, errs.Unauthenticated) || otherNode
+			if hadCookie && signedOut {
 				u.clearCookie(w, r)
 			}
 			expired := errors.Is(err, pairing.ErrTokenExpired)
 			switch {
-			case !errs.Is(err, errs.Unauthenticated):
+			case !signedOut:
 				u.failErr(w, r, nil, err)
 			case r.Method == http.MethodGet || r.Method == http.MethodHead:
 				to := "/ui/pair"
 				switch {
 				case expired:
 					to += "?done=session-expired"
+				case otherNode:
+					to += "?done=session-other-node"
 				case hadCookie:
 					to += "?done=session-ended"
 				}
@@ -206,7 +212,7 @@ func (u *UI) setCookie(w http.ResponseWriter, r *http.Request, token string, exp
 	maxAge := int((expires.Sub(u.cfg.Now()) + cookieGrace) / time.Second)
 	http.SetCookie(w, &http.Cookie{
 		Name: u.cookieName, Value: token, Path: "/", MaxAge: max(maxAge, 1),
-		HttpOnly: true, Secure: u.secureCookie || r.TLS != nil, SameSite: http.SameSiteStrictMode,
+		HttpOnly: true, Secure: u.secure(r), SameSite: http.SameSiteStrictMode,
 	})
 }
 
@@ -214,9 +220,24 @@ func (u *UI) setCookie(w http.ResponseWriter, r *http.Request, token string, exp
 func (u *UI) clearCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
 		Name: u.cookieName, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: u.secureCookie || r.TLS != nil, SameSite: http.SameSiteStrictMode,
+		HttpOnly: true, Secure: u.secure(r), SameSite: http.SameSiteStrictMode,
 	})
 }
+
+// secure reports whether r's cookies must be Secure: the UI is served over
+// https at PublicURL, or r came over TLS, here or to a listener that
+// terminates it in front of the UI (WithHTTPS).
+func (u *UI) secure(r *http.Request) bool {
+	https, _ := r.Context().Value(httpsKey{}).(bool)
+	return u.secureCookie || r.TLS != nil || https
+}
+
+type httpsKey struct{}
+
+// WithHTTPS returns ctx marking a request that reached the server over
+// https, though not over TLS here (a proxy or listener in front
+// terminated it): its cookies are Secure.
+func WithHTTPS(ctx context.Context) context.Context { return context.WithValue(ctx, httpsKey{}, true) }
 
 // logout revokes this browser's own device (Unpair: any scope may) and
 // clears the cookie.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/internal/tailnet"
+	"github.com/contractual/contractual/ui"
 )
 
 // gate is the gateway's HTTP layer, in front of every handler. Before any
@@ -39,13 +41,20 @@ type gate struct {
 }
 
 // listener is the gate as one listener serves it: with the listener's
-// Identifier (nil: no request on it is from the tailnet).
+// Identifier (nil: no request on it is from the tailnet), and whether
+// devices reach it over https.
 type listener struct {
-	gate *gate
-	id   tailnet.Identifier
+	gate  *gate
+	id    tailnet.Identifier
+	https bool
 }
 
-func (l listener) ServeHTTP(w http.ResponseWriter, r *http.Request) { l.gate.serve(w, r, l.id) }
+func (l listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if l.https {
+		r = r.WithContext(ui.WithHTTPS(r.Context()))
+	}
+	l.gate.serve(w, r, l.id)
+}
 
 // openAPI are the public procedures anyone may call without a token:
 // pairing's first steps, server reflection and health.
@@ -99,6 +108,13 @@ func (g *gate) serveAPI(w http.ResponseWriter, r *http.Request, proc string) {
 			g.refuse(w, r, errs.E(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token> of a paired device (`contractual pair`)"))
 			return
 		}
+		// A tailnet node without a paired device may only pair: server
+		// reflection and health are for paired devices and the server's
+		// own machine.
+		if !openProcedures[proc] && tailnet.From(r.Context()) != nil {
+			g.refuse(w, r, errs.E(errs.Unauthenticated, "%s needs a paired device from the tailnet: send Authorization: Bearer <token> (`contractual pair`)", proc))
+			return
+		}
 		if compressed(r.Header) {
 			g.refuse(w, r, errs.E(errs.Invalid, "compressed request bodies are refused before authentication: send this request uncompressed"))
 			return
@@ -130,14 +146,30 @@ func (g *gate) serveAPI(w http.ResponseWriter, r *http.Request, proc string) {
 // serveUI serves a request for the Control UI (or anything else that is
 // not a procedure): its session cookie, if it authenticates, makes it an
 // authenticated request; otherwise a request with a body is bounded like
-// an open procedure's. The UI authenticates the cookie again itself.
+// an open procedure's, and one from the tailnet gets only the pairing page
+// (a page is redirected there, anything else refused). The UI
+// authenticates the cookie again itself.
 func (g *gate) serveUI(w http.ResponseWriter, r *http.Request) {
+	// Signed out: no session, or one that is not valid (here). Any other
+	// failure (a tailnet policy not understood, a rate limit) the UI
+	// shows.
+	signedOut := true
 	if tok := g.uiToken(r); tok != "" {
-		if _, err := g.auth.Authenticate(r.Context(), tok, pairing.SourceFrom(r.Context())); err == nil {
+		_, err := g.auth.Authenticate(r.Context(), tok, pairing.SourceFrom(r.Context()))
+		if err == nil {
 			markAuthenticated(r.Context())
 			g.serveWithin(w, r, g.limits.ReadTimeout, g.limits.WriteTimeout)
 			return
 		}
+		signedOut = errs.Is(err, errs.Unauthenticated) || errors.Is(err, pairing.ErrOtherNode)
+	}
+	if signedOut && tailnet.From(r.Context()) != nil && !pairingPage(r.URL.Path) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			http.Redirect(w, r, "/ui/pair", http.StatusSeeOther)
+			return
+		}
+		g.refuse(w, r, errs.E(errs.Unauthenticated, "this browser is not signed in: pair it on /ui/pair"))
+		return
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		g.next.ServeHTTP(w, r) // nothing to read: the server's deadlines suffice
@@ -193,6 +225,17 @@ func (g *gate) refuse(w http.ResponseWriter, r *http.Request, err error) {
 	if werr := g.errw.Write(w, r, rpc.ToConnect(err, g.log)); werr != nil {
 		g.log.Debug("writing a refusal", "err", werr)
 	}
+}
+
+// pairingPage reports whether path is the Control UI's pairing page, one
+// of its endpoints or a static asset: all a tailnet node without a paired
+// device may reach.
+func pairingPage(path string) bool {
+	switch path {
+	case "/ui/pair", "/ui/pair/begin", "/ui/pair/setup", "/ui/pair/complete":
+		return true
+	}
+	return strings.HasPrefix(path, "/ui/static/")
 }
 
 // procedure returns the procedure named by an RPC path, "/pkg.Service/Method".

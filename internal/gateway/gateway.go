@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -177,7 +178,7 @@ func (g *Gateway) Serve(ln net.Listener, id tailnet.Identifier, url string) erro
 	// be read whole; the gate then sets each authenticated request's
 	// deadlines by procedure.
 	srv := &http.Server{
-		Handler:           listener{gate: g.gate, id: id},
+		Handler:           listener{gate: g.gate, id: id, https: strings.HasPrefix(url, "https://")},
 		ReadHeaderTimeout: g.limits.ReadHeaderTimeout,
 		ReadTimeout:       g.limits.UnauthenticatedReadTimeout,
 		WriteTimeout:      g.limits.WriteTimeout + writeGrace,

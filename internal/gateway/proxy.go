@@ -34,7 +34,7 @@ const resolveTimeout = 5 * time.Second
 
 // newProxyHosts resolves hosts (names or IP addresses) and returns their
 // set; a name that does not resolve yet (the sidecar is not up) is
-// resolved again on the first miss.
+// resolved again on a miss, reresolve later.
 func newProxyHosts(hosts []string, log func(string, ...any)) *proxyHosts {
 	p := &proxyHosts{
 		hosts: hosts, now: time.Now, log: log,
