@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 
@@ -22,6 +23,9 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	// Getenv looks up environment variables; nil means os.Getenv.
 	Getenv func(string) string
+	// HTTPClient is what commands call a server with; nil means
+	// http.DefaultClient. (A test gives a tailnet node's.)
+	HTTPClient *http.Client
 }
 
 func (e *Env) getenv(k string) string {
@@ -29,6 +33,13 @@ func (e *Env) getenv(k string) string {
 		return os.Getenv(k)
 	}
 	return e.Getenv(k)
+}
+
+func (e *Env) httpClient() *http.Client {
+	if e.HTTPClient == nil {
+		return http.DefaultClient
+	}
+	return e.HTTPClient
 }
 
 // Exit statuses.
@@ -47,8 +58,8 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE] [--public-url URL] [--audit-keep-days N] [--audit-keep-events N] [--audit-export-dir DIR]",
-			"run every service in one process (embedded SQLite), the API on loopback", serveCmd},
+		{"serve", "serve [--data DIR] [--addr 127.0.0.1:7700] [--kek FILE] [--public-url URL] [--audit-keep-days N] [--audit-keep-events N] [--audit-export-dir DIR] [--tailnet [--tailnet-hostname NAME] [--tailnet-auth-key-file FILE] [--tailnet-control-url URL] [--tailnet-https auto|on|off]]",
+			"run every service in one process (embedded SQLite), the API on loopback and, with --tailnet, on your tailnet", serveCmd},
 		{"publish", "publish <tool.wasm> --contract <file> [--server URL]", "publish a tool; its contract lands pending", publishCmd},
 		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT] [--name NAME | --prefix P] [--state S] [--tool NAME.EXPORT] [--all | --page TOKEN] [--page-size N] [--json] [--server URL]",
 			"see and decide contracts", contractsCmd},

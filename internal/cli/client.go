@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,7 +96,7 @@ func (f *connectFlags) dial(env *Env) (*clients, error) {
 		tok = strings.TrimSpace(string(b))
 	}
 	opts := connect.WithInterceptors(bearer(tok))
-	hc := http.DefaultClient
+	hc := env.httpClient()
 	return &clients{
 		policy:  contractualv1connect.NewPolicyServiceClient(hc, f.server, opts),
 		tools:   contractualv1connect.NewToolServiceClient(hc, f.server, opts),

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,7 +63,7 @@ func pairCmd(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, cf.server)
+	pc := contractualv1connect.NewPairingServiceClient(env.httpClient(), cf.server)
 	begin, err := pc.BeginPairing(ctx, &contractualv1.BeginPairingRequest{
 		PublicKey: priv.Public().(ed25519.PublicKey), Name: *name, Scopes: scopes.Names(), Kind: contractualv1.DeviceKind_DEVICE_KIND_CLIENT,
 	})

@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/contractual/contractual/internal/audit"
 	"github.com/contractual/contractual/internal/server"
+	"github.com/contractual/contractual/internal/tailnet/tsnode"
 )
 
 // serveCmd runs the all-in-one server until the context ends.
@@ -23,6 +25,11 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 	keepEvents := fs.Uint64("audit-keep-events", 0, "audit retention: prune exported segments that have at least this many events after them (0: keep all)")
 	keepDays := fs.Uint("audit-keep-days", 0, "audit retention: prune exported segments sealed at least this many days ago (0: keep all)")
 	exportDir := fs.String("audit-export-dir", "", "audit retention: export due segments to this directory before pruning them (default: prune only what devices exported with `audit export`)")
+	onTailnet := fs.Bool("tailnet", false, "also serve on your tailnet, as this server's own node (tsnet, state in DATA/tailnet)")
+	tsHost := fs.String("tailnet-hostname", tsnode.DefaultHostname, "the node's name on the tailnet: it serves at <name>.<tailnet>.ts.net")
+	tsKey := fs.String("tailnet-auth-key-file", "", "a file holding the tailnet auth key that adds the node (default: $TS_AUTHKEY=file:<path>; without one, serve prints a login URL)")
+	tsControl := fs.String("tailnet-control-url", "", "the tailnet's coordination server (default: Tailscale's; a Headscale's URL)")
+	tsHTTPS := fs.String("tailnet-https", tsnode.HTTPSAuto, "HTTPS on the tailnet: auto (with the tailnet's certificate if it offers one, else HTTP), on, or off")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -31,12 +38,35 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 		return usagef("unexpected argument %q", pos[0])
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
-	s, err := server.Start(ctx, server.Config{DataDir: *data, Addr: *addr, Log: log, KEKFile: *kek, PublicURL: *public,
-		Audit: audit.Options{KeepEvents: *keepEvents, KeepFor: time.Duration(*keepDays) * 24 * time.Hour, ExportDir: *exportDir}})
+	cfg := server.Config{DataDir: *data, Addr: *addr, Log: log, KEKFile: *kek, PublicURL: *public,
+		Audit: audit.Options{KeepEvents: *keepEvents, KeepFor: time.Duration(*keepDays) * 24 * time.Hour, ExportDir: *exportDir}}
+	if *onTailnet {
+		if *public != "" {
+			return usagef("--public-url is for `tailscale serve` beside the server; with --tailnet, the server is on the tailnet itself")
+		}
+		switch *tsHTTPS {
+		case tsnode.HTTPSAuto, tsnode.HTTPSOn, tsnode.HTTPSOff:
+		default:
+			return usagef("--tailnet-https %q: want auto, on or off", *tsHTTPS)
+		}
+		keyFile, err := tsnode.AuthKeyFile(*tsKey, env.getenv)
+		if err != nil {
+			return usageError{err}
+		}
+		cfg.Tailnet = &tsnode.Config{Hostname: *tsHost, AuthKeyFile: keyFile, ControlURL: *tsControl, HTTPS: *tsHTTPS,
+			LoginURL: func(u string) {
+				fmt.Fprintf(env.Stdout, "contractual: to add this server to your tailnet, open %s (or restart with an auth key: --tailnet-auth-key-file or TS_AUTHKEY=file:<path>)\n", u)
+			}}
+	}
+	s, err := server.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "contractual: serving %s (Control UI at %s/ui/)\ncontractual: data in %s\n", s.URL, s.URL, *data)
+	fmt.Fprintf(env.Stdout, "contractual: serving %s (Control UI at %s/ui/)\n", s.URL, s.URL)
+	if s.TailnetURL != "" {
+		fmt.Fprintf(env.Stdout, "contractual: serving your tailnet at %s (Control UI at %s/ui/)\n", s.TailnetURL, s.TailnetURL)
+	}
+	fmt.Fprintf(env.Stdout, "contractual: data in %s\n", *data)
 	if s.SetupCode != "" {
 		printSetupCode(env, s)
 	}
@@ -67,11 +97,20 @@ wait:
 	return s.Close(shutdown)
 }
 
-// printSetupCode tells the owner how to pair an owner device.
+// printSetupCode tells the owner how to pair an owner device: on the
+// tailnet when the server is on it, else on loopback. A browser pairs
+// only in a secure context (WebCrypto): over HTTPS, or on loopback.
 func printSetupCode(env *Env, s *server.Server) {
+	browser, server := s.URL, ""
+	if s.TailnetURL != "" {
+		server = " --server " + s.TailnetURL
+		if strings.HasPrefix(s.TailnetURL, "https://") {
+			browser = s.TailnetURL
+		}
+	}
 	fmt.Fprintf(env.Stdout, "contractual: no owner device is paired; pair one with setup code %s (valid until %s; if it expires unused, a new one is printed here):\n"+
-		"contractual:   in a browser, open %s/ui/pair; or run `contractual pair --setup-code %s`\n",
-		s.SetupCode, s.SetupCodeExpires.Local().Format("15:04:05"), s.URL, s.SetupCode)
+		"contractual:   in a browser, open %s/ui/pair; or run `contractual pair%s --setup-code %s`\n",
+		s.SetupCode, s.SetupCodeExpires.Local().Format("15:04:05"), browser, server, s.SetupCode)
 }
 
 func waitDone(s *server.Server) <-chan error {

@@ -31,6 +31,8 @@ const (
 	pairing     = module + "/internal/pairing"
 	sqlitestore = module + "/internal/sqlitestore"
 	controlUI   = module + "/ui"
+	tailscale   = "tailscale.com"
+	tailnetPkg  = module + "/internal/tailnet"
 )
 
 // testOnly are for tests and benchmarks only; no service binary links them.
@@ -40,7 +42,14 @@ var testOnly = []string{
 	"testing", "net/http/httptest",
 	"github.com/chromedp", "github.com/extism/go-sdk",
 	module + "/internal/browsertest", module + "/internal/loadtest", module + "/runtime/egress/egresstest",
+	module + "/internal/tailnet/tailnettest",
 }
+
+// everywhere are what no service binary links: Tailscale's code is for
+// `contractual serve --tailnet` only (cmd/contractual, through package
+// tailnet/tsnode); behind the sidecar, the gateway reads the identity
+// headers `tailscale serve` sets without it.
+var everywhere = []string{tailscale}
 
 // services is the table: for each service, what its binary,
 // cmd/contractual-<name>, must not link, or the only packages it may link;
@@ -60,7 +69,7 @@ var services = []struct {
 		// nothing.
 		name:  "gateway",
 		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, tinkAEAD}},
-		today: []string{controlUI, pairing, module + "/internal/invoke"},
+		today: []string{controlUI, pairing, module + "/internal/invoke", tailnetPkg},
 	},
 	{
 		// Policy checks modules at publish (runtime/modcheck, which links
@@ -99,14 +108,14 @@ var services = []struct {
 // each links, with the chain that pulls it in.
 func TestServiceDeps(t *testing.T) {
 	goCmd := goTool(t)
-	var roots []string
+	roots := []string{allInOne}
 	for _, s := range services {
 		roots = append(roots, binary(s.name))
 		roots = append(roots, s.today...)
 	}
 	g := load(t, goCmd, roots...)
 	for _, s := range services {
-		s.rule.forbid = slices.Concat(s.rule.forbid, testOnly)
+		s.rule.forbid = slices.Concat(s.rule.forbid, testOnly, everywhere)
 		t.Run(s.name, func(t *testing.T) {
 			for _, root := range append([]string{binary(s.name)}, s.today...) {
 				t.Run(short(root), func(t *testing.T) {
@@ -126,11 +135,18 @@ func TestServiceDeps(t *testing.T) {
 			t.Errorf("walking %s reaches %d packages, go list says it depends on %d", short(root), len(got), len(want))
 		}
 	}
-	// And the check sees what is there: the runner links wazero.
+	// And the check sees what is there: the runner links wazero, and
+	// the contractual command links Tailscale.
 	if vs := g.check(runner, rule{forbid: []string{wazero}}); len(vs) != 1 || vs[0].entry != wazero {
 		t.Errorf("check does not find wazero in %s: %v", short(runner), vs)
 	}
+	if vs := g.check(allInOne, rule{forbid: everywhere}); len(vs) != 1 || vs[0].entry != tailscale {
+		t.Errorf("check does not find Tailscale in %s: %v", short(allInOne), vs)
+	}
 }
+
+// allInOne is the contractual command, which links every service.
+const allInOne = module + "/cmd/contractual"
 
 // binary is the import path of a service's binary.
 func binary(service string) string { return module + "/cmd/contractual-" + service }

@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -100,7 +102,9 @@ func ask[Req, Resp any, C interface {
 		return nil, err
 	}
 	defer stream.CloseSend()
-	if err := stream.Send(req); err != nil {
+	// io.EOF from Send means the server ended the stream (a refusal, say):
+	// its status comes from Recv.
+	if err := stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
 	return stream.Recv()

@@ -5,7 +5,8 @@
 // authorization (package authz), and calls the others through Connect
 // clients — over an in-memory network (mesh.Memory) instead of mutual TLS.
 // The stores are SQLite files in one data directory; the gateway listens
-// on loopback.
+// on loopback and, with Config.Tailnet, on the owner's tailnet as its own
+// node (package tailnet/tsnode).
 package server
 
 import (
@@ -28,6 +29,8 @@ import (
 	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/policy"
 	"github.com/contractual/contractual/internal/runner"
+	"github.com/contractual/contractual/internal/tailnet"
+	"github.com/contractual/contractual/internal/tailnet/tsnode"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
@@ -37,8 +40,9 @@ type Config struct {
 	// DataDir holds the stores, the broker's key (unless KEKFile is set) and
 	// the compilation cache.
 	DataDir string
-	// Addr is the listen address; it must be a loopback address until the
-	// gateway's tailnet listener lands. "127.0.0.1:0" picks a free port.
+	// Addr is the listen address; it must be a loopback address: the
+	// tailnet is reached through Tailnet (or `tailscale serve`), never by
+	// listening elsewhere. "127.0.0.1:0" picks a free port.
 	Addr string
 	// Log receives the server's logs; nil discards them.
 	Log *slog.Logger
@@ -52,6 +56,12 @@ type Config struct {
 	// server on the tailnet. It makes the Control UI's cookies Secure and
 	// trusts that origin for form posts.
 	PublicURL string
+	// Tailnet, if set, puts the server on the owner's tailnet as its own
+	// node (tsnet in the process): the gateway serves it too, and knows
+	// each request's node by the tailnet's WhoIs. Its Dir defaults to
+	// DataDir/tailnet, its Log to Log; its Cap is the app capability that
+	// caps a device's scopes (tailnet.DefaultCap if empty).
+	Tailnet *tsnode.Config
 	// Egress is the sandbox's egress template. Only tests set it, to reach
 	// test servers through a test dialer; the zero value dials public
 	// addresses only.
@@ -75,6 +85,10 @@ type Limits = gateway.Limits
 // code) in front of the other services.
 type Server struct {
 	*gateway.Gateway
+	// TailnetURL is the base URL devices use on the tailnet
+	// (https://contractual.<tailnet>.ts.net, or http:// without HTTPS);
+	// empty without Config.Tailnet.
+	TailnetURL string
 	// Metrics counts every call each service serves, and the runner's
 	// tool calls.
 	Metrics *metrics.Registry
@@ -104,22 +118,62 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, errs.Wrap(errs.Invalid, err, "listen address %q", cfg.Addr)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: reach the server from your tailnet through `tailscale serve`, not by listening elsewhere", cfg.Addr)
+		return nil, errs.E(errs.Invalid, "listen address %s is not loopback: reach the server from your tailnet with --tailnet (or through `tailscale serve`), not by listening elsewhere", cfg.Addr)
 	}
 	deps, err := s.services(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	var node *tsnode.Node
+	if cfg.Tailnet != nil {
+		if node, err = s.joinTailnet(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
 	s.Gateway, err = gateway.Start(ctx, gateway.Config{
 		Dir: filepath.Join(cfg.DataDir, "gateway"), Addr: cfg.Addr, Log: s.log,
-		PublicURL: cfg.PublicURL, Limits: cfg.Limits,
+		PublicURL: cfg.PublicURL, Limits: cfg.Limits, TailnetCap: cfg.tailnetCap(),
 		Interceptors: append([]connect.Interceptor{s.Metrics.Interceptor()}, cfg.Interceptors...),
 	}, deps)
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("all-in-one server up", "url", s.URL, "data", cfg.DataDir)
+	if node != nil {
+		if err := s.Serve(node.Listener(), node, node.URL); err != nil {
+			s.Gateway.Close(ctx)
+			return nil, err
+		}
+		s.TailnetURL = node.URL
+	}
+	s.log.Info("all-in-one server up", "url", s.URL, "tailnet", s.TailnetURL, "data", cfg.DataDir)
 	return s, nil
+}
+
+// joinTailnet starts the server's tailnet node; it leaves the tailnet
+// after the gateway stops (it is the first of the closers to close).
+func (s *Server) joinTailnet(ctx context.Context, cfg Config) (*tsnode.Node, error) {
+	tc := *cfg.Tailnet
+	if tc.Dir == "" {
+		tc.Dir = filepath.Join(cfg.DataDir, "tailnet")
+	}
+	if tc.Log == nil {
+		tc.Log = s.log
+	}
+	tc.Cap = cfg.tailnetCap()
+	node, err := tsnode.Start(ctx, tc)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func(context.Context) error { return node.Close() })
+	return node, nil
+}
+
+// tailnetCap is the app capability that caps a tailnet device's scopes.
+func (cfg Config) tailnetCap() string {
+	if cfg.Tailnet != nil && cfg.Tailnet.Cap != "" {
+		return cfg.Tailnet.Cap
+	}
+	return tailnet.DefaultCap
 }
 
 // services opens audit, policy, the broker and the runner, each serving on

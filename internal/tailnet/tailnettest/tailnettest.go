@@ -59,6 +59,12 @@ type Options struct {
 	// AuthKey, if set, is the only auth key the control server accepts;
 	// nodes started with Node use it.
 	AuthKey string
+	// RequireLogin makes a node without an auth key log in interactively:
+	// the node is given a login URL, and joins once the test calls
+	// Control.CompleteAuth with it (the owner's login in a browser).
+	// Every node must: Node does not, so it cannot be used on such a
+	// tailnet.
+	RequireLogin bool
 	// Verbose logs the control server's and nodes' messages to the test.
 	Verbose bool
 }
@@ -104,6 +110,7 @@ func NewWith(t testing.TB, opts Options) *Tailnet {
 		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
 		MagicDNSDomain: Domain,
 		RequireAuthKey: opts.AuthKey,
+		RequireAuth:    opts.RequireLogin,
 		// Non-nil: nodes that advertise tags get them (who owns which
 		// tag is not modelled at sign-up).
 		TagOwners: map[string][]string{},
