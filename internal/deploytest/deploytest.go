@@ -4,10 +4,14 @@
 // inspect, /proc/<pid>/status of each container's main process, writes
 // through /proc/<pid>/root) and from containers of its own.
 //
-// The package holds the harness: finding Docker and Compose (Require),
-// driving one compose project (Project), reading containers (Container,
-// ReadStatus) and making the test's own images (the Go builder for machines
-// without a registry, and the probe). Its test holds the checks.
+// The package holds the harness: finding Docker and Compose (Require,
+// RequireCompose), driving one compose project (Project, with its
+// profiles), reading containers (Container, ReadStatus) and making the
+// test's own images (the Go builder for machines without a registry, and
+// the probe). Its tests hold the checks: TestCompose for the default
+// profile (the gateway on loopback), TestComposeTailnet for the profile
+// tailnet (the Tailscale sidecar, on a test tailnet in the test process),
+// TestComposeProfiles for what each profile runs and publishes.
 //
 // Without Docker, a reachable daemon or the Compose v2 plugin the test
 // skips, with a message that says what is missing; with CI=true it fails.
