@@ -1,9 +1,12 @@
 # Contractual's images: one target per service (gateway, policy, runner,
-# broker, audit, ca) and the CLI (cli). One build stage compiles every
-# binary, static (CGO_ENABLED=0) and -trimpath; each final image is FROM
-# scratch and holds its binary, the empty directories it writes (owned by
-# its user) and, for the runner alone, which dials out, the CA roots. No
-# shell, no package manager; each runs as its own UID in group 10000.
+# broker, audit, ca), the CLI (cli), and the Tailscale sidecar of the
+# compose profile tailnet (tailscale). One build stage compiles
+# Contractual's binaries, another the sidecar's from tailscale.com's
+# sources; all static (CGO_ENABLED=0) and -trimpath. Each final image is
+# FROM scratch and holds its binaries, the empty directories it writes
+# (owned by its user) and, for those that dial out (runner, cli,
+# tailscale), the CA roots. No shell, no package manager; each service runs
+# as its own UID in group 10000, the sidecar as 10010 outside it.
 #
 # docker-compose.yml builds every target with BuildKit (the default builder
 # of Docker 23 and later, and what Compose v2 uses):
@@ -49,6 +52,23 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
 FROM build AS build-cli
 RUN --mount=type=cache,target=/root/.cache/go-build \
     go build -ldflags='-s -w' -o /out/ ./cmd/contractual
+
+# The Tailscale sidecar (compose profile tailnet): containerboot, tailscaled
+# and tailscale, built from the sources of the tailscale.com module that
+# deploy/tailscale/go.mod pins (no registry image). A stage of its own that
+# sees nothing but that module's go.mod and go.sum, so that a change to
+# Contractual's source never rebuilds it.
+FROM ${GO_IMAGE} AS build-tailscale
+ARG GOPROXY=https://proxy.golang.org,direct
+ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOPATH=/go GOCACHE=/root/.cache/go-build
+# Its state directory, for the named volume, and /tmp (tailscaled's
+# socket), should the root not be a tmpfs.
+RUN mkdir -p -m 0700 /dirs/var/lib/tailscale && mkdir -p -m 1777 /dirs/tmp
+WORKDIR /src
+COPY deploy/tailscale/go.mod deploy/tailscale/go.sum ./
+RUN --mount=type=cache,target=/root/.cache/go-build \
+    go build -ldflags='-s -w' -o /out/ \
+      tailscale.com/cmd/containerboot tailscale.com/cmd/tailscaled tailscale.com/cmd/tailscale
 
 FROM scratch AS gateway
 COPY --from=build /out/contractual-gateway /contractual-gateway
@@ -112,3 +132,18 @@ COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certifica
 USER 65532:65532
 ENTRYPOINT ["/contractual"]
 CMD ["help"]
+
+# The Tailscale sidecar: containerboot starts tailscaled (userspace
+# networking: no TUN device, no capabilities), logs in and applies the
+# serve config. Its own user, outside group 10000: it reads no certificate.
+# It talks to the real control plane and DERP relays, so it holds the CA
+# roots.
+FROM scratch AS tailscale
+COPY --from=build-tailscale /out/ /usr/local/bin/
+COPY --from=build-tailscale /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build-tailscale --chown=10010:10010 /dirs/ /
+ENV PATH=/usr/local/bin TS_USERSPACE=true TS_STATE_DIR=/var/lib/tailscale TS_SOCKET=/tmp/tailscaled.sock
+USER 10010:10010
+HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 \
+    CMD ["tailscale", "--socket=/tmp/tailscaled.sock", "status", "--peers=false"]
+ENTRYPOINT ["containerboot"]

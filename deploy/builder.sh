@@ -17,8 +17,13 @@ image=${1:-contractual-builder:local}
 goroot=$(go env GOROOT)
 version=$(go env GOVERSION)
 label=org.contractual.builder.go
+# The revision of this recipe, in a label of its own: bump it when the
+# image's contents change.
+recipe=2
+recipe_label=org.contractual.builder.recipe
 
-if [[ $(docker image inspect -f "{{index .Config.Labels \"$label\"}}" "$image" 2>/dev/null) == "$version" ]]; then
+labels=$(docker image inspect -f "{{index .Config.Labels \"$label\"}} {{index .Config.Labels \"$recipe_label\"}}" "$image" 2>/dev/null || true)
+if [[ $labels == "$version $recipe" ]]; then
 	echo "$image: $version (kept)"
 	exit 0
 fi
@@ -47,14 +52,17 @@ done
 cp "$roots" "$stage/etc/ssl/certs/ca-certificates.crt"
 
 # One tar stream: the staging directory, then GOROOT renamed to
-# /usr/local/go (without its tests and docs, which no build reads).
+# /usr/local/go (without its tests and docs, which no build reads). The
+# two directories are excluded at GOROOT's top only (--anchored), not
+# src/go/doc, a package of the standard library.
 tar -c -f - -C "$stage" bin etc tmp \
-	-C "$(dirname "$goroot")" --exclude="$base/test" --exclude="$base/doc" --exclude=testdata \
+	-C "$(dirname "$goroot")" --anchored --exclude="$base/test" --exclude="$base/doc" --no-anchored --exclude=testdata \
 	--transform="s,^$base\(/\|\$\),usr/local/go\1," "$base" |
 	docker import \
 		--change 'ENV PATH=/usr/local/go/bin:/go/bin:/bin' \
 		--change 'ENV GOPATH=/go' \
 		--change 'ENV GOTOOLCHAIN=local' \
 		--change "LABEL $label=$version" \
+		--change "LABEL $recipe_label=$recipe" \
 		- "$image" >/dev/null
 echo "$image: $version"

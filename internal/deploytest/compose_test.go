@@ -51,6 +51,8 @@ type deployment struct {
 	probe   string // the probe image's tag
 	cli     string // the contractual CLI, built on the host
 	config  string // the CLI's configuration directory (its device token)
+	secrets string // the deployment's secrets (CONTRACTUAL_SECRETS)
+	socks   string // if set, the SOCKS5 proxy ("user:password@host:port") the CLI and curl reach d.url through
 	apiIP   string // the stand-in for api.github.com, on a network of its own
 	apiNet  string
 	isolate string // a network the runner must not reach
@@ -89,12 +91,32 @@ func TestCompose(t *testing.T) {
 // setUp makes everything the project needs and registers its removal.
 func setUp(t *testing.T) *deployment {
 	ctx := t.Context()
+	d := newDeployment(t, "deploytest-")
+	port := freePort(t)
+	d.url = "http://127.0.0.1:" + port
+	d.Env = append(d.Env, "CONTRACTUAL_PORT="+port)
+
+	d.startAPI(t)
+	d.Files = []string{filepath.Join(d.root, "docker-compose.yml"), d.override(t)}
+	if _, err := d.Compose(ctx, 45*time.Minute, "build"); err != nil {
+		t.Fatalf("compose build: %v", err)
+	}
+	return d
+}
+
+// newDeployment makes what every project of the deployment needs: a
+// unique name (prefix and random hex), the Go builder and probe images,
+// the CLI built on the host, the broker's key-encryption key
+// (deploy/secrets.sh) in the test's own secrets directory, and the
+// environment that names them; and registers the removal of everything.
+func newDeployment(t *testing.T, prefix string) *deployment {
+	ctx := t.Context()
 	root, err := deploytest.Root()
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := &deployment{root: root, dir: t.TempDir()}
-	name := "deploytest-" + hex.EncodeToString(randomBytes(t, 4))
+	name := prefix + hex.EncodeToString(randomBytes(t, 4))
 	logf, err := os.Create(filepath.Join(d.dir, "compose.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -119,25 +141,16 @@ func setUp(t *testing.T) *deployment {
 	}
 	d.config = filepath.Join(d.dir, "config")
 
-	secrets := filepath.Join(d.dir, "secrets")
+	d.secrets = filepath.Join(d.dir, "secrets")
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "deploy", "secrets.sh"))
-	cmd.Env = append(os.Environ(), "CONTRACTUAL_SECRETS="+secrets)
+	cmd.Env = append(os.Environ(), "CONTRACTUAL_SECRETS="+d.secrets)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("deploy/secrets.sh: %v\n%s", err, out)
 	}
-	port := freePort(t)
-	d.url = "http://127.0.0.1:" + port
 	d.Env = []string{
 		deploytest.EnvGoImage + "=" + goImage,
 		"CONTRACTUAL_TAG=" + name, // the project's own images, removed with it
-		"CONTRACTUAL_PORT=" + port,
-		"CONTRACTUAL_SECRETS=" + secrets,
-	}
-
-	d.startAPI(t)
-	d.Files = []string{filepath.Join(root, "docker-compose.yml"), d.override(t)}
-	if _, err := d.Compose(ctx, 45*time.Minute, "build"); err != nil {
-		t.Fatalf("compose build: %v", err)
+		"CONTRACTUAL_SECRETS=" + d.secrets,
 	}
 	return d
 }
@@ -525,9 +538,15 @@ func (d *deployment) runnerIsolated(t *testing.T) {
 // flags given, and returns a result per URL.
 func (d *deployment) dial(t *testing.T, flags []string, urls ...string) []deploytest.ProbeResult {
 	t.Helper()
+	return d.dialWith(t, flags, nil, urls...)
+}
+
+// dialWith is dial with the probe's dial flags given too (--header).
+func (d *deployment) dialWith(t *testing.T, flags, dialFlags []string, urls ...string) []deploytest.ProbeResult {
+	t.Helper()
 	args := append([]string{"run", "--rm", "--label", "deploytest=" + d.Name, "--read-only", "--cap-drop", "ALL",
 		"--user", "65534:65534"}, flags...)
-	args = append(append(args, d.probe, "dial"), urls...)
+	args = append(append(append(args, d.probe, "dial"), dialFlags...), urls...)
 	out, err := deploytest.Docker(t.Context(), args...)
 	if err != nil {
 		t.Fatalf("probe: %v", err)
@@ -824,6 +843,9 @@ func (d *deployment) contractual(t *testing.T, stdin string, args ...string) str
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.cli, args...)
 	cmd.Env = append(os.Environ(), "CONTRACTUAL_CONFIG="+d.config, "CONTRACTUAL_SERVER="+d.url)
+	if d.socks != "" {
+		cmd.Env = append(cmd.Env, "HTTP_PROXY=socks5://"+d.socks, "NO_PROXY=")
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -838,11 +860,14 @@ func (d *deployment) curlInvoke(t *testing.T, body string, v any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "curl", "-sS", "--fail-with-body",
-		d.url+"/contractual.v1.ToolService/Invoke",
-		"-H", "Authorization: Bearer "+d.token(t),
+	args := []string{"-sS", "--fail-with-body", d.url + "/contractual.v1.ToolService/Invoke",
+		"-H", "Authorization: Bearer " + d.token(t),
 		"-H", "Content-Type: application/json",
-		"-d", body).CombinedOutput()
+		"-d", body}
+	if d.socks != "" {
+		args = append(args, "--proxy", "socks5h://"+d.socks) // the proxy resolves the name
+	}
+	out, err := exec.CommandContext(ctx, "curl", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl Invoke %s: %v\n%s", body, err, out)
 	}

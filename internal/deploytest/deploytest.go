@@ -4,10 +4,14 @@
 // inspect, /proc/<pid>/status of each container's main process, writes
 // through /proc/<pid>/root) and from containers of its own.
 //
-// The package holds the harness: finding Docker and Compose (Require),
-// driving one compose project (Project), reading containers (Container,
-// ReadStatus) and making the test's own images (the Go builder for machines
-// without a registry, and the probe). Its test holds the checks.
+// The package holds the harness: finding Docker and Compose (Require,
+// RequireCompose), driving one compose project (Project, with its
+// profiles), reading containers (Container, ReadStatus) and making the
+// test's own images (the Go builder for machines without a registry, and
+// the probe). Its tests hold the checks: TestCompose for the default
+// profile (the gateway on loopback), TestComposeTailnet for the profile
+// tailnet (the Tailscale sidecar, on a test tailnet in the test process),
+// TestComposeProfiles for what each profile runs and publishes.
 //
 // Without Docker, a reachable daemon or the Compose v2 plugin the test
 // skips, with a message that says what is missing; with CI=true it fails.
@@ -110,6 +114,36 @@ func find(lookPath func(string) (string, error), run func(name string, args ...s
 	return docker, ""
 }
 
+// RequireCompose skips t (or, with CI=true, fails it) unless docker and
+// its Compose v2 plugin are there: what `docker compose config` needs, no
+// daemon.
+func RequireCompose(t testing.TB) {
+	t.Helper()
+	msg := findCompose(exec.LookPath, run)
+	if msg == "" {
+		return
+	}
+	msg = "deploytest: " + msg
+	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+		t.Fatal(msg + " (CI=true: a missing Docker fails the test instead of skipping it)")
+	}
+	t.Skip(msg)
+}
+
+// findCompose looks for docker and its compose plugin, and returns what is
+// missing.
+func findCompose(lookPath func(string) (string, error), run func(name string, args ...string) ([]byte, error)) (missing string) {
+	docker, err := lookPath("docker")
+	if err != nil {
+		return "no docker on PATH: install Docker (Debian: apt-get install docker.io)"
+	}
+	if out, err := run(docker, "compose", "version", "--short"); err != nil {
+		return fmt.Sprintf("no Compose v2 plugin (docker compose version: %v: %s): install docker-compose-plugin, "+
+			"or build it into ~/.docker/cli-plugins (see .ci/run)", err, firstLine(out))
+	}
+	return ""
+}
+
 func run(name string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
@@ -186,6 +220,9 @@ type Project struct {
 	Name string
 	// Files are the compose files, the deployment's first.
 	Files []string
+	// Profiles are the compose profiles every command enables (--profile),
+	// in place of the default of the deployment's .env.
+	Profiles []string
 	// Env is added to the environment of every docker compose command
 	// (CONTRACTUAL_PORT, CONTRACTUAL_SECRETS, ...).
 	Env []string
@@ -202,6 +239,9 @@ func (p *Project) Compose(ctx context.Context, timeout time.Duration, args ...st
 	full := []string{"compose", "-p", p.Name}
 	for _, f := range p.Files {
 		full = append(full, "-f", f)
+	}
+	for _, pr := range p.Profiles {
+		full = append(full, "--profile", pr)
 	}
 	cmd := exec.CommandContext(ctx, "docker", append(full, args...)...)
 	cmd.Env = append(os.Environ(), p.Env...)
@@ -276,6 +316,7 @@ type Container struct {
 	Config struct {
 		User   string
 		Image  string
+		Env    []string
 		Labels map[string]string
 	}
 	State struct {

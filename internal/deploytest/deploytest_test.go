@@ -143,3 +143,23 @@ func TestParseProbe(t *testing.T) {
 		t.Error("garbage after the results: no error")
 	}
 }
+
+// TestFindCompose: `docker compose config` needs docker and the plugin,
+// and neither root nor a daemon.
+func TestFindCompose(t *testing.T) {
+	found := func(name string) (string, error) { return "/usr/bin/" + name, nil }
+	missing := func(string) (string, error) { return "", exec.ErrNotFound }
+	ok := func(string, ...string) ([]byte, error) { return []byte("2.40.3\n"), nil }
+	noPlugin := func(string, ...string) ([]byte, error) {
+		return []byte("docker: unknown command: docker compose"), errors.New("exit status 1")
+	}
+	if msg := findCompose(found, ok); msg != "" {
+		t.Errorf("all there: %q", msg)
+	}
+	if msg := findCompose(missing, ok); !strings.Contains(msg, "no docker on PATH") {
+		t.Errorf("no docker: %q", msg)
+	}
+	if msg := findCompose(found, noPlugin); !strings.Contains(msg, "no Compose v2 plugin") {
+		t.Errorf("no plugin: %q", msg)
+	}
+}

@@ -2,12 +2,12 @@
 // alone in a FROM scratch image, that either calls URLs and reports what
 // happened, or serves HTTP(S) for other containers to reach.
 //
-//	probe dial [--timeout=15s] URL...
+//	probe dial [--timeout=15s] [--header='Name: value']... URL...
 //	probe serve [--addr=:8080] [--cert=FILE --key=FILE] [--token=T]
 //
 // dial sends each URL a POST with a JSON body "{}" (what a Connect unary
-// call looks like), trusting any server certificate and presenting none,
-// and prints one JSON line per URL: {"url", "peer" (for https, the
+// call looks like) and the headers given, trusting any server certificate
+// and presenting none, and prints one JSON line per URL: {"url", "peer" (for https, the
 // identity in the certificate the server showed: its first URI SAN, else
 // its common name), "status" (0 if no HTTP response came), "body" (its
 // first 256 bytes), "error"}. It always exits 0 when its arguments are
@@ -65,6 +65,8 @@ type Result struct {
 func dial(args []string) {
 	fs := flag.NewFlagSet("probe dial", flag.ExitOnError)
 	timeout := fs.Duration("timeout", 15*time.Second, "the bound of each call")
+	var headers headerFlag
+	fs.Var(&headers, "header", "a request header, `Name: value` (repeatable)")
 	fs.Parse(args)
 	hc := &http.Client{
 		Timeout: *timeout,
@@ -76,7 +78,7 @@ func dial(args []string) {
 	enc := json.NewEncoder(os.Stdout)
 	for _, u := range fs.Args() {
 		r := Result{URL: u, Peer: peer(u, *timeout)}
-		resp, err := hc.Post(u, "application/json", strings.NewReader("{}"))
+		resp, err := post(hc, u, http.Header(headers))
 		if err != nil {
 			r.Error = err.Error()
 		} else {
@@ -86,6 +88,36 @@ func dial(args []string) {
 		}
 		enc.Encode(r)
 	}
+}
+
+// post sends u a POST with the body "{}" and headers h.
+func post(hc *http.Client, u string, h http.Header) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader("{}"))
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range h {
+		req.Header[k] = vs
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return hc.Do(req)
+}
+
+// headerFlag collects --header flags.
+type headerFlag http.Header
+
+func (h *headerFlag) String() string { return fmt.Sprint(*h) }
+
+func (h *headerFlag) Set(v string) error {
+	name, val, ok := strings.Cut(v, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("%q is not Name: value", v)
+	}
+	if *h == nil {
+		*h = headerFlag{}
+	}
+	http.Header(*h).Add(strings.TrimSpace(name), strings.TrimSpace(val))
+	return nil
 }
 
 // peer is who the TLS server at an https URL says it is, or "" if the URL
