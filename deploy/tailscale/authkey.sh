@@ -31,8 +31,9 @@ if [[ -t 0 ]]; then
 else
 	IFS= read -r key || true
 fi
-if [[ ! $key =~ ^tskey-[A-Za-z0-9_-]+$ ]]; then
-	echo "deploy/tailscale/authkey.sh: not a Tailscale auth key (one line, tskey-...)" >&2
+# Tailscale's keys are tskey-auth-…; Headscale's are hex.
+if [[ ! $key =~ ^[A-Za-z0-9_-]{16,}$ ]]; then
+	echo "deploy/tailscale/authkey.sh: not an auth key (one line: tskey-auth-... from Tailscale, or a Headscale pre-auth key)" >&2
 	exit 1
 fi
 
