@@ -94,10 +94,17 @@ func (e *ValidationError) line(p Problem) string {
 // maxProblems bounds the problems reported for one contract.
 const maxProblems = 100
 
-// invalid returns problems as an errs.Invalid error, or nil if there are
-// none. Problems with positions are sorted into file order; past
-// maxProblems, the rest are left out and a last problem says so.
+// invalid returns problems with a contract; see Invalid.
 func invalid(file string, problems []Problem) error {
+	return Invalid("contract", file, problems)
+}
+
+// Invalid returns problems with a document of the kind what ("contract",
+// "job") read from file as an errs.Invalid error wrapping a
+// *ValidationError, or nil if there are none. Problems with positions are
+// sorted into file order; past maxProblems (100), the rest are left out and a last
+// problem says so.
+func Invalid(what, file string, problems []Problem) error {
 	if len(problems) == 0 {
 		return nil
 	}
@@ -109,7 +116,7 @@ func invalid(file string, problems []Problem) error {
 			Msg: fmt.Sprintf("too many problems: only the first %d are listed", maxProblems),
 		})
 	}
-	return errs.Wrap(errs.Invalid, &ValidationError{File: file, Problems: problems}, "invalid contract")
+	return errs.Wrap(errs.Invalid, &ValidationError{File: file, Problems: problems}, "invalid %s", what)
 }
 
 // problems collects Problems; the zero value is ready to use.

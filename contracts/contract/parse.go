@@ -32,7 +32,7 @@ type File struct {
 	// Contract is the parsed contract, neither validated nor normalized.
 	Contract *contractualv1.Contract
 
-	pos map[string]Position
+	pos Positions
 }
 
 // Parse parses a contract from YAML or JSON; see ParseFile.
@@ -103,28 +103,52 @@ func uncovered(ps, by []Problem) []Problem {
 // parse parses a contract file. With problems, it still returns what it
 // could decode, if anything, so that Load can validate that as well.
 func parse(data []byte, filename string) (*File, []Problem) {
+	c := &contractualv1.Contract{}
+	pos, problems, ok := parseInto(data, filename, "contract", c)
+	if !ok {
+		return nil, problems
+	}
+	return &File{Name: filename, Contract: c, pos: pos}, problems
+}
+
+// ParseMessage parses YAML or JSON onto m under the rules of ParseFile, for
+// documents in the contract format's style other than contracts (job
+// definitions); what names the document in messages ("job"). It returns
+// the position of every field it read, by field path, and the problems,
+// if any, as an errs.Invalid error wrapping a *ValidationError.
+func ParseMessage(data []byte, filename, what string, m proto.Message) (Positions, error) {
+	pos, problems, _ := parseInto(data, filename, what, m)
+	if err := Invalid(what, filename, problems); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
+// parseInto parses data onto m. It reports whether m holds what could be
+// decoded; problems may be found either way.
+func parseInto(data []byte, filename, what string, m proto.Message) (Positions, []Problem, bool) {
 	data = bytes.TrimPrefix(data, []byte("\uFEFF"))
-	if p, ok := checkSize(data); !ok {
-		return nil, []Problem{p}
+	if p, ok := checkSize(data, what); !ok {
+		return nil, []Problem{p}, false
 	}
 	if isJSON(data, filename) {
 		if p, ok := checkJSON(data); !ok {
-			return nil, []Problem{p}
+			return nil, []Problem{p}, false
 		}
 	}
-	root, p, ok := parseYAML(data)
+	root, p, ok := parseYAML(data, what)
 	if !ok {
-		return nil, []Problem{p}
+		return nil, []Problem{p}, false
 	}
 	w := newWalker()
 	if w.node(root, "") {
-		w.message(root, contractDesc, "")
+		w.message(root, m.ProtoReflect().Descriptor(), "")
 	}
 	if w.full() {
-		return nil, w.problems
+		return nil, w.problems, false
 	}
-	c, problems := decode(data, w.pos)
-	return &File{Name: filename, Contract: c, pos: w.pos}, merge(w.problems, problems)
+	problems, ok := decode(data, w.pos, m)
+	return w.pos, merge(w.problems, problems), ok
 }
 
 // merge returns the walker's problems and those of protoyaml's that are not
@@ -147,11 +171,21 @@ func merge(walker, decoder []Problem) []Problem {
 // field the file leaves out, it returns the position of the nearest
 // ancestor that is there, and ok reports whether path itself was found.
 func (f *File) Position(path string) (pos Position, ok bool) {
+	return f.pos.Find(path)
+}
+
+// Positions maps field paths to their places in a file.
+type Positions map[string]Position
+
+// Find returns where path is. For a field the file leaves out, it returns
+// the position of the nearest ancestor that is there, and ok reports
+// whether path itself was found.
+func (ps Positions) Find(path string) (pos Position, ok bool) {
 	ancestors(path, func(p string) bool {
-		pos, ok = f.pos[p]
+		pos, ok = ps[p]
 		return ok
 	})
-	_, ok = f.pos[path]
+	_, ok = ps[path]
 	return pos, ok
 }
 
@@ -174,10 +208,10 @@ func (f *File) validate() []Problem {
 var contractDesc = (&contractualv1.Contract{}).ProtoReflect().Descriptor()
 
 // checkSize refuses empty and oversized input.
-func checkSize(data []byte) (Problem, bool) {
+func checkSize(data []byte, what string) (Problem, bool) {
 	switch {
 	case len(data) > MaxFileSize:
-		return Problem{Msg: fmt.Sprintf("file is %d bytes; contracts are limited to %d (1 MiB)", len(data), MaxFileSize)}, false
+		return Problem{Msg: fmt.Sprintf("file is %d bytes; %ss are limited to %d (1 MiB)", len(data), what, MaxFileSize)}, false
 	case len(bytes.TrimSpace(data)) == 0:
 		return Problem{Msg: "file is empty"}, false
 	}
@@ -227,29 +261,29 @@ func lineCol(data []byte, offset int) (line, col int) {
 var yamlErrRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // parseYAML parses exactly one YAML document and returns its top node.
-func parseYAML(data []byte) (*yaml.Node, Problem, bool) {
+func parseYAML(data []byte, what string) (*yaml.Node, Problem, bool) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, Problem{Msg: "file has no contract in it"}, false
+			return nil, Problem{Msg: "file has no " + what + " in it"}, false
 		}
 		return nil, yamlProblem(err), false
 	}
 	var next yaml.Node
 	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		p := Problem{Line: next.Line, Col: next.Column, Msg: "file has more than one YAML document; a contract is exactly one"}
+		p := Problem{Line: next.Line, Col: next.Column, Msg: "file has more than one YAML document; a " + what + " is exactly one"}
 		if err != nil {
 			p = yamlProblem(err)
 		}
 		return nil, p, false
 	}
 	if len(doc.Content) != 1 {
-		return nil, Problem{Msg: "file has no contract in it"}, false
+		return nil, Problem{Msg: "file has no " + what + " in it"}, false
 	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
-		return nil, Problem{Line: root.Line, Col: root.Column, Msg: "a contract is a mapping of fields, got " + describe(root)}, false
+		return nil, Problem{Line: root.Line, Col: root.Column, Msg: "a " + what + " is a mapping of fields, got " + describe(root)}, false
 	}
 	return root, Problem{}, true
 }
@@ -264,25 +298,25 @@ func yamlProblem(err error) Problem {
 	return Problem{Line: line, Msg: "invalid YAML: " + m[2]}
 }
 
-// decode decodes data with protoyaml, as far as it can. Problems protoyaml
-// finds (that the walker has not: mostly malformed numbers) are placed by
-// position, and named by the path the walker recorded there.
-func decode(data []byte, pos map[string]Position) (c *contractualv1.Contract, problems []Problem) {
+// decode decodes data onto m with protoyaml, as far as it can, and reports
+// whether m holds the result. Problems protoyaml finds (that the walker has
+// not: mostly malformed numbers) are placed by position, and named by the
+// path the walker recorded there.
+func decode(data []byte, pos Positions, m proto.Message) (problems []Problem, ok bool) {
 	defer func() {
 		// protoyaml v0.7.0 panics on some inputs (see below). A contract is
 		// untrusted input: a decoder bug must not take the server down.
 		if r := recover(); r != nil {
-			c, problems = nil, []Problem{{Msg: fmt.Sprintf("cannot decode the contract: %v", r)}}
+			problems, ok = []Problem{{Msg: fmt.Sprintf("cannot decode the document: %v", r)}}, false
 		}
 	}()
-	c = &contractualv1.Contract{}
 	opts := protoyaml.UnmarshalOptions{CustomUnmarshaler: walkerView{}}
 	// protoyaml quotes the source line of each error and indexes past the
 	// end for a node after the last newline (an implicit null at the end
 	// of "? key"); a final newline gives it that line. Positions do not move.
-	err := opts.Unmarshal(append(slices.Clip(data), '\n'), c)
+	err := opts.Unmarshal(append(slices.Clip(data), '\n'), m)
 	if err == nil {
-		return c, nil
+		return nil, true
 	}
 	paths := make(map[Position]string, len(pos))
 	for p, at := range pos {
@@ -295,7 +329,7 @@ func decode(data []byte, pos map[string]Position) (c *contractualv1.Contract, pr
 		p.Path = paths[Position{p.Line, p.Col}]
 		problems = append(problems, p)
 	}
-	return c, problems
+	return problems, true
 }
 
 // flatten returns the errors joined in err.

@@ -37,7 +37,10 @@ var coreTags = map[string]bool{
 	"!!null": true, "!!map": true, "!!seq": true,
 }
 
-var structFullName = (&structpb.Struct{}).ProtoReflect().Descriptor().FullName()
+var (
+	structFullName = (&structpb.Struct{}).ProtoReflect().Descriptor().FullName()
+	valueFullName  = (&structpb.Value{}).ProtoReflect().Descriptor().FullName()
+)
 
 // walker records positions and problems; see the comment above.
 type walker struct {
@@ -162,8 +165,12 @@ func (w *walker) singular(n *yaml.Node, md protoreflect.MessageDescriptor, path 
 		w.addf(n, path, "null is not allowed here: write {} for an empty value, or leave the field out")
 		return
 	}
-	if md.FullName() == structFullName {
+	switch md.FullName() {
+	case structFullName:
 		w.object(n, path, 0)
+		return
+	case valueFullName:
+		w.jsonValue(n, path, 0)
 		return
 	}
 	w.message(n, md, path)
