@@ -1,8 +1,8 @@
 package job
 
 import (
-	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/contract"
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 )
 
 // Problem and ValidationError are the contract format's: a job's problems

@@ -1,0 +1,158 @@
+package job
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+)
+
+// Card is what a job may do, in words: the permissions card the owner
+// approves (the reusable contract). The Control UI and the CLI both build
+// it here, so that they never describe a job differently.
+type Card struct {
+	Name, Description string
+	// When says when the job runs, e.g. `on the schedule "0 2 * * *",
+	// Europe/Berlin time`.
+	When string
+	// Steps are the calls of one run, in order.
+	Steps []CardStep
+	// Budgets are the job's budgets, each in words.
+	Budgets []KeyValue
+	// Misfire and Retry say what happens to missed and failed runs.
+	Misfire, Retry string
+}
+
+// CardStep is one step of a card.
+type CardStep struct {
+	ID, Tool, Contract string
+	// Bounds are the tool's input bounds, one line each:
+	// "/owner: matches ^[a-z]+$".
+	Bounds []string
+}
+
+// KeyValue is one line of a card's table.
+type KeyValue struct{ Key, Value string }
+
+// NewCard describes j, a validated and normalized job.
+func NewCard(j *contractualv1.Job) Card {
+	card := Card{Name: j.GetName(), Description: j.GetDescription(), When: whenWords(j.GetTrigger())}
+	bounds := make(map[string][]string)
+	for _, tb := range j.GetBounds() {
+		for _, in := range tb.GetInputs() {
+			bounds[tb.GetTool()] = append(bounds[tb.GetTool()], pointerWords(in.GetPointer())+": "+boundText(in))
+		}
+	}
+	for _, s := range j.GetSteps() {
+		card.Steps = append(card.Steps, CardStep{ID: s.GetId(), Tool: s.GetTool(), Contract: s.GetContract(), Bounds: bounds[s.GetTool()]})
+	}
+	b := j.GetBudgets()
+	n := func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
+	card.Budgets = []KeyValue{
+		{"Tool calls per run", n(b.GetToolCallsPerRun())},
+		{"Run time", n(b.GetRunTimeSeconds()) + " s"},
+		{"HTTP requests per run", n(b.GetEgressRequests())},
+		{"HTTP bytes per run", bytesWords(b.GetEgressBytes())},
+		{"Output per run", bytesWords(b.GetOutputBytes())},
+		{"Runs per day", n(b.GetRunsPerDay())},
+	}
+	card.Misfire = "missed runs are skipped"
+	if m := j.GetMisfire(); m.GetPolicy() == contractualv1.MisfirePolicy_MISFIRE_POLICY_CATCH_UP {
+		card.Misfire = fmt.Sprintf("up to %d missed runs are caught up", m.GetMaxCatchUp())
+	}
+	card.Retry = "a failed run is not retried"
+	if r := j.GetRetry(); r.GetAttempts() > 0 {
+		card.Retry = fmt.Sprintf("a failed run is retried up to %d times, %d s apart at first, doubling", r.GetAttempts(), r.GetBackoffSeconds())
+	}
+	return card
+}
+
+// whenWords says when a trigger fires.
+func whenWords(t *contractualv1.Trigger) string {
+	switch {
+	case t.GetCron() != nil:
+		return fmt.Sprintf("on the schedule %q, %s time", t.GetCron().GetExpression(), t.GetCron().GetTimeZone())
+	case t.GetOnce() != nil:
+		return "once, at " + t.GetOnce().GetAt()
+	case t.GetWebhook() != nil:
+		w := t.GetWebhook()
+		return fmt.Sprintf("on each POST to its webhook signed with the secret %s (a signature is good for %d s, and only once)", w.GetSecret(), w.GetReplayWindowSeconds())
+	}
+	return "never"
+}
+
+// pointerWords names the place a JSON pointer points to.
+func pointerWords(p string) string {
+	if p == "" {
+		return "the whole input"
+	}
+	return p
+}
+
+// boundWords lists what a bound requires, in words.
+func boundWords(in *contractualv1.InputBound) []string {
+	var w []string
+	if vs := allowedSet(in); len(vs) > 0 {
+		w = append(w, "one of "+strings.Join(vs, ", "))
+	}
+	if p := in.GetPattern(); p != "" {
+		w = append(w, "a string matching "+strconv.Quote(p))
+	}
+	if in.Minimum != nil {
+		w = append(w, "at least "+floatText(in.GetMinimum()))
+	}
+	if in.Maximum != nil {
+		w = append(w, "at most "+floatText(in.GetMaximum()))
+	}
+	if in.MaxLength != nil {
+		w = append(w, fmt.Sprintf("at most %d characters or elements", in.GetMaxLength()))
+	}
+	if len(w) == 0 {
+		w = append(w, "must be present")
+	}
+	return w
+}
+
+// bytesWords renders a byte count, in KiB or MiB when round.
+func bytesWords(v uint64) string {
+	switch {
+	case v >= 1<<20 && v%(1<<20) == 0:
+		return strconv.FormatUint(v>>20, 10) + " MiB"
+	case v >= 1<<10 && v%(1<<10) == 0:
+		return strconv.FormatUint(v>>10, 10) + " KiB"
+	}
+	return strconv.FormatUint(v, 10) + " bytes"
+}
+
+// WriteText writes the card as plain text, as the Control UI lays it out.
+func (c Card) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Job %s\n", c.Name)
+	if c.Description != "" {
+		fmt.Fprintf(&b, "  %s\n", c.Description)
+	}
+	fmt.Fprintf(&b, "Runs\n  %s\n", c.When)
+	b.WriteString("May call, in this order, and nothing else\n")
+	for i, s := range c.Steps {
+		fmt.Fprintf(&b, "  %d. %s (step %s), pinned to contract %s\n", i+1, s.Tool, s.ID, s.Contract)
+		if len(s.Bounds) == 0 {
+			b.WriteString("       any input the tool's schema accepts\n")
+		}
+		for _, l := range s.Bounds {
+			fmt.Fprintf(&b, "       %s\n", l)
+		}
+	}
+	b.WriteString("Budgets\n")
+	width := 0
+	for _, kv := range c.Budgets {
+		width = max(width, len(kv.Key))
+	}
+	for _, kv := range c.Budgets {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, kv.Key, kv.Value)
+	}
+	fmt.Fprintf(&b, "If runs are missed or fail\n  %s; %s\n", c.Misfire, c.Retry)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
