@@ -61,6 +61,9 @@ func NewCard(j *contractualv1.Job) Card {
 	card.Misfire = "missed runs are skipped"
 	if m := j.GetMisfire(); m.GetPolicy() == contractualv1.MisfirePolicy_MISFIRE_POLICY_CATCH_UP {
 		card.Misfire = fmt.Sprintf("up to %d missed runs are caught up", m.GetMaxCatchUp())
+		if m.GetMaxCatchUp() == 1 {
+			card.Misfire = "the last missed run is caught up"
+		}
 	}
 	card.Retry = "a failed run is not retried"
 	if r := j.GetRetry(); r.GetAttempts() > 0 {
@@ -98,7 +101,7 @@ func boundWords(in *contractualv1.InputBound) []string {
 		w = append(w, "one of "+strings.Join(vs, ", "))
 	}
 	if p := in.GetPattern(); p != "" {
-		w = append(w, "a string matching "+strconv.Quote(p))
+		w = append(w, "a string matching "+strconv.Quote(p)+" as a whole")
 	}
 	if in.Minimum != nil {
 		w = append(w, "at least "+floatText(in.GetMinimum()))
