@@ -31,6 +31,7 @@ package schedule
 import (
 	_ "time/tzdata" // zones work in a scratch container, without /usr/share/zoneinfo
 
+	"math"
 	"math/bits"
 	"time"
 )
@@ -93,7 +94,7 @@ func (c *Cron) Next(after time.Time) time.Time {
 			limit = end.Unix() + int64(off)
 		}
 		// Wall times before repeatEnd occurred already in the previous period.
-		repeatEnd := int64(0)
+		repeatEnd := int64(math.MinInt64)
 		if !start.IsZero() && !c.everyHour {
 			if _, prevOff := start.Add(-time.Second).Zone(); prevOff > off {
 				repeatEnd = start.Unix() + int64(prevOff)
