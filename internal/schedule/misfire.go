@@ -23,7 +23,9 @@ type Due struct {
 // Catch returns what is due for tr at now, given last, the last fire time
 // recorded (or when the schedule started): the fire times in (last, now]
 // that policy p runs late, and the next fire time after now. It is the
-// function a durable scheduler calls on restart.
+// function a durable scheduler calls on restart. If the clock went back (now
+// is before last), nothing is missed and Next is after last, so that no fire
+// time runs twice.
 //
 // Its work is bounded by the policy, not by the downtime: it looks back from
 // now over a window that doubles until it holds CatchUp fire times, so a
@@ -31,6 +33,9 @@ type Due struct {
 // not 1.5 million.
 func Catch(tr Trigger, last, now time.Time, p Misfire) Due {
 	d := Due{Next: tr.Next(now)}
+	if now.Before(last) {
+		d.Next = tr.Next(last)
+	}
 	first := tr.Next(last)
 	if first.IsZero() || first.After(now) {
 		return d // nothing missed

@@ -41,6 +41,8 @@ func TestCatch(t *testing.T) {
 			nil, true, ""},
 		{"one-shot ahead", once, "2024-10-20T00:00:00Z", "2024-10-21T00:00:00Z", 1,
 			nil, false, "2024-10-22T12:00:00Z"},
+		{"the clock went back", daily, "2024-10-23T02:00:00+02:00", "2024-10-22T10:00:00+02:00", 3,
+			nil, false, "2024-10-24T02:00:00+02:00"},
 		{"since the beginning of time", daily, "0001-01-01T00:00:00Z", "2024-10-23T10:00:00+02:00", 1,
 			[]string{"2024-10-23T02:00:00+02:00"}, true, "2024-10-24T02:00:00+02:00"},
 	} {

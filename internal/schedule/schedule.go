@@ -106,7 +106,7 @@ func (c *Cron) Next(after time.Time) time.Time {
 				break
 			}
 			if w < repeatEnd {
-				from = repeatEnd
+				from = ceilMinute(repeatEnd)
 				continue
 			}
 			return time.Unix(w-int64(off), 0).UTC()

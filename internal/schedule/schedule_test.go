@@ -97,6 +97,8 @@ func TestNext(t *testing.T) {
 			[]string{"2024-01-01T08:10:00Z", "2024-01-01T08:35:00Z", "2024-01-01T10:10:00Z", "2024-01-01T10:35:00Z", "2024-01-02T08:10:00Z"}},
 		{"strictly after, sub-second", "* * * * *", "UTC", "2024-01-01T00:00:59.999Z",
 			[]string{"2024-01-01T00:01:00Z", "2024-01-01T00:02:00Z"}},
+		{"amsterdam 1936, offsets with seconds, after in the repeated hour", "30 2 * * *", "Europe/Amsterdam", "1936-10-04T01:45:00Z",
+			[]string{"1936-10-05T02:10:28Z", "1936-10-06T02:10:28Z"}}, // 02:30 at +00:19:32
 		{"before 1970", "0 2 * * *", "Europe/Berlin", "1960-01-01T00:00:00Z",
 			[]string{"1960-01-01T02:00:00+01:00", "1960-01-02T02:00:00+01:00"}},
 		{"past the zone table, across a leap year's end", "0 12 * * *", "America/New_York", "2096-12-30T12:00:00-05:00",
