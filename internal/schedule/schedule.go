@@ -79,8 +79,8 @@ func (c *Cron) Next(after time.Time) time.Time {
 			// Past a zone's last listed transition, Go computes periods from
 			// its rule and, in a leap year, ends the year a day early: for the
 			// last day of the year it reports a period that ended at or before
-			// t. No rule changes the offset on December 31st, so step over
-			// that day at the offset of t.
+			// t (golang/go#81583). No rule changes the offset on December
+			// 31st, so step over that day at the offset of t.
 			end = t.Add(24 * time.Hour)
 		}
 		_, off := t.Zone()
