@@ -60,6 +60,18 @@ type CardSecret struct {
 // KeyValue is one line of a card's table.
 type KeyValue struct{ Key, Value string }
 
+// WriteTable writes rows to b, indented, one a line, with the values
+// aligned: the table of a card (a contract's limits, a job's budgets).
+func WriteTable(b *strings.Builder, rows []KeyValue) {
+	width := 0
+	for _, kv := range rows {
+		width = max(width, len(kv.Key))
+	}
+	for _, kv := range rows {
+		fmt.Fprintf(b, "  %-*s  %s\n", width, kv.Key, kv.Value)
+	}
+}
+
 // NewCard describes c, a validated and normalized contract.
 func NewCard(c *contractualv1.Contract) Card {
 	var card Card
@@ -123,17 +135,17 @@ func limitWords(l *contractualv1.Limits) []KeyValue {
 	return []KeyValue{
 		{"Memory", n(l.GetMemoryMib()) + " MiB"},
 		{"Timeout", n(l.GetTimeoutMs()) + " ms"},
-		{"Output", bytesWords(l.GetOutputBytes())},
+		{"Output", Bytes(l.GetOutputBytes())},
 		{"HTTP requests per call", n(l.GetHttpRequests())},
-		{"HTTP response body", bytesWords(l.GetHttpResponseBytes())},
-		{"Log output per call", bytesWords(l.GetLogBytes())},
-		{"stdout + stderr per call", bytesWords(l.GetStdioBytes())},
+		{"HTTP response body", Bytes(l.GetHttpResponseBytes())},
+		{"Log output per call", Bytes(l.GetLogBytes())},
+		{"stdout + stderr per call", Bytes(l.GetStdioBytes())},
 		{"Host calls per call", n(l.GetHostCalls())},
 	}
 }
 
-// bytesWords renders a byte count, in KiB or MiB when round.
-func bytesWords(v uint64) string {
+// Bytes renders a byte count as a card says it: in KiB or MiB when round.
+func Bytes(v uint64) string {
 	switch {
 	case v >= 1<<20 && v%(1<<20) == 0:
 		return strconv.FormatUint(v>>20, 10) + " MiB"
@@ -194,13 +206,7 @@ func (c Card) WriteText(w io.Writer) error {
 		b.WriteString("  WASI: not granted\n")
 	}
 	b.WriteString("Limits per call\n")
-	width := 0
-	for _, kv := range c.Limits {
-		width = max(width, len(kv.Key))
-	}
-	for _, kv := range c.Limits {
-		fmt.Fprintf(&b, "  %-*s  %s\n", width, kv.Key, kv.Value)
-	}
+	WriteTable(&b, c.Limits)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 )
 
@@ -33,8 +34,8 @@ type CardStep struct {
 	Bounds []string
 }
 
-// KeyValue is one line of a card's table.
-type KeyValue struct{ Key, Value string }
+// KeyValue is one line of a card's table (the contract card's).
+type KeyValue = contract.KeyValue
 
 // NewCard describes j, a validated and normalized job.
 func NewCard(j *contractualv1.Job) Card {
@@ -51,12 +52,12 @@ func NewCard(j *contractualv1.Job) Card {
 	b := j.GetBudgets()
 	n := func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
 	card.Budgets = []KeyValue{
-		{"Tool calls per run", n(b.GetToolCallsPerRun())},
-		{"Run time", n(b.GetRunTimeSeconds()) + " s"},
-		{"HTTP requests per run", n(b.GetEgressRequests())},
-		{"HTTP bytes per run", bytesWords(b.GetEgressBytes())},
-		{"Output per run", bytesWords(b.GetOutputBytes())},
-		{"Runs per day", n(b.GetRunsPerDay())},
+		{Key: "Tool calls per run", Value: n(b.GetToolCallsPerRun())},
+		{Key: "Run time", Value: n(b.GetRunTimeSeconds()) + " s"},
+		{Key: "HTTP requests per run", Value: n(b.GetEgressRequests())},
+		{Key: "HTTP bytes per run", Value: contract.Bytes(b.GetEgressBytes())},
+		{Key: "Output per run", Value: contract.Bytes(b.GetOutputBytes())},
+		{Key: "Runs per day", Value: n(b.GetRunsPerDay())},
 	}
 	card.Misfire = "missed runs are skipped"
 	if m := j.GetMisfire(); m.GetPolicy() == contractualv1.MisfirePolicy_MISFIRE_POLICY_CATCH_UP {
@@ -118,17 +119,6 @@ func boundWords(in *contractualv1.InputBound) []string {
 	return w
 }
 
-// bytesWords renders a byte count, in KiB or MiB when round.
-func bytesWords(v uint64) string {
-	switch {
-	case v >= 1<<20 && v%(1<<20) == 0:
-		return strconv.FormatUint(v>>20, 10) + " MiB"
-	case v >= 1<<10 && v%(1<<10) == 0:
-		return strconv.FormatUint(v>>10, 10) + " KiB"
-	}
-	return strconv.FormatUint(v, 10) + " bytes"
-}
-
 // WriteText writes the card as plain text, as the Control UI lays it out.
 func (c Card) WriteText(w io.Writer) error {
 	var b strings.Builder
@@ -148,13 +138,7 @@ func (c Card) WriteText(w io.Writer) error {
 		}
 	}
 	b.WriteString("Budgets\n")
-	width := 0
-	for _, kv := range c.Budgets {
-		width = max(width, len(kv.Key))
-	}
-	for _, kv := range c.Budgets {
-		fmt.Fprintf(&b, "  %-*s  %s\n", width, kv.Key, kv.Value)
-	}
+	contract.WriteTable(&b, c.Budgets)
 	fmt.Fprintf(&b, "If runs are missed or fail\n  %s; %s\n", c.Misfire, c.Retry)
 	_, err := io.WriteString(w, b.String())
 	return err
