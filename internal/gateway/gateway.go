@@ -199,13 +199,13 @@ func (g *Gateway) Serve(ln net.Listener, id tailnet.Identifier, url string) erro
 	}
 	g.servers = append(g.servers, srv)
 	limited := newConnLimit(ln, g.limits.MaxConns)
-	go func() { g.stopped1(srv.Serve(limited)) }()
+	go func() { g.serverStopped(srv.Serve(limited)) }()
 	g.log.Info("serving", "url", url, "listen", ln.Addr().String(), "tailnet", id != nil)
 	return nil
 }
 
-// stopped1 records that a server stopped with err, the first time.
-func (g *Gateway) stopped1(err error) {
+// serverStopped records why serving stopped: the first server to stop, with err.
+func (g *Gateway) serverStopped(err error) {
 	g.stop.Do(func() {
 		if !errors.Is(err, http.ErrServerClosed) {
 			g.err = err
@@ -314,7 +314,7 @@ func (g *Gateway) Close(ctx context.Context) error {
 	for _, srv := range servers {
 		err = errors.Join(err, srv.Shutdown(ctx))
 	}
-	g.stopped1(http.ErrServerClosed)
+	g.serverStopped(http.ErrServerClosed)
 	return errors.Join(err, g.devices.Close())
 }
 

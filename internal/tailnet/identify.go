@@ -38,8 +38,8 @@ var (
 	tailnetV6 = netip.MustParsePrefix("fd7a:115c:a1e0::/48")
 )
 
-// IsTailnetAddr reports whether a is in Tailscale's address ranges.
-func IsTailnetAddr(a netip.Addr) bool {
+// isTailnetAddr reports whether a is in Tailscale's address ranges.
+func isTailnetAddr(a netip.Addr) bool {
 	a = a.Unmap()
 	return cgnat.Contains(a) || tailnetV6.Contains(a)
 }
@@ -80,7 +80,7 @@ func (s ServeHeaders) Identify(r *http.Request) (*Peer, error) {
 		return nil, nil // a local client talking to the server directly
 	}
 	addr, err := netip.ParseAddr(strings.TrimSpace(fwd[0]))
-	if err != nil || !IsTailnetAddr(addr) {
+	if err != nil || !isTailnetAddr(addr) {
 		return nil, errs.E(errs.PermissionDenied, "the proxy named %q, which is not a tailnet address", clip(fwd[0]))
 	}
 	p := &Peer{Addr: addr.Unmap()}

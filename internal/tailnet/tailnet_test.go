@@ -127,7 +127,7 @@ func TestIsTailnetAddr(t *testing.T) {
 		"100.64.0.1": true, "100.127.255.254": true, "::ffff:100.100.100.100": true, "fd7a:115c:a1e0::1": true,
 		"100.63.255.255": false, "100.128.0.1": false, "127.0.0.1": false, "10.0.0.1": false, "fd7a:115c:a1e1::1": false, "::1": false,
 	} {
-		if got := IsTailnetAddr(netip.MustParseAddr(a)); got != want {
+		if got := isTailnetAddr(netip.MustParseAddr(a)); got != want {
 			t.Errorf("%s: %v", a, got)
 		}
 	}
