@@ -1008,8 +1008,11 @@ type Decision struct {
 	Principal      string                 `protobuf:"bytes,9,opt,name=principal,proto3" json:"principal,omitempty"`
 	IssuedAt       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
 	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For a job's call: the run it belongs to. The runner derives the
+	// idempotency keys of the call's side effects from it.
+	RunId         string `protobuf:"bytes,12,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
@@ -1119,6 +1122,13 @@ func (x *Decision) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Decision) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
 // SignedDecision is a Decision's deterministic encoding and its signature.
 type SignedDecision struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1178,8 +1188,12 @@ type EvaluateRequest struct {
 	// "<contract name>.<export>".
 	Tool string `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
 	// The input, JSON.
-	Input         []byte `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
-	Principal     string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	Input     []byte `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
+	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	// For a job principal ("job:<id>"), required: the run the call belongs
+	// to, which policy counts against the job's per-run budget. Refused for
+	// any other principal.
+	RunId         string `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1231,6 +1245,13 @@ func (x *EvaluateRequest) GetInput() []byte {
 func (x *EvaluateRequest) GetPrincipal() string {
 	if x != nil {
 		return x.Principal
+	}
+	return ""
+}
+
+func (x *EvaluateRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
 	}
 	return ""
 }
@@ -1734,7 +1755,7 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"H\n" +
 	"\x0eRevokeResponse\x126\n" +
-	"\x06record\x18\x01 \x01(\v2\x1e.contractual.v1.ContractRecordR\x06record\"\x90\x03\n" +
+	"\x06record\x18\x01 \x01(\v2\x1e.contractual.v1.ContractRecordR\x06record\"\xa7\x03\n" +
 	"\bDecision\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\averdict\x18\x02 \x01(\x0e2\x17.contractual.v1.VerdictR\averdict\x12\x16\n" +
@@ -1749,14 +1770,16 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\tissued_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"J\n" +
+	"expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x15\n" +
+	"\x06run_id\x18\f \x01(\tR\x05runId\"J\n" +
 	"\x0eSignedDecision\x12\x1a\n" +
 	"\bdecision\x18\x01 \x01(\fR\bdecision\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"Y\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"p\n" +
 	"\x0fEvaluateRequest\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\fR\x05input\x12\x1c\n" +
-	"\tprincipal\x18\x03 \x01(\tR\tprincipal\"\xa9\x01\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12\x15\n" +
+	"\x06run_id\x18\x04 \x01(\tR\x05runId\"\xa9\x01\n" +
 	"\x10EvaluateResponse\x124\n" +
 	"\bdecision\x18\x01 \x01(\v2\x18.contractual.v1.DecisionR\bdecision\x126\n" +
 	"\x06signed\x18\x02 \x01(\v2\x1e.contractual.v1.SignedDecisionR\x06signed\x12'\n" +
