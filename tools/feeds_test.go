@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/contractual/contractual/contracts/contract"
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/egress/egresstest"
@@ -273,4 +274,36 @@ func TestFeedsRefused(t *testing.T) {
 	if errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), goBlog) {
 		t.Errorf("an unreachable feed: %v", err)
 	}
+}
+
+// TestFeedsLargeFeeds: four feeds each just under the contract's response
+// size limit (4 MiB) are read within its memory limit (32 MiB of 64 at
+// most, measured). Reading 16 MiB of XML takes the module ~9 s on an idle
+// core, so this test, which is about memory, raises the timeout to the most
+// a contract may set.
+func TestFeedsLargeFeeds(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Big</title>`)
+	body := strings.Repeat("&lt;p&gt;Lorem ipsum dolor sit amet, consectetur adipiscing elit.&lt;/p&gt; ", 40)
+	for i := 0; b.Len() < 4<<20-8<<10; i++ {
+		fmt.Fprintf(&b, `<entry><title>Post %d</title><link rel="alternate" href="/p/%d"/><published>2026-0%d-01T00:00:00Z</published><content type="html">%s</content></entry>`, i, i, 1+i%9, body)
+	}
+	b.WriteString(`</feed>`)
+	big := b.String()
+	cfg, _ := feedServer(t, map[string]string{
+		"go.dev/blog/feed.atom":                       big,
+		"github.com/tetratelabs/wazero/releases.atom": big,
+		"github.com/extism/extism/releases.atom":      big,
+		"github.blog/changelog/feed/":                 big,
+	})
+	m, c := loadEdited(t, newEngine(t, cfg), "feeds", func(c *contractualv1.Contract) { c.Limits.TimeoutMs = 300000 })
+	res, err := call(t, m, c, "digest", `{"urls": ["`+goBlog+`", "`+wazero+`", "`+extism+`", "`+changelog+`"], "max_items": 100}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out digestOut
+	if err := json.Unmarshal(res.Output, &out); err != nil || len(out.Items) != 100 {
+		t.Fatalf("%d items (%v)", len(out.Items), err)
+	}
+	t.Logf("4 feeds of %d bytes: peak memory %d MiB of %d MiB", len(big), res.PeakMemory>>20, c.GetLimits().GetMemoryMib())
 }
