@@ -80,21 +80,37 @@ type digestOut struct {
 	Text string `json:"text"`
 }
 
-func runDigest(t *testing.T, cfg egress.Config, input string) digestOut {
-	t.Helper()
+// digestInput is the JSON input of digest: urls and, in pairs, other
+// fields and their values.
+func digestInput(urls []string, kv ...any) string {
+	in := map[string]any{"urls": urls}
+	for i := 0; i+1 < len(kv); i += 2 {
+		in[kv[i].(string)] = kv[i+1]
+	}
+	b, _ := json.Marshal(in)
+	return string(b)
+}
+
+// feedsTool loads the feeds tool in an engine whose egress goes to cfg's
+// test server, and returns a function that calls digest with an input and
+// decodes its output, checked against the output schema.
+func feedsTool(t *testing.T, cfg egress.Config) func(input string) digestOut {
 	m, c := load(t, newEngine(t, cfg), "feeds")
-	res, err := call(t, m, c, "digest", input)
-	if err != nil {
-		t.Fatal(err)
+	return func(input string) digestOut {
+		t.Helper()
+		res, err := call(t, m, c, "digest", input)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := contract.CheckOutput(toolOf(c, "digest"), res.Output); err != nil {
+			t.Fatalf("output %s: %v", res.Output, err)
+		}
+		var out digestOut
+		if err := json.Unmarshal(res.Output, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
 	}
-	if err := contract.CheckOutput(toolOf(c, "digest"), res.Output); err != nil {
-		t.Fatalf("output %s: %v", res.Output, err)
-	}
-	var out digestOut
-	if err := json.Unmarshal(res.Output, &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // TestFeedsDigest reads an Atom feed in the Go blog's form, one in GitHub's
@@ -107,7 +123,8 @@ func TestFeedsDigest(t *testing.T) {
 		"github.com/tetratelabs/wazero/releases.atom": "wazero-releases.atom",
 		"github.blog/changelog/feed/":                 "github-changelog.rss",
 	})
-	out := runDigest(t, cfg, `{"urls": ["`+goBlog+`", "`+wazero+`", "`+changelog+`"], "max_items": 7}`)
+	digest := feedsTool(t, cfg)
+	out := digest(digestInput([]string{goBlog, wazero, changelog}, "max_items", 7))
 
 	// Eight items in all; the oldest (wazero v1.9.0) is left out.
 	want := []string{
@@ -160,7 +177,7 @@ GitHub Changelog
 	}
 
 	// max_items holds across feeds: the newest two, both from the changelog.
-	out = runDigest(t, cfg, `{"urls": ["`+goBlog+`", "`+changelog+`"], "max_items": 2}`)
+	out = digest(digestInput([]string{goBlog, changelog}, "max_items", 2))
 	if len(out.Items) != 2 || out.Items[0].Published != "2026-11-30T18:30:12Z" || out.Items[1].Published != "2026-11-27T14:05:00Z" {
 		t.Errorf("max_items 2: %+v", out.Items)
 	}
@@ -179,7 +196,8 @@ func TestFeedsPerFeedErrors(t *testing.T) {
 		"github.com/extism/extism/releases.atom":      "malformed.rss",
 		"github.blog/changelog/feed/":                 "github-changelog.rss",
 	})
-	out := runDigest(t, cfg, `{"urls": ["`+goBlog+`", "`+wazero+`", "`+extism+`", "`+changelog+`"]}`)
+	digest := feedsTool(t, cfg)
+	out := digest(digestInput([]string{goBlog, wazero, extism, changelog}))
 	wantErrs := []string{
 		"HTTP status 503",
 		"not an RSS 2.0 or Atom feed: the document is <html>",
@@ -217,7 +235,8 @@ func TestFeedsSince(t *testing.T) {
 		`<item><title>undated</title><link>https://github.blog/changelog/c</link></item>` +
 		`</channel></rss>`
 	cfg, _ := feedServer(t, map[string]string{"github.blog/changelog/feed/": rss})
-	out := runDigest(t, cfg, `{"urls": ["`+changelog+`"], "since_hours": 24}`)
+	digest := feedsTool(t, cfg)
+	out := digest(digestInput([]string{changelog}, "since_hours", 24))
 	if len(out.Items) != 1 || out.Items[0].Title != "an hour ago" {
 		t.Errorf("items %+v", out.Items)
 	}
@@ -225,7 +244,7 @@ func TestFeedsSince(t *testing.T) {
 		t.Errorf("text:\n%s", out.Text)
 	}
 	// Without since_hours all three are kept, the undated one last.
-	out = runDigest(t, cfg, `{"urls": ["`+changelog+`"]}`)
+	out = digest(digestInput([]string{changelog}))
 	if len(out.Items) != 3 || out.Items[2].Title != "undated" || out.Items[2].Published != "" {
 		t.Errorf("items %+v", out.Items)
 	}
@@ -242,7 +261,8 @@ func TestFeedsTextFits(t *testing.T) {
 	}
 	b.WriteString(`</channel></rss>`)
 	cfg, _ := feedServer(t, map[string]string{"github.blog/changelog/feed/": b.String()})
-	out := runDigest(t, cfg, `{"urls": ["`+changelog+`"], "max_items": 100}`)
+	digest := feedsTool(t, cfg)
+	out := digest(digestInput([]string{changelog}, "max_items", 100))
 	if len(out.Items) != 100 {
 		t.Fatalf("%d items", len(out.Items))
 	}
@@ -270,7 +290,7 @@ func TestFeedsRefused(t *testing.T) {
 	}
 
 	// go.dev is in the contract but has no route: the network fails.
-	_, err = call(t, m, c, "digest", `{"urls": ["`+changelog+`", "`+goBlog+`"]}`)
+	_, err = call(t, m, c, "digest", digestInput([]string{changelog, goBlog}))
 	if errs.KindOf(err) != errs.Unavailable || !strings.Contains(err.Error(), goBlog) {
 		t.Errorf("an unreachable feed: %v", err)
 	}
@@ -297,7 +317,7 @@ func TestFeedsLargeFeeds(t *testing.T) {
 		"github.blog/changelog/feed/":                 big,
 	})
 	m, c := loadEdited(t, newEngine(t, cfg), "feeds", func(c *contractualv1.Contract) { c.Limits.TimeoutMs = 300000 })
-	res, err := call(t, m, c, "digest", `{"urls": ["`+goBlog+`", "`+wazero+`", "`+extism+`", "`+changelog+`"], "max_items": 100}`)
+	res, err := call(t, m, c, "digest", digestInput([]string{goBlog, wazero, extism, changelog}, "max_items", 100))
 	if err != nil {
 		t.Fatal(err)
 	}
