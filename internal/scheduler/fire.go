@@ -19,22 +19,28 @@ import (
 const enqueueTimeout = 30 * time.Second
 
 // fireLoop fires the due triggers until ctx ends: it sleeps on the clock
-// until the soonest fire time, or until the jobs change.
+// until the soonest fire time, or until the jobs change. A flush request
+// (tests) is answered once everything due at its arrival has fired and the
+// loop sleeps again.
 func (s *Service) fireLoop(ctx context.Context) {
+	var flushed []chan struct{}
 	for {
 		wait, ok := s.fireDue(ctx)
 		var timer <-chan time.Time
 		if ok {
 			timer = s.clock.After(wait)
 		}
+		for _, done := range flushed {
+			close(done)
+		}
+		flushed = flushed[:0]
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer:
 		case <-s.kick:
 		case done := <-s.flush:
-			s.fireDue(ctx)
-			close(done)
+			flushed = append(flushed, done)
 		}
 	}
 }
