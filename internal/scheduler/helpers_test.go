@@ -98,9 +98,11 @@ func newJobSource() *jobSource {
 }
 
 func (j *jobSource) WatchJobs(ctx context.Context, req *contractualv1.WatchJobsRequest) (*contractualv1.WatchJobsResponse, error) {
-	select {
-	case j.asked <- req.GetRevision():
-	default:
+	if req.GetEpoch() == j.epoch {
+		select {
+		case j.asked <- req.GetRevision():
+		default:
+		}
 	}
 	for {
 		j.mu.Lock()
@@ -147,8 +149,8 @@ func (j *jobSource) publish(rec *contractualv1.JobRecord) uint64 {
 	return j.rev
 }
 
-// applied waits until the scheduler asks for changes after rev: it has
-// applied everything up to it.
+// applied waits until the scheduler asks for changes after rev, of the
+// current epoch: it has applied everything up to it.
 func (j *jobSource) applied(t testing.TB, rev uint64) {
 	t.Helper()
 	timeout := time.After(wait)
@@ -323,6 +325,10 @@ func newEnv(t testing.TB, start time.Time) *env {
 // open starts a scheduler on e's store.
 func (e *env) open() {
 	e.t.Helper()
+	// Forget the requests of the scheduler before, now closed.
+	for len(e.jobs.asked) > 0 {
+		<-e.jobs.asked
+	}
 	svc, err := Open(context.Background(), Config{Dir: e.dir, Clock: e.clock}, Deps{
 		Jobs: e.jobs, Queue: e.queue, Broker: macBroker{e.keys}, Audit: e.audit,
 	})
