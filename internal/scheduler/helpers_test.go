@@ -14,8 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/contractual/contractual/contracts/job"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/job"
 	"github.com/contractual/contractual/internal/errs"
 )
 
@@ -430,4 +430,3 @@ func details(evs []*contractualv1.AuditEvent) string {
 	}
 	return b.String()
 }
-

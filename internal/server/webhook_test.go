@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/contracts/job"
-	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/scheduler"
 	"github.com/contractual/contractual/internal/server"
@@ -217,5 +217,36 @@ func TestWebhook(t *testing.T) {
 	}
 	if strings.Contains(fmt.Sprint(tail.GetEvents()), key) {
 		t.Error("the audit log holds the webhook key")
+	}
+}
+
+// TestWebhookLimits: deliveries are POSTs, and each source gets
+// Limits.WebhooksPerMinute of them a minute, refused with 429 beyond.
+func TestWebhookLimits(t *testing.T) {
+	s, err := server.Start(context.Background(), server.Config{
+		DataDir: t.TempDir(), Addr: "127.0.0.1:0", Limits: server.Limits{WebhooksPerMinute: 2},
+		Jobs: &approvedJobs{synced: make(chan struct{})}, Queue: &runQueue{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	resp, err := http.Get(s.URL + "/hooks/hook")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Allow") != http.MethodPost {
+		t.Errorf("GET: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	for i, want := range []int{http.StatusBadRequest, http.StatusBadRequest, http.StatusTooManyRequests} {
+		resp, err := http.Post(s.URL+"/hooks/hook", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("POST #%d: %d, want %d", i+1, resp.StatusCode, want)
+		}
 	}
 }
