@@ -283,3 +283,30 @@ func TestVersionsAndStops(t *testing.T) {
 		t.Fatalf("a paused or deleted job fired: %v", e.queue.calls[before:])
 	}
 }
+
+// TestFeedStartsOver: policy restarts (a new epoch) and fails the first
+// requests; the scheduler backs off on its clock, takes the new snapshot,
+// stops the job missing from it and keeps the others' state, so nothing
+// fires twice.
+func TestFeedStartsOver(t *testing.T) {
+	e := newEnv(t, mustTime(t, "2026-02-01T00:00:00Z"))
+	e.synced()
+	const daily = `{cron: {expression: "0 6 * * *", time_zone: Europe/Berlin}}`
+	e.approve(jobYAML("kept", daily, ""))
+	e.approve(jobYAML("dropped", daily, ""))
+	e.runUntil(mustTime(t, "2026-02-01T06:00:00Z"))
+	e.jobs.restart(2, "dropped")
+	for _, backoff := range []time.Duration{retryMin, 2 * retryMin} {
+		// Wait for the follower to sleep on its backoff, then end it.
+		e.clock.waitFor(t, e.clock.Now().Add(backoff))
+		e.clock.Advance(backoff)
+	}
+	e.synced()
+	e.runUntil(mustTime(t, "2026-02-03T00:00:00Z"))
+	if got, want := e.queue.fired("kept"), times(t, "2026-02-01T05:00:00Z", "2026-02-02T05:00:00Z"); !sameTimes(got, want) {
+		t.Errorf("kept fired %v, want %v", got, want)
+	}
+	if got, want := e.queue.fired("dropped"), times(t, "2026-02-01T05:00:00Z"); !sameTimes(got, want) {
+		t.Errorf("dropped fired %v, want %v", got, want)
+	}
+}

@@ -28,6 +28,7 @@ type fakeClock struct {
 	mu      sync.Mutex
 	now     time.Time
 	waiters []waiter
+	added   chan time.Time // the time of each waiter, as it starts waiting
 }
 
 type waiter struct {
@@ -35,7 +36,25 @@ type waiter struct {
 	c  chan time.Time
 }
 
-func newClock(t time.Time) *fakeClock { return &fakeClock{now: t.UTC()} }
+func newClock(t time.Time) *fakeClock {
+	return &fakeClock{now: t.UTC(), added: make(chan time.Time, 1<<16)}
+}
+
+// waitFor waits until something waits on the clock for at.
+func (c *fakeClock) waitFor(t testing.TB, at time.Time) {
+	t.Helper()
+	timeout := time.After(wait)
+	for {
+		select {
+		case w := <-c.added:
+			if w.Equal(at) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("nothing waits for %s", at)
+		}
+	}
+}
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
@@ -52,6 +71,10 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 		return ch
 	}
 	c.waiters = append(c.waiters, waiter{c.now.Add(d), ch})
+	select {
+	case c.added <- c.now.Add(d):
+	default:
+	}
 	return ch
 }
 
@@ -91,6 +114,7 @@ type jobSource struct {
 	log     []*contractualv1.JobRecord          // log[i] has revision i+1
 	wake    chan struct{}
 	asked   chan uint64 // the revision of each request
+	fail    int         // answer this many requests with an error
 }
 
 func newJobSource() *jobSource {
@@ -106,6 +130,11 @@ func (j *jobSource) WatchJobs(ctx context.Context, req *contractualv1.WatchJobsR
 	}
 	for {
 		j.mu.Lock()
+		if j.fail > 0 {
+			j.fail--
+			j.mu.Unlock()
+			return nil, errs.E(errs.Unavailable, "policy is restarting")
+		}
 		resp := &contractualv1.WatchJobsResponse{Epoch: j.epoch, Revision: j.rev}
 		wake := j.wake
 		switch {
@@ -131,6 +160,21 @@ func (j *jobSource) WatchJobs(ctx context.Context, req *contractualv1.WatchJobsR
 			return nil, errs.Wrap(errs.Unavailable, ctx.Err(), "canceled")
 		}
 	}
+}
+
+// restart is policy restarting: a new epoch, whose first answers fail
+// fails times; the feed starts over with the approved set.
+func (j *jobSource) restart(fails int, remove ...string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.epoch += "'"
+	j.fail = fails
+	for _, id := range remove {
+		delete(j.current, id)
+	}
+	j.rev, j.log = 0, nil
+	close(j.wake)
+	j.wake = make(chan struct{})
 }
 
 // publish records a change and returns its revision.
