@@ -77,3 +77,13 @@ func TestDeliverWindow(t *testing.T) {
 		t.Errorf("%d deliveries remembered, want 1 (the expired ones pruned)", n)
 	}
 }
+
+// TestSign pins the signature scheme the README documents: HMAC-SHA256
+// over "<timestamp>.<delivery>.<body>", hex, after "sha256=" (the value
+// `openssl dgst -sha256 -hmac k1` gives for that message).
+func TestSign(t *testing.T) {
+	const want = "sha256=84d2d94dc4f6a542093b2bff3005749bf34e97505f016e7a7fbe4ffed9af8f92"
+	if got := Sign([]byte("k1"), "1767225600", "d-1", []byte(`{"owner":"octo"}`)); got != want {
+		t.Fatalf("Sign = %s, want %s", got, want)
+	}
+}
