@@ -3,8 +3,10 @@
 // sessions, authenticates every request before its body is read (gate),
 // authorizes it by the device's scopes, and passes it on to the services
 // behind it — policy, the runner, the broker, audit — through their Connect
-// clients, naming the device it calls for. It runs no tool and reads no
-// secret value.
+// clients, naming the device it calls for. Webhook deliveries (POST
+// /hooks/<job id>) carry no device credential: it passes them, bounded and
+// rate limited, to the scheduler, which checks their signatures. It runs no
+// tool and reads no secret value.
 package gateway
 
 import (

@@ -84,11 +84,14 @@ type Clock interface {
 	After(d time.Duration) <-chan time.Time
 }
 
-// realClock is the system's clock.
+// realClock is the system's clock. Its After wakes within a minute at the
+// latest: a timer runs on the monotonic clock, which a suspended machine or
+// a corrected wall clock leaves behind, and the fire loop, woken early,
+// just looks at the wall clock again.
 type realClock struct{}
 
 func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(min(d, time.Minute)) }
 
 // Defaults of Config.
 const (
