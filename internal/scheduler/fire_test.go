@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 )
@@ -308,5 +309,33 @@ func TestFeedStartsOver(t *testing.T) {
 	}
 	if got, want := e.queue.fired("dropped"), times(t, "2026-02-01T05:00:00Z"); !sameTimes(got, want) {
 		t.Errorf("dropped fired %v, want %v", got, want)
+	}
+}
+
+// TestResumedWhileDown: a job paused and resumed while the scheduler was
+// down fires nothing of its pause, even under catch-up: its resumption is
+// a fresh approval, and its trigger starts there.
+func TestResumedWhileDown(t *testing.T) {
+	e := newEnv(t, mustTime(t, "2026-09-01T00:00:00Z"))
+	e.synced()
+	rec := e.approve(jobYAML("hourly", `{cron: {expression: "0 * * * *", time_zone: UTC}}`, "misfire: {policy: catch_up, max_catch_up: 5}\n"))
+	e.runUntil(mustTime(t, "2026-09-01T01:00:00Z"))
+	if err := e.svc.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	paused := proto.CloneOf(rec)
+	paused.State = contractualv1.JobState_JOB_STATE_PAUSED
+	e.jobs.publish(paused)
+	resumed := proto.CloneOf(rec)
+	resumed.DecidedAt = timestamppb.New(mustTime(t, "2026-09-01T04:30:00Z"))
+	e.jobs.publish(resumed)
+	e.clock.Set(mustTime(t, "2026-09-01T06:10:00Z"))
+	e.open()
+	e.synced()
+	// 02:00 to 04:00 fell in the pause; 05:00 and 06:00 were missed after
+	// the resumption and are caught up.
+	want := times(t, "2026-09-01T01:00:00Z", "2026-09-01T05:00:00Z", "2026-09-01T06:00:00Z")
+	if got := e.queue.fired("hourly"); !sameTimes(got, want) {
+		t.Fatalf("fired %v, want %v", got, want)
 	}
 }

@@ -97,18 +97,23 @@ func (s *Service) apply(ctx context.Context, resp *contractualv1.WatchJobsRespon
 	return nil
 }
 
-// approve makes rec the job's approved version. The same version keeps
-// its state; a new version of a known job keeps its last fire times and
-// starts after its approval, so that an edit fires no time twice; a new
-// job starts at its approval (fire times since then, missed while the
-// scheduler was down, are misfires). Called with s.mu held.
+// approve makes rec the job's approved version. Its trigger starts after
+// both its approval (rec.decided_at: for a resumed job, its resumption)
+// and the last fire time dealt with: the same version after a restart
+// keeps its state, a new version of a job fires no time twice, a resumed
+// job fires nothing of its pause, and fire times since then, missed while
+// the scheduler was down, are misfires. Called with s.mu held.
 func (s *Service) approve(rec *contractualv1.JobRecord, now time.Time, touched map[string]bool) {
 	id := rec.GetId()
 	cur := s.jobs[id]
 	if cur == nil {
 		cur = s.stored[id]
 	}
-	if cur != nil && cur.digest == rec.GetDigest() && cur.kind != "" {
+	approvedAt := now
+	if d := rec.GetDecidedAt(); d != nil && d.AsTime().Before(now) {
+		approvedAt = d.AsTime().UTC()
+	}
+	if cur != nil && cur.digest == rec.GetDigest() && cur.kind != "" && !approvedAt.After(cur.through) {
 		return // the version it has
 	}
 	e, err := newEntry(rec)
@@ -119,20 +124,14 @@ func (s *Service) approve(rec *contractualv1.JobRecord, now time.Time, touched m
 		}
 		return
 	}
-	approvedAt := now
-	if d := rec.GetDecidedAt(); d != nil && d.AsTime().Before(now) {
-		approvedAt = d.AsTime().UTC()
-	}
-	switch {
-	case cur != nil && cur.digest == rec.GetDigest():
-		e.through, e.lastFired = cur.through, cur.lastFired // restarted: the stored state
-	case cur != nil:
-		e.through, e.lastFired = cur.through, cur.lastFired
-		if approvedAt.After(e.through) {
-			e.through = approvedAt
+	// Fire times before the version's approval (or its resumption, a
+	// fresh approval) never fire, nor those dealt with already.
+	e.through = approvedAt
+	if cur != nil {
+		e.lastFired = cur.lastFired
+		if cur.through.After(e.through) {
+			e.through = cur.through
 		}
-	default:
-		e.through = approvedAt
 	}
 	if e.tr != nil {
 		e.next = e.tr.Next(e.through)
