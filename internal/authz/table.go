@@ -25,13 +25,15 @@ var table = map[Service]map[string]how{
 	// The gateway passes on what the owner's devices do (each for its
 	// device), invokes tools (Evaluate names the device in its principal
 	// field, which policy checks with MayActFor; Execute carries the
-	// signed decision) and records pairing's events.
+	// signed decision), records pairing's events and passes webhook
+	// deliveries to the scheduler.
 	Gateway: merge(
 		every(forOthers, devicesReach...),
 		row(own,
 			contractualv1connect.PolicyInternalServiceEvaluateProcedure,
 			contractualv1connect.RunnerServiceExecuteProcedure,
 			contractualv1connect.AuditInternalServiceAppendProcedure,
+			contractualv1connect.SchedulerInternalServiceDeliverProcedure,
 		),
 	),
 	// The runner fetches what a decided call needs, follows the contracts'
@@ -55,8 +57,16 @@ var table = map[Service]map[string]how{
 	Policy: row(own,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 	),
-	// The audit service calls no one. The engine, the scheduler and the
-	// worker get their rows with the issues that build them.
+	// The scheduler follows the approved jobs, enqueues their runs, has
+	// the broker check webhook signatures and records.
+	Scheduler: row(own,
+		contractualv1connect.JobInternalServiceWatchJobsProcedure,
+		contractualv1connect.WorkerInternalServiceEnqueueProcedure,
+		contractualv1connect.BrokerInternalServiceVerifyMacProcedure,
+		contractualv1connect.AuditInternalServiceAppendProcedure,
+	),
+	// The audit service calls no one. The engine and the worker get their
+	// rows with the issues that build them.
 }
 
 // row returns the procedures with how.

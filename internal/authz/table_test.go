@@ -53,7 +53,8 @@ func TestTable(t *testing.T) {
 			switch {
 			case isDev:
 				return forOthers
-			case proc == policyInt+"Evaluate", proc == execute, proc == auditAppend:
+			case proc == policyInt+"Evaluate", proc == execute, proc == auditAppend,
+				proc == contractualv1connect.SchedulerInternalServiceDeliverProcedure:
 				return own
 			}
 		case Runner:
@@ -69,6 +70,12 @@ func TestTable(t *testing.T) {
 			}
 		case Policy:
 			if proc == auditAppend {
+				return own
+			}
+		case Scheduler:
+			switch proc {
+			case contractualv1connect.JobInternalServiceWatchJobsProcedure, contractualv1connect.WorkerInternalServiceEnqueueProcedure,
+				brokerInt + "VerifyMac", auditAppend:
 				return own
 			}
 		}

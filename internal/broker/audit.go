@@ -16,6 +16,8 @@ const (
 	actionRotate  = "secret.rotate_key"
 	actionRelease = "secret.release"
 	actionRefused = "secret.refused"
+	// A webhook signature checked for the scheduler (VerifyMac).
+	actionVerifyMAC = "secret.verify_mac"
 )
 
 // service is the audit events' service field.

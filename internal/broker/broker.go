@@ -25,6 +25,10 @@
 // returns the value; if the audit log cannot record it, nothing is
 // released. Every refused handle is audited as well.
 //
+// For the scheduler alone, VerifyMac checks a webhook's HMAC-SHA256 under a
+// secret's current value and answers valid or not, audited: a webhook key
+// never leaves the broker either.
+//
 // No value is ever formatted into an error, a log line or an audit event.
 package broker
 

@@ -30,7 +30,7 @@ func Daemon() daemon.Service {
 		Name:   string(authz.Gateway),
 		Listen: ":8080",
 		Flags: func(fs *flag.FlagSet) {
-			peers = node.Flags(fs, authz.Policy, authz.Runner, authz.Broker, authz.Audit)
+			peers = node.Flags(fs, authz.Policy, authz.Runner, authz.Broker, authz.Audit, authz.Scheduler)
 			public = fs.String("public-url", "", "the URL the owner's devices use, when it is not the listen address (tailscale serve's https:// name)")
 			serveFrom = fs.String("tailscale-serve-from", "", "serve only the `host`s (comma-separated names or addresses) that run `tailscale serve` in front of the gateway, and take the tailnet identity from their headers")
 			capName = fs.String("tailnet-cap", tailnet.DefaultCap, "the Tailscale app capability whose grants cap the scopes of devices on the tailnet")
@@ -49,7 +49,7 @@ func Daemon() daemon.Service {
 			g, err := Start(ctx, Config{
 				Dir: env.Data, Addr: env.Listen, Log: env.Log, PublicURL: *public, Identify: id, TailnetCap: *capName,
 				Interceptors: []connect.Interceptor{env.Metrics.Interceptor()},
-			}, Deps{Policy: c.Policy, Broker: c.Broker, Audit: c.Audit, Runner: c.Runner})
+			}, Deps{Policy: c.Policy, Broker: c.Broker, Audit: c.Audit, Runner: c.Runner, Scheduler: c.Scheduler})
 			if err != nil {
 				return err
 			}

@@ -38,6 +38,7 @@ type gate struct {
 	slots   chan struct{}   // one per unauthenticated request in progress
 	errw    *connect.ErrorWriter
 	log     *slog.Logger
+	hooks   hooks // webhook deliveries, for the scheduler
 }
 
 // listener is the gate as one listener serves it: with the listener's
@@ -85,6 +86,10 @@ func (g *gate) serve(w http.ResponseWriter, r *http.Request, id tailnet.Identifi
 	}
 	ctx := tailnet.With(r.Context(), peer)
 	r = r.WithContext(pairing.WithSource(ctx, source(r, peer)))
+	if job, ok := hookJob(r.URL.Path); ok {
+		g.serveHook(w, r, job)
+		return
+	}
 	if proc, ok := procedure(r.URL.Path); ok {
 		g.serveAPI(w, r, proc)
 		return

@@ -3,8 +3,10 @@
 // sessions, authenticates every request before its body is read (gate),
 // authorizes it by the device's scopes, and passes it on to the services
 // behind it — policy, the runner, the broker, audit — through their Connect
-// clients, naming the device it calls for. It runs no tool and reads no
-// secret value.
+// clients, naming the device it calls for. Webhook deliveries (POST
+// /hooks/<job id>) carry no device credential: it passes them, bounded and
+// rate limited, to the scheduler, which checks their signatures. It runs no
+// tool and reads no secret value.
 package gateway
 
 import (
@@ -66,12 +68,15 @@ type Config struct {
 }
 
 // Deps are the services the gateway passes requests on to; each is
-// required.
+// required but Scheduler.
 type Deps struct {
 	Policy mesh.Policy
 	Broker mesh.Broker
 	Audit  mesh.Audit
 	Runner contractualv1connect.RunnerServiceClient
+	// Scheduler takes the webhook deliveries (POST /hooks/<job id>); nil:
+	// they are refused.
+	Scheduler contractualv1connect.SchedulerInternalServiceClient
 }
 
 // Request size caps: a publish carries a module (up to the 64 MiB that
@@ -265,6 +270,7 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 		next: top, auth: auth, uiToken: console.SessionToken, limits: g.limits, public: public,
 		slots: make(chan struct{}, g.limits.MaxUnauthenticated),
 		errw:  connect.NewErrorWriter(), log: g.log,
+		hooks: hooks{scheduler: deps.Scheduler, limit: newWindowLimit(g.limits.WebhooksPerMinute, time.Minute)},
 	}
 	return nil
 }

@@ -51,6 +51,11 @@ type Limits struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes caps a request's headers (default 64 KiB).
 	MaxHeaderBytes int
+	// WebhookBytes caps a webhook delivery's body (default 256 KiB).
+	WebhookBytes int64
+	// WebhooksPerMinute caps the webhook deliveries from one source (an IP
+	// address or a tailnet node) per minute (default 120).
+	WebhooksPerMinute int
 }
 
 // withDefaults fills the zero fields of l.
@@ -71,6 +76,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxHeaderBytes <= 0 {
 		l.MaxHeaderBytes = 64 << 10
+	}
+	if l.WebhookBytes <= 0 {
+		l.WebhookBytes = 256 << 10
+	}
+	if l.WebhooksPerMinute <= 0 {
+		l.WebhooksPerMinute = 120
 	}
 	set(&l.ReadHeaderTimeout, 10*time.Second)
 	set(&l.UnauthenticatedReadTimeout, 10*time.Second)

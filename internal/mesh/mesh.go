@@ -98,6 +98,12 @@ type Clients struct {
 	Broker Broker
 	Audit  Audit
 	Runner contractualv1connect.RunnerServiceClient
+	// Jobs is policy's jobs for the services (the scheduler's WatchJobs).
+	Jobs contractualv1connect.JobInternalServiceClient
+	// Worker is the worker's queue for the scheduler.
+	Worker contractualv1connect.WorkerInternalServiceClient
+	// Scheduler takes the gateway's webhook deliveries.
+	Scheduler contractualv1connect.SchedulerInternalServiceClient
 }
 
 // NewClients returns the clients with which service from calls the
@@ -108,6 +114,8 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 	bc, bu := n.Client(from, authz.Broker)
 	ac, au := n.Client(from, authz.Audit)
 	rc, ru := n.Client(from, authz.Runner)
+	wc, wu := n.Client(from, authz.Worker)
+	sc, su := n.Client(from, authz.Scheduler)
 	return Clients{
 		Policy: Policy{
 			contractualv1connect.NewPolicyServiceClient(pc, pu, opts),
@@ -121,6 +129,9 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 			contractualv1connect.NewAuditServiceClient(ac, au, opts),
 			contractualv1connect.NewAuditInternalServiceClient(ac, au, opts),
 		},
-		Runner: contractualv1connect.NewRunnerServiceClient(rc, ru, opts),
+		Runner:    contractualv1connect.NewRunnerServiceClient(rc, ru, opts),
+		Jobs:      contractualv1connect.NewJobInternalServiceClient(pc, pu, opts),
+		Worker:    contractualv1connect.NewWorkerInternalServiceClient(wc, wu, opts),
+		Scheduler: contractualv1connect.NewSchedulerInternalServiceClient(sc, su, opts),
 	}
 }

@@ -76,6 +76,8 @@ var (
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 		contractualv1connect.BrokerInternalServiceIssueHandleProcedure,
 		contractualv1connect.BrokerInternalServiceRedeemHandleProcedure,
+		contractualv1connect.BrokerInternalServiceVerifyMacProcedure,
+		contractualv1connect.SchedulerInternalServiceDeliverProcedure,
 	}
 )
 

@@ -29,6 +29,7 @@ import (
 	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/policy"
 	"github.com/contractual/contractual/internal/runner"
+	"github.com/contractual/contractual/internal/scheduler"
 	"github.com/contractual/contractual/internal/tailnet"
 	"github.com/contractual/contractual/internal/tailnet/tsnode"
 	"github.com/contractual/contractual/runtime/egress"
@@ -76,6 +77,13 @@ type Config struct {
 	// Interceptors run on every call each service serves, and on the
 	// gateway's API (metrics, say).
 	Interceptors []connect.Interceptor
+	// Scheduler configures the scheduler; its Dir and Log are set here.
+	Scheduler scheduler.Config
+	// Jobs and Queue stand in for the scheduler's source of approved jobs
+	// (policy's JobInternalService) and its queue (the worker's
+	// WorkerInternalService). Only tests set them; nil: the services'.
+	Jobs  scheduler.Jobs
+	Queue scheduler.Queue
 }
 
 // Limits are the gateway's limits.
@@ -176,9 +184,9 @@ func (cfg Config) tailnetCap() string {
 	return tailnet.DefaultCap
 }
 
-// services opens audit, policy, the broker and the runner, each serving on
-// the in-memory network as itself and calling the others as itself, and
-// returns the gateway's clients of them.
+// services opens audit, policy, the broker, the runner and the scheduler,
+// each serving on the in-memory network as itself and calling the others
+// as itself, and returns the gateway's clients of them.
 func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error) {
 	s.net = mesh.NewMemory(s.log)
 	s.closers = append(s.closers, s.net.Close)
@@ -252,8 +260,32 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 		return gateway.Deps{}, err
 	}
 
+	// The scheduler follows policy's approved jobs, enqueues their runs
+	// with the worker and takes the gateway's webhook deliveries.
+	sc := clients(authz.Scheduler)
+	schedCfg := cfg.Scheduler
+	schedCfg.Dir = filepath.Join(cfg.DataDir, "scheduler")
+	if schedCfg.Log == nil {
+		schedCfg.Log = s.log
+	}
+	schedDeps := scheduler.Deps{Jobs: sc.Jobs, Queue: sc.Worker, Broker: sc.Broker, Audit: sc.Audit}
+	if cfg.Jobs != nil {
+		schedDeps.Jobs = cfg.Jobs
+	}
+	if cfg.Queue != nil {
+		schedDeps.Queue = cfg.Queue
+	}
+	sched, err := scheduler.Open(ctx, schedCfg, schedDeps)
+	if err != nil {
+		return gateway.Deps{}, err
+	}
+	s.closers = append(s.closers, sched.Close)
+	if err := serve(authz.Scheduler, sched.Handlers(opts)); err != nil {
+		return gateway.Deps{}, err
+	}
+
 	gc := clients(authz.Gateway)
-	return gateway.Deps{Policy: gc.Policy, Broker: gc.Broker, Audit: gc.Audit, Runner: gc.Runner}, nil
+	return gateway.Deps{Policy: gc.Policy, Broker: gc.Broker, Audit: gc.Audit, Runner: gc.Runner, Scheduler: gc.Scheduler}, nil
 }
 
 // Close stops the gateway, letting requests in flight finish (until ctx

@@ -728,6 +728,114 @@ func (x *RedeemHandleResponse) GetVersion() uint32 {
 	return 0
 }
 
+// VerifyMacRequest names the key and carries the message and its MAC.
+type VerifyMacRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The secret whose current value is the HMAC key.
+	Secret  string `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	Message []byte `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The HMAC-SHA256 to check (32 bytes).
+	Mac           []byte `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyMacRequest) Reset() {
+	*x = VerifyMacRequest{}
+	mi := &file_contractual_v1_broker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyMacRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyMacRequest) ProtoMessage() {}
+
+func (x *VerifyMacRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_broker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyMacRequest.ProtoReflect.Descriptor instead.
+func (*VerifyMacRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_broker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *VerifyMacRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *VerifyMacRequest) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *VerifyMacRequest) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
+// VerifyMacResponse says whether the MAC is right.
+type VerifyMacResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Valid         bool                   `protobuf:"varint,1,opt,name=valid,proto3" json:"valid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyMacResponse) Reset() {
+	*x = VerifyMacResponse{}
+	mi := &file_contractual_v1_broker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyMacResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyMacResponse) ProtoMessage() {}
+
+func (x *VerifyMacResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_broker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyMacResponse.ProtoReflect.Descriptor instead.
+func (*VerifyMacResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_broker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *VerifyMacResponse) GetValid() bool {
+	if x != nil {
+		return x.Valid
+	}
+	return false
+}
+
 var File_contractual_v1_broker_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_broker_proto_rawDesc = "" +
@@ -777,15 +885,22 @@ const file_contractual_v1_broker_proto_rawDesc = "" +
 	"\baudience\x18\x02 \x01(\tR\baudience\"F\n" +
 	"\x14RedeemHandleResponse\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion2\xeb\x02\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"V\n" +
+	"\x10VerifyMacRequest\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\fR\amessage\x12\x10\n" +
+	"\x03mac\x18\x03 \x01(\fR\x03mac\")\n" +
+	"\x11VerifyMacResponse\x12\x14\n" +
+	"\x05valid\x18\x01 \x01(\bR\x05valid2\xeb\x02\n" +
 	"\rBrokerService\x12P\n" +
 	"\tPutSecret\x12 .contractual.v1.PutSecretRequest\x1a!.contractual.v1.PutSecretResponse\x12[\n" +
 	"\vListSecrets\x12\".contractual.v1.ListSecretsRequest\x1a#.contractual.v1.ListSecretsResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\fDeleteSecret\x12#.contractual.v1.DeleteSecretRequest\x1a$.contractual.v1.DeleteSecretResponse\x12P\n" +
-	"\tRotateKey\x12 .contractual.v1.RotateKeyRequest\x1a!.contractual.v1.RotateKeyResponse2\xca\x01\n" +
+	"\tRotateKey\x12 .contractual.v1.RotateKeyRequest\x1a!.contractual.v1.RotateKeyResponse2\xa1\x02\n" +
 	"\x15BrokerInternalService\x12V\n" +
 	"\vIssueHandle\x12\".contractual.v1.IssueHandleRequest\x1a#.contractual.v1.IssueHandleResponse\x12Y\n" +
-	"\fRedeemHandle\x12#.contractual.v1.RedeemHandleRequest\x1a$.contractual.v1.RedeemHandleResponseB\xc9\x01\n" +
+	"\fRedeemHandle\x12#.contractual.v1.RedeemHandleRequest\x1a$.contractual.v1.RedeemHandleResponse\x12U\n" +
+	"\tVerifyMac\x12 .contractual.v1.VerifyMacRequest\x1a!.contractual.v1.VerifyMacResponse\"\x03\x90\x02\x01B\xc9\x01\n" +
 	"\x12com.contractual.v1B\vBrokerProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 
 var (
@@ -800,7 +915,7 @@ func file_contractual_v1_broker_proto_rawDescGZIP() []byte {
 	return file_contractual_v1_broker_proto_rawDescData
 }
 
-var file_contractual_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_contractual_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_contractual_v1_broker_proto_goTypes = []any{
 	(*SecretMetadata)(nil),        // 0: contractual.v1.SecretMetadata
 	(*PutSecretRequest)(nil),      // 1: contractual.v1.PutSecretRequest
@@ -815,31 +930,35 @@ var file_contractual_v1_broker_proto_goTypes = []any{
 	(*IssueHandleResponse)(nil),   // 10: contractual.v1.IssueHandleResponse
 	(*RedeemHandleRequest)(nil),   // 11: contractual.v1.RedeemHandleRequest
 	(*RedeemHandleResponse)(nil),  // 12: contractual.v1.RedeemHandleResponse
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*SignedDecision)(nil),        // 14: contractual.v1.SignedDecision
+	(*VerifyMacRequest)(nil),      // 13: contractual.v1.VerifyMacRequest
+	(*VerifyMacResponse)(nil),     // 14: contractual.v1.VerifyMacResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*SignedDecision)(nil),        // 16: contractual.v1.SignedDecision
 }
 var file_contractual_v1_broker_proto_depIdxs = []int32{
-	13, // 0: contractual.v1.SecretMetadata.created_at:type_name -> google.protobuf.Timestamp
-	13, // 1: contractual.v1.SecretMetadata.updated_at:type_name -> google.protobuf.Timestamp
-	13, // 2: contractual.v1.SecretMetadata.last_used_at:type_name -> google.protobuf.Timestamp
+	15, // 0: contractual.v1.SecretMetadata.created_at:type_name -> google.protobuf.Timestamp
+	15, // 1: contractual.v1.SecretMetadata.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 2: contractual.v1.SecretMetadata.last_used_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: contractual.v1.PutSecretResponse.secret:type_name -> contractual.v1.SecretMetadata
 	0,  // 4: contractual.v1.ListSecretsResponse.secrets:type_name -> contractual.v1.SecretMetadata
-	14, // 5: contractual.v1.IssueHandleRequest.decision:type_name -> contractual.v1.SignedDecision
-	13, // 6: contractual.v1.IssueHandleResponse.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 5: contractual.v1.IssueHandleRequest.decision:type_name -> contractual.v1.SignedDecision
+	15, // 6: contractual.v1.IssueHandleResponse.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 7: contractual.v1.BrokerService.PutSecret:input_type -> contractual.v1.PutSecretRequest
 	3,  // 8: contractual.v1.BrokerService.ListSecrets:input_type -> contractual.v1.ListSecretsRequest
 	5,  // 9: contractual.v1.BrokerService.DeleteSecret:input_type -> contractual.v1.DeleteSecretRequest
 	7,  // 10: contractual.v1.BrokerService.RotateKey:input_type -> contractual.v1.RotateKeyRequest
 	9,  // 11: contractual.v1.BrokerInternalService.IssueHandle:input_type -> contractual.v1.IssueHandleRequest
 	11, // 12: contractual.v1.BrokerInternalService.RedeemHandle:input_type -> contractual.v1.RedeemHandleRequest
-	2,  // 13: contractual.v1.BrokerService.PutSecret:output_type -> contractual.v1.PutSecretResponse
-	4,  // 14: contractual.v1.BrokerService.ListSecrets:output_type -> contractual.v1.ListSecretsResponse
-	6,  // 15: contractual.v1.BrokerService.DeleteSecret:output_type -> contractual.v1.DeleteSecretResponse
-	8,  // 16: contractual.v1.BrokerService.RotateKey:output_type -> contractual.v1.RotateKeyResponse
-	10, // 17: contractual.v1.BrokerInternalService.IssueHandle:output_type -> contractual.v1.IssueHandleResponse
-	12, // 18: contractual.v1.BrokerInternalService.RedeemHandle:output_type -> contractual.v1.RedeemHandleResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
+	13, // 13: contractual.v1.BrokerInternalService.VerifyMac:input_type -> contractual.v1.VerifyMacRequest
+	2,  // 14: contractual.v1.BrokerService.PutSecret:output_type -> contractual.v1.PutSecretResponse
+	4,  // 15: contractual.v1.BrokerService.ListSecrets:output_type -> contractual.v1.ListSecretsResponse
+	6,  // 16: contractual.v1.BrokerService.DeleteSecret:output_type -> contractual.v1.DeleteSecretResponse
+	8,  // 17: contractual.v1.BrokerService.RotateKey:output_type -> contractual.v1.RotateKeyResponse
+	10, // 18: contractual.v1.BrokerInternalService.IssueHandle:output_type -> contractual.v1.IssueHandleResponse
+	12, // 19: contractual.v1.BrokerInternalService.RedeemHandle:output_type -> contractual.v1.RedeemHandleResponse
+	14, // 20: contractual.v1.BrokerInternalService.VerifyMac:output_type -> contractual.v1.VerifyMacResponse
+	14, // [14:21] is the sub-list for method output_type
+	7,  // [7:14] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -857,7 +976,7 @@ func file_contractual_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_broker_proto_rawDesc), len(file_contractual_v1_broker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -51,6 +51,9 @@ const (
 	// BrokerInternalServiceRedeemHandleProcedure is the fully-qualified name of the
 	// BrokerInternalService's RedeemHandle RPC.
 	BrokerInternalServiceRedeemHandleProcedure = "/contractual.v1.BrokerInternalService/RedeemHandle"
+	// BrokerInternalServiceVerifyMacProcedure is the fully-qualified name of the
+	// BrokerInternalService's VerifyMac RPC.
+	BrokerInternalServiceVerifyMacProcedure = "/contractual.v1.BrokerInternalService/VerifyMac"
 )
 
 // BrokerServiceClient is a client for the contractual.v1.BrokerService service.
@@ -238,6 +241,10 @@ type BrokerInternalServiceClient interface {
 	IssueHandle(context.Context, *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error)
 	// RedeemHandle releases the secret value a handle stands for, once.
 	RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error)
+	// VerifyMac reports whether a MAC is the HMAC-SHA256 of a message keyed
+	// by a secret's current value, for the scheduler (a webhook's
+	// signature). The secret's value never leaves the broker.
+	VerifyMac(context.Context, *v1.VerifyMacRequest) (*v1.VerifyMacResponse, error)
 }
 
 // NewBrokerInternalServiceClient constructs a client for the contractual.v1.BrokerInternalService
@@ -263,6 +270,13 @@ func NewBrokerInternalServiceClient(httpClient connect.HTTPClient, baseURL strin
 			connect.WithSchema(brokerInternalServiceMethods.ByName("RedeemHandle")),
 			connect.WithClientOptions(opts...),
 		),
+		verifyMac: connect.NewClient[v1.VerifyMacRequest, v1.VerifyMacResponse](
+			httpClient,
+			baseURL+BrokerInternalServiceVerifyMacProcedure,
+			connect.WithSchema(brokerInternalServiceMethods.ByName("VerifyMac")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -270,6 +284,7 @@ func NewBrokerInternalServiceClient(httpClient connect.HTTPClient, baseURL strin
 type brokerInternalServiceClient struct {
 	issueHandle  *connect.Client[v1.IssueHandleRequest, v1.IssueHandleResponse]
 	redeemHandle *connect.Client[v1.RedeemHandleRequest, v1.RedeemHandleResponse]
+	verifyMac    *connect.Client[v1.VerifyMacRequest, v1.VerifyMacResponse]
 }
 
 // IssueHandle calls contractual.v1.BrokerInternalService.IssueHandle.
@@ -290,6 +305,15 @@ func (c *brokerInternalServiceClient) RedeemHandle(ctx context.Context, req *v1.
 	return nil, err
 }
 
+// VerifyMac calls contractual.v1.BrokerInternalService.VerifyMac.
+func (c *brokerInternalServiceClient) VerifyMac(ctx context.Context, req *v1.VerifyMacRequest) (*v1.VerifyMacResponse, error) {
+	response, err := c.verifyMac.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // BrokerInternalServiceHandler is an implementation of the contractual.v1.BrokerInternalService
 // service.
 type BrokerInternalServiceHandler interface {
@@ -298,6 +322,10 @@ type BrokerInternalServiceHandler interface {
 	IssueHandle(context.Context, *v1.IssueHandleRequest) (*v1.IssueHandleResponse, error)
 	// RedeemHandle releases the secret value a handle stands for, once.
 	RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error)
+	// VerifyMac reports whether a MAC is the HMAC-SHA256 of a message keyed
+	// by a secret's current value, for the scheduler (a webhook's
+	// signature). The secret's value never leaves the broker.
+	VerifyMac(context.Context, *v1.VerifyMacRequest) (*v1.VerifyMacResponse, error)
 }
 
 // NewBrokerInternalServiceHandler builds an HTTP handler from the service implementation. It
@@ -319,12 +347,21 @@ func NewBrokerInternalServiceHandler(svc BrokerInternalServiceHandler, opts ...c
 		connect.WithSchema(brokerInternalServiceMethods.ByName("RedeemHandle")),
 		connect.WithHandlerOptions(opts...),
 	)
+	brokerInternalServiceVerifyMacHandler := connect.NewUnaryHandlerSimple(
+		BrokerInternalServiceVerifyMacProcedure,
+		svc.VerifyMac,
+		connect.WithSchema(brokerInternalServiceMethods.ByName("VerifyMac")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/contractual.v1.BrokerInternalService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BrokerInternalServiceIssueHandleProcedure:
 			brokerInternalServiceIssueHandleHandler.ServeHTTP(w, r)
 		case BrokerInternalServiceRedeemHandleProcedure:
 			brokerInternalServiceRedeemHandleHandler.ServeHTTP(w, r)
+		case BrokerInternalServiceVerifyMacProcedure:
+			brokerInternalServiceVerifyMacHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -340,4 +377,8 @@ func (UnimplementedBrokerInternalServiceHandler) IssueHandle(context.Context, *v
 
 func (UnimplementedBrokerInternalServiceHandler) RedeemHandle(context.Context, *v1.RedeemHandleRequest) (*v1.RedeemHandleResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.BrokerInternalService.RedeemHandle is not implemented"))
+}
+
+func (UnimplementedBrokerInternalServiceHandler) VerifyMac(context.Context, *v1.VerifyMacRequest) (*v1.VerifyMacResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.BrokerInternalService.VerifyMac is not implemented"))
 }

@@ -1,0 +1,252 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/contracts/job"
+	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/scheduler"
+	"github.com/contractual/contractual/internal/server"
+)
+
+// approvedJobs stands in for policy's JobInternalService (not on this
+// branch): it answers the first WatchJobs with a snapshot of records, and
+// holds every later one until the caller gives up. synced is closed when
+// the scheduler asks again, having applied the snapshot.
+type approvedJobs struct {
+	records []*contractualv1.JobRecord
+	once    sync.Once
+	synced  chan struct{}
+}
+
+func (a *approvedJobs) WatchJobs(ctx context.Context, req *contractualv1.WatchJobsRequest) (*contractualv1.WatchJobsResponse, error) {
+	if req.GetEpoch() != "e" {
+		return &contractualv1.WatchJobsResponse{Epoch: "e", Revision: 1, Snapshot: true, Jobs: a.records}, nil
+	}
+	a.once.Do(func() { close(a.synced) })
+	<-ctx.Done()
+	return nil, errs.Wrap(errs.Unavailable, ctx.Err(), "canceled")
+}
+
+// runQueue stands in for the worker's queue (not on this branch): it
+// records every Enqueue.
+type runQueue struct {
+	mu    sync.Mutex
+	calls []*contractualv1.EnqueueRequest
+}
+
+func (q *runQueue) Enqueue(_ context.Context, req *contractualv1.EnqueueRequest) (*contractualv1.EnqueueResponse, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.calls = append(q.calls, proto.CloneOf(req))
+	return &contractualv1.EnqueueResponse{Run: &contractualv1.JobRun{Id: fmt.Sprintf("run-%d", len(q.calls))}}, nil
+}
+
+func (q *runQueue) all() []*contractualv1.EnqueueRequest {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]*contractualv1.EnqueueRequest(nil), q.calls...)
+}
+
+func approvedJob(t *testing.T, yaml string) *contractualv1.JobRecord {
+	t.Helper()
+	j, err := job.Load([]byte(yaml), "job.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := job.Digest(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &contractualv1.JobRecord{Id: j.GetName(), Digest: d, Job: j, State: contractualv1.JobState_JOB_STATE_APPROVED, DecidedAt: timestamppb.Now()}
+}
+
+const jobSteps = `steps:
+  - id: stars
+    tool: ghstars.repo_stars
+    contract: sha256:414ccfbaa56bb89322cc847d110a4af65b4d20dd72465785d8bb00fdc66ba019
+    input: {owner: {$ref: trigger.payload.owner}, repo: contractual}
+`
+
+// TestWebhook POSTs signed deliveries to a real server over HTTP: the
+// broker checks the signature under the secret the owner put, the
+// scheduler enqueues the run with the body as payload; a bad signature, a
+// stale timestamp, a replayed delivery id, an unknown job, a job without a
+// webhook trigger, a body that is not JSON and an oversized one are
+// refused, with the status a sender needs, audited, and enqueue nothing.
+func TestWebhook(t *testing.T) {
+	jobs := &approvedJobs{synced: make(chan struct{}), records: []*contractualv1.JobRecord{
+		approvedJob(t, "name: hook\ntrigger: {webhook: {secret: HOOK_KEY, replay_window_seconds: 300}}\n"+jobSteps),
+		approvedJob(t, "name: nightly\ntrigger: {cron: {expression: \"0 2 * * *\", time_zone: UTC}}\n"+jobSteps),
+	}}
+	q := &runQueue{}
+	s, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), Addr: "127.0.0.1:0", Jobs: jobs, Queue: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	select {
+	case <-jobs.synced:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("the scheduler never took the jobs")
+	}
+	tok, _ := owner(t, s)
+	opts := connect.WithInterceptors(bearer(tok))
+	const key = "whsec-0123456789abcdef"
+	if _, err := contractualv1connect.NewBrokerServiceClient(http.DefaultClient, s.URL, opts).PutSecret(context.Background(),
+		&contractualv1.PutSecretRequest{Name: "HOOK_KEY", Value: []byte(key)}); err != nil {
+		t.Fatal(err)
+	}
+
+	type delivery struct {
+		job, ts, id, sig string
+		body             []byte
+	}
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	signed := func(job, ts, id, body, k string) delivery {
+		return delivery{job, ts, id, scheduler.Sign([]byte(k), ts, id, []byte(body)), []byte(body)}
+	}
+	post := func(d delivery) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, s.URL+"/hooks/"+d.job, bytes.NewReader(d.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(scheduler.HeaderTimestamp, d.ts)
+		req.Header.Set(scheduler.HeaderDelivery, d.id)
+		req.Header.Set(scheduler.HeaderSignature, d.sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+
+	good := signed("hook", now, "d-1", `{"owner": "octo"}`, key)
+	code, body := post(good)
+	if code != http.StatusAccepted || !strings.Contains(body, `"run_id":"run-1"`) {
+		t.Fatalf("a good delivery: %d %s", code, body)
+	}
+	calls := q.all()
+	if len(calls) != 1 {
+		t.Fatalf("enqueued %d runs", len(calls))
+	}
+	c := calls[0]
+	if c.GetJobId() != "hook" || c.GetTrigger() != "webhook" || c.GetDeliveryId() != "d-1" || c.GetJobDigest() != jobs.records[0].GetDigest() ||
+		c.GetPayload().GetStructValue().GetFields()["owner"].GetStringValue() != "octo" || strconv.FormatInt(c.GetScheduledAt().GetSeconds(), 10) != now {
+		t.Fatalf("enqueued %v", c)
+	}
+
+	stale := strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10)
+	for _, c := range []struct {
+		name string
+		d    delivery
+		code int
+		msg  string
+	}{
+		{"bad signature", signed("hook", now, "d-2", `{"owner": "octo"}`, "not the key"), http.StatusUnauthorized, "signature does not verify"},
+		{"body changed", delivery{"hook", now, "d-3", good.sig, []byte(`{"owner": "evil"}`)}, http.StatusUnauthorized, "signature does not verify"},
+		{"stale timestamp", signed("hook", stale, "d-4", `{"owner": "octo"}`, key), http.StatusForbidden, "outside the replay window"},
+		{"replayed", good, http.StatusForbidden, "already received"},
+		{"replayed id, new signature", signed("hook", now, "d-1", `{"owner": "other"}`, key), http.StatusForbidden, "already received"},
+		{"unknown job", signed("nope", now, "d-5", `{}`, key), http.StatusUnauthorized, "signature does not verify"},
+		{"not a webhook job", signed("nightly", now, "d-6", `{}`, key), http.StatusUnauthorized, "signature does not verify"},
+		{"not JSON", signed("hook", now, "d-7", `owner=octo`, key), http.StatusBadRequest, "must be a JSON value"},
+		{"no signature", delivery{"hook", now, "d-8", "", []byte(`{}`)}, http.StatusBadRequest, "Contractual-Signature"},
+		{"oversized", signed("hook", now, "d-9", `{"x": "`+strings.Repeat("a", 300<<10)+`"}`, key), http.StatusBadRequest, "byte limit"},
+	} {
+		code, body := post(c.d)
+		if code != c.code || !strings.Contains(body, c.msg) {
+			t.Errorf("%s: %d %s; want %d and %q", c.name, code, body, c.code, c.msg)
+		}
+		// The unknown job and the wrong key answer alike.
+		if strings.Contains(body, "no approved job of that id") || strings.Contains(body, "HOOK_KEY") {
+			t.Errorf("%s: the answer tells which check failed: %s", c.name, body)
+		}
+	}
+	if n := len(q.all()); n != 1 {
+		t.Fatalf("refused deliveries enqueued runs: %d in all", n)
+	}
+
+	// The refusals past the gateway's own checks are audited, with their
+	// reasons; the broker recorded every signature check.
+	tail, err := contractualv1connect.NewAuditServiceClient(http.DefaultClient, s.URL, opts).Tail(context.Background(), &contractualv1.TailRequest{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	var reasons []string
+	for _, ev := range tail.GetEvents() {
+		count[ev.GetAction()+" "+ev.GetOutcome()]++
+		if ev.GetAction() == "webhook.refused" {
+			reasons = append(reasons, ev.GetDetail())
+		}
+	}
+	want := map[string]int{
+		"trigger.fired ok": 1, "webhook.refused unauthenticated": 4, "webhook.refused permission_denied": 3,
+		"webhook.refused invalid": 2, "secret.verify_mac ok": 4, "secret.verify_mac mismatch": 2,
+	}
+	for k, n := range want {
+		if count[k] != n {
+			t.Errorf("%d %q events, want %d (all: %v)", count[k], k, n, count)
+		}
+	}
+	joined := strings.Join(reasons, "\n")
+	for _, r := range []string{"no approved job of that id", "not a webhook", "does not verify under secret HOOK_KEY", "a replayed delivery id", "stale or future timestamp"} {
+		if !strings.Contains(joined, r) {
+			t.Errorf("no refusal audited as %q in:\n%s", r, joined)
+		}
+	}
+	if strings.Contains(fmt.Sprint(tail.GetEvents()), key) {
+		t.Error("the audit log holds the webhook key")
+	}
+}
+
+// TestWebhookLimits: deliveries are POSTs, and each source gets
+// Limits.WebhooksPerMinute of them a minute, refused with 429 beyond.
+func TestWebhookLimits(t *testing.T) {
+	s, err := server.Start(context.Background(), server.Config{
+		DataDir: t.TempDir(), Addr: "127.0.0.1:0", Limits: server.Limits{WebhooksPerMinute: 2},
+		Jobs: &approvedJobs{synced: make(chan struct{})}, Queue: &runQueue{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	resp, err := http.Get(s.URL + "/hooks/hook")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Allow") != http.MethodPost {
+		t.Errorf("GET: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	for i, want := range []int{http.StatusBadRequest, http.StatusBadRequest, http.StatusTooManyRequests} {
+		resp, err := http.Post(s.URL+"/hooks/hook", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("POST #%d: %d, want %d", i+1, resp.StatusCode, want)
+		}
+	}
+}
