@@ -29,14 +29,14 @@ const maxDetailBytes = 4 << 10
 // budget.
 var errRunTime = errors.New("run time budget exhausted")
 
-// work claims one due run for worker id and runs it; ran says whether
-// there was one.
-func (s *Service) work(ctx context.Context, id string) (ran bool, err error) {
+// work claims one due run for worker id and runs it; it returns the run's
+// id, or "" if none was due.
+func (s *Service) work(ctx context.Context, id string) (run string, err error) {
 	l, err := claim(ctx, s.db, id, s.cfg.Now(), s.cfg.Lease)
 	if err != nil || l == nil {
-		return false, err
+		return "", err
 	}
-	return true, s.execute(ctx, l)
+	return l.run, s.execute(ctx, l)
 }
 
 // attempt is one attempt at a run, by the worker holding its lease.
@@ -149,9 +149,9 @@ func (a *attempt) run(ctx context.Context) outcome {
 		if o, ok := a.step(ctx, i, step); !ok {
 			return o
 		}
-	}
-	if o, over := a.overBudget(a.job.GetSteps()[len(a.job.GetSteps())-1].GetId()); over {
-		return o
+		if o, over := a.overBudget(step.GetId()); over {
+			return o
+		}
 	}
 	return outcome{state: succeeded}
 }
@@ -272,8 +272,8 @@ func (a *attempt) account(now time.Time) {
 	a.mark = now
 }
 
-// overBudget checks the run's budgets before (and after) step: an
-// exceeded one stops the run and pauses the job.
+// overBudget checks the run's budgets before step runs and after it ran:
+// an exceeded one stops the run and pauses the job.
 func (a *attempt) overBudget(step string) (outcome, bool) {
 	a.account(a.s.cfg.Now())
 	b, u := a.job.GetBudgets(), a.st.use

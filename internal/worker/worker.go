@@ -170,6 +170,10 @@ type Service struct {
 	stop      context.CancelFunc
 	workers   sync.WaitGroup
 	closeOnce sync.Once
+
+	// testHookFinished, if set, is called with the id of each run a worker
+	// of loop ended (finished, retried or stopped).
+	testHookFinished func(run string)
 }
 
 // Open opens (or creates) the worker's store in cfg.Dir and starts
@@ -242,9 +246,13 @@ func (s *Service) loop(ctx context.Context, id string) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		ran, err := s.work(ctx, id)
+		run, err := s.work(ctx, id)
 		if err != nil && ctx.Err() == nil {
-			s.log.Error("worker: run failed to record", "worker", id, "err", err)
+			s.log.Error("worker: run failed to record", "worker", id, "run", run, "err", err)
+		}
+		ran := run != ""
+		if ran && err == nil && s.testHookFinished != nil {
+			s.testHookFinished(run)
 		}
 		if ran && err == nil {
 			continue
