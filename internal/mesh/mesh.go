@@ -92,12 +92,21 @@ type Audit struct {
 	contractualv1connect.AuditInternalServiceClient
 }
 
+// Worker is a client of both of the worker's services.
+type Worker struct {
+	contractualv1connect.JobRunServiceClient
+	contractualv1connect.WorkerInternalServiceClient
+}
+
 // Clients are the clients one service has of the others, over a Network.
 type Clients struct {
 	Policy Policy
+	// Jobs is policy's JobService.
+	Jobs   contractualv1connect.JobServiceClient
 	Broker Broker
 	Audit  Audit
 	Runner contractualv1connect.RunnerServiceClient
+	Worker Worker
 }
 
 // NewClients returns the clients with which service from calls the
@@ -108,6 +117,7 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 	bc, bu := n.Client(from, authz.Broker)
 	ac, au := n.Client(from, authz.Audit)
 	rc, ru := n.Client(from, authz.Runner)
+	wc, wu := n.Client(from, authz.Worker)
 	return Clients{
 		Policy: Policy{
 			contractualv1connect.NewPolicyServiceClient(pc, pu, opts),
@@ -121,6 +131,11 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 			contractualv1connect.NewAuditServiceClient(ac, au, opts),
 			contractualv1connect.NewAuditInternalServiceClient(ac, au, opts),
 		},
+		Jobs:   contractualv1connect.NewJobServiceClient(pc, pu, opts),
 		Runner: contractualv1connect.NewRunnerServiceClient(rc, ru, opts),
+		Worker: Worker{
+			contractualv1connect.NewJobRunServiceClient(wc, wu, opts),
+			contractualv1connect.NewWorkerInternalServiceClient(wc, wu, opts),
+		},
 	}
 }

@@ -76,6 +76,7 @@ var (
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 		contractualv1connect.BrokerInternalServiceIssueHandleProcedure,
 		contractualv1connect.BrokerInternalServiceRedeemHandleProcedure,
+		contractualv1connect.WorkerInternalServiceEnqueueProcedure,
 	}
 )
 

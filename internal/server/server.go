@@ -31,6 +31,7 @@ import (
 	"github.com/contractual/contractual/internal/runner"
 	"github.com/contractual/contractual/internal/tailnet"
 	"github.com/contractual/contractual/internal/tailnet/tsnode"
+	"github.com/contractual/contractual/internal/worker"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
@@ -176,9 +177,9 @@ func (cfg Config) tailnetCap() string {
 	return tailnet.DefaultCap
 }
 
-// services opens audit, policy, the broker and the runner, each serving on
-// the in-memory network as itself and calling the others as itself, and
-// returns the gateway's clients of them.
+// services opens audit, policy, the broker, the runner and the worker,
+// each serving on the in-memory network as itself and calling the others
+// as itself, and returns the gateway's clients of them.
 func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error) {
 	s.net = mesh.NewMemory(s.log)
 	s.closers = append(s.closers, s.net.Close)
@@ -252,8 +253,21 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 		return gateway.Deps{}, err
 	}
 
+	// The worker runs jobs' steps through policy and the runner as the
+	// job, with its run queue in DataDir/worker.
+	wc := clients(authz.Worker)
+	wrk, err := worker.Open(ctx, worker.Config{Dir: filepath.Join(cfg.DataDir, "worker"), Logger: s.log},
+		worker.Deps{Policy: wc.Policy, Runner: wc.Runner, Jobs: wc.Jobs, Audit: wc.Audit})
+	if err != nil {
+		return gateway.Deps{}, err
+	}
+	s.closers = append(s.closers, wrk.Close)
+	if err := serve(authz.Worker, wrk.Handlers(opts)); err != nil {
+		return gateway.Deps{}, err
+	}
+
 	gc := clients(authz.Gateway)
-	return gateway.Deps{Policy: gc.Policy, Broker: gc.Broker, Audit: gc.Audit, Runner: gc.Runner}, nil
+	return gateway.Deps{Policy: gc.Policy, Broker: gc.Broker, Audit: gc.Audit, Runner: gc.Runner, Runs: gc.Worker}, nil
 }
 
 // Close stops the gateway, letting requests in flight finish (until ctx
@@ -267,7 +281,8 @@ func (s *Server) Close(ctx context.Context) error {
 }
 
 // closeServices closes the services in reverse order of opening — the
-// runner first (it stops following policy's feed), audit last — and then
+// worker first (it stops taking runs), then the runner (it stops following
+// policy's feed), audit last — and then
 // the in-memory network, so that no service is closed while another one
 // still calls it.
 func (s *Server) closeServices(ctx context.Context) error {

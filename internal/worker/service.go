@@ -103,7 +103,8 @@ func (s *Service) RunJob(ctx context.Context, req *contractualv1.RunJobRequest) 
 	if !jobIDRE.MatchString(req.GetId()) {
 		return nil, errs.E(errs.Invalid, "id %q is not a job id", clip(req.GetId()))
 	}
-	resp, err := s.deps.Jobs.GetJob(ctx, &contractualv1.GetJobRequest{Id: req.GetId()})
+	// The worker reads the job as itself, not for the device.
+	resp, err := s.deps.Jobs.GetJob(principal.With(ctx, ""), &contractualv1.GetJobRequest{Id: req.GetId()})
 	if err != nil {
 		return nil, rpc.FromConnect(err)
 	}
