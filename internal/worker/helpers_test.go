@@ -37,6 +37,22 @@ import (
 	"github.com/contractual/contractual/runtime/sandbox"
 )
 
+// compileCache is the sandbox's compilation cache every test's engine
+// shares, so that ghstars compiles once per process, not once per test.
+var compileCache string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "worker-test-cache")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	compileCache = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // repoFile reads a file relative to the repository root.
 func repoFile(t testing.TB, p string) []byte {
 	t.Helper()
@@ -211,7 +227,7 @@ func newStack(t testing.TB, dir string, eg egress.Config) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.broker.Close(ctx) })
-	if st.engine, err = sandbox.NewEngine(sandbox.Options{Egress: eg}); err != nil {
+	if st.engine, err = sandbox.NewEngine(sandbox.Options{Egress: eg, CacheDir: compileCache}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.engine.Close(ctx) })

@@ -132,3 +132,33 @@ func TestWorkersNeverRunAStepTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseReleasesRun: a worker closed mid-step releases its run: another
+// worker takes it over at once, without waiting for the lease to expire,
+// and runs the interrupted step again with the same key.
+func TestCloseReleasesRun(t *testing.T) {
+	dir := t.TempDir()
+	sk := newSink(t)
+	sk.chained()
+	sk.hold["one"] = make(chan struct{}) // never released: the close cuts it
+	st := newStack(t, dir, sk.egress())
+	js := newJobs()
+	rec := js.add(t, chainJob(t, "chain", ""))
+	clk := newClock(t0)
+	a := openWorker(t, dir, st, js, Config{ID: "a", Now: clk.now, Lease: time.Hour})
+	id := enqueue(t, a, rec, t0, `{"repo": "one"}`).GetRun().GetId()
+	a.start()
+	sk.wait(t, "one")
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b := openWorker(t, dir, st, js, Config{ID: "b", Now: clk.now, Lease: time.Hour})
+	drain(t, b, "b")
+	r := run(t, b, id)
+	if r.GetState() != succeeded || stepSummary(r) != "one:done:2 two:done:1 three:done:1" {
+		t.Fatalf("run %v: %s: %s", r.GetState(), stepSummary(r), r.GetError())
+	}
+	if _, seen, applied := sk.counts("one"); seen != 2 || applied != 1 {
+		t.Errorf("one sent %d times, applied %d", seen, applied)
+	}
+}

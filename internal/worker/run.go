@@ -309,12 +309,21 @@ func (a *attempt) budgetOutcome(step, budget, used string) outcome {
 // end records how the attempt ended: the job paused first if a budget
 // was exceeded (if that fails, the run stays claimed and is taken up again
 // when its lease expires, and pauses the job then), then the run retried
-// with backoff or finished. A lost lease records nothing.
+// with backoff or finished. A lost lease records nothing; a worker that is
+// closing releases the run, for the next claim to take over at once.
 func (a *attempt) end(ctx context.Context, o outcome) error {
-	if o.abandon != nil {
-		return o.abandon
+	err := o.abandon
+	if err == nil {
+		err = a.stopped(ctx)
 	}
-	if err := a.stopped(ctx); err != nil {
+	if err != nil {
+		if errors.Is(err, context.Canceled) { // the worker is closing
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.s.cfg.AuditTimeout)
+			defer cancel()
+			if rerr := release(rctx, a.s.db, a.l, a.s.cfg.Now()); rerr != nil {
+				a.s.log.Error("worker: releasing a run", "run", a.l.run, "err", rerr)
+			}
+		}
 		return err
 	}
 	wctx := context.WithoutCancel(ctx)

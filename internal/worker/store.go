@@ -205,6 +205,16 @@ func renew(ctx context.Context, db *sql.DB, l *lease, now time.Time, d time.Dura
 	})
 }
 
+// release gives l's run up at once, still running: the next claim takes it
+// over (and runs a running step again, with its key) without waiting for
+// the lease to expire.
+func release(ctx context.Context, db *sql.DB, l *lease, now time.Time) error {
+	return fenced(ctx, db, l, now, false, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE runs SET lease_owner = '', lease_expires = 0 WHERE id = ?`, l.run)
+		return storeErr(err, "releasing run %s", l.run)
+	})
+}
+
 // stepStart is the outbox write before a step's call: the step is in
 // st's state (running; or failed, for a step that failed before its call),
 // with its key, decision and input hash, and the lease is renewed.

@@ -217,9 +217,9 @@ func (s *Service) start() {
 	}
 }
 
-// Close stops the workers (a run in progress is abandoned where it is, to
-// be claimed again when its lease expires), waits for them until ctx ends,
-// and closes the store.
+// Close stops the workers (a run in progress is abandoned where it is and
+// released, for the next claim to take over, or claimed again when its
+// lease expires), waits for them until ctx ends, and closes the store.
 func (s *Service) Close(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
