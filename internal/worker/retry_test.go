@@ -137,3 +137,33 @@ func TestBudgetExceeded(t *testing.T) {
 		})
 	}
 }
+
+// TestRunTimeDeadline: the run-time budget is also a deadline on the
+// run's calls: a step still running when the budget (less what the run
+// used before, by the injected clock) is spent is cut, the run stops and
+// the job is paused.
+func TestRunTimeDeadline(t *testing.T) {
+	dir := t.TempDir()
+	sk := newSink(t)
+	sk.chained()
+	sk.hold["two"] = make(chan struct{}) // never answered
+	st := newStack(t, dir, sk.egress())
+	clk := newClock(t0)
+	sk.onHit = func(repo string) {
+		if repo == "one" {
+			clk.advance(60*time.Second - 50*time.Millisecond) // step one leaves 50ms of the minute
+		}
+	}
+	js := newJobs()
+	rec := js.add(t, chainJob(t, "chain", "budgets: {run_time_seconds: 60}\n"))
+	s := openWorker(t, dir, st, js, Config{Now: clk.now})
+	id := enqueue(t, s, rec, t0, `{"repo": "one"}`).GetRun().GetId()
+	drain(t, s, "w")
+	r := run(t, s, id)
+	if r.GetState() != stopped || stepSummary(r) != "one:done:1 two:failed:1" || !strings.Contains(r.GetError(), "exceeded its run_time_seconds budget at step two") {
+		t.Fatalf("run %v: %s: %s", r.GetState(), stepSummary(r), r.GetError())
+	}
+	if p := js.paused(); len(p) != 1 || p[0].GetKind() != contractualv1.PauseKind_PAUSE_KIND_BUDGET || p[0].GetStep() != "two" {
+		t.Fatalf("pauses %v", p)
+	}
+}

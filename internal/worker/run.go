@@ -132,12 +132,6 @@ func (a *attempt) run(ctx context.Context) outcome {
 		return outcome{state: failed, msg: fmt.Sprintf("the run's payload is not JSON: %v", err)}
 	}
 	a.scope = &scope{payload: payload, outputs: map[string]any{}}
-	budget := time.Duration(a.job.GetBudgets().GetRunTimeSeconds()) * time.Second
-	if budget > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, max(budget-time.Duration(a.st.use.runNs), 0), errRunTime)
-		defer cancel()
-	}
 	for i, step := range a.job.GetSteps() {
 		if i < len(r.GetSteps()) && r.GetSteps()[i].GetState() == stepDone {
 			a.scope.outputs[step.GetId()] = output(a.outputs[i])
@@ -158,9 +152,15 @@ func (a *attempt) run(ctx context.Context) outcome {
 
 // step runs step i: it renders the input, asks policy, records the step
 // as running with its idempotency key, calls the runner and records the
-// step as done with its output. ok is false if the run stops here.
+// step as done with its output. ok is false if the run stops here. What
+// is left of the run-time budget is the step's deadline.
 func (a *attempt) step(ctx context.Context, i int, step *contractualv1.JobStep) (outcome, bool) {
 	r := a.st.run
+	if b := time.Duration(a.job.GetBudgets().GetRunTimeSeconds()) * time.Second; b > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, max(b-time.Duration(a.st.use.runNs), 0), errRunTime)
+		defer cancel()
+	}
 	sr := &contractualv1.StepRun{Id: step.GetId(), Tool: step.GetTool(), State: stepRunning}
 	fail := func(o outcome) (outcome, bool) {
 		if err := a.stopped(ctx); err != nil {
@@ -181,6 +181,9 @@ func (a *attempt) step(ctx context.Context, i int, step *contractualv1.JobStep) 
 	})
 	if err != nil {
 		err = a.cause(ctx, rpc.FromConnect(err))
+		if errors.Is(err, errRunTime) {
+			return fail(a.budgetOutcome(step.GetId(), "run_time_seconds", "ran out of time waiting for policy"))
+		}
 		return fail(outcome{state: failed, msg: fmt.Sprintf("step %s: policy: %v", step.GetId(), err), retry: transient(err)})
 	}
 	d := ev.GetDecision()
@@ -223,7 +226,7 @@ func (a *attempt) step(ctx context.Context, i int, step *contractualv1.JobStep) 
 		}
 		u.output += uint64(len(out.GetOutput()))
 	}
-	if err := stepEnd(context.WithoutCancel(ctx), a.s.db, a.l, now, i, sr, out.GetOutput(), u); err != nil {
+	if err := stepEnd(context.WithoutCancel(ctx), a.s.db, a.l, now, a.s.cfg.Lease, i, sr, out.GetOutput(), u); err != nil {
 		return outcome{abandon: err}, false
 	}
 	outcomeWord := "ok"

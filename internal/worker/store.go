@@ -236,8 +236,9 @@ func stepStart(ctx context.Context, db *sql.DB, l *lease, now time.Time, d time.
 }
 
 // stepEnd records how a step ended (done with its output, or failed)
-// and what the run has used so far.
-func stepEnd(ctx context.Context, db *sql.DB, l *lease, now time.Time, idx int, st *contractualv1.StepRun, output []byte, u *usage) error {
+// and what the run has used so far, and renews the lease: nobody took the
+// run over meanwhile, or the write fails.
+func stepEnd(ctx context.Context, db *sql.DB, l *lease, now time.Time, d time.Duration, idx int, st *contractualv1.StepRun, output []byte, u *usage) error {
 	eg, err := proto.Marshal(&contractualv1.StepRun{Egress: st.GetEgress()})
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "encoding the egress of step %s", st.GetId())
@@ -248,6 +249,9 @@ func stepEnd(ctx context.Context, db *sql.DB, l *lease, now time.Time, idx int, 
 			int32(st.GetState()), output, eg, st.GetError(), now.UnixNano(), l.run, idx)
 		if err != nil {
 			return storeErr(err, "ending step %s of run %s", st.GetId(), l.run)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE runs SET lease_expires = ? WHERE id = ?`, now.Add(d).UnixNano(), l.run); err != nil {
+			return storeErr(err, "renewing run %s", l.run)
 		}
 		return u.save(ctx, tx, l.run)
 	})
