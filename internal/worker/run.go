@@ -224,7 +224,7 @@ func (a *attempt) step(ctx context.Context, i int, step *contractualv1.JobStep) 
 			}
 			u.b.EgressBytes += uint64(max(e.GetBytes(), 0))
 		}
-		u.output += uint64(len(out.GetOutput()))
+		u.b.OutputBytes += uint64(len(out.GetOutput()))
 	}
 	if err := stepEnd(context.WithoutCancel(ctx), a.s.db, a.l, now, a.s.cfg.Lease, i, sr, out.GetOutput(), u); err != nil {
 		return outcome{abandon: err}, false
@@ -287,8 +287,8 @@ func (a *attempt) overBudget(step string) (outcome, bool) {
 		return a.budgetOutcome(step, "egress_requests", fmt.Sprintf("made %d requests", u.b.GetEgressRequests())), true
 	case b.GetEgressBytes() > 0 && u.b.GetEgressBytes() > b.GetEgressBytes():
 		return a.budgetOutcome(step, "egress_bytes", fmt.Sprintf("received %d bytes", u.b.GetEgressBytes())), true
-	case b.GetOutputBytes() > 0 && u.output > b.GetOutputBytes():
-		return a.budgetOutcome(step, "output_bytes", fmt.Sprintf("output %d bytes", u.output)), true
+	case b.GetOutputBytes() > 0 && u.b.GetOutputBytes() > b.GetOutputBytes():
+		return a.budgetOutcome(step, "output_bytes", fmt.Sprintf("output %d bytes", u.b.GetOutputBytes())), true
 	}
 	return outcome{}, false
 }

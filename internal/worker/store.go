@@ -284,15 +284,13 @@ func requeue(ctx context.Context, db *sql.DB, l *lease, now, next time.Time, msg
 // usage is what a run used: the budgets' fields, and the time run in
 // nanoseconds.
 type usage struct {
-	b      *contractualv1.JobBudgets
-	runNs  int64
-	output uint64
+	b     *contractualv1.JobBudgets
+	runNs int64
 }
 
 // save writes u to run.
 func (u *usage) save(ctx context.Context, tx *sql.Tx, run string) error {
 	u.b.RunTimeSeconds = uint32((u.runNs + int64(time.Second) - 1) / int64(time.Second))
-	u.b.OutputBytes = u.output
 	enc, err := proto.Marshal(u.b)
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "encoding the budgets of run %s", run)
@@ -337,7 +335,6 @@ func scanRun(row scanner) (*stored, error) {
 			return nil, errs.Wrap(errs.Internal, err, "worker: the budgets of run %s are damaged in the store", r.Id)
 		}
 	}
-	st.use.output = st.use.b.GetOutputBytes()
 	r.State, r.Attempt, r.Used = contractualv1.RunState(state), uint32(attempt), proto.CloneOf(st.use.b)
 	r.ScheduledAt, r.CreatedAt = ts(scheduled), ts(created)
 	if started.Valid {

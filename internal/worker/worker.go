@@ -166,7 +166,7 @@ type Service struct {
 
 	// wake tells an idle worker that a run was enqueued.
 	wake chan struct{}
-	// stop ends the workers; done is closed when they have.
+	// stop ends the workers; workers counts them.
 	stop      context.CancelFunc
 	workers   sync.WaitGroup
 	closeOnce sync.Once
