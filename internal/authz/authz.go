@@ -70,11 +70,13 @@ const HeaderOnBehalfOf = "Contractual-On-Behalf-Of"
 // devicesReach are the services whose procedures devices call through the
 // gateway: each call names its device (HeaderOnBehalfOf). The others
 // (PolicyInternalService, BrokerInternalService, AuditInternalService,
-// RunnerService) are for services only and name no one.
+// RunnerService, WorkerInternalService) are for services only and name no
+// one.
 var devicesReach = []string{
 	contractualv1connect.PolicyServiceName,
 	contractualv1connect.BrokerServiceName,
 	contractualv1connect.AuditServiceName,
+	contractualv1connect.JobRunServiceName,
 }
 
 // forDevices reports whether procedure belongs to a service devices reach.

@@ -65,8 +65,20 @@ var table = map[Service]map[string]how{
 		contractualv1connect.BrokerInternalServiceVerifyMacProcedure,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 	),
-	// The audit service calls no one. The engine and the worker get their
-	// rows with the issues that build them.
+	// The worker runs jobs' steps: it asks policy to decide each call as
+	// the job (Evaluate names the job in its principal field, which policy
+	// checks with MayActFor), has the runner execute it, reads the job
+	// version a run executes, pauses a job whose run exceeded a budget,
+	// and records runs and steps.
+	Worker: row(own,
+		contractualv1connect.PolicyInternalServiceEvaluateProcedure,
+		contractualv1connect.RunnerServiceExecuteProcedure,
+		contractualv1connect.JobServiceGetJobProcedure,
+		contractualv1connect.JobServicePauseJobProcedure,
+		contractualv1connect.AuditInternalServiceAppendProcedure,
+	),
+	// The audit service calls no one. The engine gets its row with the
+	// issue that builds it.
 }
 
 // row returns the procedures with how.

@@ -44,10 +44,13 @@ func TestTable(t *testing.T) {
 		auditDev    = "/contractual.v1.AuditService/"
 		auditAppend = contractualv1connect.AuditInternalServiceAppendProcedure
 		execute     = contractualv1connect.RunnerServiceExecuteProcedure
+		runsDev     = "/contractual.v1.JobRunService/"
+		jobsDev     = "/contractual.v1.JobService/"
 	)
 	// want returns how caller may call proc (0: not at all).
 	want := func(caller Service, proc string) how {
-		isDev := strings.HasPrefix(proc, policyDev) || strings.HasPrefix(proc, brokerDev) || strings.HasPrefix(proc, auditDev)
+		isDev := strings.HasPrefix(proc, policyDev) || strings.HasPrefix(proc, brokerDev) || strings.HasPrefix(proc, auditDev) ||
+			strings.HasPrefix(proc, runsDev)
 		switch caller {
 		case Gateway:
 			switch {
@@ -76,6 +79,11 @@ func TestTable(t *testing.T) {
 			switch proc {
 			case contractualv1connect.JobInternalServiceWatchJobsProcedure, contractualv1connect.WorkerInternalServiceEnqueueProcedure,
 				brokerInt + "VerifyMac", auditAppend:
+				return own
+			}
+		case Worker:
+			switch proc {
+			case policyInt + "Evaluate", execute, jobsDev + "GetJob", jobsDev + "PauseJob", auditAppend:
 				return own
 			}
 		}

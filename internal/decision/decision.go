@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
@@ -106,6 +107,22 @@ func decodeValue(dec *json.Decoder, depth int) (any, error) {
 func Hash(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// ActionKey returns the idempotency key of a job's call: the run's id and
+// the hash of the action, the tool and its canonical input's hash, as
+// "<run id>.<32 hex digits>". The worker records it with the step before
+// the call; the runner derives the keys of the call's HTTP requests from
+// it (RequestKey). Retrying the call in the same run gives the same key.
+func ActionKey(runID, tool, inputHash string) string {
+	sum := sha256.Sum256([]byte(tool + "\x00" + inputHash))
+	return runID + "." + hex.EncodeToString(sum[:16])
+}
+
+// RequestKey returns the idempotency key of the n-th HTTP request (from 1)
+// of the call whose action key is action: "<action key>.<n>".
+func RequestKey(action string, n int) string {
+	return action + "." + strconv.Itoa(n)
 }
 
 // NewKeyset creates a fresh Ed25519 signing keyset.

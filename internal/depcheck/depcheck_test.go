@@ -96,6 +96,13 @@ var services = []struct {
 		today: []string{audit},
 	},
 	{
+		// The worker runs jobs' steps through policy and the runner over
+		// Connect: it runs no module, makes no egress and holds no secret.
+		name:  "worker",
+		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD}},
+		today: []string{module + "/internal/worker"},
+	},
+	{
 		// The certificate service holds the CA key: the standard library
 		// and the PKI code only.
 		name: "ca",

@@ -77,6 +77,9 @@ type Deps struct {
 	// Scheduler takes the webhook deliveries (POST /hooks/<job id>); nil:
 	// they are refused.
 	Scheduler contractualv1connect.SchedulerInternalServiceClient
+	// Runs is the worker's JobRunService; without it devices cannot reach
+	// jobs' runs.
+	Runs contractualv1connect.JobRunServiceClient
 }
 
 // Request size caps: a publish carries a module (up to the 64 MiB that
@@ -233,6 +236,15 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 	mount(contractualv1connect.NewToolServiceHandler(invoke.New(deps.Policy, deps.Runner), opts))
 	mount(contractualv1connect.NewAuditServiceHandler(deps.Audit, opts))
 	mount(contractualv1connect.NewBrokerServiceHandler(deps.Broker, opts))
+	services := []string{
+		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
+		contractualv1connect.AuditServiceName, contractualv1connect.BrokerServiceName,
+		contractualv1connect.PairingServiceName,
+	}
+	if deps.Runs != nil {
+		mount(contractualv1connect.NewJobRunServiceHandler(deps.Runs, opts))
+		services = append(services, contractualv1connect.JobRunServiceName)
+	}
 	pairingSvc := pairing.NewService(g.devices)
 	mount(contractualv1connect.NewPairingServiceHandler(pairingSvc, opts))
 	public := map[string]bool{}
@@ -242,11 +254,7 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 	for p := range openAPI {
 		public[p] = true
 	}
-	introspection, err := publicIntrospection([]string{
-		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
-		contractualv1connect.AuditServiceName, contractualv1connect.BrokerServiceName,
-		contractualv1connect.PairingServiceName,
-	}, public)
+	introspection, err := publicIntrospection(services, public)
 	if err != nil {
 		return err
 	}

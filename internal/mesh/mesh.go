@@ -74,10 +74,14 @@ func ClientOptions(extra ...connect.Interceptor) connect.ClientOption {
 	)
 }
 
-// Policy is a client of both of policy's services.
+// Policy is a client of policy's services: contracts and decisions, and
+// jobs (the device-facing JobService, which the gateway passes on and the
+// worker reads, and JobInternalService, which the scheduler follows).
 type Policy struct {
 	contractualv1connect.PolicyServiceClient
 	contractualv1connect.PolicyInternalServiceClient
+	contractualv1connect.JobServiceClient
+	contractualv1connect.JobInternalServiceClient
 }
 
 // Broker is a client of both of the broker's services.
@@ -92,16 +96,19 @@ type Audit struct {
 	contractualv1connect.AuditInternalServiceClient
 }
 
+// Worker is a client of both of the worker's services.
+type Worker struct {
+	contractualv1connect.JobRunServiceClient
+	contractualv1connect.WorkerInternalServiceClient
+}
+
 // Clients are the clients one service has of the others, over a Network.
 type Clients struct {
 	Policy Policy
 	Broker Broker
 	Audit  Audit
 	Runner contractualv1connect.RunnerServiceClient
-	// Jobs is policy's jobs for the services (the scheduler's WatchJobs).
-	Jobs contractualv1connect.JobInternalServiceClient
-	// Worker is the worker's queue for the scheduler.
-	Worker contractualv1connect.WorkerInternalServiceClient
+	Worker Worker
 	// Scheduler takes the gateway's webhook deliveries.
 	Scheduler contractualv1connect.SchedulerInternalServiceClient
 }
@@ -120,6 +127,8 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 		Policy: Policy{
 			contractualv1connect.NewPolicyServiceClient(pc, pu, opts),
 			contractualv1connect.NewPolicyInternalServiceClient(pc, pu, opts),
+			contractualv1connect.NewJobServiceClient(pc, pu, opts),
+			contractualv1connect.NewJobInternalServiceClient(pc, pu, opts),
 		},
 		Broker: Broker{
 			contractualv1connect.NewBrokerServiceClient(bc, bu, opts),
@@ -129,9 +138,11 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 			contractualv1connect.NewAuditServiceClient(ac, au, opts),
 			contractualv1connect.NewAuditInternalServiceClient(ac, au, opts),
 		},
-		Runner:    contractualv1connect.NewRunnerServiceClient(rc, ru, opts),
-		Jobs:      contractualv1connect.NewJobInternalServiceClient(pc, pu, opts),
-		Worker:    contractualv1connect.NewWorkerInternalServiceClient(wc, wu, opts),
+		Runner: contractualv1connect.NewRunnerServiceClient(rc, ru, opts),
+		Worker: Worker{
+			contractualv1connect.NewJobRunServiceClient(wc, wu, opts),
+			contractualv1connect.NewWorkerInternalServiceClient(wc, wu, opts),
+		},
 		Scheduler: contractualv1connect.NewSchedulerInternalServiceClient(sc, su, opts),
 	}
 }

@@ -127,6 +127,8 @@ var procedureScopes = map[string]Scopes{
 	contractualv1connect.BrokerServiceListSecretsProcedure:          ScopeRead,
 	contractualv1connect.PairingServiceListPairingRequestsProcedure: ScopeRead,
 	contractualv1connect.PairingServiceListDevicesProcedure:         ScopeRead,
+	contractualv1connect.JobRunServiceListRunsProcedure:             ScopeRead,
+	contractualv1connect.JobRunServiceGetRunProcedure:               ScopeRead,
 
 	contractualv1connect.PolicyServicePublishProcedure: ScopePublish,
 
@@ -135,6 +137,11 @@ var procedureScopes = map[string]Scopes{
 	contractualv1connect.PolicyServiceRevokeProcedure:          ScopeApprove,
 	contractualv1connect.PairingServiceApprovePairingProcedure: ScopeApprove,
 	contractualv1connect.PairingServiceRejectPairingProcedure:  ScopeApprove,
+	// Running a job now is the owner's act, like resuming it: the run makes
+	// the job's side effects happen outside its schedule under the
+	// reusable contract the owner approved, and spends its budgets. An
+	// agent's machine (invoke) must not set a job off.
+	contractualv1connect.JobRunServiceRunJobProcedure: ScopeApprove,
 
 	contractualv1connect.BrokerServicePutSecretProcedure:     ScopeOwner,
 	contractualv1connect.BrokerServiceDeleteSecretProcedure:  ScopeOwner,

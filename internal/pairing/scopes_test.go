@@ -78,6 +78,7 @@ var (
 		contractualv1connect.BrokerInternalServiceRedeemHandleProcedure,
 		contractualv1connect.BrokerInternalServiceVerifyMacProcedure,
 		contractualv1connect.SchedulerInternalServiceDeliverProcedure,
+		contractualv1connect.WorkerInternalServiceEnqueueProcedure,
 	}
 )
 

@@ -20,8 +20,10 @@ import (
 type call struct {
 	tool, name, export string
 	who                string
-	canonical          []byte
-	inputHash          string
+	// runID is a job's run (the decision carries it).
+	runID     string
+	canonical []byte
+	inputHash string
 }
 
 // Evaluate decides one call: tool "<contract name>.<export>", its JSON
@@ -41,6 +43,9 @@ type call struct {
 // returned; if the audit log cannot record it there is no decision.
 func (s *Service) Evaluate(ctx context.Context, req *contractualv1.EvaluateRequest) (*contractualv1.EvaluateResponse, error) {
 	c := &call{tool: req.GetTool(), who: req.GetPrincipal()}
+	if strings.HasPrefix(c.who, "job:") {
+		c.runID = req.GetRunId()
+	}
 	d, err := s.evaluate(ctx, c, req.GetInput())
 	if err != nil {
 		return nil, s.auditRefusal(ctx, refusedEvent(ctx, c), err)
@@ -167,6 +172,7 @@ func (s *Service) newDecision(c *call, rec *contractualv1.ContractRecord) *contr
 		ModuleDigest:   rec.GetContract().GetModule(),
 		InputHash:      c.inputHash,
 		Principal:      c.who,
+		RunId:          c.runID,
 		IssuedAt:       timestamppb.New(now),
 		ExpiresAt:      timestamppb.New(now.Add(s.opts.DecisionTTL)),
 	}

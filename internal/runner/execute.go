@@ -124,9 +124,18 @@ func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest
 	if err != nil {
 		return nil, err
 	}
-	return s.run(ctx, c, e.mod, tool, v.input,
+	opts := []sandbox.CallOption{
 		sandbox.WithFlow(d.GetPrincipal(), d.GetTool()),
-		sandbox.WithSecrets(&handles{broker: s.broker, decision: req.GetDecision()}))
+		sandbox.WithSecrets(&handles{broker: s.broker, decision: req.GetDecision()}),
+	}
+	if run := d.GetRunId(); run != "" {
+		// A job's call: each of its HTTP requests carries an idempotency
+		// key derived from the run and the action, the same every time
+		// the worker retries the step.
+		action := decision.ActionKey(run, d.GetTool(), d.GetInputHash())
+		opts = append(opts, sandbox.WithIdempotencyKey(func(n int) string { return decision.RequestKey(action, n) }))
+	}
+	return s.run(ctx, c, e.mod, tool, v.input, opts...)
 }
 
 // issuedSinceStart refuses a decision issued before this runner started:

@@ -24,7 +24,7 @@ func Daemon() daemon.Service {
 				return err
 			}
 			c := n.Clients
-			svc, err := Open(ctx, Config{Dir: env.Data, Log: env.Log}, Deps{Jobs: c.Jobs, Queue: c.Worker, Broker: c.Broker, Audit: c.Audit})
+			svc, err := Open(ctx, Config{Dir: env.Data, Log: env.Log}, Deps{Jobs: c.Policy, Queue: c.Worker, Broker: c.Broker, Audit: c.Audit})
 			if err != nil {
 				return err
 			}

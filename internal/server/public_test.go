@@ -29,6 +29,7 @@ import (
 var publicAPI = map[string][]string{
 	"contractual.v1.AuditService":   {"CheckConsistency", "Entries", "GetCheckpoint", "LatestCheckpoint", "Prune", "RecordExport", "Segments", "Tail", "Verify"},
 	"contractual.v1.BrokerService":  {"DeleteSecret", "ListSecrets", "PutSecret", "RotateKey"},
+	"contractual.v1.JobRunService":  {"GetRun", "ListRuns", "RunJob"},
 	"contractual.v1.PairingService": {"ApprovePairing", "ApproveWithSetupCode", "BeginPairing", "CompletePairing", "ListDevices", "ListPairingRequests", "RejectPairing", "RevokeDevice", "Unpair"},
 	"contractual.v1.PolicyService":  {"Approve", "GetContract", "ListContracts", "Publish", "Reject", "Revoke"},
 	"contractual.v1.ToolService":    {"Invoke"},
@@ -232,7 +233,7 @@ func TestReflectionAndHealth(t *testing.T) {
 		got = append(got, string(n))
 	}
 	slices.Sort(got)
-	if strings.Join(got, " ") != "contractual.v1.AuditService contractual.v1.BrokerService contractual.v1.PairingService contractual.v1.PolicyService contractual.v1.ToolService" {
+	if strings.Join(got, " ") != "contractual.v1.AuditService contractual.v1.BrokerService contractual.v1.JobRunService contractual.v1.PairingService contractual.v1.PolicyService contractual.v1.ToolService" {
 		t.Errorf("reflection lists %v", got)
 	}
 	res, err := grpchealth.NewClient(h2c, s.URL, connect.WithGRPC()).Check(context.Background(), &grpchealth.CheckRequest{Service: "contractual.v1.ToolService"})

@@ -32,6 +32,7 @@ import (
 	"github.com/contractual/contractual/internal/scheduler"
 	"github.com/contractual/contractual/internal/tailnet"
 	"github.com/contractual/contractual/internal/tailnet/tsnode"
+	"github.com/contractual/contractual/internal/worker"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/sandbox"
 )
@@ -184,7 +185,8 @@ func (cfg Config) tailnetCap() string {
 	return tailnet.DefaultCap
 }
 
-// services opens audit, policy, the broker, the runner and the scheduler,
+// services opens audit, policy, the broker, the runner, the worker and
+// the scheduler,
 // each serving on the in-memory network as itself and calling the others
 // as itself, and returns the gateway's clients of them.
 func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error) {
@@ -260,6 +262,19 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 		return gateway.Deps{}, err
 	}
 
+	// The worker runs jobs' steps through policy and the runner as the
+	// job, with its run queue in DataDir/worker.
+	wc := clients(authz.Worker)
+	wrk, err := worker.Open(ctx, worker.Config{Dir: filepath.Join(cfg.DataDir, "worker"), Logger: s.log},
+		worker.Deps{Policy: wc.Policy, Runner: wc.Runner, Jobs: wc.Policy, Audit: wc.Audit})
+	if err != nil {
+		return gateway.Deps{}, err
+	}
+	s.closers = append(s.closers, wrk.Close)
+	if err := serve(authz.Worker, wrk.Handlers(opts)); err != nil {
+		return gateway.Deps{}, err
+	}
+
 	// The scheduler follows policy's approved jobs, enqueues their runs
 	// with the worker and takes the gateway's webhook deliveries.
 	sc := clients(authz.Scheduler)
@@ -268,7 +283,7 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 	if schedCfg.Log == nil {
 		schedCfg.Log = s.log
 	}
-	schedDeps := scheduler.Deps{Jobs: sc.Jobs, Queue: sc.Worker, Broker: sc.Broker, Audit: sc.Audit}
+	schedDeps := scheduler.Deps{Jobs: sc.Policy, Queue: sc.Worker, Broker: sc.Broker, Audit: sc.Audit}
 	if cfg.Jobs != nil {
 		schedDeps.Jobs = cfg.Jobs
 	}
@@ -285,7 +300,7 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 	}
 
 	gc := clients(authz.Gateway)
-	return gateway.Deps{Policy: gc.Policy, Broker: gc.Broker, Audit: gc.Audit, Runner: gc.Runner, Scheduler: gc.Scheduler}, nil
+	return gateway.Deps{Policy: gc.Policy, Broker: gc.Broker, Audit: gc.Audit, Runner: gc.Runner, Runs: gc.Worker, Scheduler: gc.Scheduler}, nil
 }
 
 // Close stops the gateway, letting requests in flight finish (until ctx
@@ -299,7 +314,8 @@ func (s *Server) Close(ctx context.Context) error {
 }
 
 // closeServices closes the services in reverse order of opening — the
-// runner first (it stops following policy's feed), audit last — and then
+// worker first (it stops taking runs), then the runner (it stops following
+// policy's feed), audit last — and then
 // the in-memory network, so that no service is closed while another one
 // still calls it.
 func (s *Server) closeServices(ctx context.Context) error {

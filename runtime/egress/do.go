@@ -29,10 +29,14 @@ type hop struct {
 // a limit is ResourceExhausted; a timeout is DeadlineExceeded; a network
 // failure is Unavailable. Every attempt is recorded, whatever the outcome.
 func (s *Session) Do(ctx context.Context, req Request) (*Response, error) {
-	if err := s.admit(req); err != nil {
+	n, err := s.admit(req)
+	if err != nil {
 		return nil, err
 	}
 	h, err := s.prepare(req)
+	if err == nil && s.limits.IdempotencyKey != nil {
+		err = s.idempotent(h, n)
+	}
 	if err != nil {
 		s.record(Record{Method: recordMethod(req.Method), URL: redactRaw(req.URL), Rule: -1, Reason: err.Error()})
 		return nil, errs.E(errs.KindOf(err), "egress: %s %s: %w", recordMethod(req.Method), s.scrub(redactRaw(req.URL)), err)
@@ -42,20 +46,32 @@ func (s *Session) Do(ctx context.Context, req Request) (*Response, error) {
 	return s.follow(ctx, h)
 }
 
-// admit counts req against MaxRequests.
-func (s *Session) admit(req Request) error {
+// admit counts req against MaxRequests and returns its sequence number,
+// from 1.
+func (s *Session) admit(req Request) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started < s.limits.MaxRequests {
 		s.started++
-		return nil
+		return s.started, nil
 	}
 	err := errs.E(errs.ResourceExhausted, "egress: limit of %d requests per call reached", s.limits.MaxRequests)
 	if !s.capNoted {
 		s.capNoted = true
 		s.records = append(s.records, Record{Method: recordMethod(req.Method), URL: s.scrubLocked(redactRaw(req.URL)), Rule: -1, Reason: err.Error()})
 	}
-	return err
+	return 0, err
+}
+
+// idempotent sets the Idempotency-Key of the n-th request on h: the
+// module's headers, which every hop of the request carries.
+func (s *Session) idempotent(h *hop, n int) error {
+	key := s.limits.IdempotencyKey(n)
+	if key == "" || !validValue(key) {
+		return errs.E(errs.Internal, "egress: idempotency key of request %d is empty or not a valid header value", n)
+	}
+	h.header.Set(HeaderIdempotencyKey, key)
+	return nil
 }
 
 // prepare checks everything about req that does not depend on the rules.

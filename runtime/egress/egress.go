@@ -15,6 +15,10 @@
 // fetched for the hop's audience (scheme and host) just before sending and
 // set as headers; the module never sees them and cannot set those headers
 // itself. Every attempt, allowed or not, becomes a Record.
+//
+// A session with an IdempotencyKey (a job's call) sends every request with
+// an Idempotency-Key header the host derives from the request's sequence
+// number in the call; the module cannot set that header.
 package egress
 
 import (
@@ -84,7 +88,17 @@ type Config struct {
 	// RootCAs are the roots TLS servers are verified against; nil means the
 	// system roots. Only tests set it.
 	RootCAs *x509.CertPool
+	// IdempotencyKey, if set, gives the Idempotency-Key header of the n-th
+	// request the module makes (n from 1, in the order the module starts
+	// them; its redirects carry the same key). It must be deterministic, so
+	// that the same call made again sends the same keys. With it, the
+	// module may not set Idempotency-Key itself.
+	IdempotencyKey func(n int) string
 }
+
+// HeaderIdempotencyKey is the header that carries a request's idempotency
+// key.
+const HeaderIdempotencyKey = "Idempotency-Key"
 
 // Request is one HTTP request of the module.
 type Request struct {
@@ -156,6 +170,9 @@ func NewSession(cfg Config) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{rules: rules, secrets: cfg.Secrets, limits: cfg, forbidden: forbiddenFor(rules)}
+	if cfg.IdempotencyKey != nil {
+		s.forbidden[HeaderIdempotencyKey] = "the host sets it for a job's call"
+	}
 	d := cfg.Dialer
 	if d == nil {
 		d = PublicDialer{}

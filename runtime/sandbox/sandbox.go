@@ -345,9 +345,10 @@ const MaxInputBytes = 8 << 20
 type CallOption func(*callOptions)
 
 type callOptions struct {
-	secrets egress.SecretSource
-	yield   func(context.Context) error
-	flow    fairq.Key
+	secrets     egress.SecretSource
+	yield       func(context.Context) error
+	flow        fairq.Key
+	idempotency func(n int) string
 }
 
 // WithFlow names who makes the call and which tool it calls: the calls of
@@ -363,6 +364,13 @@ func WithFlow(principal, tool string) CallOption {
 // handles for the call's decision).
 func WithSecrets(src egress.SecretSource) CallOption {
 	return func(o *callOptions) { o.secrets = src }
+}
+
+// WithIdempotencyKey makes every HTTP request of the call carry an
+// Idempotency-Key header: key(n) for the call's n-th request (see
+// egress.Config.IdempotencyKey).
+func WithIdempotencyKey(key func(n int) string) CallOption {
+	return func(o *callOptions) { o.idempotency = key }
 }
 
 // Call runs export with input in a fresh instance of the module.
@@ -397,6 +405,7 @@ func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...
 		if co.secrets != nil {
 			cfg.Secrets = co.secrets
 		}
+		cfg.IdempotencyKey = co.idempotency
 		s, err := egress.NewSession(cfg)
 		if err != nil {
 			return res, err
