@@ -52,6 +52,8 @@ type Auditor interface {
 var (
 	_ contractualv1connect.PolicyServiceHandler         = (*Service)(nil)
 	_ contractualv1connect.PolicyInternalServiceHandler = (*Service)(nil)
+	_ contractualv1connect.JobServiceHandler            = (*Service)(nil)
+	_ contractualv1connect.JobInternalServiceHandler    = (*Service)(nil)
 	_ Auditor                                           = contractualv1connect.AuditInternalServiceClient(nil)
 )
 
@@ -119,6 +121,8 @@ type Service struct {
 	// feed (setApproved).
 	approved atomic.Pointer[approvedSet]
 	feed     *feed
+	// jobs is the feed of the jobs that may run (WatchJobs).
+	jobs *jobFeed
 }
 
 // Open opens (or creates) policy's store in cfg.Dir, loads or creates the
@@ -170,6 +174,11 @@ func (s *Service) init(ctx context.Context) error {
 		s.feed.pending = append(s.feed.pending, approvalChange(rec, pending))
 	}
 	s.feed.mu.Unlock()
+	running, err := approvedJobs(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	s.jobs = newJobFeed(running)
 	return nil
 }
 
