@@ -81,11 +81,11 @@ const (
 // what the owner did not approve.
 func scanJob(row scanner) (*contractualv1.JobRecord, int64, error) {
 	var (
-		seq, at                   int64
-		digest, by, dBy, reason   string
-		enc, pause                []byte
-		state                     int32
-		decidedAt                 sql.NullInt64
+		seq, at                 int64
+		digest, by, dBy, reason string
+		enc, pause              []byte
+		state                   int32
+		decidedAt               sql.NullInt64
 	)
 	if err := row.Scan(&seq, &digest, &enc, &state, &by, &at, &dBy, &decidedAt, &reason, &pause); err != nil {
 		return nil, 0, err
