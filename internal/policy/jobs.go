@@ -147,13 +147,20 @@ func (s *Service) createJob(ctx context.Context, req *contractualv1.CreateJobReq
 	if filename == defaultFilename {
 		filename = defaultJobFilename
 	}
-	j, err := job.Load(req.GetJob(), filename)
+	// Checked against the contracts before normalizing, so that problems
+	// name steps and bounds in the file's order.
+	file, err := job.ParseFile(req.GetJob(), filename)
 	if err != nil {
 		return nil, err
 	}
+	if err := file.Validate(); err != nil {
+		return nil, err
+	}
+	j := file.Job
 	if err := s.checkPins(ctx, s.db, j, filename); err != nil {
 		return nil, err
 	}
+	job.Normalize(j)
 	digest, err := job.Digest(j)
 	if err != nil {
 		return nil, err
@@ -733,15 +740,21 @@ func (s *Service) deleteJob(ctx context.Context, req *contractualv1.DeleteJobReq
 		if len(all) == 0 {
 			return nil, nil, errs.E(errs.NotFound, "no job %q", clip(req.GetId(), 100))
 		}
-		var digests []string
+		var (
+			digests []string
+			live    []*contractualv1.JobRecord // for the feed
+		)
 		for _, rec := range all {
 			from := rec.GetState()
 			rec.State, rec.DecidedBy, rec.DecidedAt, rec.Reason = jobDeleted, who, now, "deleted by "+who
 			if err := updateJob(ctx, tx, rec, from); err != nil {
 				return nil, nil, err
 			}
+			if from == jobApproved || from == jobPaused {
+				live = append(live, rec)
+			}
 			digests = append(digests, rec.GetDigest()+" ("+jobStateName(from)+")")
 		}
-		return all, []*contractualv1.AuditEvent{jobEvent(actionJobDelete, who, all[0], "deleted, every version: "+strings.Join(digests, ", "))}, nil
+		return live, []*contractualv1.AuditEvent{jobEvent(actionJobDelete, who, all[0], "deleted, every version: "+strings.Join(digests, ", "))}, nil
 	})
 }
