@@ -55,8 +55,20 @@ var table = map[Service]map[string]how{
 	Policy: row(own,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 	),
-	// The audit service calls no one. The engine, the scheduler and the
-	// worker get their rows with the issues that build them.
+	// The scheduler follows the jobs that may run.
+	Scheduler: row(own,
+		contractualv1connect.JobInternalServiceWatchJobsProcedure,
+	),
+	// The worker reads the job version a run runs, has each of its calls
+	// decided (Evaluate names the job in its principal field, which policy
+	// checks with MayActFor) and pauses a job whose run exceeded a budget.
+	Worker: row(own,
+		contractualv1connect.PolicyInternalServiceEvaluateProcedure,
+		contractualv1connect.JobServiceGetJobProcedure,
+		contractualv1connect.JobServicePauseJobProcedure,
+	),
+	// The audit service calls no one. The engine gets its row with the
+	// issue that builds it.
 }
 
 // row returns the procedures with how.

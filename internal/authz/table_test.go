@@ -38,6 +38,7 @@ func procedures(t *testing.T) []string {
 func TestTable(t *testing.T) {
 	const (
 		policyDev   = "/contractual.v1.PolicyService/"
+		jobDev      = "/contractual.v1.JobService/"
 		policyInt   = "/contractual.v1.PolicyInternalService/"
 		brokerDev   = "/contractual.v1.BrokerService/"
 		brokerInt   = "/contractual.v1.BrokerInternalService/"
@@ -47,7 +48,7 @@ func TestTable(t *testing.T) {
 	)
 	// want returns how caller may call proc (0: not at all).
 	want := func(caller Service, proc string) how {
-		isDev := strings.HasPrefix(proc, policyDev) || strings.HasPrefix(proc, brokerDev) || strings.HasPrefix(proc, auditDev)
+		isDev := strings.HasPrefix(proc, policyDev) || strings.HasPrefix(proc, jobDev) || strings.HasPrefix(proc, brokerDev) || strings.HasPrefix(proc, auditDev)
 		switch caller {
 		case Gateway:
 			switch {
@@ -69,6 +70,15 @@ func TestTable(t *testing.T) {
 			}
 		case Policy:
 			if proc == auditAppend {
+				return own
+			}
+		case Scheduler:
+			if proc == contractualv1connect.JobInternalServiceWatchJobsProcedure {
+				return own
+			}
+		case Worker:
+			switch proc {
+			case policyInt + "Evaluate", jobDev + "GetJob", jobDev + "PauseJob":
 				return own
 			}
 		}
