@@ -73,6 +73,7 @@ var (
 		contractualv1connect.PolicyInternalServiceGetVerifierProcedure,
 		contractualv1connect.PolicyInternalServiceWatchContractsProcedure,
 		contractualv1connect.JobInternalServiceWatchJobsProcedure,
+		contractualv1connect.WorkerInternalServiceEnqueueProcedure,
 		contractualv1connect.RunnerServiceExecuteProcedure,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 		contractualv1connect.BrokerInternalServiceIssueHandleProcedure,
