@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -205,5 +206,66 @@ func TestJobServiceScopes(t *testing.T) {
 	if _, err := watch.WatchJobs(ctx, &contractualv1.WatchJobsRequest{}); connect.CodeOf(err) != connect.CodePermissionDenied ||
 		!strings.Contains(err.Error(), "is for services, not for devices") {
 		t.Errorf("a device watching jobs: %v", err)
+	}
+}
+
+// TestJobsCLI walks a job through `contractual jobs` against a real
+// server: create (the card, the approve hint), approve, list, pause, show
+// (why it is paused), a new contract (drift, shown with its diff), resume
+// (re-pinned, with the diff accepted), delete.
+func TestJobsCLI(t *testing.T) {
+	s, dir := start(t)
+	mustRun(t, s, dir, "contracts", "approve",
+		digestIn(t, mustRun(t, s, dir, "publish", tool("textkit", "textkit.wasm"), "--contract", tool("textkit", "contract.yaml"))))
+	out := mustRun(t, s, dir, "contracts", "list", "--json")
+	v1 := out[strings.Index(out, "sha256:") : strings.Index(out, "sha256:")+71]
+	file := filepath.Join(t.TempDir(), "titles.yaml")
+	if err := os.WriteFile(file, slugJob(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	out = mustRun(t, s, dir, "jobs", "create", file)
+	if !strings.Contains(out, "created job titles (sha256:") || !strings.Contains(out, ": pending") ||
+		!strings.Contains(out, "1. textkit.slugify (step slug), pinned to contract "+v1) || !strings.Contains(out, "approve with: contractual jobs approve sha256:") {
+		t.Fatalf("jobs create:\n%s", out)
+	}
+	jd := out[strings.Index(out, "(sha256:")+1 : strings.Index(out, "(sha256:")+72]
+	if out := mustRun(t, s, dir, "jobs", "approve", jd, "--reason", "reviewed"); strings.TrimSpace(out) != "job titles "+jd+": approved" {
+		t.Fatalf("jobs approve: %q", out)
+	}
+	if out := mustRun(t, s, dir, "jobs", "list"); !strings.Contains(out, "titles  approved  "+jd) {
+		t.Fatalf("jobs list:\n%s", out)
+	}
+	if out := mustRun(t, s, dir, "jobs", "pause", "titles", "--reason", "holiday"); !strings.Contains(out, "paused (owner): holiday") {
+		t.Fatalf("jobs pause: %q", out)
+	}
+	if out := mustRun(t, s, dir, "jobs", "show", "titles"); !strings.Contains(out, "job titles: paused") || !strings.Contains(out, "(owner): holiday") {
+		t.Fatalf("jobs show:\n%s", out)
+	}
+	mustRun(t, s, dir, "jobs", "resume", "titles")
+
+	changed := filepath.Join(t.TempDir(), "contract.yaml")
+	src, _ := os.ReadFile(tool("textkit", "contract.yaml"))
+	os.WriteFile(changed, bytes.Replace(src, []byte("version: 1.0.0"), []byte("version: 1.0.1"), 1), 0o600)
+	v2 := digestIn(t, mustRun(t, s, dir, "publish", tool("textkit", "textkit.wasm"), "--contract", changed))
+	mustRun(t, s, dir, "contracts", "approve", v2)
+	out = mustRun(t, s, dir, "jobs", "show", "titles")
+	for _, want := range []string{"(contract_changed): contract textkit " + v1, "contract   textkit: pinned " + v1 + ", approved " + v2,
+		"changes of the contract (resume to accept them):", `changed   version: "1.0.0" -> "1.0.1"`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("jobs show after drift lacks %q:\n%s", want, out)
+		}
+	}
+	out = mustRun(t, s, dir, "jobs", "resume", "titles", "--reason", "new version is fine")
+	if !strings.Contains(out, ": approved") || strings.Contains(out, jd) || !strings.Contains(out, `textkit: version: "1.0.0" -> "1.0.1"`) {
+		t.Fatalf("jobs resume after drift:\n%s", out)
+	}
+	mustRun(t, s, dir, "jobs", "delete", "titles")
+	if out := mustRun(t, s, dir, "jobs", "list"); strings.Contains(out, "titles") {
+		t.Fatalf("jobs list after delete:\n%s", out)
+	}
+	code, _, errOut := contractual(t, s, dir, "jobs", "approve", "nope")
+	if code != 1 || !strings.Contains(errOut, "invalid") {
+		t.Fatalf("approving a malformed digest: %d %s", code, errOut)
 	}
 }
