@@ -235,3 +235,39 @@ func TestEvaluateJobStalePin(t *testing.T) {
 		t.Fatalf("job %v", st)
 	}
 }
+
+// BenchmarkEvaluateJob is one allowed call of a job: the call of
+// BenchmarkEvaluate, plus the job's checks and a committed count of the
+// run's calls (a write transaction, synced), each call in a new run.
+func BenchmarkEvaluateJob(b *testing.B) {
+	s, digest := benchService(b)
+	file := fmt.Appendf(nil, `name: bench
+trigger: {cron: {expression: "@hourly", time_zone: UTC}}
+steps:
+  - {id: slug, tool: textkit.slugify, contract: %s, input: {text: x}}
+bounds:
+  - tool: textkit.slugify
+    inputs: [{pointer: /text, max_length: 100}]
+budgets: {runs_per_day: 1440}
+`, digest)
+	created, err := s.CreateJob(asOwner, &contractualv1.CreateJobRequest{Job: file})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.ApproveJob(asOwner, &contractualv1.ApproveJobRequest{Digest: created.GetRecord().GetDigest()}); err != nil {
+		b.Fatal(err)
+	}
+	day := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	n := 0
+	s.opts.Now = func() time.Time { return day.Add(time.Duration(n/1000) * 24 * time.Hour) }
+	req := &contractualv1.EvaluateRequest{Tool: "textkit.slugify", Input: benchReq.GetInput(), Principal: "job:bench"}
+	b.ReportAllocs()
+	for b.Loop() {
+		n++
+		req.RunId = fmt.Sprintf("run-%d", n)
+		resp, err := s.Evaluate(context.Background(), req)
+		if err != nil || resp.GetDecision().GetVerdict() != contractualv1.Verdict_VERDICT_ALLOW {
+			b.Fatal(resp.GetDecision(), err)
+		}
+	}
+}

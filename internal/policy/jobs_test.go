@@ -107,6 +107,20 @@ func TestJobLifecycle(t *testing.T) {
 	if got, err := f.s.GetJob(asOwner, &contractualv1.GetJobRequest{Digest: v2.GetDigest()}); err != nil || got.GetRecord().GetState() != jobDeleted {
 		t.Fatalf("v2 after restart: %v, %v", got, err)
 	}
+	// A deleted version created again is pending again: a fresh review.
+	if again := f.createJob(jobFile(f.textkit, f.meter, "budgets: {tool_calls_per_run: 2, runs_per_day: 5}\n")); again.GetExisted() ||
+		again.GetRecord().GetDigest() != v2.GetDigest() || again.GetRecord().GetState() != jobPending {
+		t.Fatalf("created again after deletion: %v", again)
+	}
+
+	// A store edited behind policy's back is refused, not trusted.
+	if _, err := f.s.db.Exec(`UPDATE jobs SET job = x'0a0378797a' WHERE digest = ?`, v1.GetDigest()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.s.GetJob(asOwner, &contractualv1.GetJobRequest{Digest: v1.GetDigest()})
+	if err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("an edited job: %v", err)
+	}
 }
 
 // TestCreateJobRefused: a job that is not valid, or does not fit the
