@@ -3,6 +3,9 @@ package policy
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -287,4 +290,31 @@ func TestListJobsPages(t *testing.T) {
 	}
 	_, err := f.s.ListJobs(asOwner, &contractualv1.ListJobsRequest{State: jobApproved, PageToken: tok + "x"})
 	wantErr(t, err, errs.Invalid)
+}
+
+// TestJobSchemaMigration: a store of schema version 1 (before jobs) opens,
+// keeps its contracts and gains the jobs' tables.
+func TestJobSchemaMigration(t *testing.T) {
+	f := newFixture(t)
+	wasm, ct := textkit(t)
+	digest := f.approve(f.publish(wasm, ct).GetRecord().GetDigest()).GetDigest()
+	if err := f.s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(f.dir, DBFile))
+	if err == nil {
+		_, err = db.Exec(`DROP TABLE job_runs; DROP TABLE job_pins; DROP TABLE jobs; PRAGMA user_version = 1`)
+		db.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.open()
+	if st := f.state(digest); st != approved {
+		t.Fatalf("contract after the migration: %v", st)
+	}
+	rec := f.createJob(fmt.Appendf(nil, "name: after\ntrigger: {once: {at: \"2030-06-01T00:00:00Z\"}}\nsteps:\n  - {id: s, tool: textkit.slugify, contract: %s, input: {text: x}}\n", digest)).GetRecord()
+	if rec.GetState() != jobPending {
+		t.Fatalf("job after the migration: %v", rec)
+	}
 }
