@@ -19,6 +19,14 @@
 // by revision: the runner follows it to compile a module when its contract
 // is approved and to drop it when the contract is revoked or superseded.
 //
+// Jobs (JobService, jobs.go) are the reusable contracts: versions of job
+// definitions that the owner approves, pinned to the contract digests they
+// use. Policy decides a job's calls (principal job:<id>, with its run)
+// against its bounds and budgets, and pauses the job on any other answer
+// (jobeval.go), and when a contract it pins is replaced or revoked, in
+// that change's own transaction (drift.go). WatchJobs is the scheduler's
+// feed of the jobs that may run (jobwatch.go).
+//
 // Every state change and every decision is recorded in the audit log
 // before it takes effect; when the log cannot record it, nothing happens
 // (errs.Unavailable). Policy's store is one SQLite file, policy.db, that
