@@ -75,12 +75,12 @@ func ClientOptions(extra ...connect.Interceptor) connect.ClientOption {
 }
 
 // Policy is a client of policy's services: contracts and decisions, and
-// jobs.
+// jobs (the device-facing JobService, which the gateway passes on and the
+// worker reads).
 type Policy struct {
 	contractualv1connect.PolicyServiceClient
 	contractualv1connect.PolicyInternalServiceClient
 	contractualv1connect.JobServiceClient
-	contractualv1connect.JobInternalServiceClient
 }
 
 // Broker is a client of both of the broker's services.
@@ -116,7 +116,6 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 			contractualv1connect.NewPolicyServiceClient(pc, pu, opts),
 			contractualv1connect.NewPolicyInternalServiceClient(pc, pu, opts),
 			contractualv1connect.NewJobServiceClient(pc, pu, opts),
-			contractualv1connect.NewJobInternalServiceClient(pc, pu, opts),
 		},
 		Broker: Broker{
 			contractualv1connect.NewBrokerServiceClient(bc, bu, opts),

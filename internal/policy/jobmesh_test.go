@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/authz"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/mesh"
@@ -28,6 +29,10 @@ func TestJobsOverTheMesh(t *testing.T) {
 	gateway := mesh.NewClients(n, authz.Gateway).Policy
 	worker := mesh.NewClients(n, authz.Worker).Policy
 	scheduler := mesh.NewClients(n, authz.Scheduler).Policy
+	hc, url := n.Client(authz.Scheduler, authz.Policy)
+	schedulerJobs := contractualv1connect.NewJobInternalServiceClient(hc, url, mesh.ClientOptions())
+	hc, url = n.Client(authz.Gateway, authz.Policy)
+	gatewayJobs := contractualv1connect.NewJobInternalServiceClient(hc, url, mesh.ClientOptions())
 
 	device := principal.With(ctx, ownerDevice)
 	created, err := gateway.CreateJob(device, &contractualv1.CreateJobRequest{Job: jobFile(f.textkit, f.meter, "")})
@@ -38,7 +43,7 @@ func TestJobsOverTheMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w, err := scheduler.WatchJobs(ctx, &contractualv1.WatchJobsRequest{})
+	w, err := schedulerJobs.WatchJobs(ctx, &contractualv1.WatchJobsRequest{})
 	if err != nil || !w.GetSnapshot() || len(w.GetJobs()) != 1 || w.GetJobs()[0].GetId() != "nightly" {
 		t.Fatalf("the scheduler watches jobs: %v, %v", w, err)
 	}
@@ -80,7 +85,7 @@ func TestJobsOverTheMesh(t *testing.T) {
 			return err
 		}},
 		{"the gateway watches jobs", func() error {
-			_, err := gateway.WatchJobs(ctx, &contractualv1.WatchJobsRequest{})
+			_, err := gatewayJobs.WatchJobs(ctx, &contractualv1.WatchJobsRequest{})
 			return err
 		}},
 		{"the gateway pauses a job for itself", func() error {
