@@ -69,11 +69,12 @@ const HeaderOnBehalfOf = "Contractual-On-Behalf-Of"
 
 // devicesReach are the services whose procedures devices call through the
 // gateway: each call names its device (HeaderOnBehalfOf). The others
-// (PolicyInternalService, BrokerInternalService, AuditInternalService,
-// RunnerService, WorkerInternalService) are for services only and name no
-// one.
+// (PolicyInternalService, JobInternalService, BrokerInternalService,
+// AuditInternalService, RunnerService, WorkerInternalService) are for
+// services only and name no one.
 var devicesReach = []string{
 	contractualv1connect.PolicyServiceName,
+	contractualv1connect.JobServiceName,
 	contractualv1connect.BrokerServiceName,
 	contractualv1connect.AuditServiceName,
 	contractualv1connect.JobRunServiceName,

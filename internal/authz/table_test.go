@@ -38,6 +38,7 @@ func procedures(t *testing.T) []string {
 func TestTable(t *testing.T) {
 	const (
 		policyDev   = "/contractual.v1.PolicyService/"
+		jobDev      = "/contractual.v1.JobService/"
 		policyInt   = "/contractual.v1.PolicyInternalService/"
 		brokerDev   = "/contractual.v1.BrokerService/"
 		brokerInt   = "/contractual.v1.BrokerInternalService/"
@@ -45,12 +46,11 @@ func TestTable(t *testing.T) {
 		auditAppend = contractualv1connect.AuditInternalServiceAppendProcedure
 		execute     = contractualv1connect.RunnerServiceExecuteProcedure
 		runsDev     = "/contractual.v1.JobRunService/"
-		jobsDev     = "/contractual.v1.JobService/"
 	)
 	// want returns how caller may call proc (0: not at all).
 	want := func(caller Service, proc string) how {
-		isDev := strings.HasPrefix(proc, policyDev) || strings.HasPrefix(proc, brokerDev) || strings.HasPrefix(proc, auditDev) ||
-			strings.HasPrefix(proc, runsDev)
+		isDev := strings.HasPrefix(proc, policyDev) || strings.HasPrefix(proc, jobDev) || strings.HasPrefix(proc, brokerDev) ||
+			strings.HasPrefix(proc, auditDev) || strings.HasPrefix(proc, runsDev)
 		switch caller {
 		case Gateway:
 			switch {
@@ -83,7 +83,7 @@ func TestTable(t *testing.T) {
 			}
 		case Worker:
 			switch proc {
-			case policyInt + "Evaluate", execute, jobsDev + "GetJob", jobsDev + "PauseJob", auditAppend:
+			case policyInt + "Evaluate", execute, jobDev + "GetJob", jobDev + "PauseJob", auditAppend:
 				return own
 			}
 		}

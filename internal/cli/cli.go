@@ -63,6 +63,8 @@ func init() {
 		{"publish", "publish <tool.wasm> --contract <file> [--server URL]", "publish a tool; its contract lands pending", publishCmd},
 		{"contracts", "contracts list|show|diff|approve|reject|revoke [digest] [--reason TEXT] [--name NAME | --prefix P] [--state S] [--tool NAME.EXPORT] [--all | --page TOKEN] [--page-size N] [--json] [--server URL]",
 			"see and decide contracts", contractsCmd},
+		{"jobs", "jobs create <file> | list | show <id|digest> | approve|reject <digest> | pause|resume|delete <id> [--reason TEXT] [--state S] [--all | --page TOKEN] [--page-size N] [--json] [--server URL]",
+			"create, see and decide jobs: the reusable contracts scheduled work runs under", jobsCmd},
 		{"invoke", "invoke <name.export> --input JSON | --text TEXT | --bytes @FILE [--json] [--server URL]", "call a tool through the server", invokeCmd},
 		{"pair", "pair [--server URL] [--setup-code CODE] [--name NAME] [--scope invoke,read,publish,approve,owner]",
 			"pair this device with the server, with the scopes it asks for (an owner device with the setup code)", pairCmd},

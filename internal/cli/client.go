@@ -63,6 +63,7 @@ func rememberServer(env *Env, url string) error {
 // clients are the API clients a CLI command uses.
 type clients struct {
 	policy  contractualv1connect.PolicyServiceClient
+	jobs    contractualv1connect.JobServiceClient
 	tools   contractualv1connect.ToolServiceClient
 	audit   contractualv1connect.AuditServiceClient
 	broker  contractualv1connect.BrokerServiceClient
@@ -99,6 +100,7 @@ func (f *connectFlags) dial(env *Env) (*clients, error) {
 	hc := env.httpClient()
 	return &clients{
 		policy:  contractualv1connect.NewPolicyServiceClient(hc, f.server, opts),
+		jobs:    contractualv1connect.NewJobServiceClient(hc, f.server, opts),
 		tools:   contractualv1connect.NewToolServiceClient(hc, f.server, opts),
 		audit:   contractualv1connect.NewAuditServiceClient(hc, f.server, opts),
 		broker:  contractualv1connect.NewBrokerServiceClient(hc, f.server, opts),

@@ -117,7 +117,7 @@ type Gateway struct {
 // starts serving on cfg.Addr.
 func Start(ctx context.Context, cfg Config, deps Deps) (_ *Gateway, err error) {
 	switch {
-	case deps.Policy.PolicyServiceClient == nil || deps.Policy.PolicyInternalServiceClient == nil:
+	case deps.Policy.PolicyServiceClient == nil || deps.Policy.PolicyInternalServiceClient == nil || deps.Policy.JobServiceClient == nil:
 		return nil, errs.E(errs.Invalid, "gateway: no policy service")
 	case deps.Broker.BrokerServiceClient == nil:
 		return nil, errs.E(errs.Invalid, "gateway: no broker service")
@@ -233,11 +233,12 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 	r := http.NewServeMux()
 	mount := func(path string, h http.Handler) { r.Handle(path, h) }
 	mount(contractualv1connect.NewPolicyServiceHandler(deps.Policy, opts, connect.WithReadMaxBytes(maxPublishBytes)))
+	mount(contractualv1connect.NewJobServiceHandler(deps.Policy, opts))
 	mount(contractualv1connect.NewToolServiceHandler(invoke.New(deps.Policy, deps.Runner), opts))
 	mount(contractualv1connect.NewAuditServiceHandler(deps.Audit, opts))
 	mount(contractualv1connect.NewBrokerServiceHandler(deps.Broker, opts))
 	services := []string{
-		contractualv1connect.PolicyServiceName, contractualv1connect.ToolServiceName,
+		contractualv1connect.PolicyServiceName, contractualv1connect.JobServiceName, contractualv1connect.ToolServiceName,
 		contractualv1connect.AuditServiceName, contractualv1connect.BrokerServiceName,
 		contractualv1connect.PairingServiceName,
 	}

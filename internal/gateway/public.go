@@ -58,8 +58,10 @@ func publicDescriptors(services []string, public map[string]bool) (*protoregistr
 		fdp := protodesc.ToFileDescriptorProto(fd)
 		fdp.Service = slices.DeleteFunc(fdp.Service, func(sd *descriptorpb.ServiceDescriptorProto) bool {
 			svc := pkg.Append(protoreflect.Name(sd.GetName()))
+			// A file may define services the gateway does not serve
+			// (jobs.proto does): only the named services are described.
 			sd.Method = slices.DeleteFunc(sd.Method, func(m *descriptorpb.MethodDescriptorProto) bool {
-				return !public["/"+string(svc)+"/"+m.GetName()]
+				return !public["/"+string(svc)+"/"+m.GetName()] || !slices.Contains(services, string(svc))
 			})
 			if len(sd.Method) == 0 {
 				return true

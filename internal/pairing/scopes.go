@@ -129,8 +129,12 @@ var procedureScopes = map[string]Scopes{
 	contractualv1connect.PairingServiceListDevicesProcedure:         ScopeRead,
 	contractualv1connect.JobRunServiceListRunsProcedure:             ScopeRead,
 	contractualv1connect.JobRunServiceGetRunProcedure:               ScopeRead,
+	contractualv1connect.JobServiceListJobsProcedure:                ScopeRead,
+	contractualv1connect.JobServiceGetJobProcedure:                  ScopeRead,
 
 	contractualv1connect.PolicyServicePublishProcedure: ScopePublish,
+	// A job lands pending, like a published contract.
+	contractualv1connect.JobServiceCreateJobProcedure: ScopePublish,
 
 	contractualv1connect.PolicyServiceApproveProcedure:         ScopeApprove,
 	contractualv1connect.PolicyServiceRejectProcedure:          ScopeApprove,
@@ -142,6 +146,13 @@ var procedureScopes = map[string]Scopes{
 	// reusable contract the owner approved, and spends its budgets. An
 	// agent's machine (invoke) must not set a job off.
 	contractualv1connect.JobRunServiceRunJobProcedure: ScopeApprove,
+	// Deciding a job is deciding a reusable contract; resuming one is a
+	// fresh approval; pausing and deleting one stop what was approved.
+	contractualv1connect.JobServiceApproveJobProcedure: ScopeApprove,
+	contractualv1connect.JobServiceRejectJobProcedure:  ScopeApprove,
+	contractualv1connect.JobServicePauseJobProcedure:   ScopeApprove,
+	contractualv1connect.JobServiceResumeJobProcedure:  ScopeApprove,
+	contractualv1connect.JobServiceDeleteJobProcedure:  ScopeApprove,
 
 	contractualv1connect.BrokerServicePutSecretProcedure:     ScopeOwner,
 	contractualv1connect.BrokerServiceDeleteSecretProcedure:  ScopeOwner,

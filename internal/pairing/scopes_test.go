@@ -72,6 +72,8 @@ var (
 		contractualv1connect.PolicyInternalServiceGetModuleProcedure,
 		contractualv1connect.PolicyInternalServiceGetVerifierProcedure,
 		contractualv1connect.PolicyInternalServiceWatchContractsProcedure,
+		contractualv1connect.JobInternalServiceWatchJobsProcedure,
+		contractualv1connect.WorkerInternalServiceEnqueueProcedure,
 		contractualv1connect.RunnerServiceExecuteProcedure,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 		contractualv1connect.BrokerInternalServiceIssueHandleProcedure,

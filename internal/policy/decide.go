@@ -142,7 +142,11 @@ func (s *Service) apply(ctx context.Context, t transition, digest, who, reason s
 	if err := updateState(ctx, tx, rec, t.from); err != nil {
 		return nil, err
 	}
-	evs := s.transitionEvents(t, rec, superseded)
+	drifted, jobEvs, err := s.drift(ctx, tx, t, rec, superseded)
+	if err != nil {
+		return nil, err
+	}
+	evs := append(s.transitionEvents(t, rec, superseded), jobEvs...)
 	if err := s.audit(ctx, evs...); err != nil {
 		return nil, err
 	}
@@ -150,6 +154,7 @@ func (s *Service) apply(ctx context.Context, t transition, digest, who, reason s
 		return nil, err
 	}
 	s.updateApproved(t, rec)
+	s.jobs.publish(drifted...)
 	return proto.CloneOf(rec), nil
 }
 

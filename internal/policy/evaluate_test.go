@@ -261,7 +261,7 @@ func TestConcurrent(t *testing.T) {
 	for range 4 {
 		wg.Go(func() {
 			for range 50 {
-				resp, err := f.s.Evaluate(context.Background(), &contractualv1.EvaluateRequest{Tool: "counter.count_vowels", Input: []byte(`{"text":"a"}`), Principal: "job:j"})
+				resp, err := f.s.Evaluate(context.Background(), &contractualv1.EvaluateRequest{Tool: "counter.count_vowels", Input: []byte(`{"text":"a"}`), Principal: "session:j"})
 				if err != nil {
 					t.Error(err)
 					return

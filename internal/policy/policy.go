@@ -19,6 +19,14 @@
 // by revision: the runner follows it to compile a module when its contract
 // is approved and to drop it when the contract is revoked or superseded.
 //
+// Jobs (JobService, jobs.go) are the reusable contracts: versions of job
+// definitions that the owner approves, pinned to the contract digests they
+// use. Policy decides a job's calls (principal job:<id>, with its run)
+// against its bounds and budgets, and pauses the job on any other answer
+// (jobeval.go), and when a contract it pins is replaced or revoked, in
+// that change's own transaction (drift.go). WatchJobs is the scheduler's
+// feed of the jobs that may run (jobwatch.go).
+//
 // Every state change and every decision is recorded in the audit log
 // before it takes effect; when the log cannot record it, nothing happens
 // (errs.Unavailable). Policy's store is one SQLite file, policy.db, that
@@ -52,6 +60,8 @@ type Auditor interface {
 var (
 	_ contractualv1connect.PolicyServiceHandler         = (*Service)(nil)
 	_ contractualv1connect.PolicyInternalServiceHandler = (*Service)(nil)
+	_ contractualv1connect.JobServiceHandler            = (*Service)(nil)
+	_ contractualv1connect.JobInternalServiceHandler    = (*Service)(nil)
 	_ Auditor                                           = contractualv1connect.AuditInternalServiceClient(nil)
 )
 
@@ -119,6 +129,8 @@ type Service struct {
 	// feed (setApproved).
 	approved atomic.Pointer[approvedSet]
 	feed     *feed
+	// jobs is the feed of the jobs that may run (WatchJobs).
+	jobs *jobFeed
 }
 
 // Open opens (or creates) policy's store in cfg.Dir, loads or creates the
@@ -170,6 +182,11 @@ func (s *Service) init(ctx context.Context) error {
 		s.feed.pending = append(s.feed.pending, approvalChange(rec, pending))
 	}
 	s.feed.mu.Unlock()
+	running, err := approvedJobs(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	s.jobs = newJobFeed(running)
 	return nil
 }
 

@@ -19,8 +19,10 @@ import (
 // DBFile is the name of policy's SQLite store inside its directory.
 const DBFile = "policy.db"
 
-// schemaVersion is stored in PRAGMA user_version.
-const schemaVersion = 1
+// schemaVersion is stored in PRAGMA user_version. Version 2 added the
+// jobs' tables (jobSchema), created in a store of version 1 at its next
+// start.
+const schemaVersion = 2
 
 // schema is policy's store. Contracts are kept as the canonical encoding of
 // their normal form (the bytes their digest hashes); seq is the publish
@@ -63,7 +65,7 @@ const keysetKey = "signing_keyset"
 func openDB(ctx context.Context, dir string) (*sql.DB, error) {
 	return sqlitestore.Open(ctx, sqlitestore.Config{
 		Service: "policy", Dir: dir, File: DBFile,
-		Schema: schema, Version: schemaVersion,
+		Schema: schema + jobSchema, Version: schemaVersion,
 		Pragmas: []string{"foreign_keys(1)"},
 	})
 }

@@ -30,6 +30,7 @@ var publicAPI = map[string][]string{
 	"contractual.v1.AuditService":   {"CheckConsistency", "Entries", "GetCheckpoint", "LatestCheckpoint", "Prune", "RecordExport", "Segments", "Tail", "Verify"},
 	"contractual.v1.BrokerService":  {"DeleteSecret", "ListSecrets", "PutSecret", "RotateKey"},
 	"contractual.v1.JobRunService":  {"GetRun", "ListRuns", "RunJob"},
+	"contractual.v1.JobService":     {"ApproveJob", "CreateJob", "DeleteJob", "GetJob", "ListJobs", "PauseJob", "RejectJob", "ResumeJob"},
 	"contractual.v1.PairingService": {"ApprovePairing", "ApproveWithSetupCode", "BeginPairing", "CompletePairing", "ListDevices", "ListPairingRequests", "RejectPairing", "RevokeDevice", "Unpair"},
 	"contractual.v1.PolicyService":  {"Approve", "GetContract", "ListContracts", "Publish", "Reject", "Revoke"},
 	"contractual.v1.ToolService":    {"Invoke"},
@@ -186,9 +187,12 @@ func TestReflectionShowsOnlyThePublicAPI(t *testing.T) {
 				"contractual.v1.PolicyService.Evaluate", "contractual.v1.PolicyService.GetModule", "contractual.v1.PolicyService.GetVerifier",
 				"contractual.v1.BrokerService.IssueHandle", "contractual.v1.BrokerService.RedeemHandle",
 				"contractual.v1.AuditService.Append",
+				"contractual.v1.JobInternalService", "contractual.v1.JobInternalService.WatchJobs",
+				"contractual.v1.WorkerInternalService", "contractual.v1.JobRunService",
 				// Messages only internal procedures use.
 				"contractual.v1.EvaluateRequest", "contractual.v1.ExecuteRequest",
 				"contractual.v1.RedeemHandleResponse", "contractual.v1.AppendRequest",
+				"contractual.v1.WatchJobsRequest", "contractual.v1.EnqueueRequest",
 			} {
 				if _, code, err := r.file(ctx, symbol); err != nil || code != codes.NotFound {
 					t.Errorf("%s: %s: %v %v, want not found", r.name, symbol, code, err)
@@ -233,7 +237,7 @@ func TestReflectionAndHealth(t *testing.T) {
 		got = append(got, string(n))
 	}
 	slices.Sort(got)
-	if strings.Join(got, " ") != "contractual.v1.AuditService contractual.v1.BrokerService contractual.v1.JobRunService contractual.v1.PairingService contractual.v1.PolicyService contractual.v1.ToolService" {
+	if strings.Join(got, " ") != "contractual.v1.AuditService contractual.v1.BrokerService contractual.v1.JobRunService contractual.v1.JobService contractual.v1.PairingService contractual.v1.PolicyService contractual.v1.ToolService" {
 		t.Errorf("reflection lists %v", got)
 	}
 	res, err := grpchealth.NewClient(h2c, s.URL, connect.WithGRPC()).Check(context.Background(), &grpchealth.CheckRequest{Service: "contractual.v1.ToolService"})
