@@ -78,6 +78,12 @@ type Config struct {
 	// WatchWait is how long WatchContracts waits for a change (default
 	// DefaultWatchWait).
 	WatchWait time.Duration
+	// CallApprovalTTL is how long a one-shot call approval stays pending,
+	// and an approved one usable (default DefaultCallApprovalTTL).
+	CallApprovalTTL time.Duration
+	// CallWait caps how long WaitCallApproval waits (default
+	// DefaultCallWait).
+	CallWait time.Duration
 }
 
 // Deps are the services policy calls; each is required.
@@ -100,6 +106,12 @@ func (o Config) withDefaults() Config {
 	if o.WatchWait <= 0 {
 		o.WatchWait = DefaultWatchWait
 	}
+	if o.CallApprovalTTL <= 0 {
+		o.CallApprovalTTL = DefaultCallApprovalTTL
+	}
+	if o.CallWait <= 0 {
+		o.CallWait = DefaultCallWait
+	}
 	return o
 }
 
@@ -119,6 +131,8 @@ type Service struct {
 	// feed (setApproved).
 	approved atomic.Pointer[approvedSet]
 	feed     *feed
+	// callWait wakes the waiters for call approvals.
+	callWait callWaiters
 }
 
 // Open opens (or creates) policy's store in cfg.Dir, loads or creates the

@@ -20,7 +20,7 @@ import (
 const DBFile = "policy.db"
 
 // schemaVersion is stored in PRAGMA user_version.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // schema is policy's store. Contracts are kept as the canonical encoding of
 // their normal form (the bytes their digest hashes); seq is the publish
@@ -63,7 +63,7 @@ const keysetKey = "signing_keyset"
 func openDB(ctx context.Context, dir string) (*sql.DB, error) {
 	return sqlitestore.Open(ctx, sqlitestore.Config{
 		Service: "policy", Dir: dir, File: DBFile,
-		Schema: schema, Version: schemaVersion,
+		Schema: schema + callApprovalSchema, Version: schemaVersion,
 		Pragmas: []string{"foreign_keys(1)"},
 	})
 }
