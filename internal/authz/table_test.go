@@ -53,7 +53,7 @@ func TestTable(t *testing.T) {
 			switch {
 			case isDev:
 				return forOthers
-			case proc == policyInt+"Evaluate", proc == execute, proc == auditAppend:
+			case proc == policyInt+"Evaluate", proc == policyInt+"WaitCallApproval", proc == execute, proc == auditAppend:
 				return own
 			}
 		case Runner:

@@ -72,6 +72,7 @@ var (
 		contractualv1connect.PolicyInternalServiceGetModuleProcedure,
 		contractualv1connect.PolicyInternalServiceGetVerifierProcedure,
 		contractualv1connect.PolicyInternalServiceWatchContractsProcedure,
+		contractualv1connect.PolicyInternalServiceWaitCallApprovalProcedure,
 		contractualv1connect.RunnerServiceExecuteProcedure,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 		contractualv1connect.BrokerInternalServiceIssueHandleProcedure,

@@ -28,9 +28,11 @@ import (
 // canonical input hash), keeping the exact canonical input and who asked.
 // Another paired device with the approve scope approves or denies it; the
 // same call evaluated again after the approval uses it up (ALLOW, once)
-// and any other call (one changed byte) is another approval. Pending and
-// approved-but-unused approvals expire (Config.CallApprovalTTL). A job
-// never waits: its calls get no pending approval.
+// and any other call (one changed byte) is another approval. A denial
+// stands: the same call is denied, naming it, until it expires, so that a
+// caller cannot nag the owner with it. Pending and approved-but-unused
+// approvals, and denials, expire (Config.CallApprovalTTL). A job never
+// waits: its calls get no pending approval.
 
 // Defaults of the call approval settings of Config.
 const (
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS call_approvals (
 	approval   BLOB NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS call_approvals_by_state ON call_approvals(state, seq);
+CREATE INDEX IF NOT EXISTS call_approvals_by_hash ON call_approvals(call_hash, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS call_approvals_one_open ON call_approvals(call_hash) WHERE state IN (1, 2);
 `
 
@@ -121,9 +124,10 @@ func (s *Service) notifyCalls() {
 
 // oneShot completes the decision d of a call that needs a one-shot
 // approval: if an approved, unused and unexpired approval is bound to the
-// exact call, it uses it up and allows the call; otherwise d stays
-// approval required, naming the pending approval, which it creates unless
-// one is pending already. A job's call gets no pending approval.
+// exact call, it uses it up and allows the call; if a denial that has not
+// expired is, it denies the call; otherwise d stays approval required,
+// naming the pending approval, which it creates unless one is pending
+// already. A job's call gets no pending approval.
 func (s *Service) oneShot(ctx context.Context, c *call, d *contractualv1.Decision) (*contractualv1.Decision, error) {
 	d.Verdict = contractualv1.Verdict_VERDICT_APPROVAL_REQUIRED
 	d.Reason = fmt.Sprintf("%s is a high-risk tool: each call needs the owner's one-shot approval of that exact call", c.tool)
@@ -143,13 +147,21 @@ func (s *Service) oneShot(ctx context.Context, c *call, d *contractualv1.Decisio
 		return nil, storeErr(err, "starting a transaction")
 	}
 	defer tx.Rollback()
-	a, err := openCallApproval(ctx, tx, hash)
+	now := s.opts.Now()
+	a, err := openCallApproval(ctx, tx, hash, now)
 	if err != nil {
 		return nil, err
 	}
-	now := s.opts.Now()
 	var ev *contractualv1.AuditEvent
 	switch {
+	case a != nil && a.GetState() == callDenied:
+		d.Verdict, d.ApprovalId = contractualv1.Verdict_VERDICT_DENY, a.GetId()
+		d.Reason = fmt.Sprintf("%s denied this exact call (call approval %s)", a.GetDecidedBy(), a.GetId())
+		if r := a.GetReason(); r != "" {
+			d.Reason += ": " + r
+		}
+		d.Reason += "; it is refused until " + a.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)
+		return d, nil
 	case a != nil && a.GetState() == callApproved:
 		a.State, a.UsedBy, a.UsedAt = callUsed, d.GetId(), timestamppb.New(now)
 		d.Verdict, d.ApprovalId = contractualv1.Verdict_VERDICT_ALLOW, a.GetId()
@@ -376,8 +388,8 @@ func (s *Service) applyCall(ctx context.Context, action, id, who, reason string)
 		a.State, a.ExpiresAt = callApproved, timestamppb.New(now.Add(s.opts.CallApprovalTTL))
 		detail = "approved; usable once until " + a.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)
 	} else {
-		a.State = callDenied
-		detail = "denied"
+		a.State, a.ExpiresAt = callDenied, timestamppb.New(now.Add(s.opts.CallApprovalTTL))
+		detail = "denied; the same call is refused until " + a.GetExpiresAt().AsTime().UTC().Format(time.RFC3339)
 	}
 	if reason != "" {
 		detail += "; reason: " + reason
@@ -514,19 +526,17 @@ func callStateName(st contractualv1.CallApprovalState) string {
 	return strings.ToLower(strings.TrimPrefix(st.String(), "CALL_APPROVAL_STATE_"))
 }
 
-// openCallApproval returns the pending or approved approval of a call
-// hash, or nil.
-func openCallApproval(ctx context.Context, q querier, hash string) (*contractualv1.CallApproval, error) {
-	var enc []byte
-	err := q.QueryRowContext(ctx, `SELECT approval FROM call_approvals WHERE call_hash = ? AND state IN (?, ?)`,
-		hash, int32(callPending), int32(callApproved)).Scan(&enc)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return nil, nil
-	case err != nil:
-		return nil, storeErr(err, "reading call approvals")
+// openCallApproval returns the approval that stands for a call hash at
+// now: a pending or approved one, or a denial that has not expired; nil if
+// there is none.
+func openCallApproval(ctx context.Context, q querier, hash string, now time.Time) (*contractualv1.CallApproval, error) {
+	as, err := queryCallApprovals(ctx, q, `SELECT approval FROM call_approvals
+		WHERE call_hash = ? AND (state IN (?, ?) OR (state = ? AND expires_at > ?)) ORDER BY seq DESC LIMIT 1`,
+		hash, int32(callPending), int32(callApproved), int32(callDenied), now.UnixNano())
+	if err != nil || len(as) == 0 {
+		return nil, err
 	}
-	return decodeCallApproval(enc)
+	return as[0], nil
 }
 
 // getCallApproval reads one call approval; errs.NotFound if there is none.

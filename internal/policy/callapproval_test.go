@@ -245,8 +245,9 @@ func TestCallApprovalJobNeverWaits(t *testing.T) {
 	}
 }
 
-// TestCallApprovalDeny checks that a denied call stays refused, that the
-// waiter sees the denial, and that asking again is a new approval.
+// TestCallApprovalDeny checks that the waiter sees a denial, that the
+// same call is then denied, naming the denial and its reason, until the
+// denial expires, and that it is then a new approval.
 func TestCallApprovalDeny(t *testing.T) {
 	f := highRisk(t)
 	id := f.evalAs("device:phone", `{"text": "no"}`).GetApprovalId()
@@ -270,9 +271,17 @@ func TestCallApprovalDeny(t *testing.T) {
 	_, err = f.s.ApproveCall(asOwner, &contractualv1.ApproveCallRequest{Id: id})
 	wantErr(t, err, errs.FailedPrecondition, "is denied")
 	d := f.evalAs("device:phone", `{"text": "no"}`)
+	wantVerdict(t, d, contractualv1.Verdict_VERDICT_DENY)
+	if d.GetApprovalId() != id || !strings.Contains(d.GetReason(), "not now") {
+		t.Fatalf("the denied call again: %v", d)
+	}
+	// Another call is not denied with it.
+	wantVerdict(t, f.evalAs("device:phone", `{"text": "No"}`), contractualv1.Verdict_VERDICT_APPROVAL_REQUIRED)
+	f.now = f.now.Add(DefaultCallApprovalTTL)
+	d = f.evalAs("device:phone", `{"text": "no"}`)
 	wantVerdict(t, d, contractualv1.Verdict_VERDICT_APPROVAL_REQUIRED)
-	if d.GetApprovalId() == id {
-		t.Fatal("a denied approval was found again")
+	if d.GetApprovalId() == id || d.GetApprovalId() == "" {
+		t.Fatalf("after the denial expired: %v", d)
 	}
 }
 

@@ -30,7 +30,7 @@ var publicAPI = map[string][]string{
 	"contractual.v1.AuditService":   {"CheckConsistency", "Entries", "GetCheckpoint", "LatestCheckpoint", "Prune", "RecordExport", "Segments", "Tail", "Verify"},
 	"contractual.v1.BrokerService":  {"DeleteSecret", "ListSecrets", "PutSecret", "RotateKey"},
 	"contractual.v1.PairingService": {"ApprovePairing", "ApproveWithSetupCode", "BeginPairing", "CompletePairing", "ListDevices", "ListPairingRequests", "RejectPairing", "RevokeDevice", "Unpair"},
-	"contractual.v1.PolicyService":  {"Approve", "GetContract", "ListContracts", "Publish", "Reject", "Revoke"},
+	"contractual.v1.PolicyService":  {"Approve", "ApproveCall", "DenyCall", "GetCallApproval", "GetContract", "ListCallApprovals", "ListContracts", "Publish", "Reject", "Revoke"},
 	"contractual.v1.ToolService":    {"Invoke"},
 }
 
