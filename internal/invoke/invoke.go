@@ -120,10 +120,14 @@ func (s *Service) Invoke(ctx context.Context, req *contractualv1.InvokeRequest) 
 // Approved, it evaluates call again, which uses the approval up, and
 // returns that decision; if another identical call used it first, the
 // call's new approval is waited for in the time left. Still pending when
-// the time is up, it returns the approval. A denied or expired approval
-// is an error.
+// the time is up (wait, or half the time before ctx's deadline, leaving
+// the run the other half), it returns the approval. A denied or expired
+// approval is an error.
 func (s *Service) await(ctx context.Context, call *contractualv1.EvaluateRequest, id string, wait time.Duration) (*contractualv1.EvaluateResponse, *contractualv1.CallApproval, error) {
 	deadline := time.Now().Add(wait)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 2*wait {
+		deadline = time.Now().Add(time.Until(dl) / 2) // leave half for the run
+	}
 	for {
 		w, err := s.policy.WaitCallApproval(ctx, &contractualv1.WaitCallApprovalRequest{Id: id, MaxWait: durationpb.New(max(time.Until(deadline), 0))})
 		if err != nil {

@@ -41,6 +41,9 @@ const (
 	DefaultCallApprovalTTL = 15 * time.Minute
 	// DefaultCallWait is the longest WaitCallApproval waits.
 	DefaultCallWait = 30 * time.Second
+	// MaxPendingCalls bounds the pending call approvals of one principal,
+	// so that a caller cannot bury the owner's list.
+	MaxPendingCalls = 100
 )
 
 // Audit actions of call approvals.
@@ -61,12 +64,14 @@ CREATE TABLE IF NOT EXISTS call_approvals (
 	seq        INTEGER PRIMARY KEY,
 	id         TEXT NOT NULL UNIQUE,
 	call_hash  TEXT NOT NULL,
+	principal  TEXT NOT NULL,
 	state      INTEGER NOT NULL,
 	expires_at INTEGER NOT NULL,
 	approval   BLOB NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS call_approvals_by_state ON call_approvals(state, seq);
 CREATE INDEX IF NOT EXISTS call_approvals_by_hash ON call_approvals(call_hash, seq);
+CREATE INDEX IF NOT EXISTS call_approvals_by_principal ON call_approvals(principal, state);
 CREATE UNIQUE INDEX IF NOT EXISTS call_approvals_one_open ON call_approvals(call_hash) WHERE state IN (1, 2);
 `
 
@@ -172,6 +177,13 @@ func (s *Service) oneShot(ctx context.Context, c *call, d *contractualv1.Decisio
 		d.Reason += fmt.Sprintf("; approval %s is pending until %s", a.GetId(), a.GetExpiresAt().AsTime().UTC().Format(time.RFC3339))
 		return d, nil
 	default:
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM call_approvals WHERE principal = ? AND state = ?`, c.who, int32(callPending)).Scan(&n); err != nil {
+			return nil, storeErr(err, "counting call approvals")
+		}
+		if n >= MaxPendingCalls {
+			return nil, errs.E(errs.ResourceExhausted, "%s has %d call approvals pending, the most there may be: wait until the owner decides them, or they expire", c.who, n)
+		}
 		a = &contractualv1.CallApproval{
 			Id:             newID(),
 			State:          callPending,
@@ -279,9 +291,13 @@ func (s *Service) GetCallApproval(ctx context.Context, req *contractualv1.GetCal
 }
 
 // WaitCallApproval returns the call approval once it is no longer
-// pending, or after max_wait (at most Config.CallWait) with it pending.
+// pending, or after max_wait (at most Config.CallWait, and half the time
+// left before the caller's deadline) with it pending.
 func (s *Service) WaitCallApproval(ctx context.Context, req *contractualv1.WaitCallApprovalRequest) (*contractualv1.WaitCallApprovalResponse, error) {
 	wait := min(req.GetMaxWait().AsDuration(), s.opts.CallWait)
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)/2) // answer while the caller still listens
+	}
 	timer := time.NewTimer(max(wait, 0))
 	defer timer.Stop()
 	for {
@@ -558,9 +574,9 @@ func putCallApproval(ctx context.Context, tx *sql.Tx, a *contractualv1.CallAppro
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "policy: encoding call approval %s", a.GetId())
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO call_approvals (id, call_hash, state, expires_at, approval) VALUES (?, ?, ?, ?, ?)
+	_, err = tx.ExecContext(ctx, `INSERT INTO call_approvals (id, call_hash, principal, state, expires_at, approval) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at, approval = excluded.approval`,
-		a.GetId(), a.GetCallHash(), int32(a.GetState()), a.GetExpiresAt().AsTime().UnixNano(), enc)
+		a.GetId(), a.GetCallHash(), a.GetPrincipal(), int32(a.GetState()), a.GetExpiresAt().AsTime().UnixNano(), enc)
 	return storeErr(err, "storing call approval %s", a.GetId())
 }
 

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -296,4 +297,20 @@ func TestCallApprovalWaitPending(t *testing.T) {
 	}
 	_, err = f.s.WaitCallApproval(context.Background(), &contractualv1.WaitCallApprovalRequest{Id: "nope"})
 	wantErr(t, err, errs.NotFound)
+}
+
+// TestCallApprovalPendingBound checks that one principal's pending call
+// approvals are bounded, and that another principal is not held back.
+func TestCallApprovalPendingBound(t *testing.T) {
+	f := highRisk(t)
+	for i := range MaxPendingCalls {
+		f.evalAs("device:phone", fmt.Sprintf(`{"text": "%d"}`, i))
+	}
+	_, err := f.s.Evaluate(context.Background(), &contractualv1.EvaluateRequest{Tool: "counter.count_vowels", Input: []byte(`{"text": "one more"}`), Principal: "device:phone"})
+	wantErr(t, err, errs.ResourceExhausted, "pending")
+	// Asking again for a pending call still answers, naming it.
+	if d := f.evalAs("device:phone", `{"text": "0"}`); d.GetApprovalId() == "" {
+		t.Fatalf("a pending call asked again: %v", d)
+	}
+	wantVerdict(t, f.evalAs("device:tablet", `{"text": "one more"}`), contractualv1.Verdict_VERDICT_APPROVAL_REQUIRED)
 }
