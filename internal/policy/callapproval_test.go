@@ -314,3 +314,22 @@ func TestCallApprovalPendingBound(t *testing.T) {
 	}
 	wantVerdict(t, f.evalAs("device:tablet", `{"text": "one more"}`), contractualv1.Verdict_VERDICT_APPROVAL_REQUIRED)
 }
+
+// TestCallApprovalMigration checks that a store of schema version 1 (no
+// call approvals) opens, gains the table, and keeps its contracts.
+func TestCallApprovalMigration(t *testing.T) {
+	f := highRisk(t)
+	for _, q := range []string{`DROP TABLE call_approvals`, `PRAGMA user_version = 1`} {
+		if _, err := f.s.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.reopen()
+	var v int
+	if err := f.s.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != schemaVersion {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+	if d := f.evalAs("device:phone", `{"text": "after"}`); d.GetApprovalId() == "" {
+		t.Fatalf("after the migration: %v", d)
+	}
+}
