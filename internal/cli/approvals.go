@@ -83,7 +83,7 @@ func approvalsCmd(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		return printCallApproval(env, a, rec.GetRecord())
+		return printCallApproval(env, a, rec.GetRecord(), deviceName(ctx, c, a.GetPrincipal()))
 	case "approve":
 		resp, err := c.policy.ApproveCall(ctx, &contractualv1.ApproveCallRequest{Id: pos[0], Reason: *reason})
 		if err != nil {
@@ -106,10 +106,13 @@ func approvalsCmd(ctx context.Context, env *Env, args []string) error {
 
 // printCallApproval prints a call approval as the Control UI shows it: the
 // call, who asked, the exact input, then what the contract lets it reach.
-func printCallApproval(env *Env, a *contractualv1.CallApproval, rec *contractualv1.ContractRecord) error {
+func printCallApproval(env *Env, a *contractualv1.CallApproval, rec *contractualv1.ContractRecord, device string) error {
 	w := env.Stdout
 	fmt.Fprintf(w, "call approval %s: %s\n", a.GetId(), callStateName(a.GetState()))
 	fmt.Fprintf(w, "  tool       %s\n  asked by   %s", a.GetTool(), a.GetPrincipal())
+	if device != "" {
+		fmt.Fprintf(w, " (%q)", device)
+	}
 	if p, err := tailnet.FromProto(a.GetTailnet()); err == nil && p != nil {
 		fmt.Fprintf(w, " from tailnet node %s", p)
 	}
@@ -134,6 +137,25 @@ func printCallApproval(env *Env, a *contractualv1.CallApproval, rec *contractual
 	c := rec.GetContract()
 	fmt.Fprintf(w, "under %s %s (%s), which lets it:\n", c.GetName(), c.GetVersion(), stateName(rec.GetState()))
 	return contract.NewCard(c).WriteText(w)
+}
+
+// deviceName is the name of the device principal p, if this device may
+// list the devices and p is among the first page of them; else "".
+func deviceName(ctx context.Context, c *clients, p string) string {
+	id, ok := strings.CutPrefix(p, "device:")
+	if !ok {
+		return ""
+	}
+	resp, err := c.pairing.ListDevices(ctx, &contractualv1.ListDevicesRequest{PageSize: 500})
+	if err != nil {
+		return ""
+	}
+	for _, d := range resp.GetDevices() {
+		if d.GetId() == id {
+			return d.GetName()
+		}
+	}
+	return ""
 }
 
 // parseCallState parses a call approval state name; "" is unspecified

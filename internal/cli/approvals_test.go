@@ -134,7 +134,7 @@ func TestInvokeWaitAndApprovals(t *testing.T) {
 		t.Fatalf("approvals list:\n%s", list)
 	}
 	show, _ := d.must("", "approvals", "show", id)
-	for _, want := range []string{"pending", "greeter.greet", `"name": "cli"`, "device:", digest, "greeting"} {
+	for _, want := range []string{"pending", "greeter.greet", `"name": "cli"`, `device:`, `("agent")`, digest, "greeting"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("approvals show lacks %q:\n%s", want, show)
 		}
