@@ -126,3 +126,19 @@ func (g auditGuard) Verify(ctx context.Context, req *contractualv1.VerifyRequest
 func (g auditGuard) CheckConsistency(ctx context.Context, req *contractualv1.CheckConsistencyRequest) (*contractualv1.CheckConsistencyResponse, error) {
 	return call(ctx, contractualv1connect.AuditServiceCheckConsistencyProcedure, g.next.CheckConsistency, req)
 }
+
+func (g policyGuard) ListCallApprovals(ctx context.Context, req *contractualv1.ListCallApprovalsRequest) (*contractualv1.ListCallApprovalsResponse, error) {
+	return call(ctx, contractualv1connect.PolicyServiceListCallApprovalsProcedure, g.next.ListCallApprovals, req)
+}
+
+func (g policyGuard) GetCallApproval(ctx context.Context, req *contractualv1.GetCallApprovalRequest) (*contractualv1.GetCallApprovalResponse, error) {
+	return call(ctx, contractualv1connect.PolicyServiceGetCallApprovalProcedure, g.next.GetCallApproval, req)
+}
+
+func (g policyGuard) ApproveCall(ctx context.Context, req *contractualv1.ApproveCallRequest) (*contractualv1.ApproveCallResponse, error) {
+	return call(ctx, contractualv1connect.PolicyServiceApproveCallProcedure, g.next.ApproveCall, req)
+}
+
+func (g policyGuard) DenyCall(ctx context.Context, req *contractualv1.DenyCallRequest) (*contractualv1.DenyCallResponse, error) {
+	return call(ctx, contractualv1connect.PolicyServiceDenyCallProcedure, g.next.DenyCall, req)
+}

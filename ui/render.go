@@ -33,7 +33,7 @@ type view struct {
 }
 
 // pageNames are the page templates; each is parsed with layout.html.
-var pageNames = []string{"error", "pair", "overview", "contracts", "contract", "devices", "secrets", "runs"}
+var pageNames = []string{"error", "pair", "overview", "contracts", "contract", "approvals", "approval", "devices", "secrets", "runs"}
 
 // funcs are the template helpers.
 var funcs = template.FuncMap{
@@ -108,6 +108,8 @@ var flashes = map[string]string{
 	"approved":         "Contract approved: its tools may run now.",
 	"rejected":         "Contract rejected.",
 	"revoked":          "Contract revoked: its tools no longer run.",
+	"call-approved":    "Call approved: that exact call may run once, before the approval expires.",
+	"call-denied":      "Call denied: that exact call is refused until the denial expires.",
 	"request-approved": "Pairing request approved: the device can now finish pairing.",
 	"request-rejected": "Pairing request rejected.",
 	"device-revoked":   "Device revoked: its token is refused from now on.",

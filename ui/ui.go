@@ -1,7 +1,7 @@
 // Package ui is the Control UI: server-rendered pages (html/template,
 // embedded) with one small stylesheet and one small script, through which
 // the owner pairs a browser, approves contracts with their permissions card
-// and diff, decides pairing requests, revokes devices, writes secrets and
+// and diff, approves or denies one-shot calls, decides pairing requests, revokes devices, writes secrets and
 // reads the runs and the audit log.
 //
 // Security model, in short (see README.md):
@@ -296,6 +296,10 @@ func (u *UI) routes() {
 	for _, a := range contractActions {
 		u.route("/ui/contracts/{digest}/"+a.verb, nil, u.authed(u.contractAction(a)))
 	}
+	u.route("/ui/approvals", u.authed(u.approvalsPage), nil)
+	u.route("/ui/approvals/{id}", u.authed(u.approvalPage), nil)
+	u.route("/ui/approvals/{id}/approve", nil, u.authed(u.callAction(true)))
+	u.route("/ui/approvals/{id}/deny", nil, u.authed(u.callAction(false)))
 	u.route("/ui/devices", u.authed(u.devicesPage), nil)
 	u.route("/ui/devices/requests/{code}/approve", nil, u.authed(u.requestAction(true)))
 	u.route("/ui/devices/requests/{code}/reject", nil, u.authed(u.requestAction(false)))

@@ -24,13 +24,15 @@ const (
 var table = map[Service]map[string]how{
 	// The gateway passes on what the owner's devices do (each for its
 	// device), invokes tools (Evaluate names the device in its principal
-	// field, which policy checks with MayActFor; Execute carries the
-	// signed decision), records pairing's events and passes webhook
-	// deliveries to the scheduler.
+	// field, which policy checks with MayActFor; a caller that waits for
+	// the call's one-shot approval waits through WaitCallApproval; Execute
+	// carries the signed decision), records pairing's events and passes
+	// webhook deliveries to the scheduler.
 	Gateway: merge(
 		every(forOthers, devicesReach...),
 		row(own,
 			contractualv1connect.PolicyInternalServiceEvaluateProcedure,
+			contractualv1connect.PolicyInternalServiceWaitCallApprovalProcedure,
 			contractualv1connect.RunnerServiceExecuteProcedure,
 			contractualv1connect.AuditInternalServiceAppendProcedure,
 			contractualv1connect.SchedulerInternalServiceDeliverProcedure,

@@ -56,7 +56,7 @@ func TestTable(t *testing.T) {
 			switch {
 			case isDev:
 				return forOthers
-			case proc == policyInt+"Evaluate", proc == execute, proc == auditAppend,
+			case proc == policyInt+"Evaluate", proc == policyInt+"WaitCallApproval", proc == execute, proc == auditAppend,
 				proc == contractualv1connect.SchedulerInternalServiceDeliverProcedure:
 				return own
 			}

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -182,6 +184,11 @@ func contractsCmd(ctx context.Context, env *Env, args []string) error {
 	return usagef("unknown subcommand %q", sub)
 }
 
+// invokeWaitSlice is how long one Invoke of `invoke --wait` asks to wait
+// (the server caps it at invoke.MaxWait); the command calls again while
+// the approval is pending.
+const invokeWaitSlice = 20 * time.Second
+
 // invokeCmd calls a tool through the server.
 func invokeCmd(ctx context.Context, env *Env, args []string) error {
 	var cf connectFlags
@@ -190,6 +197,7 @@ func invokeCmd(ctx context.Context, env *Env, args []string) error {
 	var input inputFlags
 	input.register(fs)
 	asJSON := fs.Bool("json", false, "print the whole response as JSON")
+	wait := fs.Bool("wait", false, "if the call needs the owner's one-shot approval, wait for it (until it is decided or expires), then run the call")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -209,9 +217,25 @@ func invokeCmd(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.tools.Invoke(ctx, &contractualv1.InvokeRequest{Tool: pos[0], Input: &v})
-	if err != nil {
-		return err
+	req := &contractualv1.InvokeRequest{Tool: pos[0], Input: &v}
+	if *wait {
+		req.Wait = durationpb.New(0) // the first call tells at once
+	}
+	var resp *contractualv1.InvokeResponse
+	for asked := ""; ; {
+		if resp, err = c.tools.Invoke(ctx, req); err != nil {
+			return err
+		}
+		a := resp.GetPendingApproval()
+		if a == nil {
+			break
+		}
+		if a.GetId() != asked {
+			asked = a.GetId()
+			fmt.Fprintf(env.Stderr, "waiting for the owner's one-shot approval %s of this exact call (until %s): approve it from another paired device in the Control UI at %s/ui/approvals/%s, or with `contractual approvals approve %s`\n",
+				a.GetId(), when(a.GetExpiresAt()), strings.TrimSuffix(cf.server, "/"), a.GetId(), a.GetId())
+		}
+		req.Wait = durationpb.New(invokeWaitSlice)
 	}
 	if *asJSON {
 		return printJSON(env, resp)

@@ -224,7 +224,7 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	}
-	talksToServer := map[string]bool{"publish": true, "contracts": true, "invoke": true, "pair": true, "devices": true, "secrets": true, "audit": true}
+	talksToServer := map[string]bool{"publish": true, "contracts": true, "invoke": true, "approvals": true, "pair": true, "devices": true, "secrets": true, "audit": true}
 	for _, c := range commands {
 		if c.name == "help" || c.name == "version" {
 			continue

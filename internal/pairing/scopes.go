@@ -24,7 +24,8 @@ const (
 	ScopeRead
 	// ScopePublish publishes modules and contracts; they land pending.
 	ScopePublish
-	// ScopeApprove decides contracts and pairing requests.
+	// ScopeApprove decides contracts, pairing requests and one-shot call
+	// approvals.
 	ScopeApprove
 	// ScopeOwner is everything, also writing secrets and revoking devices.
 	ScopeOwner
@@ -117,6 +118,8 @@ var procedureScopes = map[string]Scopes{
 
 	contractualv1connect.PolicyServiceListContractsProcedure:        ScopeRead,
 	contractualv1connect.PolicyServiceGetContractProcedure:          ScopeRead,
+	contractualv1connect.PolicyServiceListCallApprovalsProcedure:    ScopeRead,
+	contractualv1connect.PolicyServiceGetCallApprovalProcedure:      ScopeRead,
 	contractualv1connect.AuditServiceTailProcedure:                  ScopeRead,
 	contractualv1connect.AuditServiceVerifyProcedure:                ScopeRead,
 	contractualv1connect.AuditServiceLatestCheckpointProcedure:      ScopeRead,
@@ -139,6 +142,8 @@ var procedureScopes = map[string]Scopes{
 	contractualv1connect.PolicyServiceApproveProcedure:         ScopeApprove,
 	contractualv1connect.PolicyServiceRejectProcedure:          ScopeApprove,
 	contractualv1connect.PolicyServiceRevokeProcedure:          ScopeApprove,
+	contractualv1connect.PolicyServiceApproveCallProcedure:     ScopeApprove,
+	contractualv1connect.PolicyServiceDenyCallProcedure:        ScopeApprove,
 	contractualv1connect.PairingServiceApprovePairingProcedure: ScopeApprove,
 	contractualv1connect.PairingServiceRejectPairingProcedure:  ScopeApprove,
 	// Running a job now is the owner's act, like resuming it: the run makes

@@ -74,6 +74,7 @@ var (
 		contractualv1connect.PolicyInternalServiceWatchContractsProcedure,
 		contractualv1connect.JobInternalServiceWatchJobsProcedure,
 		contractualv1connect.WorkerInternalServiceEnqueueProcedure,
+		contractualv1connect.PolicyInternalServiceWaitCallApprovalProcedure,
 		contractualv1connect.RunnerServiceExecuteProcedure,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 		contractualv1connect.BrokerInternalServiceIssueHandleProcedure,

@@ -31,9 +31,10 @@ type call struct {
 // bound to the hash of the canonical input, and that canonical input:
 //   - allow: the approved contract of that name lists the tool, the input
 //     meets its schema and the tool is not high-risk;
-//   - approval required: the same for a high-risk tool (one-shot approvals
-//     of an exact call come with the Control UI; until then such a call
-//     does not run);
+//   - approval required: the same for a high-risk tool, unless the owner
+//     approved this exact call (see oneShot): the decision names the
+//     pending call approval; the same call evaluated after its approval
+//     is allowed once, naming the approval it used;
 //   - deny: the name has contracts, but none is approved.
 //
 // A call that cannot be decided (malformed tool, principal or input, an
@@ -89,9 +90,7 @@ func (s *Service) evaluate(ctx context.Context, c *call, input []byte) (*contrac
 	}
 	d := s.newDecision(c, e.rec)
 	if te.tool.GetRisk() == contractualv1.Risk_RISK_HIGH {
-		d.Verdict = contractualv1.Verdict_VERDICT_APPROVAL_REQUIRED
-		d.Reason = fmt.Sprintf("%s is a high-risk tool: each call needs the owner's one-shot approval of that exact call", c.tool)
-		return d, nil
+		return s.oneShot(ctx, c, d)
 	}
 	d.Verdict = contractualv1.Verdict_VERDICT_ALLOW
 	d.Reason = fmt.Sprintf("contract %s %s, approved by %s, lists %s (risk %s)",

@@ -74,7 +74,10 @@ func TestEvaluateHighRisk(t *testing.T) {
 	if d.GetVerdict() != contractualv1.Verdict_VERDICT_APPROVAL_REQUIRED || !strings.Contains(d.GetReason(), "one-shot approval") {
 		t.Fatalf("high-risk decision: %v", d)
 	}
-	onlyEvent(t, f.audit.since(n), actionDecision, "approval_required")
+	if evs := f.audit.since(n); len(evs) != 2 || evs[0].GetAction() != actionCallRequest || evs[1].GetAction() != actionDecision ||
+		evs[1].GetOutcome() != "approval_required" {
+		t.Fatalf("audit events %v, want a call approval request and the decision", evs)
+	}
 	pub, _ := f.s.GetVerifier(context.Background(), &contractualv1.GetVerifierRequest{})
 	v, err := decision.NewVerifier(pub.GetPublicKeyset())
 	if err != nil {

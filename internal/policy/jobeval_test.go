@@ -211,6 +211,14 @@ func TestEvaluateJobHighRisk(t *testing.T) {
 	if rec := f.getJob("nightly").GetRecord(); rec.GetState() != jobPaused || !strings.Contains(rec.GetPause().GetReason(), "approval_required") {
 		t.Fatalf("job %v", rec)
 	}
+	// Jobs never wait: the call asked the owner for nothing.
+	if d.GetApprovalId() != "" {
+		t.Fatalf("job decision names approval %s", d.GetApprovalId())
+	}
+	list, err := f.s.ListCallApprovals(asOwner, &contractualv1.ListCallApprovalsRequest{})
+	if err != nil || len(list.GetApprovals()) != 0 {
+		t.Fatalf("call approvals after a job's call: %v, %v", list, err)
+	}
 }
 
 // TestEvaluateJobStalePin: should a job pinning a replaced contract ever

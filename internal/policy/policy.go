@@ -88,6 +88,12 @@ type Config struct {
 	// WatchWait is how long WatchContracts waits for a change (default
 	// DefaultWatchWait).
 	WatchWait time.Duration
+	// CallApprovalTTL is how long a one-shot call approval stays pending,
+	// and an approved one usable (default DefaultCallApprovalTTL).
+	CallApprovalTTL time.Duration
+	// CallWait caps how long WaitCallApproval waits (default
+	// DefaultCallWait).
+	CallWait time.Duration
 }
 
 // Deps are the services policy calls; each is required.
@@ -110,6 +116,12 @@ func (o Config) withDefaults() Config {
 	if o.WatchWait <= 0 {
 		o.WatchWait = DefaultWatchWait
 	}
+	if o.CallApprovalTTL <= 0 {
+		o.CallApprovalTTL = DefaultCallApprovalTTL
+	}
+	if o.CallWait <= 0 {
+		o.CallWait = DefaultCallWait
+	}
 	return o
 }
 
@@ -131,6 +143,8 @@ type Service struct {
 	feed     *feed
 	// jobs is the feed of the jobs that may run (WatchJobs).
 	jobs *jobFeed
+	// callWait wakes the waiters for call approvals.
+	callWait callWaiters
 }
 
 // Open opens (or creates) policy's store in cfg.Dir, loads or creates the

@@ -20,9 +20,9 @@ import (
 const DBFile = "policy.db"
 
 // schemaVersion is stored in PRAGMA user_version. Version 2 added the
-// jobs' tables (jobSchema), created in a store of version 1 at its next
-// start.
-const schemaVersion = 2
+// jobs' tables (jobSchema) and version 3 the call approvals
+// (callApprovalSchema), created in an older store at its next start.
+const schemaVersion = 3
 
 // schema is policy's store. Contracts are kept as the canonical encoding of
 // their normal form (the bytes their digest hashes); seq is the publish
@@ -65,7 +65,7 @@ const keysetKey = "signing_keyset"
 func openDB(ctx context.Context, dir string) (*sql.DB, error) {
 	return sqlitestore.Open(ctx, sqlitestore.Config{
 		Service: "policy", Dir: dir, File: DBFile,
-		Schema: schema + jobSchema, Version: schemaVersion,
+		Schema: schema + jobSchema + callApprovalSchema, Version: schemaVersion,
 		Pragmas: []string{"foreign_keys(1)"},
 	})
 }

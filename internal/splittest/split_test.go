@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
@@ -198,4 +200,47 @@ func bearer(token string) connect.Interceptor {
 			return next(ctx, req)
 		}
 	})
+}
+
+// TestSplitCallApproval: through the split, the gateway waits for a
+// high-risk call's one-shot approval in policy (WaitCallApproval over
+// mutual TLS), and runs the call once another device approves it.
+func TestSplitCallApproval(t *testing.T) {
+	s := splittest.Start(t)
+	d := owner(t, s)
+	ctx := context.Background()
+	risky := strings.Replace(strings.Replace(smallContract, "name: count", "name: risky", 1), "risk: low", "risk: high", 1)
+	if _, _, err := d.PublishApproved(ctx, read(t, "runtime/sandbox/testdata/hostile/count.wasm"), risky); err != nil {
+		t.Fatal(err)
+	}
+	agent, err := d.Pair(ctx, d.HTTP, "agent", "invoke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"text": structpb.NewStringValue("approve me")}})
+	first, err := agent.Tools.Invoke(ctx, &contractualv1.InvokeRequest{Tool: "risky.count_vowels", Input: in, Wait: durationpb.New(0)})
+	id := first.GetPendingApproval().GetId()
+	if err != nil || id == "" {
+		t.Fatalf("the agent's call: %v, %v\n%s", first, err, s.Log(authz.Gateway))
+	}
+	done := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := agent.Tools.Invoke(ctx, &contractualv1.InvokeRequest{Tool: "risky.count_vowels", Input: in, Wait: durationpb.New(time.Minute)})
+			if err != nil || resp.GetPendingApproval() == nil {
+				// The whole input, {"text":"approve me"}, has 5 vowels.
+				if got := resp.GetOutput().GetStructValue().GetFields()["count"].GetNumberValue(); err == nil && got != 5 {
+					err = fmt.Errorf("count_vowels = %v, want 5", resp.GetOutput())
+				}
+				done <- err
+				return
+			}
+		}
+	}()
+	if _, err := d.Policy.ApproveCall(ctx, &contractualv1.ApproveCallRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the waiting call: %v\n%s", err, s.Log(authz.Gateway))
+	}
 }

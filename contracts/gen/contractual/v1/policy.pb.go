@@ -9,6 +9,7 @@ package contractualv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -129,6 +130,69 @@ func (x Verdict) Number() protoreflect.EnumNumber {
 // Deprecated: Use Verdict.Descriptor instead.
 func (Verdict) EnumDescriptor() ([]byte, []int) {
 	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+// CallApprovalState is where a one-shot call approval is in its life.
+type CallApprovalState int32
+
+const (
+	CallApprovalState_CALL_APPROVAL_STATE_UNSPECIFIED CallApprovalState = 0
+	// Waiting for the owner.
+	CallApprovalState_CALL_APPROVAL_STATE_PENDING CallApprovalState = 1
+	// Approved and not yet used: the exact call may run once.
+	CallApprovalState_CALL_APPROVAL_STATE_APPROVED CallApprovalState = 2
+	CallApprovalState_CALL_APPROVAL_STATE_DENIED   CallApprovalState = 3
+	// Used up by the one call it allowed.
+	CallApprovalState_CALL_APPROVAL_STATE_USED CallApprovalState = 4
+	// Pending or approved past its expiry.
+	CallApprovalState_CALL_APPROVAL_STATE_EXPIRED CallApprovalState = 5
+)
+
+// Enum value maps for CallApprovalState.
+var (
+	CallApprovalState_name = map[int32]string{
+		0: "CALL_APPROVAL_STATE_UNSPECIFIED",
+		1: "CALL_APPROVAL_STATE_PENDING",
+		2: "CALL_APPROVAL_STATE_APPROVED",
+		3: "CALL_APPROVAL_STATE_DENIED",
+		4: "CALL_APPROVAL_STATE_USED",
+		5: "CALL_APPROVAL_STATE_EXPIRED",
+	}
+	CallApprovalState_value = map[string]int32{
+		"CALL_APPROVAL_STATE_UNSPECIFIED": 0,
+		"CALL_APPROVAL_STATE_PENDING":     1,
+		"CALL_APPROVAL_STATE_APPROVED":    2,
+		"CALL_APPROVAL_STATE_DENIED":      3,
+		"CALL_APPROVAL_STATE_USED":        4,
+		"CALL_APPROVAL_STATE_EXPIRED":     5,
+	}
+)
+
+func (x CallApprovalState) Enum() *CallApprovalState {
+	p := new(CallApprovalState)
+	*p = x
+	return p
+}
+
+func (x CallApprovalState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallApprovalState) Descriptor() protoreflect.EnumDescriptor {
+	return file_contractual_v1_policy_proto_enumTypes[2].Descriptor()
+}
+
+func (CallApprovalState) Type() protoreflect.EnumType {
+	return &file_contractual_v1_policy_proto_enumTypes[2]
+}
+
+func (x CallApprovalState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallApprovalState.Descriptor instead.
+func (CallApprovalState) EnumDescriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{2}
 }
 
 // ContractRecord is a contract as policy keeps it.
@@ -1010,7 +1074,11 @@ type Decision struct {
 	ExpiresAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// For a job's call: the run it belongs to. The runner derives the
 	// idempotency keys of the call's side effects from it.
-	RunId         string `protobuf:"bytes,12,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	RunId string `protobuf:"bytes,12,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The one-shot call approval: with VERDICT_APPROVAL_REQUIRED the pending
+	// one that the call waits for (none for a job, which never waits); with
+	// VERDICT_ALLOW the approved one this decision used up.
+	ApprovalId    string `protobuf:"bytes,13,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1125,6 +1193,13 @@ func (x *Decision) GetExpiresAt() *timestamppb.Timestamp {
 func (x *Decision) GetRunId() string {
 	if x != nil {
 		return x.RunId
+	}
+	return ""
+}
+
+func (x *Decision) GetApprovalId() string {
+	if x != nil {
+		return x.ApprovalId
 	}
 	return ""
 }
@@ -1693,11 +1768,695 @@ func (x *ApprovalChange) GetState() ContractState {
 	return ContractState_CONTRACT_STATE_UNSPECIFIED
 }
 
+// CallApproval is the owner's approval of one exact call: the call hash
+// binds the principal, the tool, the contract and module digests and the
+// canonical input's hash, so one changed byte is another approval.
+type CallApproval struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State CallApprovalState      `protobuf:"varint,2,opt,name=state,proto3,enum=contractual.v1.CallApprovalState" json:"state,omitempty"`
+	// sha256 over the fields below that it binds, "sha256:<hex>".
+	CallHash string `protobuf:"bytes,3,opt,name=call_hash,json=callHash,proto3" json:"call_hash,omitempty"`
+	Tool     string `protobuf:"bytes,4,opt,name=tool,proto3" json:"tool,omitempty"`
+	// Who asked.
+	Principal      string `protobuf:"bytes,5,opt,name=principal,proto3" json:"principal,omitempty"`
+	ContractDigest string `protobuf:"bytes,6,opt,name=contract_digest,json=contractDigest,proto3" json:"contract_digest,omitempty"`
+	ModuleDigest   string `protobuf:"bytes,7,opt,name=module_digest,json=moduleDigest,proto3" json:"module_digest,omitempty"`
+	InputHash      string `protobuf:"bytes,8,opt,name=input_hash,json=inputHash,proto3" json:"input_hash,omitempty"`
+	// The exact canonical input the call runs with.
+	CanonicalInput []byte `protobuf:"bytes,9,opt,name=canonical_input,json=canonicalInput,proto3" json:"canonical_input,omitempty"`
+	// The tailnet node the request came from, if it came over the tailnet.
+	Tailnet     *TailnetPeer           `protobuf:"bytes,10,opt,name=tailnet,proto3" json:"tailnet,omitempty"`
+	RequestedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
+	// When a pending approval, or an approved one not yet used, expires.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Who approved or denied it, when, and why.
+	DecidedBy string                 `protobuf:"bytes,13,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	DecidedAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=decided_at,json=decidedAt,proto3" json:"decided_at,omitempty"`
+	Reason    string                 `protobuf:"bytes,15,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The decision that used it up, and when.
+	UsedBy        string                 `protobuf:"bytes,16,opt,name=used_by,json=usedBy,proto3" json:"used_by,omitempty"`
+	UsedAt        *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=used_at,json=usedAt,proto3" json:"used_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallApproval) Reset() {
+	*x = CallApproval{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallApproval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallApproval) ProtoMessage() {}
+
+func (x *CallApproval) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallApproval.ProtoReflect.Descriptor instead.
+func (*CallApproval) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CallApproval) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CallApproval) GetState() CallApprovalState {
+	if x != nil {
+		return x.State
+	}
+	return CallApprovalState_CALL_APPROVAL_STATE_UNSPECIFIED
+}
+
+func (x *CallApproval) GetCallHash() string {
+	if x != nil {
+		return x.CallHash
+	}
+	return ""
+}
+
+func (x *CallApproval) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *CallApproval) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *CallApproval) GetContractDigest() string {
+	if x != nil {
+		return x.ContractDigest
+	}
+	return ""
+}
+
+func (x *CallApproval) GetModuleDigest() string {
+	if x != nil {
+		return x.ModuleDigest
+	}
+	return ""
+}
+
+func (x *CallApproval) GetInputHash() string {
+	if x != nil {
+		return x.InputHash
+	}
+	return ""
+}
+
+func (x *CallApproval) GetCanonicalInput() []byte {
+	if x != nil {
+		return x.CanonicalInput
+	}
+	return nil
+}
+
+func (x *CallApproval) GetTailnet() *TailnetPeer {
+	if x != nil {
+		return x.Tailnet
+	}
+	return nil
+}
+
+func (x *CallApproval) GetRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedAt
+	}
+	return nil
+}
+
+func (x *CallApproval) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *CallApproval) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *CallApproval) GetDecidedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecidedAt
+	}
+	return nil
+}
+
+func (x *CallApproval) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CallApproval) GetUsedBy() string {
+	if x != nil {
+		return x.UsedBy
+	}
+	return ""
+}
+
+func (x *CallApproval) GetUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UsedAt
+	}
+	return nil
+}
+
+// ListCallApprovalsRequest filters the list and asks for one page of it.
+type ListCallApprovalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only approvals in this state; unset means pending.
+	State CallApprovalState `protobuf:"varint,1,opt,name=state,proto3,enum=contractual.v1.CallApprovalState" json:"state,omitempty"`
+	// The most approvals to return: 0 means 50, more than 500 means 500.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, empty for the first.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCallApprovalsRequest) Reset() {
+	*x = ListCallApprovalsRequest{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCallApprovalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCallApprovalsRequest) ProtoMessage() {}
+
+func (x *ListCallApprovalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCallApprovalsRequest.ProtoReflect.Descriptor instead.
+func (*ListCallApprovalsRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListCallApprovalsRequest) GetState() CallApprovalState {
+	if x != nil {
+		return x.State
+	}
+	return CallApprovalState_CALL_APPROVAL_STATE_UNSPECIFIED
+}
+
+func (x *ListCallApprovalsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListCallApprovalsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListCallApprovalsResponse holds one page of call approvals.
+type ListCallApprovalsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Approvals     []*CallApproval        `protobuf:"bytes,1,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCallApprovalsResponse) Reset() {
+	*x = ListCallApprovalsResponse{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCallApprovalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCallApprovalsResponse) ProtoMessage() {}
+
+func (x *ListCallApprovalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCallApprovalsResponse.ProtoReflect.Descriptor instead.
+func (*ListCallApprovalsResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListCallApprovalsResponse) GetApprovals() []*CallApproval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *ListCallApprovalsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetCallApprovalRequest names a call approval.
+type GetCallApprovalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCallApprovalRequest) Reset() {
+	*x = GetCallApprovalRequest{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCallApprovalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCallApprovalRequest) ProtoMessage() {}
+
+func (x *GetCallApprovalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCallApprovalRequest.ProtoReflect.Descriptor instead.
+func (*GetCallApprovalRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetCallApprovalRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetCallApprovalResponse returns it.
+type GetCallApprovalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Approval      *CallApproval          `protobuf:"bytes,1,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCallApprovalResponse) Reset() {
+	*x = GetCallApprovalResponse{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCallApprovalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCallApprovalResponse) ProtoMessage() {}
+
+func (x *GetCallApprovalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCallApprovalResponse.ProtoReflect.Descriptor instead.
+func (*GetCallApprovalResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetCallApprovalResponse) GetApproval() *CallApproval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// ApproveCallRequest approves a pending call approval.
+type ApproveCallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveCallRequest) Reset() {
+	*x = ApproveCallRequest{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveCallRequest) ProtoMessage() {}
+
+func (x *ApproveCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveCallRequest.ProtoReflect.Descriptor instead.
+func (*ApproveCallRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ApproveCallRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApproveCallRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ApproveCallResponse returns the approved approval.
+type ApproveCallResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Approval      *CallApproval          `protobuf:"bytes,1,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveCallResponse) Reset() {
+	*x = ApproveCallResponse{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveCallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveCallResponse) ProtoMessage() {}
+
+func (x *ApproveCallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveCallResponse.ProtoReflect.Descriptor instead.
+func (*ApproveCallResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ApproveCallResponse) GetApproval() *CallApproval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// DenyCallRequest denies a pending call approval.
+type DenyCallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DenyCallRequest) Reset() {
+	*x = DenyCallRequest{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DenyCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DenyCallRequest) ProtoMessage() {}
+
+func (x *DenyCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DenyCallRequest.ProtoReflect.Descriptor instead.
+func (*DenyCallRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DenyCallRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DenyCallRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// DenyCallResponse returns the denied approval.
+type DenyCallResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Approval      *CallApproval          `protobuf:"bytes,1,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DenyCallResponse) Reset() {
+	*x = DenyCallResponse{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DenyCallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DenyCallResponse) ProtoMessage() {}
+
+func (x *DenyCallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DenyCallResponse.ProtoReflect.Descriptor instead.
+func (*DenyCallResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DenyCallResponse) GetApproval() *CallApproval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
+// WaitCallApprovalRequest names the approval to wait for.
+type WaitCallApprovalRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// How long to wait while it is pending; policy caps it.
+	MaxWait       *durationpb.Duration `protobuf:"bytes,2,opt,name=max_wait,json=maxWait,proto3" json:"max_wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitCallApprovalRequest) Reset() {
+	*x = WaitCallApprovalRequest{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitCallApprovalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitCallApprovalRequest) ProtoMessage() {}
+
+func (x *WaitCallApprovalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitCallApprovalRequest.ProtoReflect.Descriptor instead.
+func (*WaitCallApprovalRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *WaitCallApprovalRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WaitCallApprovalRequest) GetMaxWait() *durationpb.Duration {
+	if x != nil {
+		return x.MaxWait
+	}
+	return nil
+}
+
+// WaitCallApprovalResponse returns the approval as it stands.
+type WaitCallApprovalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Approval      *CallApproval          `protobuf:"bytes,1,opt,name=approval,proto3" json:"approval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitCallApprovalResponse) Reset() {
+	*x = WaitCallApprovalResponse{}
+	mi := &file_contractual_v1_policy_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitCallApprovalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitCallApprovalResponse) ProtoMessage() {}
+
+func (x *WaitCallApprovalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_policy_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitCallApprovalResponse.ProtoReflect.Descriptor instead.
+func (*WaitCallApprovalResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_policy_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *WaitCallApprovalResponse) GetApproval() *CallApproval {
+	if x != nil {
+		return x.Approval
+	}
+	return nil
+}
+
 var File_contractual_v1_policy_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1bcontractual/v1/policy.proto\x12\x0econtractual.v1\x1a\x1dcontractual/v1/contract.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n" +
+	"\x1bcontractual/v1/policy.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x1dcontractual/v1/contract.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n" +
 	"\x0eContractRecord\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x124\n" +
 	"\bcontract\x18\x02 \x01(\v2\x18.contractual.v1.ContractR\bcontract\x123\n" +
@@ -1755,7 +2514,7 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"H\n" +
 	"\x0eRevokeResponse\x126\n" +
-	"\x06record\x18\x01 \x01(\v2\x1e.contractual.v1.ContractRecordR\x06record\"\xa7\x03\n" +
+	"\x06record\x18\x01 \x01(\v2\x1e.contractual.v1.ContractRecordR\x06record\"\xc8\x03\n" +
 	"\bDecision\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\averdict\x18\x02 \x01(\x0e2\x17.contractual.v1.VerdictR\averdict\x12\x16\n" +
@@ -1771,7 +2530,9 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x15\n" +
-	"\x06run_id\x18\f \x01(\tR\x05runId\"J\n" +
+	"\x06run_id\x18\f \x01(\tR\x05runId\x12\x1f\n" +
+	"\vapproval_id\x18\r \x01(\tR\n" +
+	"approvalId\"J\n" +
 	"\x0eSignedDecision\x12\x1a\n" +
 	"\bdecision\x18\x01 \x01(\fR\bdecision\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\"p\n" +
@@ -1803,7 +2564,57 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
 	"\x06module\x18\x03 \x01(\tR\x06module\x123\n" +
-	"\x05state\x18\x04 \x01(\x0e2\x1d.contractual.v1.ContractStateR\x05state*\xa1\x01\n" +
+	"\x05state\x18\x04 \x01(\x0e2\x1d.contractual.v1.ContractStateR\x05state\"\xad\x05\n" +
+	"\fCallApproval\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x127\n" +
+	"\x05state\x18\x02 \x01(\x0e2!.contractual.v1.CallApprovalStateR\x05state\x12\x1b\n" +
+	"\tcall_hash\x18\x03 \x01(\tR\bcallHash\x12\x12\n" +
+	"\x04tool\x18\x04 \x01(\tR\x04tool\x12\x1c\n" +
+	"\tprincipal\x18\x05 \x01(\tR\tprincipal\x12'\n" +
+	"\x0fcontract_digest\x18\x06 \x01(\tR\x0econtractDigest\x12#\n" +
+	"\rmodule_digest\x18\a \x01(\tR\fmoduleDigest\x12\x1d\n" +
+	"\n" +
+	"input_hash\x18\b \x01(\tR\tinputHash\x12'\n" +
+	"\x0fcanonical_input\x18\t \x01(\fR\x0ecanonicalInput\x125\n" +
+	"\atailnet\x18\n" +
+	" \x01(\v2\x1b.contractual.v1.TailnetPeerR\atailnet\x12=\n" +
+	"\frequested_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\r \x01(\tR\tdecidedBy\x129\n" +
+	"\n" +
+	"decided_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tdecidedAt\x12\x16\n" +
+	"\x06reason\x18\x0f \x01(\tR\x06reason\x12\x17\n" +
+	"\aused_by\x18\x10 \x01(\tR\x06usedBy\x123\n" +
+	"\aused_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x06usedAt\"\x8f\x01\n" +
+	"\x18ListCallApprovalsRequest\x127\n" +
+	"\x05state\x18\x01 \x01(\x0e2!.contractual.v1.CallApprovalStateR\x05state\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x7f\n" +
+	"\x19ListCallApprovalsResponse\x12:\n" +
+	"\tapprovals\x18\x01 \x03(\v2\x1c.contractual.v1.CallApprovalR\tapprovals\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"(\n" +
+	"\x16GetCallApprovalRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"S\n" +
+	"\x17GetCallApprovalResponse\x128\n" +
+	"\bapproval\x18\x01 \x01(\v2\x1c.contractual.v1.CallApprovalR\bapproval\"<\n" +
+	"\x12ApproveCallRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"O\n" +
+	"\x13ApproveCallResponse\x128\n" +
+	"\bapproval\x18\x01 \x01(\v2\x1c.contractual.v1.CallApprovalR\bapproval\"9\n" +
+	"\x0fDenyCallRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"L\n" +
+	"\x10DenyCallResponse\x128\n" +
+	"\bapproval\x18\x01 \x01(\v2\x1c.contractual.v1.CallApprovalR\bapproval\"_\n" +
+	"\x17WaitCallApprovalRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
+	"\bmax_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"T\n" +
+	"\x18WaitCallApprovalResponse\x128\n" +
+	"\bapproval\x18\x01 \x01(\v2\x1c.contractual.v1.CallApprovalR\bapproval*\xa1\x01\n" +
 	"\rContractState\x12\x1e\n" +
 	"\x1aCONTRACT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16CONTRACT_STATE_PENDING\x10\x01\x12\x1b\n" +
@@ -1814,19 +2625,31 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVERDICT_ALLOW\x10\x01\x12\x10\n" +
 	"\fVERDICT_DENY\x10\x02\x12\x1d\n" +
-	"\x19VERDICT_APPROVAL_REQUIRED\x10\x032\xf9\x03\n" +
+	"\x19VERDICT_APPROVAL_REQUIRED\x10\x03*\xda\x01\n" +
+	"\x11CallApprovalState\x12#\n" +
+	"\x1fCALL_APPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bCALL_APPROVAL_STATE_PENDING\x10\x01\x12 \n" +
+	"\x1cCALL_APPROVAL_STATE_APPROVED\x10\x02\x12\x1e\n" +
+	"\x1aCALL_APPROVAL_STATE_DENIED\x10\x03\x12\x1c\n" +
+	"\x18CALL_APPROVAL_STATE_USED\x10\x04\x12\x1f\n" +
+	"\x1bCALL_APPROVAL_STATE_EXPIRED\x10\x052\xf8\x06\n" +
 	"\rPolicyService\x12J\n" +
 	"\aPublish\x12\x1e.contractual.v1.PublishRequest\x1a\x1f.contractual.v1.PublishResponse\x12a\n" +
 	"\rListContracts\x12$.contractual.v1.ListContractsRequest\x1a%.contractual.v1.ListContractsResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\vGetContract\x12\".contractual.v1.GetContractRequest\x1a#.contractual.v1.GetContractResponse\"\x03\x90\x02\x01\x12J\n" +
 	"\aApprove\x12\x1e.contractual.v1.ApproveRequest\x1a\x1f.contractual.v1.ApproveResponse\x12G\n" +
 	"\x06Reject\x12\x1d.contractual.v1.RejectRequest\x1a\x1e.contractual.v1.RejectResponse\x12G\n" +
-	"\x06Revoke\x12\x1d.contractual.v1.RevokeRequest\x1a\x1e.contractual.v1.RevokeResponse2\x80\x03\n" +
+	"\x06Revoke\x12\x1d.contractual.v1.RevokeRequest\x1a\x1e.contractual.v1.RevokeResponse\x12m\n" +
+	"\x11ListCallApprovals\x12(.contractual.v1.ListCallApprovalsRequest\x1a).contractual.v1.ListCallApprovalsResponse\"\x03\x90\x02\x01\x12g\n" +
+	"\x0fGetCallApproval\x12&.contractual.v1.GetCallApprovalRequest\x1a'.contractual.v1.GetCallApprovalResponse\"\x03\x90\x02\x01\x12V\n" +
+	"\vApproveCall\x12\".contractual.v1.ApproveCallRequest\x1a#.contractual.v1.ApproveCallResponse\x12M\n" +
+	"\bDenyCall\x12\x1f.contractual.v1.DenyCallRequest\x1a .contractual.v1.DenyCallResponse2\xec\x03\n" +
 	"\x15PolicyInternalService\x12M\n" +
 	"\bEvaluate\x12\x1f.contractual.v1.EvaluateRequest\x1a .contractual.v1.EvaluateResponse\x12U\n" +
 	"\tGetModule\x12 .contractual.v1.GetModuleRequest\x1a!.contractual.v1.GetModuleResponse\"\x03\x90\x02\x01\x12[\n" +
 	"\vGetVerifier\x12\".contractual.v1.GetVerifierRequest\x1a#.contractual.v1.GetVerifierResponse\"\x03\x90\x02\x01\x12d\n" +
-	"\x0eWatchContracts\x12%.contractual.v1.WatchContractsRequest\x1a&.contractual.v1.WatchContractsResponse\"\x03\x90\x02\x01B\xc9\x01\n" +
+	"\x0eWatchContracts\x12%.contractual.v1.WatchContractsRequest\x1a&.contractual.v1.WatchContractsResponse\"\x03\x90\x02\x01\x12j\n" +
+	"\x10WaitCallApproval\x12'.contractual.v1.WaitCallApprovalRequest\x1a(.contractual.v1.WaitCallApprovalResponse\"\x03\x90\x02\x01B\xc9\x01\n" +
 	"\x12com.contractual.v1B\vPolicyProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 
 var (
@@ -1841,85 +2664,122 @@ func file_contractual_v1_policy_proto_rawDescGZIP() []byte {
 	return file_contractual_v1_policy_proto_rawDescData
 }
 
-var file_contractual_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_contractual_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_contractual_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_contractual_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_contractual_v1_policy_proto_goTypes = []any{
-	(ContractState)(0),             // 0: contractual.v1.ContractState
-	(Verdict)(0),                   // 1: contractual.v1.Verdict
-	(*ContractRecord)(nil),         // 2: contractual.v1.ContractRecord
-	(*ContractChange)(nil),         // 3: contractual.v1.ContractChange
-	(*PublishRequest)(nil),         // 4: contractual.v1.PublishRequest
-	(*PublishResponse)(nil),        // 5: contractual.v1.PublishResponse
-	(*ListContractsRequest)(nil),   // 6: contractual.v1.ListContractsRequest
-	(*ListContractsResponse)(nil),  // 7: contractual.v1.ListContractsResponse
-	(*GetContractRequest)(nil),     // 8: contractual.v1.GetContractRequest
-	(*GetContractResponse)(nil),    // 9: contractual.v1.GetContractResponse
-	(*ApproveRequest)(nil),         // 10: contractual.v1.ApproveRequest
-	(*ApproveResponse)(nil),        // 11: contractual.v1.ApproveResponse
-	(*RejectRequest)(nil),          // 12: contractual.v1.RejectRequest
-	(*RejectResponse)(nil),         // 13: contractual.v1.RejectResponse
-	(*RevokeRequest)(nil),          // 14: contractual.v1.RevokeRequest
-	(*RevokeResponse)(nil),         // 15: contractual.v1.RevokeResponse
-	(*Decision)(nil),               // 16: contractual.v1.Decision
-	(*SignedDecision)(nil),         // 17: contractual.v1.SignedDecision
-	(*EvaluateRequest)(nil),        // 18: contractual.v1.EvaluateRequest
-	(*EvaluateResponse)(nil),       // 19: contractual.v1.EvaluateResponse
-	(*GetModuleRequest)(nil),       // 20: contractual.v1.GetModuleRequest
-	(*GetModuleResponse)(nil),      // 21: contractual.v1.GetModuleResponse
-	(*GetVerifierRequest)(nil),     // 22: contractual.v1.GetVerifierRequest
-	(*GetVerifierResponse)(nil),    // 23: contractual.v1.GetVerifierResponse
-	(*WatchContractsRequest)(nil),  // 24: contractual.v1.WatchContractsRequest
-	(*WatchContractsResponse)(nil), // 25: contractual.v1.WatchContractsResponse
-	(*ApprovalChange)(nil),         // 26: contractual.v1.ApprovalChange
-	(*Contract)(nil),               // 27: contractual.v1.Contract
-	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
+	(ContractState)(0),                // 0: contractual.v1.ContractState
+	(Verdict)(0),                      // 1: contractual.v1.Verdict
+	(CallApprovalState)(0),            // 2: contractual.v1.CallApprovalState
+	(*ContractRecord)(nil),            // 3: contractual.v1.ContractRecord
+	(*ContractChange)(nil),            // 4: contractual.v1.ContractChange
+	(*PublishRequest)(nil),            // 5: contractual.v1.PublishRequest
+	(*PublishResponse)(nil),           // 6: contractual.v1.PublishResponse
+	(*ListContractsRequest)(nil),      // 7: contractual.v1.ListContractsRequest
+	(*ListContractsResponse)(nil),     // 8: contractual.v1.ListContractsResponse
+	(*GetContractRequest)(nil),        // 9: contractual.v1.GetContractRequest
+	(*GetContractResponse)(nil),       // 10: contractual.v1.GetContractResponse
+	(*ApproveRequest)(nil),            // 11: contractual.v1.ApproveRequest
+	(*ApproveResponse)(nil),           // 12: contractual.v1.ApproveResponse
+	(*RejectRequest)(nil),             // 13: contractual.v1.RejectRequest
+	(*RejectResponse)(nil),            // 14: contractual.v1.RejectResponse
+	(*RevokeRequest)(nil),             // 15: contractual.v1.RevokeRequest
+	(*RevokeResponse)(nil),            // 16: contractual.v1.RevokeResponse
+	(*Decision)(nil),                  // 17: contractual.v1.Decision
+	(*SignedDecision)(nil),            // 18: contractual.v1.SignedDecision
+	(*EvaluateRequest)(nil),           // 19: contractual.v1.EvaluateRequest
+	(*EvaluateResponse)(nil),          // 20: contractual.v1.EvaluateResponse
+	(*GetModuleRequest)(nil),          // 21: contractual.v1.GetModuleRequest
+	(*GetModuleResponse)(nil),         // 22: contractual.v1.GetModuleResponse
+	(*GetVerifierRequest)(nil),        // 23: contractual.v1.GetVerifierRequest
+	(*GetVerifierResponse)(nil),       // 24: contractual.v1.GetVerifierResponse
+	(*WatchContractsRequest)(nil),     // 25: contractual.v1.WatchContractsRequest
+	(*WatchContractsResponse)(nil),    // 26: contractual.v1.WatchContractsResponse
+	(*ApprovalChange)(nil),            // 27: contractual.v1.ApprovalChange
+	(*CallApproval)(nil),              // 28: contractual.v1.CallApproval
+	(*ListCallApprovalsRequest)(nil),  // 29: contractual.v1.ListCallApprovalsRequest
+	(*ListCallApprovalsResponse)(nil), // 30: contractual.v1.ListCallApprovalsResponse
+	(*GetCallApprovalRequest)(nil),    // 31: contractual.v1.GetCallApprovalRequest
+	(*GetCallApprovalResponse)(nil),   // 32: contractual.v1.GetCallApprovalResponse
+	(*ApproveCallRequest)(nil),        // 33: contractual.v1.ApproveCallRequest
+	(*ApproveCallResponse)(nil),       // 34: contractual.v1.ApproveCallResponse
+	(*DenyCallRequest)(nil),           // 35: contractual.v1.DenyCallRequest
+	(*DenyCallResponse)(nil),          // 36: contractual.v1.DenyCallResponse
+	(*WaitCallApprovalRequest)(nil),   // 37: contractual.v1.WaitCallApprovalRequest
+	(*WaitCallApprovalResponse)(nil),  // 38: contractual.v1.WaitCallApprovalResponse
+	(*Contract)(nil),                  // 39: contractual.v1.Contract
+	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
+	(*TailnetPeer)(nil),               // 41: contractual.v1.TailnetPeer
+	(*durationpb.Duration)(nil),       // 42: google.protobuf.Duration
 }
 var file_contractual_v1_policy_proto_depIdxs = []int32{
-	27, // 0: contractual.v1.ContractRecord.contract:type_name -> contractual.v1.Contract
+	39, // 0: contractual.v1.ContractRecord.contract:type_name -> contractual.v1.Contract
 	0,  // 1: contractual.v1.ContractRecord.state:type_name -> contractual.v1.ContractState
-	28, // 2: contractual.v1.ContractRecord.published_at:type_name -> google.protobuf.Timestamp
-	28, // 3: contractual.v1.ContractRecord.decided_at:type_name -> google.protobuf.Timestamp
-	2,  // 4: contractual.v1.PublishResponse.record:type_name -> contractual.v1.ContractRecord
-	3,  // 5: contractual.v1.PublishResponse.diff:type_name -> contractual.v1.ContractChange
+	40, // 2: contractual.v1.ContractRecord.published_at:type_name -> google.protobuf.Timestamp
+	40, // 3: contractual.v1.ContractRecord.decided_at:type_name -> google.protobuf.Timestamp
+	3,  // 4: contractual.v1.PublishResponse.record:type_name -> contractual.v1.ContractRecord
+	4,  // 5: contractual.v1.PublishResponse.diff:type_name -> contractual.v1.ContractChange
 	0,  // 6: contractual.v1.ListContractsRequest.state:type_name -> contractual.v1.ContractState
-	2,  // 7: contractual.v1.ListContractsResponse.records:type_name -> contractual.v1.ContractRecord
-	2,  // 8: contractual.v1.GetContractResponse.record:type_name -> contractual.v1.ContractRecord
-	3,  // 9: contractual.v1.GetContractResponse.diff:type_name -> contractual.v1.ContractChange
-	2,  // 10: contractual.v1.ApproveResponse.record:type_name -> contractual.v1.ContractRecord
-	2,  // 11: contractual.v1.RejectResponse.record:type_name -> contractual.v1.ContractRecord
-	2,  // 12: contractual.v1.RevokeResponse.record:type_name -> contractual.v1.ContractRecord
+	3,  // 7: contractual.v1.ListContractsResponse.records:type_name -> contractual.v1.ContractRecord
+	3,  // 8: contractual.v1.GetContractResponse.record:type_name -> contractual.v1.ContractRecord
+	4,  // 9: contractual.v1.GetContractResponse.diff:type_name -> contractual.v1.ContractChange
+	3,  // 10: contractual.v1.ApproveResponse.record:type_name -> contractual.v1.ContractRecord
+	3,  // 11: contractual.v1.RejectResponse.record:type_name -> contractual.v1.ContractRecord
+	3,  // 12: contractual.v1.RevokeResponse.record:type_name -> contractual.v1.ContractRecord
 	1,  // 13: contractual.v1.Decision.verdict:type_name -> contractual.v1.Verdict
-	28, // 14: contractual.v1.Decision.issued_at:type_name -> google.protobuf.Timestamp
-	28, // 15: contractual.v1.Decision.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 16: contractual.v1.EvaluateResponse.decision:type_name -> contractual.v1.Decision
-	17, // 17: contractual.v1.EvaluateResponse.signed:type_name -> contractual.v1.SignedDecision
-	26, // 18: contractual.v1.WatchContractsResponse.changes:type_name -> contractual.v1.ApprovalChange
+	40, // 14: contractual.v1.Decision.issued_at:type_name -> google.protobuf.Timestamp
+	40, // 15: contractual.v1.Decision.expires_at:type_name -> google.protobuf.Timestamp
+	17, // 16: contractual.v1.EvaluateResponse.decision:type_name -> contractual.v1.Decision
+	18, // 17: contractual.v1.EvaluateResponse.signed:type_name -> contractual.v1.SignedDecision
+	27, // 18: contractual.v1.WatchContractsResponse.changes:type_name -> contractual.v1.ApprovalChange
 	0,  // 19: contractual.v1.ApprovalChange.state:type_name -> contractual.v1.ContractState
-	4,  // 20: contractual.v1.PolicyService.Publish:input_type -> contractual.v1.PublishRequest
-	6,  // 21: contractual.v1.PolicyService.ListContracts:input_type -> contractual.v1.ListContractsRequest
-	8,  // 22: contractual.v1.PolicyService.GetContract:input_type -> contractual.v1.GetContractRequest
-	10, // 23: contractual.v1.PolicyService.Approve:input_type -> contractual.v1.ApproveRequest
-	12, // 24: contractual.v1.PolicyService.Reject:input_type -> contractual.v1.RejectRequest
-	14, // 25: contractual.v1.PolicyService.Revoke:input_type -> contractual.v1.RevokeRequest
-	18, // 26: contractual.v1.PolicyInternalService.Evaluate:input_type -> contractual.v1.EvaluateRequest
-	20, // 27: contractual.v1.PolicyInternalService.GetModule:input_type -> contractual.v1.GetModuleRequest
-	22, // 28: contractual.v1.PolicyInternalService.GetVerifier:input_type -> contractual.v1.GetVerifierRequest
-	24, // 29: contractual.v1.PolicyInternalService.WatchContracts:input_type -> contractual.v1.WatchContractsRequest
-	5,  // 30: contractual.v1.PolicyService.Publish:output_type -> contractual.v1.PublishResponse
-	7,  // 31: contractual.v1.PolicyService.ListContracts:output_type -> contractual.v1.ListContractsResponse
-	9,  // 32: contractual.v1.PolicyService.GetContract:output_type -> contractual.v1.GetContractResponse
-	11, // 33: contractual.v1.PolicyService.Approve:output_type -> contractual.v1.ApproveResponse
-	13, // 34: contractual.v1.PolicyService.Reject:output_type -> contractual.v1.RejectResponse
-	15, // 35: contractual.v1.PolicyService.Revoke:output_type -> contractual.v1.RevokeResponse
-	19, // 36: contractual.v1.PolicyInternalService.Evaluate:output_type -> contractual.v1.EvaluateResponse
-	21, // 37: contractual.v1.PolicyInternalService.GetModule:output_type -> contractual.v1.GetModuleResponse
-	23, // 38: contractual.v1.PolicyInternalService.GetVerifier:output_type -> contractual.v1.GetVerifierResponse
-	25, // 39: contractual.v1.PolicyInternalService.WatchContracts:output_type -> contractual.v1.WatchContractsResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	2,  // 20: contractual.v1.CallApproval.state:type_name -> contractual.v1.CallApprovalState
+	41, // 21: contractual.v1.CallApproval.tailnet:type_name -> contractual.v1.TailnetPeer
+	40, // 22: contractual.v1.CallApproval.requested_at:type_name -> google.protobuf.Timestamp
+	40, // 23: contractual.v1.CallApproval.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 24: contractual.v1.CallApproval.decided_at:type_name -> google.protobuf.Timestamp
+	40, // 25: contractual.v1.CallApproval.used_at:type_name -> google.protobuf.Timestamp
+	2,  // 26: contractual.v1.ListCallApprovalsRequest.state:type_name -> contractual.v1.CallApprovalState
+	28, // 27: contractual.v1.ListCallApprovalsResponse.approvals:type_name -> contractual.v1.CallApproval
+	28, // 28: contractual.v1.GetCallApprovalResponse.approval:type_name -> contractual.v1.CallApproval
+	28, // 29: contractual.v1.ApproveCallResponse.approval:type_name -> contractual.v1.CallApproval
+	28, // 30: contractual.v1.DenyCallResponse.approval:type_name -> contractual.v1.CallApproval
+	42, // 31: contractual.v1.WaitCallApprovalRequest.max_wait:type_name -> google.protobuf.Duration
+	28, // 32: contractual.v1.WaitCallApprovalResponse.approval:type_name -> contractual.v1.CallApproval
+	5,  // 33: contractual.v1.PolicyService.Publish:input_type -> contractual.v1.PublishRequest
+	7,  // 34: contractual.v1.PolicyService.ListContracts:input_type -> contractual.v1.ListContractsRequest
+	9,  // 35: contractual.v1.PolicyService.GetContract:input_type -> contractual.v1.GetContractRequest
+	11, // 36: contractual.v1.PolicyService.Approve:input_type -> contractual.v1.ApproveRequest
+	13, // 37: contractual.v1.PolicyService.Reject:input_type -> contractual.v1.RejectRequest
+	15, // 38: contractual.v1.PolicyService.Revoke:input_type -> contractual.v1.RevokeRequest
+	29, // 39: contractual.v1.PolicyService.ListCallApprovals:input_type -> contractual.v1.ListCallApprovalsRequest
+	31, // 40: contractual.v1.PolicyService.GetCallApproval:input_type -> contractual.v1.GetCallApprovalRequest
+	33, // 41: contractual.v1.PolicyService.ApproveCall:input_type -> contractual.v1.ApproveCallRequest
+	35, // 42: contractual.v1.PolicyService.DenyCall:input_type -> contractual.v1.DenyCallRequest
+	19, // 43: contractual.v1.PolicyInternalService.Evaluate:input_type -> contractual.v1.EvaluateRequest
+	21, // 44: contractual.v1.PolicyInternalService.GetModule:input_type -> contractual.v1.GetModuleRequest
+	23, // 45: contractual.v1.PolicyInternalService.GetVerifier:input_type -> contractual.v1.GetVerifierRequest
+	25, // 46: contractual.v1.PolicyInternalService.WatchContracts:input_type -> contractual.v1.WatchContractsRequest
+	37, // 47: contractual.v1.PolicyInternalService.WaitCallApproval:input_type -> contractual.v1.WaitCallApprovalRequest
+	6,  // 48: contractual.v1.PolicyService.Publish:output_type -> contractual.v1.PublishResponse
+	8,  // 49: contractual.v1.PolicyService.ListContracts:output_type -> contractual.v1.ListContractsResponse
+	10, // 50: contractual.v1.PolicyService.GetContract:output_type -> contractual.v1.GetContractResponse
+	12, // 51: contractual.v1.PolicyService.Approve:output_type -> contractual.v1.ApproveResponse
+	14, // 52: contractual.v1.PolicyService.Reject:output_type -> contractual.v1.RejectResponse
+	16, // 53: contractual.v1.PolicyService.Revoke:output_type -> contractual.v1.RevokeResponse
+	30, // 54: contractual.v1.PolicyService.ListCallApprovals:output_type -> contractual.v1.ListCallApprovalsResponse
+	32, // 55: contractual.v1.PolicyService.GetCallApproval:output_type -> contractual.v1.GetCallApprovalResponse
+	34, // 56: contractual.v1.PolicyService.ApproveCall:output_type -> contractual.v1.ApproveCallResponse
+	36, // 57: contractual.v1.PolicyService.DenyCall:output_type -> contractual.v1.DenyCallResponse
+	20, // 58: contractual.v1.PolicyInternalService.Evaluate:output_type -> contractual.v1.EvaluateResponse
+	22, // 59: contractual.v1.PolicyInternalService.GetModule:output_type -> contractual.v1.GetModuleResponse
+	24, // 60: contractual.v1.PolicyInternalService.GetVerifier:output_type -> contractual.v1.GetVerifierResponse
+	26, // 61: contractual.v1.PolicyInternalService.WatchContracts:output_type -> contractual.v1.WatchContractsResponse
+	38, // 62: contractual.v1.PolicyInternalService.WaitCallApproval:output_type -> contractual.v1.WaitCallApprovalResponse
+	48, // [48:63] is the sub-list for method output_type
+	33, // [33:48] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_policy_proto_init() }
@@ -1927,14 +2787,15 @@ func file_contractual_v1_policy_proto_init() {
 	if File_contractual_v1_policy_proto != nil {
 		return
 	}
+	file_contractual_v1_audit_proto_init()
 	file_contractual_v1_contract_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_policy_proto_rawDesc), len(file_contractual_v1_policy_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   25,
+			NumEnums:      3,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

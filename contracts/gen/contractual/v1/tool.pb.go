@@ -9,6 +9,7 @@ package contractualv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
@@ -29,7 +30,14 @@ type InvokeRequest struct {
 	Tool string `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
 	// The input: a JSON object for most tools; a string for tools whose
 	// contract takes text (input_format string) or base64 bytes (bytes).
-	Input         *structpb.Value `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
+	Input *structpb.Value `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
+	// Set to wait for the owner's one-shot approval of a call that needs
+	// one: this call waits up to wait (capped at 20 s) and runs once the
+	// approval is decided. If it is still pending then, the response holds
+	// it in pending_approval and no output; call again with the same input
+	// to go on waiting for the same approval. Zero answers at once. Unset,
+	// such a call is refused, naming the approval.
+	Wait          *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -78,6 +86,13 @@ func (x *InvokeRequest) GetInput() *structpb.Value {
 	return nil
 }
 
+func (x *InvokeRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
 // InvokeResponse is the tool's output and what the call did.
 type InvokeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -89,8 +104,11 @@ type InvokeResponse struct {
 	Egress         []*EgressRecord `protobuf:"bytes,5,rep,name=egress,proto3" json:"egress,omitempty"`
 	Logs           []*LogLine      `protobuf:"bytes,6,rep,name=logs,proto3" json:"logs,omitempty"`
 	DurationUs     int64           `protobuf:"varint,7,opt,name=duration_us,json=durationUs,proto3" json:"duration_us,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set, instead of the output, when the request waits (wait) and the
+	// call's one-shot approval is still pending.
+	PendingApproval *CallApproval `protobuf:"bytes,8,opt,name=pending_approval,json=pendingApproval,proto3" json:"pending_approval,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *InvokeResponse) Reset() {
@@ -172,14 +190,22 @@ func (x *InvokeResponse) GetDurationUs() int64 {
 	return 0
 }
 
+func (x *InvokeResponse) GetPendingApproval() *CallApproval {
+	if x != nil {
+		return x.PendingApproval
+	}
+	return nil
+}
+
 var File_contractual_v1_tool_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_tool_proto_rawDesc = "" +
 	"\n" +
-	"\x19contractual/v1/tool.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x1bcontractual/v1/runner.proto\x1a\x1cgoogle/protobuf/struct.proto\"Q\n" +
+	"\x19contractual/v1/tool.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x1bcontractual/v1/policy.proto\x1a\x1bcontractual/v1/runner.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x80\x01\n" +
 	"\rInvokeRequest\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x12,\n" +
-	"\x05input\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x05input\"\xaf\x02\n" +
+	"\x05input\x18\x02 \x01(\v2\x16.google.protobuf.ValueR\x05input\x12-\n" +
+	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\xf8\x02\n" +
 	"\x0eInvokeResponse\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x16.google.protobuf.ValueR\x06output\x12\x1f\n" +
 	"\voutput_text\x18\x02 \x01(\tR\n" +
@@ -190,7 +216,8 @@ const file_contractual_v1_tool_proto_rawDesc = "" +
 	"\x06egress\x18\x05 \x03(\v2\x1c.contractual.v1.EgressRecordR\x06egress\x12+\n" +
 	"\x04logs\x18\x06 \x03(\v2\x17.contractual.v1.LogLineR\x04logs\x12\x1f\n" +
 	"\vduration_us\x18\a \x01(\x03R\n" +
-	"durationUs2V\n" +
+	"durationUs\x12G\n" +
+	"\x10pending_approval\x18\b \x01(\v2\x1c.contractual.v1.CallApprovalR\x0fpendingApproval2V\n" +
 	"\vToolService\x12G\n" +
 	"\x06Invoke\x12\x1d.contractual.v1.InvokeRequest\x1a\x1e.contractual.v1.InvokeResponseB\xc7\x01\n" +
 	"\x12com.contractual.v1B\tToolProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
@@ -209,24 +236,28 @@ func file_contractual_v1_tool_proto_rawDescGZIP() []byte {
 
 var file_contractual_v1_tool_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_contractual_v1_tool_proto_goTypes = []any{
-	(*InvokeRequest)(nil),  // 0: contractual.v1.InvokeRequest
-	(*InvokeResponse)(nil), // 1: contractual.v1.InvokeResponse
-	(*structpb.Value)(nil), // 2: google.protobuf.Value
-	(*EgressRecord)(nil),   // 3: contractual.v1.EgressRecord
-	(*LogLine)(nil),        // 4: contractual.v1.LogLine
+	(*InvokeRequest)(nil),       // 0: contractual.v1.InvokeRequest
+	(*InvokeResponse)(nil),      // 1: contractual.v1.InvokeResponse
+	(*structpb.Value)(nil),      // 2: google.protobuf.Value
+	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
+	(*EgressRecord)(nil),        // 4: contractual.v1.EgressRecord
+	(*LogLine)(nil),             // 5: contractual.v1.LogLine
+	(*CallApproval)(nil),        // 6: contractual.v1.CallApproval
 }
 var file_contractual_v1_tool_proto_depIdxs = []int32{
 	2, // 0: contractual.v1.InvokeRequest.input:type_name -> google.protobuf.Value
-	2, // 1: contractual.v1.InvokeResponse.output:type_name -> google.protobuf.Value
-	3, // 2: contractual.v1.InvokeResponse.egress:type_name -> contractual.v1.EgressRecord
-	4, // 3: contractual.v1.InvokeResponse.logs:type_name -> contractual.v1.LogLine
-	0, // 4: contractual.v1.ToolService.Invoke:input_type -> contractual.v1.InvokeRequest
-	1, // 5: contractual.v1.ToolService.Invoke:output_type -> contractual.v1.InvokeResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	3, // 1: contractual.v1.InvokeRequest.wait:type_name -> google.protobuf.Duration
+	2, // 2: contractual.v1.InvokeResponse.output:type_name -> google.protobuf.Value
+	4, // 3: contractual.v1.InvokeResponse.egress:type_name -> contractual.v1.EgressRecord
+	5, // 4: contractual.v1.InvokeResponse.logs:type_name -> contractual.v1.LogLine
+	6, // 5: contractual.v1.InvokeResponse.pending_approval:type_name -> contractual.v1.CallApproval
+	0, // 6: contractual.v1.ToolService.Invoke:input_type -> contractual.v1.InvokeRequest
+	1, // 7: contractual.v1.ToolService.Invoke:output_type -> contractual.v1.InvokeResponse
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_tool_proto_init() }
@@ -235,6 +266,7 @@ func file_contractual_v1_tool_proto_init() {
 		return
 	}
 	file_contractual_v1_audit_proto_init()
+	file_contractual_v1_policy_proto_init()
 	file_contractual_v1_runner_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -49,6 +49,17 @@ const (
 	PolicyServiceRejectProcedure = "/contractual.v1.PolicyService/Reject"
 	// PolicyServiceRevokeProcedure is the fully-qualified name of the PolicyService's Revoke RPC.
 	PolicyServiceRevokeProcedure = "/contractual.v1.PolicyService/Revoke"
+	// PolicyServiceListCallApprovalsProcedure is the fully-qualified name of the PolicyService's
+	// ListCallApprovals RPC.
+	PolicyServiceListCallApprovalsProcedure = "/contractual.v1.PolicyService/ListCallApprovals"
+	// PolicyServiceGetCallApprovalProcedure is the fully-qualified name of the PolicyService's
+	// GetCallApproval RPC.
+	PolicyServiceGetCallApprovalProcedure = "/contractual.v1.PolicyService/GetCallApproval"
+	// PolicyServiceApproveCallProcedure is the fully-qualified name of the PolicyService's ApproveCall
+	// RPC.
+	PolicyServiceApproveCallProcedure = "/contractual.v1.PolicyService/ApproveCall"
+	// PolicyServiceDenyCallProcedure is the fully-qualified name of the PolicyService's DenyCall RPC.
+	PolicyServiceDenyCallProcedure = "/contractual.v1.PolicyService/DenyCall"
 	// PolicyInternalServiceEvaluateProcedure is the fully-qualified name of the PolicyInternalService's
 	// Evaluate RPC.
 	PolicyInternalServiceEvaluateProcedure = "/contractual.v1.PolicyInternalService/Evaluate"
@@ -61,6 +72,9 @@ const (
 	// PolicyInternalServiceWatchContractsProcedure is the fully-qualified name of the
 	// PolicyInternalService's WatchContracts RPC.
 	PolicyInternalServiceWatchContractsProcedure = "/contractual.v1.PolicyInternalService/WatchContracts"
+	// PolicyInternalServiceWaitCallApprovalProcedure is the fully-qualified name of the
+	// PolicyInternalService's WaitCallApproval RPC.
+	PolicyInternalServiceWaitCallApprovalProcedure = "/contractual.v1.PolicyInternalService/WaitCallApproval"
 )
 
 // PolicyServiceClient is a client for the contractual.v1.PolicyService service.
@@ -80,6 +94,17 @@ type PolicyServiceClient interface {
 	Reject(context.Context, *v1.RejectRequest) (*v1.RejectResponse, error)
 	// Revoke revokes an approved contract.
 	Revoke(context.Context, *v1.RevokeRequest) (*v1.RevokeResponse, error)
+	// ListCallApprovals lists one-shot call approvals, newest first, a page
+	// at a time: by default the pending ones.
+	ListCallApprovals(context.Context, *v1.ListCallApprovalsRequest) (*v1.ListCallApprovalsResponse, error)
+	// GetCallApproval returns one call approval, with the exact input.
+	GetCallApproval(context.Context, *v1.GetCallApprovalRequest) (*v1.GetCallApprovalResponse, error)
+	// ApproveCall approves a pending call approval: the exact call it is
+	// bound to may then run once, before it expires. A device never
+	// approves its own call, and a session or a job never approves.
+	ApproveCall(context.Context, *v1.ApproveCallRequest) (*v1.ApproveCallResponse, error)
+	// DenyCall denies a pending call approval.
+	DenyCall(context.Context, *v1.DenyCallRequest) (*v1.DenyCallResponse, error)
 }
 
 // NewPolicyServiceClient constructs a client for the contractual.v1.PolicyService service. By
@@ -131,17 +156,47 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(policyServiceMethods.ByName("Revoke")),
 			connect.WithClientOptions(opts...),
 		),
+		listCallApprovals: connect.NewClient[v1.ListCallApprovalsRequest, v1.ListCallApprovalsResponse](
+			httpClient,
+			baseURL+PolicyServiceListCallApprovalsProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("ListCallApprovals")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getCallApproval: connect.NewClient[v1.GetCallApprovalRequest, v1.GetCallApprovalResponse](
+			httpClient,
+			baseURL+PolicyServiceGetCallApprovalProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("GetCallApproval")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		approveCall: connect.NewClient[v1.ApproveCallRequest, v1.ApproveCallResponse](
+			httpClient,
+			baseURL+PolicyServiceApproveCallProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("ApproveCall")),
+			connect.WithClientOptions(opts...),
+		),
+		denyCall: connect.NewClient[v1.DenyCallRequest, v1.DenyCallResponse](
+			httpClient,
+			baseURL+PolicyServiceDenyCallProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("DenyCall")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // policyServiceClient implements PolicyServiceClient.
 type policyServiceClient struct {
-	publish       *connect.Client[v1.PublishRequest, v1.PublishResponse]
-	listContracts *connect.Client[v1.ListContractsRequest, v1.ListContractsResponse]
-	getContract   *connect.Client[v1.GetContractRequest, v1.GetContractResponse]
-	approve       *connect.Client[v1.ApproveRequest, v1.ApproveResponse]
-	reject        *connect.Client[v1.RejectRequest, v1.RejectResponse]
-	revoke        *connect.Client[v1.RevokeRequest, v1.RevokeResponse]
+	publish           *connect.Client[v1.PublishRequest, v1.PublishResponse]
+	listContracts     *connect.Client[v1.ListContractsRequest, v1.ListContractsResponse]
+	getContract       *connect.Client[v1.GetContractRequest, v1.GetContractResponse]
+	approve           *connect.Client[v1.ApproveRequest, v1.ApproveResponse]
+	reject            *connect.Client[v1.RejectRequest, v1.RejectResponse]
+	revoke            *connect.Client[v1.RevokeRequest, v1.RevokeResponse]
+	listCallApprovals *connect.Client[v1.ListCallApprovalsRequest, v1.ListCallApprovalsResponse]
+	getCallApproval   *connect.Client[v1.GetCallApprovalRequest, v1.GetCallApprovalResponse]
+	approveCall       *connect.Client[v1.ApproveCallRequest, v1.ApproveCallResponse]
+	denyCall          *connect.Client[v1.DenyCallRequest, v1.DenyCallResponse]
 }
 
 // Publish calls contractual.v1.PolicyService.Publish.
@@ -198,6 +253,42 @@ func (c *policyServiceClient) Revoke(ctx context.Context, req *v1.RevokeRequest)
 	return nil, err
 }
 
+// ListCallApprovals calls contractual.v1.PolicyService.ListCallApprovals.
+func (c *policyServiceClient) ListCallApprovals(ctx context.Context, req *v1.ListCallApprovalsRequest) (*v1.ListCallApprovalsResponse, error) {
+	response, err := c.listCallApprovals.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// GetCallApproval calls contractual.v1.PolicyService.GetCallApproval.
+func (c *policyServiceClient) GetCallApproval(ctx context.Context, req *v1.GetCallApprovalRequest) (*v1.GetCallApprovalResponse, error) {
+	response, err := c.getCallApproval.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ApproveCall calls contractual.v1.PolicyService.ApproveCall.
+func (c *policyServiceClient) ApproveCall(ctx context.Context, req *v1.ApproveCallRequest) (*v1.ApproveCallResponse, error) {
+	response, err := c.approveCall.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// DenyCall calls contractual.v1.PolicyService.DenyCall.
+func (c *policyServiceClient) DenyCall(ctx context.Context, req *v1.DenyCallRequest) (*v1.DenyCallResponse, error) {
+	response, err := c.denyCall.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // PolicyServiceHandler is an implementation of the contractual.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Publish stores a module (once per digest) and its contract as pending.
@@ -215,6 +306,17 @@ type PolicyServiceHandler interface {
 	Reject(context.Context, *v1.RejectRequest) (*v1.RejectResponse, error)
 	// Revoke revokes an approved contract.
 	Revoke(context.Context, *v1.RevokeRequest) (*v1.RevokeResponse, error)
+	// ListCallApprovals lists one-shot call approvals, newest first, a page
+	// at a time: by default the pending ones.
+	ListCallApprovals(context.Context, *v1.ListCallApprovalsRequest) (*v1.ListCallApprovalsResponse, error)
+	// GetCallApproval returns one call approval, with the exact input.
+	GetCallApproval(context.Context, *v1.GetCallApprovalRequest) (*v1.GetCallApprovalResponse, error)
+	// ApproveCall approves a pending call approval: the exact call it is
+	// bound to may then run once, before it expires. A device never
+	// approves its own call, and a session or a job never approves.
+	ApproveCall(context.Context, *v1.ApproveCallRequest) (*v1.ApproveCallResponse, error)
+	// DenyCall denies a pending call approval.
+	DenyCall(context.Context, *v1.DenyCallRequest) (*v1.DenyCallResponse, error)
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -262,6 +364,32 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(policyServiceMethods.ByName("Revoke")),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyServiceListCallApprovalsHandler := connect.NewUnaryHandlerSimple(
+		PolicyServiceListCallApprovalsProcedure,
+		svc.ListCallApprovals,
+		connect.WithSchema(policyServiceMethods.ByName("ListCallApprovals")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyServiceGetCallApprovalHandler := connect.NewUnaryHandlerSimple(
+		PolicyServiceGetCallApprovalProcedure,
+		svc.GetCallApproval,
+		connect.WithSchema(policyServiceMethods.ByName("GetCallApproval")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyServiceApproveCallHandler := connect.NewUnaryHandlerSimple(
+		PolicyServiceApproveCallProcedure,
+		svc.ApproveCall,
+		connect.WithSchema(policyServiceMethods.ByName("ApproveCall")),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyServiceDenyCallHandler := connect.NewUnaryHandlerSimple(
+		PolicyServiceDenyCallProcedure,
+		svc.DenyCall,
+		connect.WithSchema(policyServiceMethods.ByName("DenyCall")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/contractual.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServicePublishProcedure:
@@ -276,6 +404,14 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 			policyServiceRejectHandler.ServeHTTP(w, r)
 		case PolicyServiceRevokeProcedure:
 			policyServiceRevokeHandler.ServeHTTP(w, r)
+		case PolicyServiceListCallApprovalsProcedure:
+			policyServiceListCallApprovalsHandler.ServeHTTP(w, r)
+		case PolicyServiceGetCallApprovalProcedure:
+			policyServiceGetCallApprovalHandler.ServeHTTP(w, r)
+		case PolicyServiceApproveCallProcedure:
+			policyServiceApproveCallHandler.ServeHTTP(w, r)
+		case PolicyServiceDenyCallProcedure:
+			policyServiceDenyCallHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -309,6 +445,22 @@ func (UnimplementedPolicyServiceHandler) Revoke(context.Context, *v1.RevokeReque
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.Revoke is not implemented"))
 }
 
+func (UnimplementedPolicyServiceHandler) ListCallApprovals(context.Context, *v1.ListCallApprovalsRequest) (*v1.ListCallApprovalsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.ListCallApprovals is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) GetCallApproval(context.Context, *v1.GetCallApprovalRequest) (*v1.GetCallApprovalResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.GetCallApproval is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) ApproveCall(context.Context, *v1.ApproveCallRequest) (*v1.ApproveCallResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.ApproveCall is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) DenyCall(context.Context, *v1.DenyCallRequest) (*v1.DenyCallResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyService.DenyCall is not implemented"))
+}
+
 // PolicyInternalServiceClient is a client for the contractual.v1.PolicyInternalService service.
 type PolicyInternalServiceClient interface {
 	// Evaluate decides one call and returns a signed decision.
@@ -324,6 +476,10 @@ type PolicyInternalServiceClient interface {
 	// before their first call (a pending contract's while the owner reviews
 	// it) and to drop rejected and revoked ones.
 	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
+	// WaitCallApproval returns a call approval once it is no longer pending
+	// (approved, denied, used or expired), or still pending after max_wait
+	// (a long poll). The gateway calls it for a caller that waits.
+	WaitCallApproval(context.Context, *v1.WaitCallApprovalRequest) (*v1.WaitCallApprovalResponse, error)
 }
 
 // NewPolicyInternalServiceClient constructs a client for the contractual.v1.PolicyInternalService
@@ -364,15 +520,23 @@ func NewPolicyInternalServiceClient(httpClient connect.HTTPClient, baseURL strin
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		waitCallApproval: connect.NewClient[v1.WaitCallApprovalRequest, v1.WaitCallApprovalResponse](
+			httpClient,
+			baseURL+PolicyInternalServiceWaitCallApprovalProcedure,
+			connect.WithSchema(policyInternalServiceMethods.ByName("WaitCallApproval")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // policyInternalServiceClient implements PolicyInternalServiceClient.
 type policyInternalServiceClient struct {
-	evaluate       *connect.Client[v1.EvaluateRequest, v1.EvaluateResponse]
-	getModule      *connect.Client[v1.GetModuleRequest, v1.GetModuleResponse]
-	getVerifier    *connect.Client[v1.GetVerifierRequest, v1.GetVerifierResponse]
-	watchContracts *connect.Client[v1.WatchContractsRequest, v1.WatchContractsResponse]
+	evaluate         *connect.Client[v1.EvaluateRequest, v1.EvaluateResponse]
+	getModule        *connect.Client[v1.GetModuleRequest, v1.GetModuleResponse]
+	getVerifier      *connect.Client[v1.GetVerifierRequest, v1.GetVerifierResponse]
+	watchContracts   *connect.Client[v1.WatchContractsRequest, v1.WatchContractsResponse]
+	waitCallApproval *connect.Client[v1.WaitCallApprovalRequest, v1.WaitCallApprovalResponse]
 }
 
 // Evaluate calls contractual.v1.PolicyInternalService.Evaluate.
@@ -411,6 +575,15 @@ func (c *policyInternalServiceClient) WatchContracts(ctx context.Context, req *v
 	return nil, err
 }
 
+// WaitCallApproval calls contractual.v1.PolicyInternalService.WaitCallApproval.
+func (c *policyInternalServiceClient) WaitCallApproval(ctx context.Context, req *v1.WaitCallApprovalRequest) (*v1.WaitCallApprovalResponse, error) {
+	response, err := c.waitCallApproval.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // PolicyInternalServiceHandler is an implementation of the contractual.v1.PolicyInternalService
 // service.
 type PolicyInternalServiceHandler interface {
@@ -427,6 +600,10 @@ type PolicyInternalServiceHandler interface {
 	// before their first call (a pending contract's while the owner reviews
 	// it) and to drop rejected and revoked ones.
 	WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error)
+	// WaitCallApproval returns a call approval once it is no longer pending
+	// (approved, denied, used or expired), or still pending after max_wait
+	// (a long poll). The gateway calls it for a caller that waits.
+	WaitCallApproval(context.Context, *v1.WaitCallApprovalRequest) (*v1.WaitCallApprovalResponse, error)
 }
 
 // NewPolicyInternalServiceHandler builds an HTTP handler from the service implementation. It
@@ -463,6 +640,13 @@ func NewPolicyInternalServiceHandler(svc PolicyInternalServiceHandler, opts ...c
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyInternalServiceWaitCallApprovalHandler := connect.NewUnaryHandlerSimple(
+		PolicyInternalServiceWaitCallApprovalProcedure,
+		svc.WaitCallApproval,
+		connect.WithSchema(policyInternalServiceMethods.ByName("WaitCallApproval")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/contractual.v1.PolicyInternalService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyInternalServiceEvaluateProcedure:
@@ -473,6 +657,8 @@ func NewPolicyInternalServiceHandler(svc PolicyInternalServiceHandler, opts ...c
 			policyInternalServiceGetVerifierHandler.ServeHTTP(w, r)
 		case PolicyInternalServiceWatchContractsProcedure:
 			policyInternalServiceWatchContractsHandler.ServeHTTP(w, r)
+		case PolicyInternalServiceWaitCallApprovalProcedure:
+			policyInternalServiceWaitCallApprovalHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -496,4 +682,8 @@ func (UnimplementedPolicyInternalServiceHandler) GetVerifier(context.Context, *v
 
 func (UnimplementedPolicyInternalServiceHandler) WatchContracts(context.Context, *v1.WatchContractsRequest) (*v1.WatchContractsResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyInternalService.WatchContracts is not implemented"))
+}
+
+func (UnimplementedPolicyInternalServiceHandler) WaitCallApproval(context.Context, *v1.WaitCallApprovalRequest) (*v1.WaitCallApprovalResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.PolicyInternalService.WaitCallApproval is not implemented"))
 }
