@@ -57,6 +57,7 @@ type deployment struct {
 	apiNet  string
 	isolate string // a network the runner must not reach
 	textkit string // the approved textkit contract's digest, once the flow has published it
+	jobRun  string // a job's run that succeeded, once the jobs have run
 }
 
 // TestCompose builds the images, brings the deployment up with `docker
@@ -80,7 +81,7 @@ func TestCompose(t *testing.T) {
 	t.Run("volumes mounted only into their owners", d.volumes)
 	t.Run("no certificate, no answer", d.noCertificate)
 	t.Run("runner cannot reach another network", d.runnerIsolated)
-	// The flow pairs the device the next two use.
+	// The flow pairs the device, and approves the tool, the next three use.
 	if t.Run("flow through the gateway", d.flow) {
 		t.Run("jobs through the scheduler and the worker", d.jobs)
 		var acked []string
@@ -786,8 +787,9 @@ func (d *deployment) killRunner(t *testing.T) []string {
 // downUp takes the project down (keeping its volumes) and up again, and
 // checks that the contracts, the device, the secret and the audit log
 // survived: the device's token still works, the tool that uses the
-// secret still runs, the acknowledged calls are still logged, and the
-// log verifies against the checkpoint the CLI pinned before.
+// secret still runs, the acknowledged calls are still logged, the log
+// verifies against the checkpoint the CLI pinned before, and the jobs and
+// the worker's record of their runs are still there.
 func (d *deployment) downUp(t *testing.T, acked []string) {
 	ctx := t.Context()
 	if err := d.Down(ctx, false); err != nil {
@@ -820,6 +822,16 @@ func (d *deployment) downUp(t *testing.T, acked []string) {
 	}
 	if out := d.contractual(t, "", "audit", "verify", "--online", "--full"); !strings.Contains(out, "audit log intact") {
 		t.Errorf("audit verify after down and up: %s", out)
+	}
+	if d.jobRun != "" {
+		if out := d.contractual(t, "", "jobs", "list", "--state", "approved"); !strings.Contains(out, "deploytest-now") {
+			t.Errorf("jobs list after down and up:\n%s", out)
+		}
+		runs := contractualv1connect.NewJobRunServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(bearer(d.token(t))))
+		resp, err := runs.GetRun(ctx, &contractualv1.GetRunRequest{Id: d.jobRun})
+		if err != nil || resp.GetRun().GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED {
+			t.Errorf("GetRun %s after down and up: %v, %v; want it succeeded", d.jobRun, resp.GetRun(), err)
+		}
 	}
 }
 

@@ -49,6 +49,7 @@ func (d *deployment) jobs(t *testing.T) {
 	}
 	run := waitRun(t, runs, resp.GetRun().GetId(), 5*time.Minute)
 	step := checkRun(t, run, "manual", "hello-jobs-in-compose")
+	d.jobRun = run.GetId()
 	// The runner ran the step's call under policy's decision for the job.
 	var ran *contractualv1.AuditEvent
 	for _, e := range d.auditEvents(t, token) {
@@ -87,6 +88,8 @@ func (d *deployment) jobs(t *testing.T) {
 		}
 	}
 	checkRun(t, fired, "once", "fired-by-the-scheduler")
+	t.Logf("the scheduler's run %s of the once job due at %s finished at %s", fired.GetId(),
+		at.Format(time.RFC3339), fired.GetFinishedAt().AsTime().Format(time.RFC3339Nano))
 	if got := fired.GetScheduledAt().AsTime(); !got.Equal(at) {
 		t.Errorf("the once run was scheduled at %s, want %s", got.Format(time.RFC3339), at.Format(time.RFC3339))
 	}
