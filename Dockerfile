@@ -1,5 +1,5 @@
 # Contractual's images: one target per service (gateway, policy, runner,
-# broker, audit, ca), the CLI (cli), and the Tailscale sidecar of the
+# broker, audit, scheduler, worker, ca), the CLI (cli), and the Tailscale sidecar of the
 # compose profile tailnet (tailscale). One build stage compiles
 # Contractual's binaries, another the sidecar's from tailscale.com's
 # sources; all static (CGO_ENABLED=0) and -trimpath. Each final image is
@@ -36,7 +36,8 @@ ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOPATH=/go GOCACHE=/root/.cache/go-build
 # through its group (10000), in every image alike, since compose creates
 # ca-init and the services at once.
 RUN mkdir -p -m 0750 /dirs/data/data /dirs/cache/cache /dirs/certs/run/certs \
-      /dirs/ca/certs/gateway /dirs/ca/certs/policy /dirs/ca/certs/runner /dirs/ca/certs/broker /dirs/ca/certs/audit && \
+      /dirs/ca/certs/gateway /dirs/ca/certs/policy /dirs/ca/certs/runner /dirs/ca/certs/broker /dirs/ca/certs/audit \
+      /dirs/ca/certs/scheduler /dirs/ca/certs/worker && \
     mkdir -p -m 0700 /dirs/ca/ca/root /dirs/ca/ca/issuer && \
     chmod 0755 /dirs/certs/run /dirs/ca/certs /dirs/ca/ca
 
@@ -47,7 +48,8 @@ COPY . .
 RUN --mount=type=cache,target=/root/.cache/go-build \
     go build -ldflags='-s -w' -o /out/ \
       ./cmd/contractual-gateway ./cmd/contractual-policy ./cmd/contractual-runner \
-      ./cmd/contractual-broker ./cmd/contractual-audit ./cmd/contractual-ca
+      ./cmd/contractual-broker ./cmd/contractual-audit ./cmd/contractual-scheduler ./cmd/contractual-worker \
+      ./cmd/contractual-ca
 # The CLI is built only for its own target.
 FROM build AS build-cli
 RUN --mount=type=cache,target=/root/.cache/go-build \
@@ -115,6 +117,24 @@ USER 10007:10000
 EXPOSE 8443 9090
 HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-audit", "health"]
 ENTRYPOINT ["/contractual-audit"]
+
+FROM scratch AS scheduler
+COPY --from=build /out/contractual-scheduler /contractual-scheduler
+COPY --from=build --chown=10006:10000 /dirs/data/ /
+COPY --from=build --chown=10009:10000 /dirs/certs/ /
+USER 10006:10000
+EXPOSE 8443 9090
+HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-scheduler", "health"]
+ENTRYPOINT ["/contractual-scheduler"]
+
+FROM scratch AS worker
+COPY --from=build /out/contractual-worker /contractual-worker
+COPY --from=build --chown=10008:10000 /dirs/data/ /
+COPY --from=build --chown=10009:10000 /dirs/certs/ /
+USER 10008:10000
+EXPOSE 8443 9090
+HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-worker", "health"]
+ENTRYPOINT ["/contractual-worker"]
 
 FROM scratch AS ca
 COPY --from=build /out/contractual-ca /contractual-ca

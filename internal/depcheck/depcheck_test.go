@@ -99,8 +99,16 @@ var services = []struct {
 		// The worker runs jobs' steps through policy and the runner over
 		// Connect: it runs no module, makes no egress and holds no secret.
 		name:  "worker",
-		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD}},
+		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD, module + "/internal/scheduler"}},
 		today: []string{module + "/internal/worker"},
+	},
+	{
+		// The scheduler fires triggers and enqueues runs with the worker,
+		// and has the broker check webhook signatures: it runs nothing,
+		// makes no egress and holds no key.
+		name:  "scheduler",
+		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD, module + "/internal/worker"}},
+		today: []string{module + "/internal/scheduler"},
 	},
 	{
 		// The certificate service holds the CA key: the standard library

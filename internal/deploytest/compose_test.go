@@ -56,6 +56,8 @@ type deployment struct {
 	apiIP   string // the stand-in for api.github.com, on a network of its own
 	apiNet  string
 	isolate string // a network the runner must not reach
+	textkit string // the approved textkit contract's digest, once the flow has published it
+	jobRun  string // a job's run that succeeded, once the jobs have run
 }
 
 // TestCompose builds the images, brings the deployment up with `docker
@@ -79,8 +81,9 @@ func TestCompose(t *testing.T) {
 	t.Run("volumes mounted only into their owners", d.volumes)
 	t.Run("no certificate, no answer", d.noCertificate)
 	t.Run("runner cannot reach another network", d.runnerIsolated)
-	// The flow pairs the device the next two use.
+	// The flow pairs the device, and approves the tool, the next three use.
 	if t.Run("flow through the gateway", d.flow) {
+		t.Run("jobs through the scheduler and the worker", d.jobs)
 		var acked []string
 		t.Run("runner killed mid-traffic", func(t *testing.T) { acked = d.killRunner(t) })
 		t.Run("down and up keep everything", func(t *testing.T) { d.downUp(t, acked) })
@@ -367,7 +370,8 @@ func (d *deployment) networks(t *testing.T) {
 	}
 	want := map[string][]string{
 		"gateway": {"front", "internal"}, "policy": {"internal"}, "runner": {"egress", "internal"},
-		"broker": {"internal"}, "audit": {"internal"}, "ca": {"none"}, "ca-init": {"none"},
+		"broker": {"internal"}, "audit": {"internal"}, "scheduler": {"internal"}, "worker": {"internal"},
+		"ca": {"none"}, "ca-init": {"none"},
 	}
 	for _, c := range cs {
 		var got []string
@@ -428,19 +432,21 @@ func (d *deployment) volumes(t *testing.T) {
 		}
 	}
 	want := map[string][]use{
-		"gateway-data": {{"gateway", "/data", true}},
-		"policy-data":  {{"policy", "/data", true}},
-		"broker-data":  {{"broker", "/data", true}},
-		"audit-data":   {{"audit", "/data", true}},
-		"runner-cache": {{"runner", "/cache", true}},
-		"ca-root":      {{"ca-init", "/ca/root", true}},
-		"ca-issuer":    {{"ca", "/ca/issuer", false}, {"ca-init", "/ca/issuer", true}},
+		"gateway-data":   {{"gateway", "/data", true}},
+		"policy-data":    {{"policy", "/data", true}},
+		"broker-data":    {{"broker", "/data", true}},
+		"audit-data":     {{"audit", "/data", true}},
+		"scheduler-data": {{"scheduler", "/data", true}},
+		"worker-data":    {{"worker", "/data", true}},
+		"runner-cache":   {{"runner", "/cache", true}},
+		"ca-root":        {{"ca-init", "/ca/root", true}},
+		"ca-issuer":      {{"ca", "/ca/issuer", false}, {"ca-init", "/ca/issuer", true}},
 		// Compose mounts a file secret as a read-only bind.
 		"bind:/run/secrets/kek": {{"broker", "/run/secrets/kek", false}},
 		// The test's own roots for the stand-in API (see override).
 		"bind:/run/deploytest/roots.pem": {{"runner", "/run/deploytest/roots.pem", false}},
 	}
-	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit"} {
+	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "scheduler", "worker"} {
 		want[s+"-certs"] = []use{{"ca", "/certs/" + s, true}, {"ca-init", "/certs/" + s, true}, {s, "/run/certs", false}}
 	}
 	byService := func(a, b use) int { return strings.Compare(a.service, b.service) }
@@ -466,13 +472,13 @@ func (d *deployment) noCertificate(t *testing.T) {
 	const procedure = "/contractual.v1.AuditInternalService/Append"
 	mtls := map[string]string{} // URL → the service's SPIFFE ID
 	var urls []string
-	for _, s := range []string{"policy", "runner", "broker", "audit"} {
+	for _, s := range []string{"policy", "runner", "broker", "audit", "scheduler", "worker"} {
 		u := "https://" + s + ":8443" + procedure
 		mtls[u] = "spiffe://contractual.internal/" + s
 		urls = append(urls, u)
 	}
 	ops := map[string]bool{}
-	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit"} {
+	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "scheduler", "worker"} {
 		u := "http://" + s + ":9090" + procedure
 		ops[u] = true
 		urls = append(urls, u)
@@ -602,7 +608,7 @@ func (d *deployment) startAPI(t *testing.T) {
 func (d *deployment) override(t *testing.T) string {
 	var b strings.Builder
 	b.WriteString("services:\n")
-	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "ca", "ca-init", "cli"} {
+	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "scheduler", "worker", "ca", "ca-init", "cli"} {
 		fmt.Fprintf(&b, "  %s:\n    build: {labels: {deploytest: %s}}\n", s, d.Name)
 		if s == "runner" {
 			fmt.Fprintf(&b, `    networks: {%[1]s: {}}
@@ -637,7 +643,8 @@ func (d *deployment) flow(t *testing.T) {
 	d.contractual(t, "", "pair", "--setup-code", code, "--name", "deploytest", "--server", d.url)
 
 	out := d.contractual(t, "", "publish", d.tool("textkit", "textkit.wasm"), "--contract", d.tool("textkit", "contract.yaml"))
-	d.contractual(t, "", "contracts", "approve", digestIn(t, out), "--reason", "deploytest")
+	d.textkit = digestIn(t, out)
+	d.contractual(t, "", "contracts", "approve", d.textkit, "--reason", "deploytest")
 	var got struct {
 		Output struct{ Slug string } `json:"output"`
 	}
@@ -780,8 +787,9 @@ func (d *deployment) killRunner(t *testing.T) []string {
 // downUp takes the project down (keeping its volumes) and up again, and
 // checks that the contracts, the device, the secret and the audit log
 // survived: the device's token still works, the tool that uses the
-// secret still runs, the acknowledged calls are still logged, and the
-// log verifies against the checkpoint the CLI pinned before.
+// secret still runs, the acknowledged calls are still logged, the log
+// verifies against the checkpoint the CLI pinned before, and the jobs and
+// the worker's record of their runs are still there.
 func (d *deployment) downUp(t *testing.T, acked []string) {
 	ctx := t.Context()
 	if err := d.Down(ctx, false); err != nil {
@@ -814,6 +822,16 @@ func (d *deployment) downUp(t *testing.T, acked []string) {
 	}
 	if out := d.contractual(t, "", "audit", "verify", "--online", "--full"); !strings.Contains(out, "audit log intact") {
 		t.Errorf("audit verify after down and up: %s", out)
+	}
+	if d.jobRun != "" {
+		if out := d.contractual(t, "", "jobs", "list", "--state", "approved"); !strings.Contains(out, "deploytest-now") {
+			t.Errorf("jobs list after down and up:\n%s", out)
+		}
+		runs := contractualv1connect.NewJobRunServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(bearer(d.token(t))))
+		resp, err := runs.GetRun(ctx, &contractualv1.GetRunRequest{Id: d.jobRun})
+		if err != nil || resp.GetRun().GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED {
+			t.Errorf("GetRun %s after down and up: %v, %v; want it succeeded", d.jobRun, resp.GetRun(), err)
+		}
 	}
 }
 
@@ -894,26 +912,34 @@ func (d *deployment) tool(name, file string) string {
 // decisions whose call ran ("call.run", outcome "ok").
 func (d *deployment) auditDecisions(t *testing.T, token string) map[string]bool {
 	t.Helper()
-	c := contractualv1connect.NewAuditServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(bearer(token)))
 	ran := map[string]bool{}
-	var after uint64
+	for _, e := range d.auditEvents(t, token) {
+		if e.GetAction() == "call.run" && e.GetOutcome() == "ok" && e.GetDecisionId() != "" {
+			ran[e.GetDecisionId()] = true
+		}
+	}
+	return ran
+}
+
+// auditEvents reads the whole audit log, oldest first.
+func (d *deployment) auditEvents(t *testing.T, token string) []*contractualv1.AuditEvent {
+	t.Helper()
+	c := contractualv1connect.NewAuditServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(bearer(token)))
+	var events []*contractualv1.AuditEvent
 	for {
-		resp, err := c.Entries(t.Context(), &contractualv1.EntriesRequest{After: after})
+		resp, err := c.Entries(t.Context(), &contractualv1.EntriesRequest{After: uint64(len(events))})
 		if err != nil {
-			t.Fatalf("audit Entries after %d: %v", after, err)
+			t.Fatalf("audit Entries after %d: %v", len(events), err)
 		}
 		if len(resp.GetEntries()) == 0 {
-			return ran
+			return events
 		}
 		for _, enc := range resp.GetEntries() {
-			var e contractualv1.AuditEvent
-			if err := proto.Unmarshal(enc, &e); err != nil {
-				t.Fatalf("audit entry %d: %v", after+1, err)
+			e := &contractualv1.AuditEvent{}
+			if err := proto.Unmarshal(enc, e); err != nil {
+				t.Fatalf("audit entry %d: %v", len(events)+1, err)
 			}
-			if e.GetAction() == "call.run" && e.GetOutcome() == "ok" && e.GetDecisionId() != "" {
-				ran[e.GetDecisionId()] = true
-			}
-			after++
+			events = append(events, e)
 		}
 	}
 }

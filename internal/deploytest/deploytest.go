@@ -50,7 +50,9 @@ var Services = []Service{
 	{"policy", 10003},
 	{"runner", 10004},
 	{"broker", 10005},
+	{"scheduler", 10006},
 	{"audit", 10007},
+	{"worker", 10008},
 	{"ca", 10009},
 }
 

@@ -117,7 +117,7 @@ func published(s composeService) []string {
 // tailnet profile's services are configured as the deployment promises.
 func TestComposeProfiles(t *testing.T) {
 	deploytest.RequireCompose(t)
-	base := []string{"audit", "broker", "ca", "ca-init", "policy", "runner"}
+	base := []string{"audit", "broker", "ca", "ca-init", "policy", "runner", "scheduler", "worker"}
 
 	local := config(t, nil)
 	if got, want := services(local), append([]string{"gateway"}, base...); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
@@ -132,6 +132,7 @@ func TestComposeProfiles(t *testing.T) {
 			t.Errorf("docker compose up: %s publishes %v, want %v", name, got, want)
 		}
 	}
+	checkGatewayPeers(t, "gateway", local.Services["gateway"].Command)
 
 	for _, variant := range []struct {
 		name string
@@ -153,6 +154,7 @@ func TestComposeProfiles(t *testing.T) {
 				}
 			}
 			checkTailnetProfile(t, c)
+			checkGatewayPeers(t, "gateway-tailnet", c.Services["gateway-tailnet"].Command)
 			// One container name for the two gateways: Docker refuses to
 			// create one while the other exists (they share volumes).
 			if a, b := local.Services["gateway"].ContainerName, c.Services["gateway-tailnet"].ContainerName; a == "" || a != b {
@@ -174,6 +176,18 @@ func TestComposeProfiles(t *testing.T) {
 	}
 	if v := env["TS_EXTRA_ARGS"]; v == nil || *v != "--login-server=https://control.example" {
 		t.Errorf("TS_EXTRA_ARGS: the sidecar's is %v", v)
+	}
+}
+
+// checkGatewayPeers: a gateway's command names the worker (devices'
+// JobRunService) and the scheduler (webhook deliveries) by their compose
+// names.
+func checkGatewayPeers(t *testing.T, name string, cmd []string) {
+	t.Helper()
+	for _, flag := range []string{"--worker-url=https://worker:8443", "--scheduler-url=https://scheduler:8443"} {
+		if !slices.Contains(cmd, flag) {
+			t.Errorf("%s's command %v lacks %s", name, cmd, flag)
+		}
 	}
 }
 
@@ -403,7 +417,7 @@ func (d *tailnetDeployment) tailnetOverride(t *testing.T) string {
 	}
 	var y strings.Builder
 	y.WriteString("services:\n")
-	for _, s := range []string{"gateway-tailnet", "tailscale", "policy", "runner", "broker", "audit", "ca", "ca-init"} {
+	for _, s := range []string{"gateway-tailnet", "tailscale", "policy", "runner", "broker", "audit", "scheduler", "worker", "ca", "ca-init"} {
 		fmt.Fprintf(&y, "  %s:\n    build: {labels: {deploytest: %s}}\n", s, d.Name)
 	}
 	fmt.Fprintf(&y, "configs:\n  tailscale-serve: {file: %s}\n", serve)
@@ -579,7 +593,7 @@ func (d *tailnetDeployment) tailnetNetworks(t *testing.T) {
 	want := map[string][]string{
 		d.gw: {"internal", "tailnet"}, "tailscale": {"tailnet", "tailnet-egress"},
 		"policy": {"internal"}, "runner": {"egress", "internal"}, "broker": {"internal"}, "audit": {"internal"},
-		"ca": {"none"}, "ca-init": {"none"},
+		"scheduler": {"internal"}, "worker": {"internal"}, "ca": {"none"}, "ca-init": {"none"},
 	}
 	var gw deploytest.Container
 	for _, c := range cs {

@@ -23,3 +23,21 @@ func TestDaemonTailnetFlags(t *testing.T) {
 		t.Errorf("default capability %q", got)
 	}
 }
+
+// TestDaemonPeers: contractual-gateway dials every service devices reach
+// through it, the worker (JobRunService) and the scheduler (webhook
+// deliveries) among them, at compose's names by default.
+func TestDaemonPeers(t *testing.T) {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	Daemon().Flags(fs)
+	for _, s := range []string{"policy", "runner", "broker", "audit", "scheduler", "worker"} {
+		f := fs.Lookup(s + "-url")
+		if f == nil {
+			t.Errorf("no --%s-url", s)
+			continue
+		}
+		if want := "https://" + s + ":8443"; f.DefValue != want {
+			t.Errorf("--%s-url defaults to %q, want %q", s, f.DefValue, want)
+		}
+	}
+}
