@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -334,9 +335,12 @@ func (u *UI) loadRun(ctx context.Context, r *http.Request, _ *session) (any, err
 func outputText(st *contractualv1.StepRun) (string, bool) {
 	text := st.GetOutputText()
 	if st.GetOutput() != nil {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(st.GetOutput())
-		if err == nil {
-			text = string(b)
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(st.GetOutput().AsInterface()); err == nil {
+			text = strings.TrimSuffix(b.String(), "\n")
 		}
 	}
 	clipped := false

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -343,7 +344,7 @@ func printRun(env *Env, r *contractualv1.JobRun) {
 			fmt.Fprintf(w, "  egress           %s %s %d, %d bytes, %s\n", eg.GetMethod(), eg.GetUrl(), eg.GetStatus(), eg.GetBytes(), verdict)
 		}
 		if out := st.GetOutput(); out != nil {
-			b, _ := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(out)
+			b, _ := json.MarshalIndent(out.AsInterface(), "", "  ")
 			fmt.Fprintf(w, "  output\n%s\n", indent(string(b)))
 		} else if t := st.GetOutputText(); t != "" {
 			fmt.Fprintf(w, "  output\n%s\n", indent(t))
