@@ -22,6 +22,8 @@ func httpStatus(err error) int {
 		return http.StatusConflict
 	case errs.ResourceExhausted:
 		return http.StatusTooManyRequests
+	case errs.Unimplemented:
+		return http.StatusNotImplemented
 	}
 	return http.StatusInternalServerError
 }

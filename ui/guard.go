@@ -142,3 +142,53 @@ func (g policyGuard) ApproveCall(ctx context.Context, req *contractualv1.Approve
 func (g policyGuard) DenyCall(ctx context.Context, req *contractualv1.DenyCallRequest) (*contractualv1.DenyCallResponse, error) {
 	return call(ctx, contractualv1connect.PolicyServiceDenyCallProcedure, g.next.DenyCall, req)
 }
+
+type jobGuard struct {
+	contractualv1connect.UnimplementedJobServiceHandler
+	next contractualv1connect.JobServiceHandler
+}
+
+func (g jobGuard) ListJobs(ctx context.Context, req *contractualv1.ListJobsRequest) (*contractualv1.ListJobsResponse, error) {
+	return call(ctx, contractualv1connect.JobServiceListJobsProcedure, g.next.ListJobs, req)
+}
+
+func (g jobGuard) GetJob(ctx context.Context, req *contractualv1.GetJobRequest) (*contractualv1.GetJobResponse, error) {
+	return call(ctx, contractualv1connect.JobServiceGetJobProcedure, g.next.GetJob, req)
+}
+
+func (g jobGuard) ApproveJob(ctx context.Context, req *contractualv1.ApproveJobRequest) (*contractualv1.ApproveJobResponse, error) {
+	return call(ctx, contractualv1connect.JobServiceApproveJobProcedure, g.next.ApproveJob, req)
+}
+
+func (g jobGuard) RejectJob(ctx context.Context, req *contractualv1.RejectJobRequest) (*contractualv1.RejectJobResponse, error) {
+	return call(ctx, contractualv1connect.JobServiceRejectJobProcedure, g.next.RejectJob, req)
+}
+
+func (g jobGuard) PauseJob(ctx context.Context, req *contractualv1.PauseJobRequest) (*contractualv1.PauseJobResponse, error) {
+	return call(ctx, contractualv1connect.JobServicePauseJobProcedure, g.next.PauseJob, req)
+}
+
+func (g jobGuard) ResumeJob(ctx context.Context, req *contractualv1.ResumeJobRequest) (*contractualv1.ResumeJobResponse, error) {
+	return call(ctx, contractualv1connect.JobServiceResumeJobProcedure, g.next.ResumeJob, req)
+}
+
+func (g jobGuard) DeleteJob(ctx context.Context, req *contractualv1.DeleteJobRequest) (*contractualv1.DeleteJobResponse, error) {
+	return call(ctx, contractualv1connect.JobServiceDeleteJobProcedure, g.next.DeleteJob, req)
+}
+
+type runGuard struct {
+	contractualv1connect.UnimplementedJobRunServiceHandler
+	next contractualv1connect.JobRunServiceHandler
+}
+
+func (g runGuard) RunJob(ctx context.Context, req *contractualv1.RunJobRequest) (*contractualv1.RunJobResponse, error) {
+	return call(ctx, contractualv1connect.JobRunServiceRunJobProcedure, g.next.RunJob, req)
+}
+
+func (g runGuard) ListRuns(ctx context.Context, req *contractualv1.ListRunsRequest) (*contractualv1.ListRunsResponse, error) {
+	return call(ctx, contractualv1connect.JobRunServiceListRunsProcedure, g.next.ListRuns, req)
+}
+
+func (g runGuard) GetRun(ctx context.Context, req *contractualv1.GetRunRequest) (*contractualv1.GetRunResponse, error) {
+	return call(ctx, contractualv1connect.JobRunServiceGetRunProcedure, g.next.GetRun, req)
+}

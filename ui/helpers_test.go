@@ -54,6 +54,8 @@ type envOptions struct {
 	publicURL string
 	// now, if set, is the clock of the pairing store and of the UI.
 	now func() time.Time
+	// jobs gives the UI policy's JobService.
+	jobs bool
 }
 
 // newEnv builds the services the way internal/server does and serves the
@@ -98,10 +100,14 @@ func newEnv(t *testing.T, opts ...envOptions) *env {
 	}
 	t.Cleanup(func() { e.store.Close() })
 	e.pairing = pairing.NewService(e.store)
-	e.ui, err = ui.New(ui.Config{
+	cfg := ui.Config{
 		Policy: e.policy, Pairing: e.pairing, Broker: e.broker, Audit: e.audit, Auth: e.store,
 		KeyFile: filepath.Join(e.dir, "gateway", "ui.key"), PublicURL: o.publicURL, Now: o.now,
-	})
+	}
+	if o.jobs {
+		cfg.Jobs = e.policy
+	}
+	e.ui, err = ui.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

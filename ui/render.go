@@ -33,7 +33,7 @@ type view struct {
 }
 
 // pageNames are the page templates; each is parsed with layout.html.
-var pageNames = []string{"error", "pair", "overview", "contracts", "contract", "approvals", "approval", "devices", "secrets", "runs"}
+var pageNames = []string{"error", "pair", "overview", "contracts", "contract", "approvals", "approval", "devices", "secrets", "runs", "jobs", "job", "run"}
 
 // funcs are the template helpers.
 var funcs = template.FuncMap{
@@ -44,6 +44,7 @@ var funcs = template.FuncMap{
 	"join":       func(s []string) string { return strings.Join(s, ",") },
 	"kind":       kindName,
 	"node":       nodeName,
+	"jobState":   jobStateName,
 }
 
 // nodeName names a device's tailnet node as the devices page shows it:
@@ -66,7 +67,7 @@ func kindName(k contractualv1.DeviceKind) string {
 
 // parsePages parses every page with the layout.
 func parsePages() (map[string]*template.Template, error) {
-	base, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/partials.html")
+	base, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/partials.html", "templates/jobparts.html")
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "ui: parsing the layout")
 	}
@@ -113,6 +114,12 @@ var flashes = map[string]string{
 	"request-approved": "Pairing request approved: the device can now finish pairing.",
 	"request-rejected": "Pairing request rejected.",
 	"device-revoked":   "Device revoked: its token is refused from now on.",
+	"job-approved":     "Job approved: it runs on its trigger, within its bounds and budgets.",
+	"job-rejected":     "Job version rejected.",
+	"job-paused":       "Job paused: no run of it starts and none of its calls is allowed until you resume it.",
+	"job-resumed":      "Job resumed: a fresh approval of the job as shown.",
+	"job-deleted":      "Job deleted: no run of it starts again. Its audit trail stays.",
+	"job-run":          "Run queued: this page shows it as the worker runs it.",
 	"paired":           "This browser is paired and signed in.",
 	"signed-out":       "Signed out: this browser's device was revoked. Pair it again to sign in.",
 	"session-ended":    "Signed out: this browser's device token is no longer valid (was it revoked?). Pair it again to sign in.",

@@ -61,7 +61,12 @@ type Config struct {
 	Pairing contractualv1connect.PairingServiceHandler
 	Broker  contractualv1connect.BrokerServiceHandler
 	Audit   contractualv1connect.AuditServiceHandler
-	Auth    Authenticator
+	// Jobs (policy's JobService) and Runs (the worker's JobRunService)
+	// are optional: without them the jobs' pages say that jobs are not
+	// available here.
+	Jobs contractualv1connect.JobServiceHandler
+	Runs contractualv1connect.JobRunServiceHandler
+	Auth Authenticator
 	// Log receives internal errors (never tokens or secret values); nil
 	// discards.
 	Log *slog.Logger
@@ -87,6 +92,8 @@ type UI struct {
 	pairing      contractualv1connect.PairingServiceHandler
 	broker       contractualv1connect.BrokerServiceHandler
 	audit        contractualv1connect.AuditServiceHandler
+	jobs         contractualv1connect.JobServiceHandler    // nil without Config.Jobs
+	runs         contractualv1connect.JobRunServiceHandler // nil without Config.Runs
 	log          *slog.Logger
 	key          []byte
 	cookieName   string
@@ -128,6 +135,12 @@ func New(cfg Config) (*UI, error) {
 		pairing: pairingGuard{next: cfg.Pairing},
 		broker:  brokerGuard{next: cfg.Broker},
 		audit:   auditGuard{next: cfg.Audit},
+	}
+	if cfg.Jobs != nil {
+		u.jobs = jobGuard{next: cfg.Jobs}
+	}
+	if cfg.Runs != nil {
+		u.runs = runGuard{next: cfg.Runs}
 	}
 	if u.cfg.Now == nil {
 		u.cfg.Now = time.Now
@@ -307,6 +320,12 @@ func (u *UI) routes() {
 	u.route("/ui/secrets", u.authed(u.secretsPage), u.authed(u.putSecret))
 	u.route("/ui/secrets/{name}/delete", nil, u.authed(u.deleteSecret))
 	u.route("/ui/runs", u.authed(u.runsPage), nil)
+	u.route("/ui/jobs", u.authed(u.jobsPage), nil)
+	u.route("/ui/jobs/{id}", u.authed(u.jobPage), nil)
+	u.route("/ui/jobs/{id}/runs/{run}", u.authed(u.runPage), nil)
+	for _, a := range jobActions {
+		u.route("/ui/jobs/{id}/"+a.verb, nil, u.authed(u.jobAction(a)))
+	}
 	u.route(checkpointPath, nil, u.authed(u.auditCheckpoint))
 	u.mux.HandleFunc("/ui/", u.authed(func(w http.ResponseWriter, r *http.Request, s *session) {
 		u.fail(w, r, s, http.StatusNotFound, "No such page.")

@@ -64,6 +64,7 @@ func rememberServer(env *Env, url string) error {
 type clients struct {
 	policy  contractualv1connect.PolicyServiceClient
 	jobs    contractualv1connect.JobServiceClient
+	runs    contractualv1connect.JobRunServiceClient
 	tools   contractualv1connect.ToolServiceClient
 	audit   contractualv1connect.AuditServiceClient
 	broker  contractualv1connect.BrokerServiceClient
@@ -101,6 +102,7 @@ func (f *connectFlags) dial(env *Env) (*clients, error) {
 	return &clients{
 		policy:  contractualv1connect.NewPolicyServiceClient(hc, f.server, opts),
 		jobs:    contractualv1connect.NewJobServiceClient(hc, f.server, opts),
+		runs:    contractualv1connect.NewJobRunServiceClient(hc, f.server, opts),
 		tools:   contractualv1connect.NewToolServiceClient(hc, f.server, opts),
 		audit:   contractualv1connect.NewAuditServiceClient(hc, f.server, opts),
 		broker:  contractualv1connect.NewBrokerServiceClient(hc, f.server, opts),

@@ -2,12 +2,17 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/internal/errs"
@@ -23,13 +28,14 @@ func jobsCmd(ctx context.Context, env *Env, args []string) error {
 	state := fs.String("state", "", "only jobs with a version in this state: pending, approved, paused, rejected, superseded or deleted (list)")
 	var lf listFlags
 	lf.register(fs)
+	payload := fs.String("payload", "", "the JSON the steps see as trigger.payload (run)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) == 0 {
-		return usagef("want a subcommand: create, list, show, approve, reject, pause, resume, delete")
+		return usagef("want a subcommand: create, list, show, approve, reject, pause, resume, delete, run, runs, run-show")
 	}
 	sub, pos := pos[0], pos[1:]
 	one := func(what string) (string, error) {
@@ -50,8 +56,10 @@ func jobsCmd(ctx context.Context, env *Env, args []string) error {
 		arg, err = one("job id or version digest")
 	case "approve", "reject":
 		arg, err = one("job version digest")
-	case "pause", "resume", "delete":
+	case "pause", "resume", "delete", "run", "runs":
 		arg, err = one("job id")
+	case "run-show":
+		arg, err = one("run id")
 	default:
 		return usagef("unknown subcommand %q", sub)
 	}
@@ -168,6 +176,8 @@ func jobsCmd(ctx context.Context, env *Env, args []string) error {
 			fmt.Fprintf(env.Stdout, "re-pinned to the approved contracts, accepting these changes:\n%s", formatChanges(resp.GetDiff()))
 		}
 		return nil
+	case "run", "runs", "run-show":
+		return runsCmd(ctx, env, c, sub, arg, *payload, lf, *asJSON)
 	default: // delete
 		if _, err := c.jobs.DeleteJob(ctx, &contractualv1.DeleteJobRequest{Id: arg}); err != nil {
 			return err
@@ -238,4 +248,129 @@ func pauseKindName(k contractualv1.PauseKind) string {
 		return ""
 	}
 	return strings.ToLower(strings.TrimPrefix(k.String(), "PAUSE_KIND_"))
+}
+
+// runsCmd runs a job now, lists its runs or shows one run.
+func runsCmd(ctx context.Context, env *Env, c *clients, sub, arg, payload string, lf listFlags, asJSON bool) error {
+	switch sub {
+	case "run":
+		req := &contractualv1.RunJobRequest{Id: arg}
+		if payload != "" {
+			req.Payload = &structpb.Value{}
+			if err := protojson.Unmarshal([]byte(payload), req.Payload); err != nil {
+				return usagef("--payload: not JSON: %v", err)
+			}
+		}
+		resp, err := c.runs.RunJob(ctx, req)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(env, resp)
+		}
+		run := resp.GetRun()
+		fmt.Fprintf(env.Stdout, "run %s of job %s: %s\nsee it with: contractual jobs run-show %s\n", run.GetId(), run.GetJobId(), runStateName(run.GetState()), run.GetId())
+		return nil
+	case "runs":
+		all := &contractualv1.ListRunsResponse{}
+		next, err := lf.each(func(tok string) (string, error) {
+			resp, err := c.runs.ListRuns(ctx, &contractualv1.ListRunsRequest{JobId: arg, PageSize: lf.size(), PageToken: tok})
+			all.Runs = append(all.Runs, resp.GetRuns()...)
+			return resp.GetNextPageToken(), err
+		})
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			all.NextPageToken = next
+			return printJSON(env, all)
+		}
+		w := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "RUN\tSTATE\tTRIGGER\tSCHEDULED\tDURATION\tSTEPS\tERROR")
+		for _, r := range all.GetRuns() {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.GetId(), runStateName(r.GetState()), r.GetTrigger(), when(r.GetScheduledAt()),
+				orNone(runDuration(r)), len(r.GetSteps()), oneLine(r.GetError()))
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		moreHint(env, next)
+		return nil
+	default: // run-show
+		resp, err := c.runs.GetRun(ctx, &contractualv1.GetRunRequest{Id: arg})
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(env, resp)
+		}
+		printRun(env, resp.GetRun())
+		return nil
+	}
+}
+
+// printRun prints a run as the Control UI's run page shows it: its state,
+// trigger, times and budgets used, then each step with its decision,
+// input hash, idempotency key, output, error and egress.
+func printRun(env *Env, r *contractualv1.JobRun) {
+	w := env.Stdout
+	fmt.Fprintf(w, "run %s of job %s: %s\n  version    %s\n  trigger    %s", r.GetId(), r.GetJobId(), runStateName(r.GetState()), r.GetJobDigest(), r.GetTrigger())
+	if by := r.GetRequestedBy(); by != "" {
+		fmt.Fprintf(w, " by %s", by)
+	}
+	fmt.Fprintf(w, "\n  scheduled  %s\n  started    %s\n  finished   %s", when(r.GetScheduledAt()), when(r.GetStartedAt()), when(r.GetFinishedAt()))
+	if d := runDuration(r); d != "" {
+		fmt.Fprintf(w, " (%s)", d)
+	}
+	fmt.Fprintf(w, "\n  attempt    %d\n", r.GetAttempt())
+	if e := r.GetError(); e != "" {
+		fmt.Fprintf(w, "  error      %s\n", e)
+	}
+	u := r.GetUsed()
+	fmt.Fprintf(w, "  used       %d tool calls, %ds, %d egress requests, %d egress bytes, %d output bytes\n",
+		u.GetToolCallsPerRun(), u.GetRunTimeSeconds(), u.GetEgressRequests(), u.GetEgressBytes(), u.GetOutputBytes())
+	for _, st := range r.GetSteps() {
+		fmt.Fprintf(w, "\nstep %s: %s: %s (%d attempts)\n  decision         %s\n  input hash       %s\n  idempotency key  %s\n",
+			st.GetId(), st.GetTool(), strings.ToLower(strings.TrimPrefix(st.GetState().String(), "STEP_STATE_")), st.GetAttempts(),
+			orNone(st.GetDecisionId()), orNone(st.GetInputHash()), orNone(st.GetIdempotencyKey()))
+		if e := st.GetError(); e != "" {
+			fmt.Fprintf(w, "  error            %s\n", e)
+		}
+		for _, eg := range st.GetEgress() {
+			verdict := "sent"
+			if !eg.GetAllowed() {
+				verdict = "refused: " + eg.GetReason()
+			}
+			fmt.Fprintf(w, "  egress           %s %s %d, %d bytes, %s\n", eg.GetMethod(), eg.GetUrl(), eg.GetStatus(), eg.GetBytes(), verdict)
+		}
+		if out := st.GetOutput(); out != nil {
+			b, _ := json.MarshalIndent(out.AsInterface(), "", "  ")
+			fmt.Fprintf(w, "  output\n%s\n", indent(string(b)))
+		} else if t := st.GetOutputText(); t != "" {
+			fmt.Fprintf(w, "  output\n%s\n", indent(t))
+		}
+	}
+}
+
+// runDuration is how long a finished run took, or "".
+func runDuration(r *contractualv1.JobRun) string {
+	if r.GetStartedAt() == nil || r.GetFinishedAt() == nil {
+		return ""
+	}
+	return r.GetFinishedAt().AsTime().Sub(r.GetStartedAt().AsTime()).Round(time.Millisecond).String()
+}
+
+func runStateName(s contractualv1.RunState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "RUN_STATE_"))
+}
+
+// oneLine keeps the first line of s.
+func oneLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}
+
+// indent indents every line of s by four spaces.
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
 }
