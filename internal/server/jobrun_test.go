@@ -339,11 +339,12 @@ func TestNightlyDigest(t *testing.T) {
 
 // TestJobDrift: approving a changed feeds contract pauses the nightly
 // digest that pins the old one (CONTRACT_CHANGED, with the diff); a run
-// now is refused; resuming re-pins the job to the approved contract and
-// a run completes.
+// now is refused, and the scheduler no longer waits for its 02:00;
+// resuming re-pins the job to the approved contract and a run completes.
 func TestJobDrift(t *testing.T) {
 	w := newJobWorld(t)
-	w.approveJob(t, digestFile(t))
+	due := nextBerlin2(t, w.approveJob(t, digestFile(t)).GetDecidedAt().AsTime())
+	w.clock.waitFor(t, due)
 	src, err := os.ReadFile(tool("feeds", "contract.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -360,6 +361,23 @@ func TestJobDrift(t *testing.T) {
 	if _, err := w.runs.RunJob(context.Background(), &contractualv1.RunJobRequest{Id: "nightly-digest"}); connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "paused") {
 		t.Fatalf("RunJob of the paused job: %v", err)
 	}
+	// The scheduler stops firing it: it waits for the fire times of its
+	// jobs in order, so that once it waits for a job approved after the
+	// pause and due an hour after the paused job's 02:00, it no longer
+	// holds the 02:00; and when the clock passes both, only the later job
+	// runs.
+	later := due.Add(time.Hour)
+	w.approveJob(t, digestFile(t, "name: nightly-digest", "name: later",
+		`cron: {expression: "0 2 * * *", time_zone: Europe/Berlin}`, `once: {at: "`+later.Format(time.RFC3339)+`"}`,
+		rec.GetPause().GetPinnedDigest(), newFeeds))
+	w.clock.waitFor(t, later)
+	w.clock.set(later)
+	if r := w.finished(t, w.firstRun(t, "later")); r.GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED || !r.GetScheduledAt().AsTime().Equal(later) {
+		t.Fatalf("the later job's run: %v: %s", r.GetState(), r.GetError())
+	}
+	if runs := w.listRuns(t, "nightly-digest"); len(runs) != 0 {
+		t.Fatalf("the paused job ran: %v", runs)
+	}
 
 	resumed, err := w.jobs.ResumeJob(context.Background(), &contractualv1.ResumeJobRequest{Id: "nightly-digest"})
 	if err != nil {
@@ -372,7 +390,7 @@ func TestJobDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := w.finished(t, run.GetRun().GetId()); r.GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED || len(w.sinks.ntfy()) != 1 {
+	if r := w.finished(t, run.GetRun().GetId()); r.GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED || len(w.sinks.ntfy()) != 2 {
 		t.Fatalf("run after resuming: %v: %s; ntfy got %d posts", r.GetState(), r.GetError(), len(w.sinks.ntfy()))
 	}
 }
