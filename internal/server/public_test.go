@@ -188,7 +188,7 @@ func TestReflectionShowsOnlyThePublicAPI(t *testing.T) {
 				"contractual.v1.BrokerService.IssueHandle", "contractual.v1.BrokerService.RedeemHandle",
 				"contractual.v1.AuditService.Append",
 				"contractual.v1.JobInternalService", "contractual.v1.JobInternalService.WatchJobs",
-				"contractual.v1.WorkerInternalService", "contractual.v1.JobRunService",
+				"contractual.v1.WorkerInternalService", "contractual.v1.SchedulerInternalService",
 				// Messages only internal procedures use.
 				"contractual.v1.EvaluateRequest", "contractual.v1.ExecuteRequest",
 				"contractual.v1.RedeemHandleResponse", "contractual.v1.AppendRequest",
