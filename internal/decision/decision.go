@@ -110,12 +110,13 @@ func Hash(b []byte) string {
 }
 
 // ActionKey returns the idempotency key of a job's call: the run's id and
-// the hash of the action, the tool and its canonical input's hash, as
-// "<run id>.<32 hex digits>". The worker records it with the step before
-// the call; the runner derives the keys of the call's HTTP requests from
-// it (RequestKey). Retrying the call in the same run gives the same key.
-func ActionKey(runID, tool, inputHash string) string {
-	sum := sha256.Sum256([]byte(tool + "\x00" + inputHash))
+// the hash of the action, the run's step making it, the tool and its
+// canonical input's hash, as "<run id>.<32 hex digits>". The worker
+// records it with the step before the call; the runner derives the keys of
+// the call's HTTP requests from it (RequestKey). Retrying the call in the
+// same run gives the same key; two steps making the same call get two.
+func ActionKey(runID, step, tool, inputHash string) string {
+	sum := sha256.Sum256([]byte(step + "\x00" + tool + "\x00" + inputHash))
 	return runID + "." + hex.EncodeToString(sum[:16])
 }
 

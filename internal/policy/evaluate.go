@@ -43,7 +43,7 @@ type call struct {
 // call.decision, with the input's hash, never the input, before it is
 // returned; if the audit log cannot record it there is no decision.
 func (s *Service) Evaluate(ctx context.Context, req *contractualv1.EvaluateRequest) (*contractualv1.EvaluateResponse, error) {
-	if strings.HasPrefix(req.GetPrincipal(), "job:") || req.GetRunId() != "" {
+	if strings.HasPrefix(req.GetPrincipal(), "job:") || req.GetRunId() != "" || req.GetStep() != "" {
 		return s.evaluateJob(ctx, req) // jobeval.go
 	}
 	c := &call{tool: req.GetTool(), who: req.GetPrincipal()}

@@ -31,7 +31,9 @@ var runIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 // than tool_calls_per_run, and the run is within the job's runs_per_day
 // (runs counted by the UTC day of their first call, on policy's clock). A
 // high-risk tool's call is APPROVAL_REQUIRED: a job never waits for a
-// one-shot approval.
+// one-shot approval. A step, if the request names one, must be a step of
+// the job calling the tool; the decision carries it, for the call's
+// idempotency key (decision.ActionKey).
 //
 // Any answer other than allow — a deny, approval required, or a refusal
 // of the call — pauses the job (kind decision, with the run and the
@@ -46,15 +48,19 @@ var runIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 func (s *Service) evaluateJob(ctx context.Context, req *contractualv1.EvaluateRequest) (*contractualv1.EvaluateResponse, error) {
 	c := &call{tool: req.GetTool(), who: req.GetPrincipal()}
 	id, isJob := strings.CutPrefix(c.who, "job:")
-	runID := req.GetRunId()
+	runID, step := req.GetRunId(), req.GetStep()
 	var err error
 	switch {
+	case !isJob && runID == "":
+		err = errs.E(errs.Invalid, "step is only for a job's calls (principal job:<id>), not for %s", clip(c.who, 100))
 	case !isJob:
 		err = errs.E(errs.Invalid, "run_id is only for a job's calls (principal job:<id>), not for %s", clip(c.who, 100))
 	case runID == "":
 		err = errs.E(errs.Invalid, "run_id is required for a job's call: the run it belongs to")
 	case !runIDRE.MatchString(runID):
 		err = errs.E(errs.Invalid, "run_id %q is malformed: letters, digits, '.', '_', ':' and '-', at most 128", clip(runID, 100))
+	case step != "" && !runIDRE.MatchString(step):
+		err = errs.E(errs.Invalid, "step %q is malformed", clip(step, 100))
 	}
 	if err != nil {
 		return nil, s.auditRefusal(ctx, refusedEvent(ctx, c), err)
@@ -92,6 +98,9 @@ func (s *Service) evaluateJob(ctx context.Context, req *contractualv1.EvaluateRe
 			steps = append(steps, st.GetId())
 		}
 	}
+	if err == nil && step != "" && !slices.Contains(steps, step) {
+		err = errs.E(errs.Invalid, "job %s has no step %q calling %s", id, clip(step, 100), c.tool)
+	}
 	if err == nil {
 		if err = s.judge(ctx, tx, rec, c, d, runID, steps); err != nil && (errs.Is(err, errs.Unavailable) || errs.Is(err, errs.Internal)) {
 			return nil, err
@@ -109,9 +118,13 @@ func (s *Service) evaluateJob(ctx context.Context, req *contractualv1.EvaluateRe
 		} else {
 			err = errs.E(errs.KindOf(err), "%v; job %s is paused", err, id)
 		}
+		pausedAt := strings.Join(steps, ",")
+		if step != "" {
+			pausedAt = step
+		}
 		after = paused(rec, &contractualv1.JobPause{
 			Kind: contractualv1.PauseKind_PAUSE_KIND_DECISION, Reason: why, PausedBy: c.who,
-			PausedAt: timestamppb.New(s.opts.Now()), RunId: runID, Step: strings.Join(steps, ","),
+			PausedAt: timestamppb.New(s.opts.Now()), RunId: runID, Step: pausedAt,
 		})
 		if uerr := updateJob(ctx, tx, after, jobApproved); uerr != nil {
 			return nil, uerr
@@ -124,7 +137,7 @@ func (s *Service) evaluateJob(ctx context.Context, req *contractualv1.EvaluateRe
 		ev.Outcome, ev.Detail = outcomeOf(err), clip(err.Error(), maxDetailBytes)
 		evs = append([]*contractualv1.AuditEvent{ev}, evs...)
 	} else {
-		d.RunId = runID
+		d.RunId, d.Step = runID, step
 		signed, serr := s.signer.Sign(d)
 		if serr != nil {
 			return nil, errs.Wrap(errs.Internal, serr, "policy: signing decision %s", d.GetId())

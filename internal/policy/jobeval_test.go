@@ -149,6 +149,43 @@ func TestEvaluateJobDecision(t *testing.T) {
 	}
 }
 
+// TestEvaluateJobStep: the step a job's call names is signed into its
+// decision (it is part of the call's idempotency key); a step that does
+// not call the tool is refused, and pauses the job at that step.
+func TestEvaluateJobStep(t *testing.T) {
+	f := newJobFixture(t)
+	f.approveJob(f.createJob(jobFile(f.textkit, f.meter, "")).GetRecord().GetDigest())
+	v, err := decision.NewVerifier(f.s.public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(step string) (*contractualv1.EvaluateResponse, error) {
+		return f.s.Evaluate(context.Background(), &contractualv1.EvaluateRequest{
+			Tool: "meter.count_vowels", Input: []byte(goodCount), Principal: "job:nightly", RunId: "run-7", Step: step,
+		})
+	}
+	resp, err := call("count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := v.Verify(resp.GetSigned(), resp.GetCanonicalInput(), fixed)
+	if err != nil || d.GetStep() != "count" || d.GetRunId() != "run-7" {
+		t.Fatalf("verified decision %v, %v", d, err)
+	}
+	if _, err := f.s.Evaluate(context.Background(), &contractualv1.EvaluateRequest{
+		Tool: "meter.count_vowels", Input: []byte(goodCount), Principal: "device:phone", Step: "count",
+	}); !errs.Is(err, errs.Invalid) {
+		t.Errorf("a step for a device's call: %v", err)
+	}
+	if _, err := call("slug"); !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), `no step "slug" calling meter.count_vowels`) {
+		t.Fatalf("a step that does not call the tool: %v", err)
+	}
+	got, err := f.s.GetJob(asOwner, &contractualv1.GetJobRequest{Id: "nightly"})
+	if p := got.GetRecord().GetPause(); err != nil || p.GetKind() != contractualv1.PauseKind_PAUSE_KIND_DECISION || p.GetStep() != "slug" || p.GetRunId() != "run-7" {
+		t.Fatalf("pause %v, %v", p, err)
+	}
+}
+
 // TestJobBudgets: a run's calls beyond tool_calls_per_run, and runs beyond
 // runs_per_day (UTC days, on the injected clock), are denied and pause
 // the job; the next day's runs are allowed.

@@ -130,9 +130,9 @@ func (s *Service) execute(ctx context.Context, req *contractualv1.ExecuteRequest
 	}
 	if run := d.GetRunId(); run != "" {
 		// A job's call: each of its HTTP requests carries an idempotency
-		// key derived from the run and the action, the same every time
+		// key derived from the run, the step and the action, the same every time
 		// the worker retries the step.
-		action := decision.ActionKey(run, d.GetTool(), d.GetInputHash())
+		action := decision.ActionKey(run, d.GetStep(), d.GetTool(), d.GetInputHash())
 		opts = append(opts, sandbox.WithIdempotencyKey(func(n int) string { return decision.RequestKey(action, n) }))
 	}
 	return s.run(ctx, c, e.mod, tool, v.input, opts...)

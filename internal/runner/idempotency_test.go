@@ -57,7 +57,7 @@ func TestIdempotencyKeyOfJobCall(t *testing.T) {
 		return decision.Hash(c)
 	}
 	key := func(run, in string) string {
-		return decision.RequestKey(decision.ActionKey(run, "ghstars.repo_stars", hash(in)), 1)
+		return decision.RequestKey(decision.ActionKey(run, "", "ghstars.repo_stars", hash(in)), 1)
 	}
 	want := []string{key("run-a", in1), key("run-a", in1), key("run-a", in2), key("run-b", in1), ""}
 	mu.Lock()

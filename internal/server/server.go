@@ -79,12 +79,8 @@ type Config struct {
 	// gateway's API (metrics, say).
 	Interceptors []connect.Interceptor
 	// Scheduler configures the scheduler; its Dir and Log are set here.
+	// Tests set its Clock, to fire triggers without waiting for them.
 	Scheduler scheduler.Config
-	// Jobs and Queue stand in for the scheduler's source of approved jobs
-	// (policy's JobInternalService) and its queue (the worker's
-	// WorkerInternalService). Only tests set them; nil: the services'.
-	Jobs  scheduler.Jobs
-	Queue scheduler.Queue
 }
 
 // Limits are the gateway's limits.
@@ -283,14 +279,7 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 	if schedCfg.Log == nil {
 		schedCfg.Log = s.log
 	}
-	schedDeps := scheduler.Deps{Jobs: sc.Policy, Queue: sc.Worker, Broker: sc.Broker, Audit: sc.Audit}
-	if cfg.Jobs != nil {
-		schedDeps.Jobs = cfg.Jobs
-	}
-	if cfg.Queue != nil {
-		schedDeps.Queue = cfg.Queue
-	}
-	sched, err := scheduler.Open(ctx, schedCfg, schedDeps)
+	sched, err := scheduler.Open(ctx, schedCfg, scheduler.Deps{Jobs: sc.Policy, Queue: sc.Worker, Broker: sc.Broker, Audit: sc.Audit})
 	if err != nil {
 		return gateway.Deps{}, err
 	}

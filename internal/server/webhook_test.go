@@ -3,113 +3,51 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
-	"github.com/contractual/contractual/contracts/job"
-	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/scheduler"
 	"github.com/contractual/contractual/internal/server"
 )
 
-// approvedJobs stands in for policy's JobInternalService (not on this
-// branch): it answers the first WatchJobs with a snapshot of records, and
-// holds every later one until the caller gives up. synced is closed when
-// the scheduler asks again, having applied the snapshot.
-type approvedJobs struct {
-	records []*contractualv1.JobRecord
-	once    sync.Once
-	synced  chan struct{}
+// hookJob is the nightly digest as a webhook job: a delivery signed with
+// HOOK_KEY runs it, and its post step sends the delivery's text.
+func hookJob(t *testing.T) []byte {
+	return digestFile(t, "name: nightly-digest", "name: hook",
+		`cron: {expression: "0 2 * * *", time_zone: Europe/Berlin}`, `webhook: {secret: HOOK_KEY, replay_window_seconds: 300}`,
+		`input: {text: {$ref: steps.digest.output.text}}`, `input: {text: {$ref: trigger.payload.text}}`,
+		"misfire: {policy: catch_up, max_catch_up: 1}\n", "")
 }
-
-func (a *approvedJobs) WatchJobs(ctx context.Context, req *contractualv1.WatchJobsRequest) (*contractualv1.WatchJobsResponse, error) {
-	if req.GetEpoch() != "e" {
-		return &contractualv1.WatchJobsResponse{Epoch: "e", Revision: 1, Snapshot: true, Jobs: a.records}, nil
-	}
-	a.once.Do(func() { close(a.synced) })
-	<-ctx.Done()
-	return nil, errs.Wrap(errs.Unavailable, ctx.Err(), "canceled")
-}
-
-// runQueue stands in for the worker's queue (not on this branch): it
-// records every Enqueue.
-type runQueue struct {
-	mu    sync.Mutex
-	calls []*contractualv1.EnqueueRequest
-}
-
-func (q *runQueue) Enqueue(_ context.Context, req *contractualv1.EnqueueRequest) (*contractualv1.EnqueueResponse, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.calls = append(q.calls, proto.CloneOf(req))
-	return &contractualv1.EnqueueResponse{Run: &contractualv1.JobRun{Id: fmt.Sprintf("run-%d", len(q.calls))}}, nil
-}
-
-func (q *runQueue) all() []*contractualv1.EnqueueRequest {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return append([]*contractualv1.EnqueueRequest(nil), q.calls...)
-}
-
-func approvedJob(t *testing.T, yaml string) *contractualv1.JobRecord {
-	t.Helper()
-	j, err := job.Load([]byte(yaml), "job.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := job.Digest(j)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &contractualv1.JobRecord{Id: j.GetName(), Digest: d, Job: j, State: contractualv1.JobState_JOB_STATE_APPROVED, DecidedAt: timestamppb.Now()}
-}
-
-const jobSteps = `steps:
-  - id: stars
-    tool: ghstars.repo_stars
-    contract: sha256:414ccfbaa56bb89322cc847d110a4af65b4d20dd72465785d8bb00fdc66ba019
-    input: {owner: {$ref: trigger.payload.owner}, repo: contractual}
-`
 
 // TestWebhook POSTs signed deliveries to a real server over HTTP: the
 // broker checks the signature under the secret the owner put, the
-// scheduler enqueues the run with the body as payload; a bad signature, a
+// scheduler enqueues the run with the body as payload, and the worker runs
+// it once, through policy and the runner, to the ntfy sink; a bad signature, a
 // stale timestamp, a replayed delivery id, an unknown job, a job without a
 // webhook trigger, a body that is not JSON and an oversized one are
 // refused, with the status a sender needs, audited, and enqueue nothing.
 func TestWebhook(t *testing.T) {
-	jobs := &approvedJobs{synced: make(chan struct{}), records: []*contractualv1.JobRecord{
-		approvedJob(t, "name: hook\ntrigger: {webhook: {secret: HOOK_KEY, replay_window_seconds: 300}}\n"+jobSteps),
-		approvedJob(t, "name: nightly\ntrigger: {cron: {expression: \"0 2 * * *\", time_zone: UTC}}\n"+jobSteps),
-	}}
-	q := &runQueue{}
-	s, err := server.Start(context.Background(), server.Config{DataDir: t.TempDir(), Addr: "127.0.0.1:0", Jobs: jobs, Queue: q})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	select {
-	case <-jobs.synced:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("the scheduler never took the jobs")
-	}
+	w := newJobWorld(t)
+	s := w.s
+	hook := w.approveJob(t, hookJob(t))
+	// The scheduler takes the jobs in the order of their approvals: when it
+	// waits for the cron job's 02:00 it has the webhook job too.
+	due := nextBerlin2(t, w.approveJob(t, digestFile(t)).GetDecidedAt().AsTime())
+	w.clock.waitFor(t, due)
 	tok, _ := owner(t, s)
 	opts := connect.WithInterceptors(bearer(tok))
 	const key = "whsec-0123456789abcdef"
-	if _, err := contractualv1connect.NewBrokerServiceClient(http.DefaultClient, s.URL, opts).PutSecret(context.Background(),
-		&contractualv1.PutSecretRequest{Name: "HOOK_KEY", Value: []byte(key)}); err != nil {
+	if _, err := w.broker.PutSecret(context.Background(), &contractualv1.PutSecretRequest{Name: "HOOK_KEY", Value: []byte(key)}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -140,19 +78,21 @@ func TestWebhook(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 
-	good := signed("hook", now, "d-1", `{"owner": "octo"}`, key)
+	good := signed("hook", now, "d-1", `{"text": "octo starred contractual"}`, key)
 	code, body := post(good)
-	if code != http.StatusAccepted || !strings.Contains(body, `"run_id":"run-1"`) {
+	var accepted struct {
+		RunID string `json:"run_id"`
+	}
+	if err := json.Unmarshal([]byte(body), &accepted); code != http.StatusAccepted || err != nil || accepted.RunID == "" {
 		t.Fatalf("a good delivery: %d %s", code, body)
 	}
-	calls := q.all()
-	if len(calls) != 1 {
-		t.Fatalf("enqueued %d runs", len(calls))
+	c := w.finished(t, accepted.RunID)
+	if c.GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED || c.GetJobId() != "hook" || c.GetTrigger() != "webhook" || c.GetJobDigest() != hook.GetDigest() ||
+		c.GetPayload().GetStructValue().GetFields()["text"].GetStringValue() != "octo starred contractual" || strconv.FormatInt(c.GetScheduledAt().GetSeconds(), 10) != now {
+		t.Fatalf("the delivery's run: %v", c)
 	}
-	c := calls[0]
-	if c.GetJobId() != "hook" || c.GetTrigger() != "webhook" || c.GetDeliveryId() != "d-1" || c.GetJobDigest() != jobs.records[0].GetDigest() ||
-		c.GetPayload().GetStructValue().GetFields()["owner"].GetStringValue() != "octo" || strconv.FormatInt(c.GetScheduledAt().GetSeconds(), 10) != now {
-		t.Fatalf("enqueued %v", c)
+	if p := w.sinks.ntfy(); len(p) != 1 || p[0].Body != "octo starred contractual" {
+		t.Fatalf("ntfy got %v", p)
 	}
 
 	stale := strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10)
@@ -168,7 +108,7 @@ func TestWebhook(t *testing.T) {
 		{"replayed", good, http.StatusForbidden, "already received"},
 		{"replayed id, new signature", signed("hook", now, "d-1", `{"owner": "other"}`, key), http.StatusForbidden, "already received"},
 		{"unknown job", signed("nope", now, "d-5", `{}`, key), http.StatusUnauthorized, "signature does not verify"},
-		{"not a webhook job", signed("nightly", now, "d-6", `{}`, key), http.StatusUnauthorized, "signature does not verify"},
+		{"not a webhook job", signed("nightly-digest", now, "d-6", `{}`, key), http.StatusUnauthorized, "signature does not verify"},
 		{"not JSON", signed("hook", now, "d-7", `owner=octo`, key), http.StatusBadRequest, "must be a JSON value"},
 		{"no signature", delivery{"hook", now, "d-8", "", []byte(`{}`)}, http.StatusBadRequest, "Contractual-Signature"},
 		{"oversized", signed("hook", now, "d-9", `{"x": "`+strings.Repeat("a", 300<<10)+`"}`, key), http.StatusBadRequest, "byte limit"},
@@ -182,8 +122,11 @@ func TestWebhook(t *testing.T) {
 			t.Errorf("%s: the answer tells which check failed: %s", c.name, body)
 		}
 	}
-	if n := len(q.all()); n != 1 {
-		t.Fatalf("refused deliveries enqueued runs: %d in all", n)
+	if runs := append(w.listRuns(t, "hook"), w.listRuns(t, "nightly-digest")...); len(runs) != 1 {
+		t.Fatalf("refused deliveries enqueued runs: %d in all", len(runs))
+	}
+	if n := len(w.sinks.ntfy()); n != 1 {
+		t.Fatalf("ntfy got %d posts", n)
 	}
 
 	// The refusals past the gateway's own checks are audited, with their
@@ -225,7 +168,6 @@ func TestWebhook(t *testing.T) {
 func TestWebhookLimits(t *testing.T) {
 	s, err := server.Start(context.Background(), server.Config{
 		DataDir: t.TempDir(), Addr: "127.0.0.1:0", Limits: server.Limits{WebhooksPerMinute: 2},
-		Jobs: &approvedJobs{synced: make(chan struct{})}, Queue: &runQueue{},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -21,8 +21,7 @@ func BenchmarkRuns(b *testing.B) {
 	dir := b.TempDir()
 	sk := newSink(b)
 	st := newStack(b, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(b, fmt.Sprintf(`name: bench
+	rec := st.approveJob(b, fmt.Sprintf(`name: bench
 trigger: {cron: {expression: "0 2 * * *", time_zone: UTC}}
 steps:
   - {id: one, tool: ghstars.repo_stars, contract: %s, input: {owner: o, repo: one}}
@@ -53,7 +52,7 @@ budgets: {runs_per_day: 1440}
 	for _, workers := range []int{1, 4} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
 			finished := make(chan string, b.N)
-			s := openWorker(b, filepath.Join(dir, fmt.Sprint("w", workers)), st, js, Config{Workers: workers, Poll: time.Minute})
+			s := openWorker(b, filepath.Join(dir, fmt.Sprint("w", workers)), st, Config{Workers: workers, Poll: time.Minute})
 			s.testHookFinished = func(run string) { finished <- run }
 			base := time.Now()
 			b.ResetTimer()

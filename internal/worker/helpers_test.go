@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -26,8 +25,8 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/job"
 	"github.com/contractual/contractual/internal/audit"
+	"github.com/contractual/contractual/internal/authz"
 	"github.com/contractual/contractual/internal/broker"
-	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/metrics"
 	"github.com/contractual/contractual/internal/policy"
 	"github.com/contractual/contractual/internal/principal"
@@ -285,19 +284,60 @@ func (s *sink) chained() {
 	s.next["one"], s.next["two"] = "two", "three"
 }
 
-// jobs is policy's job store as the worker sees it, over job files: the
-// real JobService is policy's (another branch); this one answers GetJob
-// by id or digest and records PauseJob.
-type jobs struct {
-	mu     sync.Mutex
-	recs   map[string]*contractualv1.JobRecord // by digest
-	pauses []*contractualv1.PauseJobRequest
+// jobs is policy's JobService as the worker calls it over the mesh: as
+// itself, "service:worker" (the principal authz gives the worker's own
+// calls).
+type jobs struct{ p *policy.Service }
+
+func (j jobs) GetJob(ctx context.Context, req *contractualv1.GetJobRequest) (*contractualv1.GetJobResponse, error) {
+	return j.p.GetJob(principal.With(ctx, authz.Worker.Principal()), req)
 }
 
-func newJobs() *jobs { return &jobs{recs: map[string]*contractualv1.JobRecord{}} }
+func (j jobs) PauseJob(ctx context.Context, req *contractualv1.PauseJobRequest) (*contractualv1.PauseJobResponse, error) {
+	return j.p.PauseJob(principal.With(ctx, authz.Worker.Principal()), req)
+}
 
-// add loads a job file and stores it approved; it returns the record.
-func (j *jobs) add(t testing.TB, yaml string) *contractualv1.JobRecord {
+// jobs returns policy's JobService as the worker calls it.
+func (st *stack) jobs() Jobs { return jobs{st.policy} }
+
+// approveJob creates the job file's version in policy and approves it as
+// the owner (a version policy already holds is approved already); it
+// returns the approved record.
+func (st *stack) approveJob(t testing.TB, yaml string) *contractualv1.JobRecord {
+	t.Helper()
+	c, err := st.policy.CreateJob(owner, &contractualv1.CreateJobRequest{Job: []byte(yaml), Filename: "job.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := c.GetRecord()
+	if rec.GetState() == contractualv1.JobState_JOB_STATE_PENDING {
+		a, err := st.policy.ApproveJob(owner, &contractualv1.ApproveJobRequest{Digest: rec.GetDigest()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec = a.GetRecord()
+	}
+	if rec.GetState() != contractualv1.JobState_JOB_STATE_APPROVED {
+		t.Fatalf("job %s is %v", rec.GetId(), rec.GetState())
+	}
+	return rec
+}
+
+// pause is the job's pause in policy, nil if it is not paused.
+func (st *stack) pause(t testing.TB, id string) *contractualv1.JobPause {
+	t.Helper()
+	resp, err := st.policy.GetJob(owner, &contractualv1.GetJobRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetRecord().GetState() != contractualv1.JobState_JOB_STATE_PAUSED {
+		return nil
+	}
+	return resp.GetRecord().GetPause()
+}
+
+// jobDigest is the digest of a job file.
+func jobDigest(t testing.TB, yaml string) string {
 	t.Helper()
 	jb, err := job.Load([]byte(yaml), "job.yaml")
 	if err != nil {
@@ -307,41 +347,7 @@ func (j *jobs) add(t testing.TB, yaml string) *contractualv1.JobRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &contractualv1.JobRecord{Id: jb.GetName(), Digest: d, Job: jb, State: contractualv1.JobState_JOB_STATE_APPROVED}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.recs[d] = rec
-	return proto.CloneOf(rec)
-}
-
-func (j *jobs) GetJob(_ context.Context, req *contractualv1.GetJobRequest) (*contractualv1.GetJobResponse, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for _, rec := range j.recs {
-		if rec.GetDigest() == req.GetDigest() || req.GetDigest() == "" && rec.GetId() == req.GetId() {
-			return &contractualv1.GetJobResponse{Record: proto.CloneOf(rec)}, nil
-		}
-	}
-	return nil, errs.E(errs.NotFound, "no job %s%s", req.GetId(), req.GetDigest())
-}
-
-func (j *jobs) PauseJob(_ context.Context, req *contractualv1.PauseJobRequest) (*contractualv1.PauseJobResponse, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.pauses = append(j.pauses, proto.CloneOf(req))
-	for _, rec := range j.recs {
-		if rec.GetId() == req.GetId() {
-			rec.State = contractualv1.JobState_JOB_STATE_PAUSED
-			rec.Pause = &contractualv1.JobPause{Kind: req.GetKind(), Reason: req.GetReason(), RunId: req.GetRunId(), Step: req.GetStep()}
-		}
-	}
-	return &contractualv1.PauseJobResponse{}, nil
-}
-
-func (j *jobs) paused() []*contractualv1.PauseJobRequest {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return append([]*contractualv1.PauseJobRequest(nil), j.pauses...)
+	return d
 }
 
 // clock is a settable clock, safe for concurrent use.
@@ -356,12 +362,12 @@ func newClock(t time.Time) *clock {
 func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// openWorker opens a worker on dir/worker over st and js, without starting
+// openWorker opens a worker on dir/worker over st, without starting
 // workers; cfg's Dir is set.
-func openWorker(t testing.TB, dir string, st *stack, js Jobs, cfg Config) *Service {
+func openWorker(t testing.TB, dir string, st *stack, cfg Config) *Service {
 	t.Helper()
 	cfg.Dir = filepath.Join(dir, "worker")
-	s, err := open(context.Background(), cfg, Deps{Policy: st.policy, Runner: st.runner, Jobs: js, Audit: st.audit})
+	s, err := open(context.Background(), cfg, Deps{Policy: st.policy, Runner: st.runner, Jobs: st.jobs(), Audit: st.audit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/runtime/egress"
 )
 
@@ -38,7 +39,7 @@ func TestKilledWorker(t *testing.T) {
 	release := make(chan struct{})
 	sk.hold["two"] = release
 	t.Cleanup(func() { close(release) })
-	yaml := chainJob(t, "nightly", "")
+	yaml := chainJob(t, "nightly", "budgets: {tool_calls_per_run: 4}\n") // step two is called again
 	ca := filepath.Join(dir, "sink.pem")
 	if err := os.WriteFile(filepath.Join(dir, "job.yaml"), []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -46,8 +47,8 @@ func TestKilledWorker(t *testing.T) {
 	if err := os.WriteFile(ca, sk.pem, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	js := newJobs()
-	rec := js.add(t, yaml)
+	// The worker process approves the job in policy (the store in dir).
+	rec := &contractualv1.JobRecord{Id: "nightly", Digest: jobDigest(t, yaml)}
 	db, err := openDB(context.Background(), filepath.Join(dir, "worker"))
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +87,7 @@ func TestKilledWorker(t *testing.T) {
 
 	st := newStack(t, dir, sk.egress())
 	clk := newClock(time.Now().Add(2 * time.Minute)) // past the dead worker's lease
-	s := openWorker(t, dir, st, js, Config{ID: "fresh", Now: clk.now, Lease: time.Minute})
+	s := openWorker(t, dir, st, Config{ID: "fresh", Now: clk.now, Lease: time.Minute})
 	drain(t, s, "fresh")
 
 	r := run(t, s, id)
@@ -121,10 +122,9 @@ func TestKilledWorkerChild(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
 	st := newStack(t, dir, egress.Config{Dialer: routeDialer(os.Getenv(envSinkAddr)), RootCAs: roots})
-	js := newJobs()
-	js.add(t, string(repoFileAbs(t, filepath.Join(dir, "job.yaml"))))
+	st.approveJob(t, string(repoFileAbs(t, filepath.Join(dir, "job.yaml"))))
 	s, err := Open(context.Background(), Config{Dir: filepath.Join(dir, "worker"), ID: "doomed", Lease: time.Minute},
-		Deps{Policy: st.policy, Runner: st.runner, Jobs: js, Audit: st.audit})
+		Deps{Policy: st.policy, Runner: st.runner, Jobs: st.jobs(), Audit: st.audit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,12 +22,11 @@ func TestLostLeaseCannotRecord(t *testing.T) {
 	release := make(chan struct{})
 	sk.hold["one"] = release
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", ""))
+	rec := st.approveJob(t, chainJob(t, "chain", "budgets: {tool_calls_per_run: 4}\n")) // a step runs again after a lost lease
 	clk := newClock(t0)
 	cfg := Config{Now: clk.now, Lease: time.Minute, Renew: time.Hour}
-	a := openWorker(t, dir, st, js, cfg)
-	b := openWorker(t, dir, st, js, cfg)
+	a := openWorker(t, dir, st, cfg)
+	b := openWorker(t, dir, st, cfg)
 	id := enqueue(t, a, rec, t0, `{"repo": "one"}`).GetRun().GetId()
 
 	la, err := claim(context.Background(), a.db, "a", clk.now(), time.Minute)
@@ -90,12 +89,11 @@ func TestWorkersNeverRunAStepTwice(t *testing.T) {
 	sk := newSink(t)
 	sk.chained()
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", ""))
+	rec := st.approveJob(t, chainJob(t, "chain", "budgets: {runs_per_day: 100}\n"))
 	finished := make(chan string, runs*4)
 	var services []*Service
 	for i := range 2 {
-		s := openWorker(t, dir, st, js, Config{ID: fmt.Sprintf("p%d", i), Workers: 4, Lease: 10 * time.Minute, Poll: time.Minute})
+		s := openWorker(t, dir, st, Config{ID: fmt.Sprintf("p%d", i), Workers: 4, Lease: 10 * time.Minute, Poll: time.Minute})
 		s.testHookFinished = func(run string) { finished <- run }
 		services = append(services, s)
 	}
@@ -142,17 +140,16 @@ func TestCloseReleasesRun(t *testing.T) {
 	sk.chained()
 	sk.hold["one"] = make(chan struct{}) // never released: the close cuts it
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", ""))
+	rec := st.approveJob(t, chainJob(t, "chain", "budgets: {tool_calls_per_run: 4}\n"))
 	clk := newClock(t0)
-	a := openWorker(t, dir, st, js, Config{ID: "a", Now: clk.now, Lease: time.Hour})
+	a := openWorker(t, dir, st, Config{ID: "a", Now: clk.now, Lease: time.Hour})
 	id := enqueue(t, a, rec, t0, `{"repo": "one"}`).GetRun().GetId()
 	a.start()
 	sk.wait(t, "one")
 	if err := a.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	b := openWorker(t, dir, st, js, Config{ID: "b", Now: clk.now, Lease: time.Hour})
+	b := openWorker(t, dir, st, Config{ID: "b", Now: clk.now, Lease: time.Hour})
 	drain(t, b, "b")
 	r := run(t, b, id)
 	if r.GetState() != succeeded || stepSummary(r) != "one:done:2 two:done:1 three:done:1" {

@@ -18,10 +18,9 @@ func TestRetryBackoff(t *testing.T) {
 	sk.chained()
 	sk.fail["two"] = 2 // two's first two requests fail
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", "retry: {attempts: 2, backoff_seconds: 10}\n"))
+	rec := st.approveJob(t, chainJob(t, "chain", "retry: {attempts: 2, backoff_seconds: 10}\nbudgets: {tool_calls_per_run: 5}\n"))
 	clk := newClock(t0)
-	s := openWorker(t, dir, st, js, Config{Now: clk.now})
+	s := openWorker(t, dir, st, Config{Now: clk.now})
 	id := enqueue(t, s, rec, t0, `{"repo": "one"}`).GetRun().GetId()
 
 	drain(t, s, "w") // attempt 1: one done, two fails
@@ -112,19 +111,20 @@ func TestBudgetExceeded(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			js := newJobs()
-			rec := js.add(t, chainJob(t, "budget-"+tt.name, tt.budget))
-			s := openWorker(t, t.TempDir(), st, js, Config{Now: clk.now})
+			rec := st.approveJob(t, chainJob(t, "budget-"+tt.name, tt.budget))
+			s := openWorker(t, t.TempDir(), st, Config{Now: clk.now})
 			id := enqueue(t, s, rec, t0.Add(time.Duration(i)*time.Hour), `{"repo": "one"}`).GetRun().GetId()
 			drain(t, s, "w")
 			r := run(t, s, id)
 			if r.GetState() != stopped || stepSummary(r) != tt.steps || !strings.Contains(r.GetError(), "exceeded its "+tt.wantBudget+" budget") {
 				t.Fatalf("run %v: %s: %s", r.GetState(), stepSummary(r), r.GetError())
 			}
-			p := js.paused()
-			if len(p) != 1 || p[0].GetKind() != contractualv1.PauseKind_PAUSE_KIND_BUDGET || p[0].GetRunId() != id ||
-				p[0].GetStep() != tt.wantStep || p[0].GetId() != rec.GetId() || !strings.Contains(p[0].GetReason(), tt.wantBudget) {
-				t.Fatalf("pauses %v", p)
+			// Policy accepted the worker's pause: kind BUDGET, by the worker,
+			// with the run and the step.
+			p := st.pause(t, rec.GetId())
+			if p.GetKind() != contractualv1.PauseKind_PAUSE_KIND_BUDGET || p.GetRunId() != id || p.GetPausedBy() != "service:worker" ||
+				p.GetStep() != tt.wantStep || !strings.Contains(p.GetReason(), tt.wantBudget) {
+				t.Fatalf("pause %v", p)
 			}
 			if u := r.GetUsed(); u.GetEgressRequests() != 2 || u.GetToolCallsPerRun() != 2 {
 				t.Errorf("used %v", u)
@@ -154,16 +154,15 @@ func TestRunTimeDeadline(t *testing.T) {
 			clk.advance(60*time.Second - 50*time.Millisecond) // step one leaves 50ms of the minute
 		}
 	}
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", "budgets: {run_time_seconds: 60}\n"))
-	s := openWorker(t, dir, st, js, Config{Now: clk.now})
+	rec := st.approveJob(t, chainJob(t, "chain", "budgets: {run_time_seconds: 60}\n"))
+	s := openWorker(t, dir, st, Config{Now: clk.now})
 	id := enqueue(t, s, rec, t0, `{"repo": "one"}`).GetRun().GetId()
 	drain(t, s, "w")
 	r := run(t, s, id)
 	if r.GetState() != stopped || stepSummary(r) != "one:done:1 two:failed:1" || !strings.Contains(r.GetError(), "exceeded its run_time_seconds budget at step two") {
 		t.Fatalf("run %v: %s: %s", r.GetState(), stepSummary(r), r.GetError())
 	}
-	if p := js.paused(); len(p) != 1 || p[0].GetKind() != contractualv1.PauseKind_PAUSE_KIND_BUDGET || p[0].GetStep() != "two" {
-		t.Fatalf("pauses %v", p)
+	if p := st.pause(t, rec.GetId()); p.GetKind() != contractualv1.PauseKind_PAUSE_KIND_BUDGET || p.GetStep() != "two" || p.GetRunId() != id {
+		t.Fatalf("pause %v", p)
 	}
 }

@@ -177,7 +177,7 @@ func (a *attempt) step(ctx context.Context, i int, step *contractualv1.JobStep) 
 		return fail(outcome{state: failed, msg: fmt.Sprintf("step %s: %v", step.GetId(), err)})
 	}
 	ev, err := a.s.deps.Policy.Evaluate(ctx, &contractualv1.EvaluateRequest{
-		Tool: step.GetTool(), Input: input, Principal: principalOf(r.GetJobId()), RunId: r.GetId(),
+		Tool: step.GetTool(), Input: input, Principal: principalOf(r.GetJobId()), RunId: r.GetId(), Step: step.GetId(),
 	})
 	if err != nil {
 		err = a.cause(ctx, rpc.FromConnect(err))
@@ -191,7 +191,7 @@ func (a *attempt) step(ctx context.Context, i int, step *contractualv1.JobStep) 
 	if d.GetVerdict() != contractualv1.Verdict_VERDICT_ALLOW {
 		return fail(outcome{state: stopped, msg: fmt.Sprintf("step %s: policy answered %s: %s", step.GetId(), verdictName(d.GetVerdict()), d.GetReason())})
 	}
-	sr.IdempotencyKey = decision.ActionKey(r.GetId(), d.GetTool(), d.GetInputHash())
+	sr.IdempotencyKey = decision.ActionKey(r.GetId(), d.GetStep(), d.GetTool(), d.GetInputHash())
 	// The outbox: the step is recorded as running, with its key, before
 	// the side effect; the audit log has it too.
 	if err := stepStart(ctx, a.s.db, a.l, a.s.cfg.Now(), a.s.cfg.Lease, i, sr); err != nil {

@@ -18,10 +18,9 @@ func TestRunJobListGet(t *testing.T) {
 	sk := newSink(t)
 	sk.chained()
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", ""))
+	rec := st.approveJob(t, chainJob(t, "chain", ""))
 	clk := newClock(t0)
-	s := openWorker(t, dir, st, js, Config{Now: clk.now})
+	s := openWorker(t, dir, st, Config{Now: clk.now})
 
 	var ids []string
 	for range 3 {
@@ -74,7 +73,9 @@ func TestRunJobListGet(t *testing.T) {
 	if _, err := s.RunJob(context.Background(), &contractualv1.RunJobRequest{Id: "chain"}); !errs.Is(err, errs.PermissionDenied) {
 		t.Errorf("RunJob without a device: %v", err)
 	}
-	js.PauseJob(context.Background(), &contractualv1.PauseJobRequest{Id: "chain", Reason: "owner says so", Kind: contractualv1.PauseKind_PAUSE_KIND_OWNER})
+	if _, err := st.policy.PauseJob(owner, &contractualv1.PauseJobRequest{Id: "chain", Reason: "owner says so"}); err != nil {
+		t.Fatal(err)
+	}
 	_, err := s.RunJob(owner, &contractualv1.RunJobRequest{Id: "chain"})
 	if !errs.Is(err, errs.FailedPrecondition) || !strings.Contains(err.Error(), "paused") || !strings.Contains(err.Error(), "owner says so") {
 		t.Errorf("RunJob of a paused job: %v", err)
@@ -82,31 +83,32 @@ func TestRunJobListGet(t *testing.T) {
 }
 
 // TestDecisionOtherThanAllowStops: when policy does not allow a step's
-// call (here: its contract was revoked), the run stops there with policy's
-// reason, the step is not run, and nothing is retried.
+// call (here: step two's input is outside the job's bounds), the run stops
+// there with policy's reason, the step is not run, nothing is retried, and
+// the job is paused by policy (kind DECISION), not by the worker.
 func TestDecisionOtherThanAllowStops(t *testing.T) {
 	dir := t.TempDir()
 	sk := newSink(t)
 	sk.chained()
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", "retry: {attempts: 3}\n"))
-	s := openWorker(t, dir, st, js, Config{Now: newClock(t0).now})
-	if _, err := st.policy.Revoke(owner, &contractualv1.RevokeRequest{Digest: st.ghstars, Reason: "compromised"}); err != nil {
-		t.Fatal(err)
-	}
+	rec := st.approveJob(t, chainJob(t, "chain", `retry: {attempts: 3}
+bounds:
+  - tool: ghstars.repo_stars
+    inputs: [{pointer: /repo, allowed: [one]}]
+`))
+	s := openWorker(t, dir, st, Config{Now: newClock(t0).now})
 	id := enqueue(t, s, rec, t0, `{"repo": "one"}`).GetRun().GetId()
 	drain(t, s, "w")
 	r := run(t, s, id)
-	if r.GetState() != stopped || r.GetAttempt() != 1 || stepSummary(r) != "one:failed:1" ||
-		!strings.Contains(r.GetError(), "policy answered deny") || !strings.Contains(r.GetError(), "revoked") {
+	if r.GetState() != stopped || r.GetAttempt() != 1 || stepSummary(r) != "one:done:1 two:failed:1" ||
+		!strings.Contains(r.GetError(), "policy answered deny") || !strings.Contains(r.GetError(), "paused") {
 		t.Fatalf("run %v attempt %d: %s: %s", r.GetState(), r.GetAttempt(), stepSummary(r), r.GetError())
 	}
-	if r.GetSteps()[0].GetDecisionId() == "" || sk.total.Load() != 0 {
-		t.Errorf("step %v; the sink saw %d requests", r.GetSteps()[0], sk.total.Load())
+	if r.GetSteps()[1].GetDecisionId() == "" || sk.total.Load() != 1 {
+		t.Errorf("step %v; the sink saw %d requests", r.GetSteps()[1], sk.total.Load())
 	}
-	if len(js.paused()) != 0 {
-		t.Errorf("the worker paused the job itself (policy does): %v", js.paused())
+	if p := st.pause(t, "chain"); p.GetKind() != contractualv1.PauseKind_PAUSE_KIND_DECISION || p.GetRunId() != id || p.GetPausedBy() == "service:worker" {
+		t.Errorf("pause %v, want policy's, kind DECISION", p)
 	}
 }
 
@@ -116,11 +118,12 @@ func TestNotApprovedJobStops(t *testing.T) {
 	dir := t.TempDir()
 	sk := newSink(t)
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", ""))
-	s := openWorker(t, dir, st, js, Config{Now: newClock(t0).now})
+	rec := st.approveJob(t, chainJob(t, "chain", ""))
+	s := openWorker(t, dir, st, Config{Now: newClock(t0).now})
 	id := enqueue(t, s, rec, t0, `{"repo": "one"}`).GetRun().GetId()
-	js.PauseJob(context.Background(), &contractualv1.PauseJobRequest{Id: "chain", Kind: contractualv1.PauseKind_PAUSE_KIND_OWNER})
+	if _, err := st.policy.PauseJob(owner, &contractualv1.PauseJobRequest{Id: "chain"}); err != nil {
+		t.Fatal(err)
+	}
 	drain(t, s, "w")
 	if r := run(t, s, id); r.GetState() != stopped || len(r.GetSteps()) != 0 || !strings.Contains(r.GetError(), "is paused, not approved") {
 		t.Fatalf("run %v: %s: %s", r.GetState(), stepSummary(r), r.GetError())

@@ -18,8 +18,9 @@
 //
 // Each step is an outbox entry. Before the call, its row goes to RUNNING
 // with its idempotency key, "<run id>.<action hash>" (decision.ActionKey:
-// the tool and the canonical input's hash), and the runner sends every HTTP
-// request of the call with an Idempotency-Key derived from it; after the
+// the step, the tool and the canonical input's hash, as policy signed
+// them), and the runner sends every HTTP request of the call with an
+// Idempotency-Key derived from it; after the
 // call the row goes to DONE with the output. A run claimed again after a
 // crash skips DONE steps and runs a RUNNING one again, with the same key,
 // so that a receiver that honours the key applies the side effect once.

@@ -21,9 +21,8 @@ func TestEnqueueIdempotent(t *testing.T) {
 	dir := t.TempDir()
 	sk := newSink(t)
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "nightly", ""))
-	s := openWorker(t, dir, st, js, Config{Now: newClock(t0).now})
+	rec := st.approveJob(t, chainJob(t, "nightly", ""))
+	s := openWorker(t, dir, st, Config{Now: newClock(t0).now})
 
 	first := enqueue(t, s, rec, t0, `{"repo": "one"}`)
 	again := enqueue(t, s, rec, t0, `{"repo": "one"}`)
@@ -68,9 +67,8 @@ func TestRunTemplatesSteps(t *testing.T) {
 	sk := newSink(t)
 	sk.chained()
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", ""))
-	s := openWorker(t, dir, st, js, Config{Now: newClock(t0).now})
+	rec := st.approveJob(t, chainJob(t, "chain", ""))
+	s := openWorker(t, dir, st, Config{Now: newClock(t0).now})
 	id := enqueue(t, s, rec, t0, `{"repo": "one"}`).GetRun().GetId()
 	drain(t, s, "w")
 
@@ -87,7 +85,7 @@ func TestRunTemplatesSteps(t *testing.T) {
 		if step.GetInputHash() != decision.Hash([]byte(in)) {
 			t.Errorf("step %s input hash %s, want that of %s", step.GetId(), step.GetInputHash(), in)
 		}
-		if step.GetIdempotencyKey() != decision.ActionKey(id, "ghstars.repo_stars", step.GetInputHash()) || len(step.GetEgress()) != 1 {
+		if step.GetIdempotencyKey() != decision.ActionKey(id, step.GetId(), "ghstars.repo_stars", step.GetInputHash()) || len(step.GetEgress()) != 1 {
 			t.Errorf("step %s: key %q, egress %v", step.GetId(), step.GetIdempotencyKey(), step.GetEgress())
 		}
 	}
@@ -129,9 +127,8 @@ func TestTemplateMissingPath(t *testing.T) {
 	dir := t.TempDir()
 	sk := newSink(t)
 	st := newStack(t, dir, sk.egress())
-	js := newJobs()
-	rec := js.add(t, chainJob(t, "chain", "retry: {attempts: 3}\n"))
-	s := openWorker(t, dir, st, js, Config{Now: newClock(t0).now})
+	rec := st.approveJob(t, chainJob(t, "chain", "retry: {attempts: 3}\n"))
+	s := openWorker(t, dir, st, Config{Now: newClock(t0).now})
 	id := enqueue(t, s, rec, t0, `{"rep": "one"}`).GetRun().GetId()
 	drain(t, s, "w")
 	r := run(t, s, id)
@@ -172,5 +169,44 @@ func TestTemplate(t *testing.T) {
 		case tt.err == "" && (err != nil || string(got) != tt.want):
 			t.Errorf("%s: %s, %v; want %s", tt.tmpl, got, err, tt.want)
 		}
+	}
+}
+
+// TestSameCallTwoSteps: two steps of one job making the same call (same
+// tool, same input) are two side effects: the step is part of their
+// idempotency keys (policy signs it into the decision), so each step's
+// request carries its own key and the sink, applying each key once,
+// applies both.
+func TestSameCallTwoSteps(t *testing.T) {
+	dir := t.TempDir()
+	sk := newSink(t)
+	st := newStack(t, dir, sk.egress())
+	rec := st.approveJob(t, fmt.Sprintf(`name: twice
+trigger: {cron: {expression: "0 2 * * *", time_zone: UTC}}
+steps:
+  - {id: first, tool: ghstars.repo_stars, contract: %[1]s, input: {owner: o, repo: one}}
+  - {id: again, tool: ghstars.repo_stars, contract: %[1]s, input: {owner: o, repo: one}}
+`, ghstarsDigest(t)))
+	s := openWorker(t, dir, st, Config{Now: newClock(t0).now})
+	id := enqueue(t, s, rec, t0, "").GetRun().GetId()
+	drain(t, s, "w")
+	r := run(t, s, id)
+	if r.GetState() != succeeded || stepSummary(r) != "first:done:1 again:done:1" {
+		t.Fatalf("run %v: %s: %s", r.GetState(), stepSummary(r), r.GetError())
+	}
+	a, b := r.GetSteps()[0], r.GetSteps()[1]
+	if a.GetInputHash() != b.GetInputHash() || a.GetIdempotencyKey() == b.GetIdempotencyKey() {
+		t.Fatalf("steps' input hashes %s, %s; keys %s, %s: want one hash, two keys", a.GetInputHash(), b.GetInputHash(), a.GetIdempotencyKey(), b.GetIdempotencyKey())
+	}
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	for _, step := range r.GetSteps() {
+		key := decision.RequestKey(step.GetIdempotencyKey(), 1)
+		if sk.seen[key] != 1 || sk.applied[key] != 1 {
+			t.Errorf("step %s: key %s seen %d times, applied %d", step.GetId(), key, sk.seen[key], sk.applied[key])
+		}
+	}
+	if len(sk.applied) != 2 {
+		t.Errorf("the sink applied %d side effects, want 2: %v", len(sk.applied), sk.applied)
 	}
 }

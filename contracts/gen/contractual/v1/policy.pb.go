@@ -1078,7 +1078,11 @@ type Decision struct {
 	// The one-shot call approval: with VERDICT_APPROVAL_REQUIRED the pending
 	// one that the call waits for (none for a job, which never waits); with
 	// VERDICT_ALLOW the approved one this decision used up.
-	ApprovalId    string `protobuf:"bytes,13,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	ApprovalId string `protobuf:"bytes,13,opt,name=approval_id,json=approvalId,proto3" json:"approval_id,omitempty"`
+	// For a job's call: the step of the run it is (JobStep.id), part of the
+	// idempotency key, so that two steps making the same call in one run
+	// are two side effects.
+	Step          string `protobuf:"bytes,14,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1204,6 +1208,13 @@ func (x *Decision) GetApprovalId() string {
 	return ""
 }
 
+func (x *Decision) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
 // SignedDecision is a Decision's deterministic encoding and its signature.
 type SignedDecision struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1268,7 +1279,11 @@ type EvaluateRequest struct {
 	// For a job principal ("job:<id>"), required: the run the call belongs
 	// to, which policy counts against the job's per-run budget. Refused for
 	// any other principal.
-	RunId         string `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	RunId string `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// For a job principal: the step of the run the call is (JobStep.id),
+	// which policy copies into the decision. Refused for any other
+	// principal.
+	Step          string `protobuf:"bytes,5,opt,name=step,proto3" json:"step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1327,6 +1342,13 @@ func (x *EvaluateRequest) GetPrincipal() string {
 func (x *EvaluateRequest) GetRunId() string {
 	if x != nil {
 		return x.RunId
+	}
+	return ""
+}
+
+func (x *EvaluateRequest) GetStep() string {
+	if x != nil {
+		return x.Step
 	}
 	return ""
 }
@@ -2514,7 +2536,7 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"H\n" +
 	"\x0eRevokeResponse\x126\n" +
-	"\x06record\x18\x01 \x01(\v2\x1e.contractual.v1.ContractRecordR\x06record\"\xc8\x03\n" +
+	"\x06record\x18\x01 \x01(\v2\x1e.contractual.v1.ContractRecordR\x06record\"\xdc\x03\n" +
 	"\bDecision\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\averdict\x18\x02 \x01(\x0e2\x17.contractual.v1.VerdictR\averdict\x12\x16\n" +
@@ -2532,15 +2554,17 @@ const file_contractual_v1_policy_proto_rawDesc = "" +
 	"expires_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x15\n" +
 	"\x06run_id\x18\f \x01(\tR\x05runId\x12\x1f\n" +
 	"\vapproval_id\x18\r \x01(\tR\n" +
-	"approvalId\"J\n" +
+	"approvalId\x12\x12\n" +
+	"\x04step\x18\x0e \x01(\tR\x04step\"J\n" +
 	"\x0eSignedDecision\x12\x1a\n" +
 	"\bdecision\x18\x01 \x01(\fR\bdecision\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"p\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\"\x84\x01\n" +
 	"\x0fEvaluateRequest\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\fR\x05input\x12\x1c\n" +
 	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12\x15\n" +
-	"\x06run_id\x18\x04 \x01(\tR\x05runId\"\xa9\x01\n" +
+	"\x06run_id\x18\x04 \x01(\tR\x05runId\x12\x12\n" +
+	"\x04step\x18\x05 \x01(\tR\x04step\"\xa9\x01\n" +
 	"\x10EvaluateResponse\x124\n" +
 	"\bdecision\x18\x01 \x01(\v2\x18.contractual.v1.DecisionR\bdecision\x126\n" +
 	"\x06signed\x18\x02 \x01(\v2\x1e.contractual.v1.SignedDecisionR\x06signed\x12'\n" +
