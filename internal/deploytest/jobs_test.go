@@ -1,11 +1,16 @@
 package deploytest_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +19,7 @@ import (
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/scheduler"
 )
 
 // jobs: jobs run in the deployment, each step as the job's own principal,
@@ -61,6 +67,8 @@ func (d *deployment) jobs(t *testing.T) {
 		t.Errorf("the audit log's call.run of decision %q: %v; want outcome ok for job:deploytest-now, textkit.slugify", step.GetDecisionId(), ran)
 	}
 
+	d.webhook(t, runs)
+
 	// The scheduler fires the once job: one run, of the trigger's time.
 	var fired *contractualv1.JobRun
 	deadline := time.Now().Add(time.Until(at) + 5*time.Minute)
@@ -92,6 +100,79 @@ func (d *deployment) jobs(t *testing.T) {
 		at.Format(time.RFC3339), fired.GetFinishedAt().AsTime().Format(time.RFC3339Nano))
 	if got := fired.GetScheduledAt().AsTime(); !got.Equal(at) {
 		t.Errorf("the once run was scheduled at %s, want %s", got.Format(time.RFC3339), at.Format(time.RFC3339))
+	}
+}
+
+// webhook: a delivery signed with the key the owner put in the broker,
+// POSTed to the gateway's /hooks/<job>, crosses the gateway, the scheduler
+// (the broker checks its signature) and the worker and runs the job once
+// with the body as its payload; the same delivery again is a replay and
+// is refused, and so is one signed with another key.
+func (d *deployment) webhook(t *testing.T, runs contractualv1connect.JobRunServiceClient) {
+	const key = "whsec-deploytest-0123456789"
+	d.contractual(t, key+"\n", "secrets", "put", "DEPLOYTEST_HOOK_KEY")
+	d.approveJob(t, "deploytest-hook", `{webhook: {secret: DEPLOYTEST_HOOK_KEY, replay_window_seconds: 300}}`, `{text: {$ref: trigger.payload.title}}`)
+
+	post := func(ts, id, sig string, body []byte) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, d.url+"/hooks/deploytest-hook", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(scheduler.HeaderTimestamp, ts)
+		req.Header.Set(scheduler.HeaderDelivery, id)
+		req.Header.Set(scheduler.HeaderSignature, sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("POST /hooks/deploytest-hook: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	body := []byte(`{"title": "Delivered to Compose"}`)
+	sig := scheduler.Sign([]byte(key), ts, "deploytest-1", body)
+
+	// The scheduler learns of the approved job from policy's watch; until
+	// then the job is unknown to it, which a sender sees as the same 401 as
+	// a bad signature, and nothing is recorded, so the delivery is resent.
+	var code int
+	var reply string
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if code, reply = post(ts, "deploytest-1", sig, body); code != http.StatusUnauthorized || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		}
+	}
+	var accepted struct {
+		RunID string `json:"run_id"`
+	}
+	if err := json.Unmarshal([]byte(reply), &accepted); code != http.StatusAccepted || err != nil || accepted.RunID == "" {
+		t.Fatalf("a signed delivery: %d %s; want 202 with the run's id", code, reply)
+	}
+	run := waitRun(t, runs, accepted.RunID, 5*time.Minute)
+	checkRun(t, run, "webhook", "delivered-to-compose")
+
+	if code, reply := post(ts, "deploytest-1", sig, body); code != http.StatusForbidden || !strings.Contains(reply, "already received") {
+		t.Errorf("the same delivery again: %d %s; want 403, already received", code, reply)
+	}
+	other := scheduler.Sign([]byte("not the key"), ts, "deploytest-2", body)
+	if code, reply := post(ts, "deploytest-2", other, body); code != http.StatusUnauthorized {
+		t.Errorf("a delivery signed with another key: %d %s; want 401", code, reply)
+	}
+	list, err := runs.ListRuns(t.Context(), &contractualv1.ListRunsRequest{JobId: "deploytest-hook"})
+	if err != nil {
+		t.Fatalf("ListRuns: %v", err)
+	}
+	if n := len(list.GetRuns()); n != 1 {
+		t.Errorf("the webhook job has %d runs after a delivery, its replay and a forgery; want 1: %v", n, list.GetRuns())
 	}
 }
 
