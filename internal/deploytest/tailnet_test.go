@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -384,18 +386,55 @@ func TestComposeTailnet(t *testing.T) {
 }
 
 // bridgeAddr is the address of the host on Docker's default bridge: the
-// test tailnet listens there, reached only by containers.
+// test tailnet listens there, reached only by containers. It is the
+// network's IPv4 gateway, which some engines leave out of the network's
+// IPAM config (20.10 lists only the subnet); then it is the IPv4 address
+// of the host's bridge interface (com.docker.network.bridge.name, docker0
+// by default) inside the network's subnet.
 func bridgeAddr(t *testing.T) string {
-	out, err := deploytest.Docker(t.Context(), "network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}")
+	out, err := deploytest.Docker(t.Context(), "network", "inspect", "bridge", "--format",
+		`{{range .IPAM.Config}}{{.Gateway}},{{.Subnet}} {{end}}|{{index .Options "com.docker.network.bridge.name"}}`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range strings.Fields(string(out)) {
-		if !strings.Contains(a, ":") {
-			return a
+	configs, ifname, _ := strings.Cut(strings.TrimSpace(string(out)), "|")
+	var subnets []netip.Prefix
+	for _, c := range strings.Fields(configs) {
+		gw, subnet, _ := strings.Cut(c, ",")
+		if a, err := netip.ParseAddr(gw); err == nil && a.Is4() {
+			return a.String()
+		}
+		if p, err := netip.ParsePrefix(subnet); err == nil && p.Addr().Is4() {
+			subnets = append(subnets, p)
 		}
 	}
-	t.Fatalf("the bridge network has no IPv4 gateway (%q)", out)
+	if ifname == "" || ifname == "<no value>" {
+		ifname = "docker0"
+	}
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		t.Fatalf("the bridge network has no IPv4 gateway (%q) and its interface: %v", out, err)
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok || !ip.Unmap().Is4() {
+			continue
+		}
+		for _, p := range subnets {
+			if p.Contains(ip.Unmap()) {
+				return ip.Unmap().String()
+			}
+		}
+	}
+	t.Fatalf("the bridge network has no IPv4 gateway (%q), and %s has no IPv4 address in its subnets %v", out, ifname, subnets)
 	return ""
 }
 
