@@ -139,9 +139,6 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	// written and the standalone stream end with runCtx.
 	wg.Wait()
 	b.wg.Wait()
-	if cause != nil {
-		log.Error("contractual mcp: stopped", "err", cause)
-	}
 	return cause
 }
 

@@ -3,6 +3,7 @@ package mcpbridge_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http/httptest"
@@ -312,4 +313,58 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// The reference client, the MCP Inspector's CLI, launches the bridge as
+// Claude Desktop does, and lists and calls the tools through it.
+func TestInspectorThroughTheBridge(t *testing.T) {
+	srv := mcptest.NewServer(t, "the-device-token")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		envCLI + "=1",
+		"CONTRACTUAL_CONFIG=" + t.TempDir(),
+		"CONTRACTUAL_SERVER=" + strings.TrimSuffix(srv.URL, "/mcp"),
+		"CONTRACTUAL_TOKEN=" + srv.Token,
+	}
+	command := []string{exe, "mcp"}
+
+	var list struct {
+		Tools []struct {
+			Name string `json:"name"`
+		} `json:"tools"`
+	}
+	out := mcptest.InspectorCommand(t, env, command, "--method", "tools/list")
+	if err := json.Unmarshal(out, &list); err != nil {
+		t.Fatalf("tools/list: %v\n%s", err, out)
+	}
+	var names []string
+	for _, tool := range list.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	if want := []string{"count", "echo", "grow", "roots"}; !slices.Equal(names, want) {
+		t.Errorf("tools/list through the bridge: %q, want %q", names, want)
+	}
+
+	var call struct {
+		Content []struct {
+			Text string `json:"text"`
+		} `json:"content"`
+		IsError bool `json:"isError"`
+	}
+	out = mcptest.InspectorCommand(t, env, command, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=through the bridge")
+	if err := json.Unmarshal(out, &call); err != nil {
+		t.Fatalf("tools/call: %v\n%s", err, out)
+	}
+	if call.IsError || len(call.Content) != 1 || call.Content[0].Text != "echo: through the bridge" {
+		t.Errorf("tools/call echo through the bridge: %s, want the text %q", out, "echo: through the bridge")
+	}
+	for i, r := range srv.Requests() {
+		if !r.Authorized {
+			t.Errorf("request %d (%s %s) did not carry the token", i, r.Method, r.RPCMethod)
+		}
+	}
 }

@@ -62,7 +62,7 @@ const (
 // (.ci/run does it beforehand, see InstallInspector).
 func Inspector(t testing.TB, url, token string, args ...string) []byte {
 	t.Helper()
-	out, stderr, err := runInspector(t, url, token, args...)
+	out, stderr, err := InspectorResult(t, url, token, args...)
 	if err != nil {
 		t.Fatalf("mcptest: the MCP Inspector %s %q: %v\nstdout:\n%s\nstderr:\n%s", InspectorVersion, args, err, out, stderr)
 	}
@@ -75,10 +75,36 @@ func Inspector(t testing.TB, url, token string, args ...string) []byte {
 // fail (a refused token, say).
 func InspectorResult(t testing.TB, url, token string, args ...string) (stdout, stderr []byte, err error) {
 	t.Helper()
-	return runInspector(t, url, token, args...)
+	argv := []string{url, "--transport", "http"}
+	if token != "" {
+		argv = append(argv, "--header", "Authorization: Bearer "+token)
+	}
+	return runInspector(t, append(argv, args...))
 }
 
-func runInspector(t testing.TB, url, token string, args ...string) (stdout, stderr []byte, err error) {
+// InspectorCommand runs the Inspector's CLI against an MCP server it
+// launches and speaks to over stdio, as Claude Desktop does: command is the
+// program and its arguments, env (KEY=VALUE) what it adds to the little
+// environment the Inspector gives the program (PATH, HOME and such), and
+// args the Inspector's own. It returns what the Inspector printed on stdout,
+// and fails the test as Inspector does.
+func InspectorCommand(t testing.TB, env, command []string, args ...string) []byte {
+	t.Helper()
+	var argv []string
+	for _, kv := range env {
+		argv = append(argv, "-e", kv)
+	}
+	argv = append(argv, "--transport", "stdio")
+	argv = append(argv, command...)
+	out, stderr, err := runInspector(t, append(argv, args...))
+	if err != nil {
+		t.Fatalf("mcptest: the MCP Inspector %s %q %q: %v\nstdout:\n%s\nstderr:\n%s", InspectorVersion, command, args, err, out, stderr)
+	}
+	return out
+}
+
+// runInspector runs the Inspector's CLI with args after --cli.
+func runInspector(t testing.TB, args []string) (stdout, stderr []byte, err error) {
 	t.Helper()
 	node := requireNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), installTimeout)
@@ -87,11 +113,7 @@ func runInspector(t testing.TB, url, token string, args ...string) (stdout, stde
 	if err != nil {
 		t.Fatalf("mcptest: %v", err)
 	}
-	argv := []string{filepath.Join(dir, "node_modules", ".bin", "mcp-inspector"), "--cli", url, "--transport", "http"}
-	if token != "" {
-		argv = append(argv, "--header", "Authorization: Bearer "+token)
-	}
-	argv = append(argv, args...)
+	argv := append([]string{filepath.Join(dir, "node_modules", ".bin", "mcp-inspector"), "--cli"}, args...)
 	ctx, cancel = context.WithTimeout(context.Background(), inspectorTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, argv...)
