@@ -116,7 +116,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		auth:     auth,
 		hc:       hc,
 		stop:     cancel,
-		pending:  map[jsonrpc.ID]string{},
+		pending:  map[jsonrpc.ID]call{},
 	}
 	log.Info("contractual mcp: relaying stdio to the gateway", "endpoint", cfg.Endpoint)
 	var wg sync.WaitGroup
@@ -156,8 +156,8 @@ type bridge struct {
 	wg            sync.WaitGroup // calls being written, the standalone stream
 
 	mu      sync.Mutex
-	pending map[jsonrpc.ID]string // calls sent to the gateway, not yet answered: their methods
-	stopped bool                  // no more answers to the client after failPending
+	pending map[jsonrpc.ID]call // calls sent to the gateway, not yet answered
+	stopped bool                // no more answers to the client after failPending
 
 	listenOnce sync.Once // the standalone stream was opened
 }
@@ -180,18 +180,41 @@ func (b *bridge) up(ctx context.Context) {
 			// Responses and notifications are quick POSTs (202), and
 			// their order matters (a cancellation after its call).
 			b.forward(ctx, msg, "")
+			if isReq && req.Method == "notifications/cancelled" {
+				b.cancelled(req.Params)
+			}
 			continue
 		}
-		b.track(req.ID, req.Method)
+		// The call's context holds its POST, and the stream of its answer,
+		// open until it is answered or the client cancels it.
+		callCtx, cancel := context.WithCancel(ctx)
+		b.track(req.ID, call{method: req.Method, cancel: cancel})
 		if req.Method == "initialize" {
 			// Everything after it needs the session the answer opens.
-			b.forward(ctx, msg, req.Method)
+			b.forward(callCtx, msg, req.Method)
 			continue
 		}
 		// A call's POST may not answer before the call is done: one slow
 		// tool must not hold up the others, nor a ping.
-		b.wg.Go(func() { b.forward(ctx, msg, req.Method) })
+		b.wg.Go(func() { b.forward(callCtx, msg, req.Method) })
 	}
+}
+
+// cancelled stops waiting for the answer to the call a client's
+// notifications/cancelled names (the gateway, told, sends none), as the
+// SDK's own client does.
+func (b *bridge) cancelled(params json.RawMessage) {
+	var p struct {
+		RequestID any `json:"requestId"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return
+	}
+	id, err := jsonrpc.MakeID(p.RequestID)
+	if err != nil || !id.IsValid() {
+		return
+	}
+	b.untrack(id)
 }
 
 // forward sends msg to the gateway. A call that could not be sent is
@@ -297,35 +320,47 @@ func (b *bridge) initialized(result json.RawMessage) string {
 	return r.ProtocolVersion
 }
 
-// track records a call sent to the gateway.
-func (b *bridge) track(id jsonrpc.ID, method string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.pending[id] = method
+// call is a call sent to the gateway, not yet answered.
+type call struct {
+	method string
+	cancel context.CancelFunc // ends its POST and the stream of its answer
 }
 
-// untrack forgets an answered call and returns its method ("" if it was
-// not pending); ok is false once the bridge has stopped (and answered
-// every pending call itself).
+// track records a call sent to the gateway.
+func (b *bridge) track(id jsonrpc.ID, c call) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pending[id] = c
+}
+
+// untrack forgets an answered (or cancelled) call and returns its method
+// ("" if it was not pending); ok is false once the bridge has stopped (and
+// answered every pending call itself).
 func (b *bridge) untrack(id jsonrpc.ID) (method string, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.stopped {
 		return "", false
 	}
-	m := b.pending[id]
+	c, pending := b.pending[id]
+	if !pending {
+		return "", true
+	}
 	delete(b.pending, id)
-	return m, true
+	c.cancel()
+	return c.method, true
 }
 
 // answer answers the client's call id with err, unless it was answered.
 func (b *bridge) answer(id jsonrpc.ID, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if _, ok := b.pending[id]; !ok || b.stopped {
+	c, ok := b.pending[id]
+	if !ok || b.stopped {
 		return
 	}
 	delete(b.pending, id)
+	c.cancel()
 	// The bridge's context may be done; the client's side is still open.
 	if werr := b.local.Write(context.Background(), &jsonrpc.Response{ID: id, Error: wireError(err)}); werr != nil {
 		b.log.Warn("contractual mcp: answering the client", "err", werr)
@@ -339,7 +374,8 @@ func (b *bridge) failPending(err error) {
 	defer b.mu.Unlock()
 	b.stopped = true
 	w := wireError(err)
-	for id := range b.pending {
+	for id, c := range b.pending {
+		c.cancel()
 		if werr := b.local.Write(context.Background(), &jsonrpc.Response{ID: id, Error: w}); werr != nil {
 			b.log.Warn("contractual mcp: answering the client", "err", werr)
 			break

@@ -113,7 +113,7 @@ func TestRelaysASession(t *testing.T) {
 	}
 	c.AddRoots(&mcp.Root{URI: "file:///work/project", Name: "project"})
 
-	if got, want := toolNames(ctx, t, s), []string{"count", "echo", "grow", "roots"}; !slices.Equal(got, want) {
+	if got, want := toolNames(ctx, t, s), []string{"count", "echo", "grow", "roots", "wait"}; !slices.Equal(got, want) {
 		t.Errorf("tools/list through the bridge: %q, want %q", got, want)
 	}
 	if got := callText(ctx, t, s, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}}); got != "echo: hi" {
@@ -157,6 +157,32 @@ func TestRelaysASession(t *testing.T) {
 	// through the bridge.
 	if got := callText(ctx, t, s, &mcp.CallToolParams{Name: "roots"}); got != "file:///work/project" {
 		t.Errorf("tools/call roots: %q, want the client's root file:///work/project", got)
+	}
+
+	// A call the client cancels is cancelled on the server, and the
+	// session goes on.
+	waitCtx, cancelWait := context.WithCancel(ctx)
+	waitDone := make(chan error, 1)
+	go func() {
+		_, err := s.CallTool(waitCtx, &mcp.CallToolParams{Name: "wait"})
+		waitDone <- err
+	}()
+	select {
+	case <-srv.Waiting():
+	case <-ctx.Done():
+		t.Fatalf("waiting for the call of wait to start: %v", ctx.Err())
+	}
+	cancelWait()
+	select {
+	case <-srv.Cancelled():
+	case <-ctx.Done():
+		t.Fatalf("waiting for the server to see the call of wait cancelled: %v\nstderr:\n%s", ctx.Err(), b.stderr)
+	}
+	if err := <-waitDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("the cancelled call of wait returned %v, want context.Canceled", err)
+	}
+	if got := callText(ctx, t, s, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "still here"}}); got != "echo: still here" {
+		t.Errorf("tools/call echo after a cancelled call: %q", got)
 	}
 
 	if err := s.Close(); err != nil {
@@ -345,7 +371,7 @@ func TestInspectorThroughTheBridge(t *testing.T) {
 		names = append(names, tool.Name)
 	}
 	slices.Sort(names)
-	if want := []string{"count", "echo", "grow", "roots"}; !slices.Equal(names, want) {
+	if want := []string{"count", "echo", "grow", "roots", "wait"}; !slices.Equal(names, want) {
 		t.Errorf("tools/list through the bridge: %q, want %q", names, want)
 	}
 

@@ -37,7 +37,7 @@ func TestInspectorAgainstTheLoopbackServer(t *testing.T) {
 		names = append(names, tool.Name)
 	}
 	slices.Sort(names)
-	if want := []string{"count", "echo", "grow", "roots"}; !slices.Equal(names, want) {
+	if want := []string{"count", "echo", "grow", "roots", "wait"}; !slices.Equal(names, want) {
 		t.Errorf("tools/list: %q, want %q", names, want)
 	}
 

@@ -44,6 +44,7 @@ import (
 //     their standalone streams), returns "grew".
 //   - roots: asks the client for its roots (a request of the server to the
 //     client, on the call's stream) and returns their URIs, one a line.
+//   - wait: waits until the call is cancelled (see Waiting and Cancelled).
 type Server struct {
 	// URL is the MCP endpoint, http://127.0.0.1:<port>/mcp.
 	URL string
@@ -51,6 +52,8 @@ type Server struct {
 	Token string
 	// MCP is the SDK's server, for a test to add to.
 	MCP *mcp.Server
+
+	waiting, cancelled chan struct{}
 
 	mu       sync.Mutex
 	revoked  bool
@@ -86,7 +89,7 @@ func NewServer(t testing.TB, token string) *Server {
 	if token == "" {
 		t.Fatal("mcptest: NewServer needs a token")
 	}
-	s := &Server{Token: token}
+	s := &Server{Token: token, waiting: make(chan struct{}, 100), cancelled: make(chan struct{}, 100)}
 	s.MCP = mcp.NewServer(&mcp.Implementation{Name: "mcptest", Version: "1.0.0"}, nil)
 	mcp.AddTool(s.MCP, &mcp.Tool{Name: "echo", Description: "returns its text"},
 		func(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, any, error) {
@@ -124,6 +127,14 @@ func NewServer(t testing.TB, token string) *Server {
 				uris = append(uris, r.URI)
 			}
 			return text(strings.Join(uris, "\n")), nil, nil
+		})
+
+	mcp.AddTool(s.MCP, &mcp.Tool{Name: "wait", Description: "waits until the call is cancelled"},
+		func(ctx context.Context, _ *mcp.CallToolRequest, _ any) (*mcp.CallToolResult, any, error) {
+			s.waiting <- struct{}{}
+			<-ctx.Done()
+			s.cancelled <- struct{}{}
+			return nil, nil, ctx.Err()
 		})
 
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.MCP }, nil)
@@ -180,6 +191,13 @@ func (s *Server) Revoke() {
 	defer s.mu.Unlock()
 	s.revoked = true
 }
+
+// Waiting receives when a call of wait starts waiting.
+func (s *Server) Waiting() <-chan struct{} { return s.waiting }
+
+// Cancelled receives when a call of wait was cancelled (or its session
+// ended).
+func (s *Server) Cancelled() <-chan struct{} { return s.cancelled }
 
 // Requests returns what the server saw of the HTTP requests so far.
 func (s *Server) Requests() []Request {
