@@ -229,7 +229,7 @@ func TestRevokedTokenIsAnErrorAndAnExit(t *testing.T) {
 		t.Fatalf("connecting through the bridge: %v\nstderr:\n%s", err, b.stderr)
 	}
 	toolNames(ctx, t, s)
-
+	waitForStream(ctx, t, srv) // so that the refusal comes as the answer to a call
 	srv.Revoke()
 	_, err = s.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "hi"}})
 	if err == nil || !strings.Contains(err.Error(), "refused this device's token") || !strings.Contains(err.Error(), "401") {
@@ -246,6 +246,56 @@ func TestRevokedTokenIsAnErrorAndAnExit(t *testing.T) {
 	stderr := b.stderr.String()
 	if !strings.Contains(stderr, "contractual mcp: unauthenticated:") || !strings.Contains(stderr, "contractual pair") {
 		t.Errorf("stderr does not say the token was refused and what to do:\n%s", stderr)
+	}
+}
+
+func TestForbiddenDeviceIsAnErrorAndAnExit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	srv := mcptest.NewServer(t, "the-device-token")
+	b := command(t, strings.TrimSuffix(srv.URL, "/mcp"), srv.Token)
+	_, s, err := b.connect(ctx, t, nil)
+	if err != nil {
+		t.Fatalf("connecting through the bridge: %v\nstderr:\n%s", err, b.stderr)
+	}
+	waitForStream(ctx, t, srv) // so that the refusal comes as the answer to a call
+	srv.Forbid()
+	_, err = s.ListTools(ctx, nil)
+	if err == nil || !strings.Contains(err.Error(), "refused this device") || !strings.Contains(err.Error(), "403") {
+		t.Errorf("tools/list by a forbidden device: %v, want the gateway's refusal (403)\nstderr:\n%s\nrequests: %+v", err, b.stderr, srv.Requests())
+	}
+	s.Wait()
+	s.Close()
+	if code := b.exitCode(t); code != 1 {
+		t.Errorf("the bridge exited %d after a 403, want 1", code)
+	}
+	if stderr := b.stderr.String(); !strings.Contains(stderr, "contractual mcp: permission_denied:") || !strings.Contains(stderr, "invoke scope") {
+		t.Errorf("stderr does not say the device was refused and what to do:\n%s", stderr)
+	}
+}
+
+// A gateway may answer calls with plain JSON and keep no sessions (no
+// standalone stream: 405): the bridge relays just the same.
+func TestStatelessJSONGateway(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	srv := mcptest.NewServerWith(t, "the-device-token", &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	b := command(t, strings.TrimSuffix(srv.URL, "/mcp"), srv.Token)
+	_, s, err := b.connect(ctx, t, nil)
+	if err != nil {
+		t.Fatalf("connecting through the bridge: %v\nstderr:\n%s", err, b.stderr)
+	}
+	if got := toolNames(ctx, t, s); len(got) != 5 {
+		t.Errorf("tools/list through the bridge: %q", got)
+	}
+	if got := callText(ctx, t, s, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "json"}}); got != "echo: json" {
+		t.Errorf("tools/call echo: %q", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("closing the session: %v\nstderr:\n%s", err, b.stderr)
+	}
+	if code := b.exitCode(t); code != 0 {
+		t.Errorf("the bridge exited %d, want 0\nstderr:\n%s", code, b.stderr)
 	}
 }
 
@@ -289,6 +339,28 @@ func TestUnpairedDevice(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "not paired") || stdout.Len() != 0 {
 		t.Errorf("contractual mcp on an unpaired device: stdout %q, stderr %q; want nothing on stdout, why on stderr", &stdout, &stderr)
+	}
+}
+
+// waitForStream waits until the server has seen the bridge's GET (the
+// standalone stream) and the client's notifications/initialized: the
+// session is all set up.
+func waitForStream(ctx context.Context, t *testing.T, srv *mcptest.Server) {
+	t.Helper()
+	for {
+		var get, initialized bool
+		for _, r := range srv.Requests() {
+			get = get || r.Method == "GET"
+			initialized = initialized || r.RPCMethod == "notifications/initialized"
+		}
+		if get && initialized {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for the session to be set up: %v", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 

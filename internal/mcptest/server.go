@@ -57,6 +57,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	revoked  bool
+	forbid   bool
 	requests []Request
 }
 
@@ -85,6 +86,13 @@ type countIn struct {
 
 // NewServer starts a Server on loopback, closed with t.Cleanup.
 func NewServer(t testing.TB, token string) *Server {
+	t.Helper()
+	return NewServerWith(t, token, nil)
+}
+
+// NewServerWith starts a Server with the SDK's options for its Streamable
+// HTTP handler (Stateless, JSONResponse...); nil means the defaults.
+func NewServerWith(t testing.TB, token string, opts *mcp.StreamableHTTPOptions) *Server {
 	t.Helper()
 	if token == "" {
 		t.Fatal("mcptest: NewServer needs a token")
@@ -137,7 +145,7 @@ func NewServer(t testing.TB, token string) *Server {
 			return nil, nil, ctx.Err()
 		})
 
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.MCP }, nil)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.MCP }, opts)
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", s.auth(h))
 	hs := httptest.NewServer(mux) // loopback
@@ -174,10 +182,15 @@ func (s *Server) auth(next http.Handler) http.Handler {
 			ProtocolVersion: r.Header.Get("Mcp-Protocol-Version"),
 			SessionID:       r.Header.Get("Mcp-Session-Id"),
 		})
+		forbid := s.forbid
 		s.mu.Unlock()
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mcptest"`)
 			http.Error(w, "mcptest: the device token is revoked or wrong", http.StatusUnauthorized)
+			return
+		}
+		if forbid {
+			http.Error(w, "mcptest: this device may not use MCP", http.StatusForbidden)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -198,6 +211,14 @@ func (s *Server) Waiting() <-chan struct{} { return s.waiting }
 // Cancelled receives when a call of wait was cancelled (or its session
 // ended).
 func (s *Server) Cancelled() <-chan struct{} { return s.cancelled }
+
+// Forbid makes the server refuse the device from now on (403), as the
+// gateway refuses a device without the scope MCP needs.
+func (s *Server) Forbid() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forbid = true
+}
 
 // Requests returns what the server saw of the HTTP requests so far.
 func (s *Server) Requests() []Request {
