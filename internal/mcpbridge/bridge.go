@@ -74,7 +74,8 @@ const (
 // It returns nil when the client closes its side (EOF on in) or ctx is
 // cancelled; an error of kind Unauthenticated or PermissionDenied when the
 // gateway refuses the token; Unavailable when the gateway cannot be reached
-// to initialize, or the session with it is lost.
+// to initialize, or the session with it is lost; Invalid when the client
+// sends what is not JSON-RPC.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	if cfg.Endpoint == "" {
 		return errs.E(errs.Invalid, "mcpbridge: no endpoint")
@@ -167,11 +168,13 @@ func (b *bridge) up(ctx context.Context) {
 	for {
 		msg, err := b.local.Read(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				if !errors.Is(err, io.EOF) {
-					b.log.Warn("contractual mcp: reading from the client", "err", err)
-				}
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, io.EOF):
 				b.stop(errClientClosed)
+			default:
+				// Not JSON-RPC: the stream cannot be read on from here.
+				b.stop(errs.Wrap(errs.Invalid, err, "reading the MCP client's messages"))
 			}
 			return
 		}

@@ -466,3 +466,23 @@ func TestInspectorThroughTheBridge(t *testing.T) {
 		}
 	}
 }
+
+// A client that writes what is not JSON-RPC ends the bridge with why, and
+// nothing but protocol goes to stdout. (In process: Main with the client's
+// side as a string.)
+func TestNotJSONRPC(t *testing.T) {
+	srv := mcptest.NewServer(t, "the-device-token")
+	var stdout, stderr bytes.Buffer
+	vars := map[string]string{
+		"CONTRACTUAL_CONFIG": t.TempDir(),
+		"CONTRACTUAL_SERVER": strings.TrimSuffix(srv.URL, "/mcp"),
+		"CONTRACTUAL_TOKEN":  srv.Token,
+	}
+	env := &cli.Env{Stdin: strings.NewReader("this is not JSON-RPC\n"), Stdout: &stdout, Stderr: &stderr, Getenv: func(k string) string { return vars[k] }}
+	if code := cli.Main(t.Context(), []string{"mcp"}, env); code != 1 {
+		t.Errorf("contractual mcp fed garbage exited %d, want 1", code)
+	}
+	if !strings.Contains(stderr.String(), "contractual mcp: invalid: reading the MCP client's messages") || stdout.Len() != 0 {
+		t.Errorf("contractual mcp fed garbage: stdout %q, stderr %q; want nothing on stdout, why on stderr", &stdout, &stderr)
+	}
+}
