@@ -52,7 +52,8 @@ type Config struct {
 	Token string
 	// HTTPClient carries the requests to the gateway; its Transport (nil:
 	// http.DefaultTransport) is wrapped to add the token. Nil means
-	// http.DefaultClient.
+	// http.DefaultClient. Its Timeout is not used: a call's stream, and
+	// the session's, last as long as they last.
 	HTTPClient *http.Client
 	// Logger gets what the bridge has to say (stderr in the CLI: stdout
 	// carries nothing but the protocol). Nil discards.
