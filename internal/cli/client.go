@@ -83,19 +83,27 @@ func (f *connectFlags) register(fs *flag.FlagSet, env *Env) {
 		"this device's token file, written by contractual pair ($CONTRACTUAL_TOKEN holds a token itself)")
 }
 
+// token returns $CONTRACTUAL_TOKEN, else the device token in --token-file.
+func (f *connectFlags) token(env *Env) (string, error) {
+	if tok := env.getenv("CONTRACTUAL_TOKEN"); tok != "" {
+		return tok, nil
+	}
+	b, err := os.ReadFile(f.tokenFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", errs.E(errs.Unauthenticated, "this device is not paired (no %s): run `contractual pair` first", f.tokenFile)
+	}
+	if err != nil {
+		return "", errs.Wrap(errs.Unauthenticated, err, "reading the device token")
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
 // dial returns clients that authenticate with $CONTRACTUAL_TOKEN, else
 // with the device token in --token-file.
 func (f *connectFlags) dial(env *Env) (*clients, error) {
-	tok := env.getenv("CONTRACTUAL_TOKEN")
-	if tok == "" {
-		b, err := os.ReadFile(f.tokenFile)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, errs.E(errs.Unauthenticated, "this device is not paired (no %s): run `contractual pair` first", f.tokenFile)
-		}
-		if err != nil {
-			return nil, errs.Wrap(errs.Unauthenticated, err, "reading the device token")
-		}
-		tok = strings.TrimSpace(string(b))
+	tok, err := f.token(env)
+	if err != nil {
+		return nil, err
 	}
 	opts := connect.WithInterceptors(bearer(tok))
 	hc := env.httpClient()

@@ -42,7 +42,7 @@ var testOnly = []string{
 	"testing", "net/http/httptest",
 	"github.com/chromedp", "github.com/extism/go-sdk",
 	module + "/internal/browsertest", module + "/internal/loadtest", module + "/runtime/egress/egresstest",
-	module + "/internal/tailnet/tailnettest",
+	module + "/internal/tailnet/tailnettest", module + "/internal/mcptest",
 }
 
 // everywhere are what no service binary links: Tailscale's code is for
