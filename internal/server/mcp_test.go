@@ -517,3 +517,32 @@ func TestMCPRefusals(t *testing.T) {
 		t.Fatalf("a revoked device: %d, want 401", r.StatusCode)
 	}
 }
+
+// TestMCPResultCapped: a result over 64 KiB reaches the agent cut to
+// 64 KiB, saying so; Invoke gets it whole.
+func TestMCPResultCapped(t *testing.T) {
+	s, _ := start(t)
+	tok, _ := owner(t, s)
+	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(tok)))
+	src := readTool(t, "textkit", "contract.yaml")
+	if !strings.Contains(src, "output_bytes: 65536") {
+		t.Fatal("textkit's contract no longer caps its output at 65536 bytes")
+	}
+	publishTool(t, pol, "textkit", strings.Replace(src, "output_bytes: 65536", "output_bytes: 1048576", 1))
+	agentTok := pairAgent(t, s, tok, "agent")
+	a, err := connectMCP(t, s, agentTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.waitTools(t, "textkit.json_pick", "textkit.slugify", "textkit.word_count")
+	long := strings.Repeat("0123456789", 10_000) // 100,000 bytes
+	res := a.call(t, "textkit.json_pick", map[string]any{"json": map[string]any{"a": long}, "path": "a"})
+	got := text(t, res)
+	body, note, cut := strings.Cut(got, "\n[truncated by Contractual")
+	if res.IsError || !cut || len(body) != 64<<10 || !strings.HasPrefix(body, `{"value":"0123456789`) || res.StructuredContent != nil {
+		t.Fatalf("a 100 kB result: error %v, cut %v, %d bytes, structured %v", res.IsError, cut, len(body), res.StructuredContent != nil)
+	}
+	if !strings.Contains(note, "the output is 100012 bytes, over the 65536 byte cap") {
+		t.Errorf("the note %q", note)
+	}
+}
