@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	toolservice "github.com/contractual/contractual/internal/invoke"
@@ -545,4 +548,68 @@ func TestMCPResultCapped(t *testing.T) {
 	if !strings.Contains(note, "the output is 100012 bytes, over the 65536 byte cap") {
 		t.Errorf("the note %q", note)
 	}
+}
+
+// BenchmarkMCPCall measures one tools/call over MCP (the Go SDK's client,
+// Streamable HTTP, a session) next to one Invoke over Connect of the same
+// small tool by the same device on the same server, interleaved, and
+// reports their medians and ratio:
+//
+//	go test -run '^$' -bench MCPCall -benchtime 1000x ./internal/server
+func BenchmarkMCPCall(b *testing.B) {
+	s, err := server.Start(context.Background(), server.Config{DataDir: b.TempDir(), Addr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	tok, _ := owner(b, s)
+	auth := connect.WithInterceptors(bearer(tok))
+	wasm, err := os.ReadFile("../../runtime/sandbox/testdata/hostile/count.wasm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, auth)
+	pub, err := pol.Publish(context.Background(), &contractualv1.PublishRequest{
+		Module: wasm, Contract: fmt.Appendf(nil, vowelsContract, contract.ModuleDigest(wasm)), ContractFilename: "vowels.yaml",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := pol.Approve(context.Background(), &contractualv1.ApproveRequest{Digest: pub.GetRecord().GetDigest()}); err != nil {
+		b.Fatal(err)
+	}
+	a, err := connectMCP(b, s, tok)
+	if err != nil {
+		b.Fatal(err)
+	}
+	a.waitTools(b, "vowels.count_vowels")
+	tools := contractualv1connect.NewToolServiceClient(http.DefaultClient, s.URL, auth)
+	in, _ := structpb.NewValue(map[string]any{"text": "the quick brown fox"})
+	req := &contractualv1.InvokeRequest{Tool: "vowels.count_vowels", Input: in}
+	params := &mcp.CallToolParams{Name: "vowels.count_vowels", Arguments: map[string]any{"text": "the quick brown fox"}}
+	ctx := context.Background()
+
+	var viaMCP, viaInvoke []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		res, err := a.CallTool(ctx, params)
+		if err != nil || res.IsError {
+			b.Fatalf("tools/call: %v %v", res, err)
+		}
+		t1 := time.Now()
+		if _, err := tools.Invoke(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		viaMCP, viaInvoke = append(viaMCP, t1.Sub(t0)), append(viaInvoke, time.Since(t1))
+	}
+	b.StopTimer()
+	p50 := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2]) / float64(time.Microsecond)
+	}
+	pm, pi := p50(viaMCP), p50(viaInvoke)
+	b.ReportMetric(pm, "mcp-p50-µs")
+	b.ReportMetric(pi, "invoke-p50-µs")
+	b.ReportMetric(pm/pi, "mcp/invoke")
 }
