@@ -300,10 +300,13 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 	top.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	top.Handle("/", http.MaxBytesHandler(r, maxPublishBytes+1<<20))
 	// The MCP endpoint: the approved tools, called through the same
-	// ToolService as Invoke.
+	// ToolService as Invoke. A call ends a little before its request's
+	// deadline (InvokeTimeout), so that its result still reaches the
+	// stream that carries it.
 	mcpSrv, err := mcpserver.New(mcpserver.Config{
 		Contracts: deps.Policy, Tools: tools, Log: g.log.With("part", "mcp"),
-		CallTimeout: g.limits.InvokeTimeout, MaxRequestBytes: maxRequestBytes,
+		CallTimeout:     g.limits.InvokeTimeout - min(writeGrace, g.limits.InvokeTimeout/10),
+		MaxRequestBytes: maxRequestBytes,
 	})
 	if err != nil {
 		return err

@@ -111,11 +111,14 @@ func (a *agent) toolNames(t testing.TB) []string {
 }
 
 // waitTools waits until the agent's tool list is want, listing again at
-// each tools/list_changed (and at first).
+// each tools/list_changed, and each second (a test of the notification
+// itself waits for it: see expectChanged).
 func (a *agent) waitTools(t testing.TB, want ...string) {
 	t.Helper()
 	slices.Sort(want)
 	deadline := time.After(outcome)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		got := a.toolNames(t)
 		if slices.Equal(got, want) {
@@ -123,9 +126,32 @@ func (a *agent) waitTools(t testing.TB, want ...string) {
 		}
 		select {
 		case <-a.changed:
+		case <-tick.C:
 		case <-deadline:
 			t.Fatalf("tools are %q, want %q", got, want)
 		}
+	}
+}
+
+// drainChanged forgets the tools/list_changed notifications received so
+// far.
+func (a *agent) drainChanged() {
+	for {
+		select {
+		case <-a.changed:
+		default:
+			return
+		}
+	}
+}
+
+// expectChanged waits for a tools/list_changed notification.
+func (a *agent) expectChanged(t testing.TB, after string) {
+	t.Helper()
+	select {
+	case <-a.changed:
+	case <-time.After(outcome):
+		t.Fatalf("no tools/list_changed after %s", after)
 	}
 }
 
@@ -271,8 +297,10 @@ func TestMCP(t *testing.T) {
 	}
 
 	// Approving greeter and countvowels lists them, and the agent is told.
+	a.drainChanged()
 	publishTool(t, pol, "greeter", greeterSrc)
 	publishTool(t, pol, "countvowels", readTool(t, "countvowels", "contract.yaml"))
+	a.expectChanged(t, "approvals")
 	a.waitTools(t, "countvowels.count_vowels", "greeter.greet", "textkit.json_pick", "textkit.slugify", "textkit.word_count")
 	res = a.call(t, "greeter.greet", map[string]any{"name": "agent"})
 	if res.IsError || text(t, res) != `{"message":"Hello, agent!"}` {
@@ -286,10 +314,12 @@ func TestMCP(t *testing.T) {
 	}
 	ran = append(ran, res.Meta[mcpserver.MetaDecision].(string))
 
-	// Revoking textkit takes its tools away.
+	// Revoking textkit takes its tools away, and the agent is told.
+	a.drainChanged()
 	if _, err := pol.Revoke(ctx, &contractualv1.RevokeRequest{Digest: textkit, Reason: "enough"}); err != nil {
 		t.Fatal(err)
 	}
+	a.expectChanged(t, "a revocation")
 	a.waitTools(t, "countvowels.count_vowels", "greeter.greet")
 
 	runs := auditRuns(t, s, tok)
@@ -485,6 +515,10 @@ func TestMCPRefusals(t *testing.T) {
 	}
 	if r := post(agentTok, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, "Mcp-Session-Id", sid, "Mcp-Protocol-Version", "2025-06-18"); r.StatusCode != http.StatusAccepted {
 		t.Fatalf("initialized: %d", r.StatusCode)
+	}
+	// Another device cannot use the session.
+	if r := post(tok, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, "Mcp-Session-Id", sid, "Mcp-Protocol-Version", "2025-06-18"); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("another device's request in the agent's session: %d, want 403", r.StatusCode)
 	}
 	greq, _ := http.NewRequest(http.MethodGet, s.URL+"/mcp", nil)
 	greq.Header.Set("Authorization", "Bearer "+agentTok)
