@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -134,7 +135,34 @@ func (g *gate) serveMCP(w http.ResponseWriter, r *http.Request, base string) {
 			return pairing.WithSource(tailnet.With(pairing.WithIdentity(principal.With(c, id.Principal), id), peer), src)
 		},
 	})
-	g.serveWith(g.mcp, w, r.WithContext(ctx), g.limits.ReadTimeout, g.limits.InvokeTimeout)
+	// A response may stream for as long as the request may take (a GET's
+	// server messages, a call waiting for an approval), after the body
+	// is read: then the read deadline, which ends the request when it
+	// passes, is moved to the write deadline's.
+	read, write := g.limits.ReadTimeout, g.limits.InvokeTimeout
+	if r.Body == nil || r.Body == http.NoBody {
+		read = write
+	} else {
+		rc := http.NewResponseController(w)
+		r.Body = &onEOF{ReadCloser: r.Body, done: func() { rc.SetReadDeadline(time.Now().Add(write)) }}
+	}
+	g.serveWith(g.mcp, w, r.WithContext(ctx), read, write)
+}
+
+// onEOF is a request body that calls done once it has been read to its
+// end.
+type onEOF struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *onEOF) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.once.Do(b.done)
+	}
+	return n, err
 }
 
 // recheck authenticates token again every mcpRecheck until ctx ends; once

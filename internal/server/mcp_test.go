@@ -66,8 +66,15 @@ func mcpHTTP(tok string, kv ...string) *http.Client {
 }
 
 // connectMCP connects the Go SDK's client to s's /mcp as the device with
-// token tok.
+// token tok, sending the extra headers kv (key, value, ...).
 func connectMCP(t testing.TB, s *server.Server, tok string, kv ...string) (*agent, error) {
+	return dialMCP(t, s, tok, 0, kv...)
+}
+
+// dialMCP is connectMCP with the client's reconnection attempts of its
+// stream (0: the SDK's default; -1: none, the session ends when a stream
+// does).
+func dialMCP(t testing.TB, s *server.Server, tok string, retries int, kv ...string) (*agent, error) {
 	a := &agent{changed: make(chan struct{}, 64), progress: make(chan *mcp.ProgressNotificationParams, 64)}
 	c := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, &mcp.ClientOptions{
 		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
@@ -85,7 +92,7 @@ func connectMCP(t testing.TB, s *server.Server, tok string, kv ...string) (*agen
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), outcome)
 	defer cancel()
-	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL + "/mcp", HTTPClient: mcpHTTP(tok, kv...), MaxRetries: -1}, nil)
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL + "/mcp", HTTPClient: mcpHTTP(tok, kv...), MaxRetries: retries}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -646,4 +653,57 @@ func BenchmarkMCPCall(b *testing.B) {
 	b.ReportMetric(pm, "mcp-p50-µs")
 	b.ReportMetric(pi, "invoke-p50-µs")
 	b.ReportMetric(pm/pi, "mcp/invoke")
+}
+
+// TestMCPLongStreams: a stream lasts past the gateway's ReadTimeout once
+// its request's body is read (the read deadline would otherwise end it):
+// the session's stream of server messages, and a call that waits for an
+// approval longer than that. The client does not reconnect, so a stream
+// that ended would end its session.
+func TestMCPLongStreams(t *testing.T) {
+	const read = time.Second
+	s := startWith(t, func(c *server.Config) { c.Limits.ReadTimeout = read })
+	tok, _ := owner(t, s)
+	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(tok)))
+	publishTool(t, pol, "greeter", highRiskGreeter(t))
+	agentTok := pairAgent(t, s, tok, "agent")
+	a, err := dialMCP(t, s, agentTok, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.waitTools(t, "greeter.greet")
+	ctx, cancel := context.WithTimeout(context.Background(), outcome)
+	defer cancel()
+	done := make(chan error, 1)
+	var res *mcp.CallToolResult
+	go func() {
+		p := &mcp.CallToolParams{Name: "greeter.greet", Arguments: map[string]any{"name": "patience"}}
+		p.SetProgressToken("long")
+		var err error
+		res, err = a.CallTool(ctx, p)
+		done <- err
+	}()
+	select {
+	case <-a.progress:
+	case err := <-done:
+		t.Fatalf("the call ended before waiting: %v", err)
+	case <-ctx.Done():
+		t.Fatal("no progress notification")
+	}
+	// Let the streams outlive the read deadline: this makes the condition
+	// under test; it waits for no outcome.
+	time.Sleep(3 * read)
+	list, err := pol.ListCallApprovals(ctx, &contractualv1.ListCallApprovalsRequest{})
+	if err != nil || len(list.GetApprovals()) != 1 {
+		t.Fatalf("pending approvals: %v, %v", list, err)
+	}
+	if _, err := pol.ApproveCall(ctx, &contractualv1.ApproveCallRequest{Id: list.GetApprovals()[0].GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil || res.IsError || text(t, res) != `{"message":"Hello, patience!"}` {
+		t.Fatalf("the call after %s: %v, %v", 3*read, res, err)
+	}
+	if got := a.toolNames(t); !slices.Equal(got, []string{"greeter.greet"}) {
+		t.Fatalf("tools %q", got)
+	}
 }
