@@ -137,8 +137,9 @@ func (g *gate) serveMCP(w http.ResponseWriter, r *http.Request, base string) {
 	})
 	// A response may stream for as long as the request may take (a GET's
 	// server messages, a call waiting for an approval), after the body
-	// is read: then the read deadline, which ends the request when it
-	// passes, is moved to the write deadline's.
+	// is read: then the read deadline is moved to the write deadline's.
+	// When a read deadline passes, net/http ends the request's context,
+	// which would end a GET's stream, and the recheck of a waiting call.
 	read, write := g.limits.ReadTimeout, g.limits.InvokeTimeout
 	if r.Body == nil || r.Body == http.NoBody {
 		read = write
