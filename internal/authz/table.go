@@ -27,10 +27,15 @@ var table = map[Service]map[string]how{
 	// field, which policy checks with MayActFor; a caller that waits for
 	// the call's one-shot approval waits through WaitCallApproval; Execute
 	// carries the signed decision), records pairing's events and passes
-	// webhook deliveries to the scheduler.
+	// webhook deliveries to the scheduler. Its MCP endpoint follows the
+	// approved contracts (WatchContracts) and reads each one (GetContract,
+	// for itself: the tool list is the same for every device) to list
+	// their tools.
 	Gateway: merge(
 		every(forOthers, devicesReach...),
 		row(own,
+			contractualv1connect.PolicyInternalServiceWatchContractsProcedure,
+			contractualv1connect.PolicyServiceGetContractProcedure,
 			contractualv1connect.PolicyInternalServiceEvaluateProcedure,
 			contractualv1connect.PolicyInternalServiceWaitCallApprovalProcedure,
 			contractualv1connect.RunnerServiceExecuteProcedure,

@@ -54,9 +54,11 @@ func TestTable(t *testing.T) {
 		switch caller {
 		case Gateway:
 			switch {
+			case proc == policyDev+"GetContract":
+				return forOthers | own // own: the MCP endpoint's tool list
 			case isDev:
 				return forOthers
-			case proc == policyInt+"Evaluate", proc == policyInt+"WaitCallApproval", proc == execute, proc == auditAppend,
+			case proc == policyInt+"Evaluate", proc == policyInt+"WaitCallApproval", proc == policyInt+"WatchContracts", proc == execute, proc == auditAppend,
 				proc == contractualv1connect.SchedulerInternalServiceDeliverProcedure:
 				return own
 			}

@@ -33,6 +33,8 @@ const (
 	controlUI   = module + "/ui"
 	tailscale   = "tailscale.com"
 	tailnetPkg  = module + "/internal/tailnet"
+	mcpSDK      = "github.com/modelcontextprotocol/go-sdk"
+	mcpServer   = module + "/internal/mcpserver"
 )
 
 // testOnly are for tests and benchmarks only; no service binary links them.
@@ -66,40 +68,41 @@ var services = []struct {
 		// The gateway: pairing (its own store), the Control UI, the public
 		// API. Policy decides, the runner runs, the broker keeps secrets,
 		// audit keeps the log; the gateway makes no egress and decrypts
-		// nothing.
+		// nothing. It alone speaks MCP (internal/mcpserver, on the MCP Go
+		// SDK), to agents on /mcp.
 		name:  "gateway",
 		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, tinkAEAD}},
-		today: []string{controlUI, pairing, module + "/internal/invoke", tailnetPkg},
+		today: []string{controlUI, pairing, module + "/internal/invoke", tailnetPkg, mcpServer},
 	},
 	{
 		// Policy checks modules at publish (runtime/modcheck, which links
 		// runtime/egress for the grants' rule type) and never runs one.
 		name:  "policy",
-		rule:  rule{forbid: []string{wazero, sandbox, runner, broker, audit, pairing, controlUI, tinkAEAD}},
+		rule:  rule{forbid: []string{wazero, sandbox, runner, broker, audit, pairing, controlUI, tinkAEAD, mcpSDK}},
 		today: []string{policy},
 	},
 	{
 		// The runner persists nothing and gets secret values only through
 		// broker handles.
 		name:  "runner",
-		rule:  rule{forbid: []string{policy, broker, audit, pairing, controlUI, sqlite, sqlitestore, tinkAEAD}},
+		rule:  rule{forbid: []string{policy, broker, audit, pairing, controlUI, sqlite, sqlitestore, tinkAEAD, mcpSDK}},
 		today: []string{runner},
 	},
 	{
 		name:  "broker",
-		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, audit, pairing, controlUI}},
+		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, audit, pairing, controlUI, mcpSDK}},
 		today: []string{broker},
 	},
 	{
 		name:  "audit",
-		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, pairing, controlUI, tinkAEAD}},
+		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, pairing, controlUI, tinkAEAD, mcpSDK}},
 		today: []string{audit},
 	},
 	{
 		// The worker runs jobs' steps through policy and the runner over
 		// Connect: it runs no module, makes no egress and holds no secret.
 		name:  "worker",
-		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD, module + "/internal/scheduler"}},
+		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD, mcpSDK, module + "/internal/scheduler"}},
 		today: []string{module + "/internal/worker"},
 	},
 	{
@@ -107,7 +110,7 @@ var services = []struct {
 		// and has the broker check webhook signatures: it runs nothing,
 		// makes no egress and holds no key.
 		name:  "scheduler",
-		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD, module + "/internal/worker"}},
+		rule:  rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD, mcpSDK, module + "/internal/worker"}},
 		today: []string{module + "/internal/scheduler"},
 	},
 	{

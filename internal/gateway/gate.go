@@ -14,6 +14,7 @@ import (
 
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
+	"github.com/contractual/contractual/internal/mcpserver"
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/internal/tailnet"
@@ -38,7 +39,9 @@ type gate struct {
 	slots   chan struct{}   // one per unauthenticated request in progress
 	errw    *connect.ErrorWriter
 	log     *slog.Logger
-	hooks   hooks // webhook deliveries, for the scheduler
+	hooks   hooks             // webhook deliveries, for the scheduler
+	mcp     *mcpserver.Server // the MCP endpoint (mcpPath)
+	origins origins           // the gateway's own origins, for /mcp
 }
 
 // listener is the gate as one listener serves it: with the listener's
@@ -48,13 +51,14 @@ type listener struct {
 	gate  *gate
 	id    tailnet.Identifier
 	https bool
+	url   string // the base URL devices use on it
 }
 
 func (l listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if l.https {
 		r = r.WithContext(ui.WithHTTPS(r.Context()))
 	}
-	l.gate.serve(w, r, l.id)
+	l.gate.serve(w, r, l.id, l.url)
 }
 
 // openAPI are the public procedures anyone may call without a token:
@@ -74,8 +78,9 @@ var openAPI = func() map[string]bool {
 
 // serve identifies r's tailnet node with id, refusing the request if it
 // cannot, and puts the node (tailnet.With) and the request's source
-// (pairing.WithSource) in its context, then serves it.
-func (g *gate) serve(w http.ResponseWriter, r *http.Request, id tailnet.Identifier) {
+// (pairing.WithSource) in its context, then serves it. base is the
+// listener's base URL.
+func (g *gate) serve(w http.ResponseWriter, r *http.Request, id tailnet.Identifier, base string) {
 	var peer *tailnet.Peer
 	if id != nil {
 		var err error
@@ -86,6 +91,10 @@ func (g *gate) serve(w http.ResponseWriter, r *http.Request, id tailnet.Identifi
 	}
 	ctx := tailnet.With(r.Context(), peer)
 	r = r.WithContext(pairing.WithSource(ctx, source(r, peer)))
+	if r.URL.Path == mcpPath {
+		g.serveMCP(w, r, base)
+		return
+	}
 	if job, ok := hookJob(r.URL.Path); ok {
 		g.serveHook(w, r, job)
 		return
@@ -203,6 +212,12 @@ func (g *gate) serveUnauthenticated(w http.ResponseWriter, r *http.Request) {
 // serveWithin passes r on with its body's read deadline and its response's
 // write deadline (and its context's) set from now.
 func (g *gate) serveWithin(w http.ResponseWriter, r *http.Request, read, write time.Duration) {
+	g.serveWith(g.next, w, r, read, write)
+}
+
+// serveWith is serveWithin with handler h rather than the API's and the
+// Control UI's.
+func (g *gate) serveWith(h http.Handler, w http.ResponseWriter, r *http.Request, read, write time.Duration) {
 	now := time.Now()
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(now.Add(read))
@@ -210,7 +225,7 @@ func (g *gate) serveWithin(w http.ResponseWriter, r *http.Request, read, write t
 	rc.SetWriteDeadline(now.Add(write + writeGrace))
 	ctx, cancel := context.WithDeadline(r.Context(), now.Add(write))
 	defer cancel()
-	g.next.ServeHTTP(w, r.WithContext(ctx))
+	h.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // writeGrace is the time a handler whose context has ended has left to

@@ -28,6 +28,7 @@ import (
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/invoke"
+	"github.com/contractual/contractual/internal/mcpserver"
 	"github.com/contractual/contractual/internal/mesh"
 	"github.com/contractual/contractual/internal/pairing"
 	"github.com/contractual/contractual/internal/rpc"
@@ -104,6 +105,9 @@ type Gateway struct {
 	limits  Limits
 	gate    *gate
 	console *ui.UI
+	mcp     *mcpserver.Server
+	stopMCP context.CancelFunc // ends the MCP server's following of policy
+	mcpDone chan struct{}      // closed when it has ended
 
 	mu      sync.Mutex
 	servers []*http.Server
@@ -152,6 +156,21 @@ func Start(ctx context.Context, cfg Config, deps Deps) (_ *Gateway, err error) {
 	if err := g.handler(cfg, deps); err != nil {
 		return nil, err
 	}
+	// The MCP server follows policy's approved contracts until Close.
+	follow, stop := context.WithCancel(context.WithoutCancel(ctx))
+	g.stopMCP = stop
+	mcpDone := make(chan struct{})
+	go func() {
+		defer close(mcpDone)
+		g.mcp.Run(follow)
+	}()
+	g.mcpDone = mcpDone
+	defer func() {
+		if err != nil {
+			stop()
+			<-mcpDone
+		}
+	}()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, errs.Wrap(errs.Unavailable, err, "listen")
@@ -182,11 +201,14 @@ func (g *Gateway) Serve(ln net.Listener, id tailnet.Identifier, url string) erro
 	if err := g.console.AddOrigin(url); err != nil {
 		return err
 	}
+	if err := g.gate.origins.add(url); err != nil {
+		return err
+	}
 	// Until a request authenticates, it has UnauthenticatedReadTimeout to
 	// be read whole; the gate then sets each authenticated request's
 	// deadlines by procedure.
 	srv := &http.Server{
-		Handler:           listener{gate: g.gate, id: id, https: strings.HasPrefix(url, "https://")},
+		Handler:           listener{gate: g.gate, id: id, https: strings.HasPrefix(url, "https://"), url: url},
 		ReadHeaderTimeout: g.limits.ReadHeaderTimeout,
 		ReadTimeout:       g.limits.UnauthenticatedReadTimeout,
 		WriteTimeout:      g.limits.WriteTimeout + writeGrace,
@@ -234,7 +256,8 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 	mount := func(path string, h http.Handler) { r.Handle(path, h) }
 	mount(contractualv1connect.NewPolicyServiceHandler(deps.Policy, opts, connect.WithReadMaxBytes(maxPublishBytes)))
 	mount(contractualv1connect.NewJobServiceHandler(deps.Policy, opts))
-	mount(contractualv1connect.NewToolServiceHandler(invoke.New(deps.Policy, deps.Runner), opts))
+	tools := invoke.New(deps.Policy, deps.Runner)
+	mount(contractualv1connect.NewToolServiceHandler(tools, opts))
 	mount(contractualv1connect.NewAuditServiceHandler(deps.Audit, opts))
 	mount(contractualv1connect.NewBrokerServiceHandler(deps.Broker, opts))
 	services := []string{
@@ -276,11 +299,30 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 	top.Handle("/ui/", console)
 	top.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusSeeOther))
 	top.Handle("/", http.MaxBytesHandler(r, maxPublishBytes+1<<20))
+	// The MCP endpoint: the approved tools, called through the same
+	// ToolService as Invoke. A call ends a little before its request's
+	// deadline (InvokeTimeout), so that its result still reaches the
+	// stream that carries it.
+	mcpSrv, err := mcpserver.New(mcpserver.Config{
+		Contracts: deps.Policy, Tools: tools, Log: g.log.With("part", "mcp"),
+		CallTimeout:     g.limits.InvokeTimeout - min(writeGrace, g.limits.InvokeTimeout/10),
+		MaxRequestBytes: maxRequestBytes,
+	})
+	if err != nil {
+		return err
+	}
+	g.mcp = mcpSrv
 	g.gate = &gate{
 		next: top, auth: auth, uiToken: console.SessionToken, limits: g.limits, public: public,
 		slots: make(chan struct{}, g.limits.MaxUnauthenticated),
 		errw:  connect.NewErrorWriter(), log: g.log,
 		hooks: hooks{scheduler: deps.Scheduler, limit: newWindowLimit(g.limits.WebhooksPerMinute, time.Minute)},
+		mcp:   mcpSrv,
+	}
+	if cfg.PublicURL != "" {
+		if err := g.gate.origins.add(cfg.PublicURL); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -327,8 +369,15 @@ func (g *Gateway) Close(ctx context.Context) error {
 	servers := g.servers
 	g.mu.Unlock()
 	var err error
+	if g.mcp != nil {
+		g.mcp.Close() // its streams end, so that Shutdown need not wait for them
+	}
 	for _, srv := range servers {
 		err = errors.Join(err, srv.Shutdown(ctx))
+	}
+	if g.stopMCP != nil {
+		g.stopMCP()
+		<-g.mcpDone
 	}
 	g.serverStopped(http.ErrServerClosed)
 	return errors.Join(err, g.devices.Close())
