@@ -1,0 +1,269 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"connectrpc.com/connect"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/cli"
+	"github.com/contractual/contractual/internal/mcptest"
+	"github.com/contractual/contractual/internal/server"
+)
+
+// The stdio bridge's tests launch `contractual mcp` as an MCP client does:
+// a command whose stdin and stdout carry the protocol. The command is this
+// test binary, which runs the contractual CLI when envCLI is set.
+const envCLI = "SERVER_TEST_RUN_CLI"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envCLI) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := cli.Main(ctx, os.Args[1:], &cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// inspectorTools is what the Inspector's CLI prints for tools/list.
+type inspectorTools struct {
+	Tools []struct {
+		Name        string         `json:"name"`
+		Description string         `json:"description"`
+		InputSchema map[string]any `json:"inputSchema"`
+	} `json:"tools"`
+}
+
+// inspectorCall is what it prints for tools/call.
+type inspectorCall struct {
+	Content []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	} `json:"content"`
+	IsError bool `json:"isError"`
+}
+
+func (c inspectorCall) text() string {
+	var b strings.Builder
+	for _, p := range c.Content {
+		b.WriteString(p.Text)
+	}
+	return b.String()
+}
+
+// mcpWorld is a server with textkit approved and greeter published but
+// pending, an owner device and an invoke-only agent device.
+type mcpWorld struct {
+	s                  *server.Server
+	ownerTok, agentTok string
+	pol                contractualv1connect.PolicyServiceClient
+}
+
+func newMCPWorld(t *testing.T) *mcpWorld {
+	t.Helper()
+	s, _ := start(t)
+	tok, _ := owner(t, s)
+	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(tok)))
+	publishTool(t, pol, "textkit", readTool(t, "textkit", "contract.yaml"))
+	// greeter is published, not approved: no agent may see it.
+	mod, err := os.ReadFile(tool("greeter", "greeter.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pol.Publish(context.Background(), &contractualv1.PublishRequest{Module: mod, Contract: []byte(readTool(t, "greeter", "contract.yaml"))}); err != nil {
+		t.Fatal(err)
+	}
+	return &mcpWorld{s: s, ownerTok: tok, agentTok: pairAgent(t, s, tok, "agent"), pol: pol}
+}
+
+// TestMCPInspector: the official MCP Inspector's CLI, as a real agent,
+// against the real server's /mcp over loopback HTTP with an invoke-only
+// device's token: it lists exactly the approved tools and calls one; a
+// refused call is a tool error; a wrong token gets nothing.
+func TestMCPInspector(t *testing.T) {
+	w := newMCPWorld(t)
+	url := w.s.URL + "/mcp"
+
+	out := mcptest.Inspector(t, url, w.agentTok, "--method", "tools/list")
+	t.Logf("npx @modelcontextprotocol/inspector@%s --cli %s --transport http --header 'Authorization: Bearer …' --method tools/list:\n%s", mcptest.InspectorVersion, url, out)
+	var list inspectorTools
+	if err := json.Unmarshal(out, &list); err != nil {
+		t.Fatalf("tools/list: %v\n%s", err, out)
+	}
+	var names []string
+	for _, tl := range list.Tools {
+		names = append(names, tl.Name)
+		if tl.Description == "" || tl.InputSchema["type"] != "object" {
+			t.Errorf("tool %s: description %q, input schema %v", tl.Name, tl.Description, tl.InputSchema)
+		}
+	}
+	slices.Sort(names)
+	if want := []string{"textkit.json_pick", "textkit.slugify", "textkit.word_count"}; !slices.Equal(names, want) {
+		t.Errorf("the Inspector lists %v, want exactly the approved %v", names, want)
+	}
+
+	out = mcptest.Inspector(t, url, w.agentTok, "--method", "tools/call", "--tool-name", "textkit.slugify", "--tool-arg", "text=Hello from the Inspector")
+	t.Logf("… --method tools/call --tool-name textkit.slugify --tool-arg 'text=Hello from the Inspector':\n%s", out)
+	var res inspectorCall
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("tools/call: %v\n%s", err, out)
+	}
+	if res.IsError || res.text() != `{"slug":"hello-from-the-inspector"}` {
+		t.Errorf("tools/call textkit.slugify: error %v, %q", res.IsError, res.text())
+	}
+
+	// A tool that is not approved is no tool at all.
+	stdout, stderr, err := mcptest.InspectorResult(t, url, w.agentTok, "--method", "tools/call", "--tool-name", "greeter.greet", "--tool-arg", "name=x")
+	res = inspectorCall{}
+	_ = json.Unmarshal(stdout, &res)
+	if err == nil && !res.IsError {
+		t.Errorf("tools/call of the pending greeter.greet succeeded: %s", stdout)
+	}
+	t.Logf("… --method tools/call --tool-name greeter.greet (pending, not approved): %v\n%s%s", err, stdout, stderr)
+
+	// A token that is not a device's gets no session.
+	if stdout, stderr, err := mcptest.InspectorResult(t, url, "not-a-device-token", "--method", "tools/list"); err == nil || bytes.Contains(stdout, []byte("textkit")) {
+		t.Errorf("the Inspector with a wrong token: %v\n%s%s", err, stdout, stderr)
+	}
+}
+
+// bridgeCmd returns `contractual mcp` (this test binary as the CLI) for
+// the device with token tok on s, with its own config directory.
+func bridgeCmd(t *testing.T, s *server.Server, tok string) (*exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "mcp")
+	cmd.Env = append(os.Environ(), envCLI+"=1", "CONTRACTUAL_CONFIG="+t.TempDir(), "CONTRACTUAL_SERVER="+s.URL, "CONTRACTUAL_TOKEN="+tok)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	return cmd, stderr
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process's writes and the
+// test's reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestMCPBridge: `contractual mcp` launched as Claude Desktop launches it,
+// driven by the Go SDK's client over its stdin and stdout, relays the real
+// gateway's /mcp: the approved tools only, a call, a refused call, the
+// list changing when a contract is approved; and when the owner revokes
+// the agent's device, its next call fails and the bridge exits non-zero.
+// Then the Inspector launches the bridge too and lists and calls through it.
+func TestMCPBridge(t *testing.T) {
+	w := newMCPWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), outcome)
+	defer cancel()
+
+	changed := make(chan struct{}, 16)
+	c := mcp.NewClient(&mcp.Implementation{Name: "bridge-agent", Version: "1"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	cmd, stderr := bridgeCmd(t, w.s, w.agentTok)
+	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd, TerminateDuration: outcome}, nil)
+	if err != nil {
+		t.Fatalf("connect through contractual mcp: %v\nstderr: %s", err, stderr)
+	}
+	defer cs.Close()
+	a := &agent{ClientSession: cs, changed: changed}
+	a.waitTools(t, "textkit.json_pick", "textkit.slugify", "textkit.word_count")
+
+	res := a.call(t, "textkit.slugify", map[string]any{"text": "Through the Bridge"})
+	if res.IsError || text(t, res) != `{"slug":"through-the-bridge"}` {
+		t.Fatalf("slugify through the bridge: %v %q", res.IsError, text(t, res))
+	}
+	bad := a.call(t, "textkit.slugify", map[string]any{"text": 5})
+	if !bad.IsError || !strings.Contains(text(t, bad), "schema") {
+		t.Errorf("a call breaking the schema through the bridge: %v %q", bad.IsError, text(t, bad))
+	}
+
+	// Approving greeter changes the list, and the bridge relays the news.
+	a.drainChanged()
+	list, err := w.pol.ListContracts(ctx, &contractualv1.ListContractsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var greeter string
+	for _, r := range list.GetRecords() {
+		if r.GetContract().GetName() == "greeter" {
+			greeter = r.GetDigest()
+		}
+	}
+	if greeter == "" {
+		t.Fatal("greeter was not published")
+	}
+	if _, err := w.pol.Approve(ctx, &contractualv1.ApproveRequest{Digest: greeter}); err != nil {
+		t.Fatal(err)
+	}
+	a.expectChanged(t, "greeter's approval")
+	a.waitTools(t, "greeter.greet", "textkit.json_pick", "textkit.slugify", "textkit.word_count")
+
+	// Revoked: the next call fails and the bridge ends with status 1.
+	pc := contractualv1connect.NewPairingServiceClient(http.DefaultClient, w.s.URL, connect.WithInterceptors(bearer(w.ownerTok)))
+	if _, err := pc.RevokeDevice(ctx, &contractualv1.RevokeDeviceRequest{DeviceId: deviceOf(t, w.s, w.ownerTok, "agent")}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "textkit.slugify", Arguments: map[string]any{"text": "revoked"}}); err == nil && !res.IsError {
+		t.Errorf("a call through the bridge after the device was revoked succeeded: %q", text(t, res))
+	}
+	werr := cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(werr, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("the bridge of a revoked device exited with %v, want status 1\nstderr: %s", werr, stderr)
+	}
+	if !strings.Contains(stderr.String(), "unauthenticated") {
+		t.Errorf("the bridge's stderr does not say the token was refused: %s", stderr)
+	}
+
+	// The Inspector launching the bridge, as a client configured with a
+	// command, for a fresh agent device.
+	tok2 := pairAgent(t, w.s, w.ownerTok, "agent-2")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{envCLI + "=1", "CONTRACTUAL_CONFIG=" + t.TempDir(), "CONTRACTUAL_SERVER=" + w.s.URL, "CONTRACTUAL_TOKEN=" + tok2}
+	out := mcptest.InspectorCommand(t, env, []string{exe, "mcp"}, "--method", "tools/call", "--tool-name", "greeter.greet", "--tool-arg", "name=Inspector")
+	t.Logf("npx @modelcontextprotocol/inspector@%s --cli --transport stdio contractual mcp --method tools/call --tool-name greeter.greet --tool-arg name=Inspector:\n%s", mcptest.InspectorVersion, out)
+	var call inspectorCall
+	if err := json.Unmarshal(out, &call); err != nil || call.IsError || !strings.Contains(call.text(), "Inspector") {
+		t.Errorf("greeter.greet through the Inspector and the bridge: %v %s", err, out)
+	}
+}
