@@ -25,7 +25,8 @@ import (
 // server: put a token, publish and approve a tool whose contract injects it,
 // invoke. The API (a local TLS server standing in for api.github.com) checks
 // the key and echoes it back; afterwards the token's bytes are nowhere: not
-// in the output, the logs, the audit log or any file of the data directory.
+// in the output (through Invoke and over MCP), the logs, the audit log or
+// any file of the data directory.
 func TestSecretWalkthrough(t *testing.T) {
 	const token = "ghp_walkthrough_0123456789abcdef"
 	api := egresstest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,7 +51,7 @@ func TestSecretWalkthrough(t *testing.T) {
 	}
 	defer s.Close(context.Background())
 
-	_, tokenFile := owner(t, s)
+	tok, tokenFile := owner(t, s)
 	run := func(stdin string, args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
@@ -74,6 +75,22 @@ func TestSecretWalkthrough(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil || got.Output.PublicRepos != 3 || got.Output.Login != "octo [REDACTED]" {
 		t.Fatalf("invoke (%v): %s", err, out)
 	}
+	// An agent over MCP gets the same redacted output: the secret never
+	// reaches it either.
+	a, err := connectMCP(t, s, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := a.call(t, "ghwhoami.whoami", map[string]any{})
+	mcpOut := text(t, res)
+	if res.IsError || !strings.Contains(mcpOut, `"login":"octo [REDACTED]"`) {
+		t.Fatalf("ghwhoami.whoami over MCP: error %v, %s", res.IsError, mcpOut)
+	}
+	mcpJSON, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
 	list := run("", "secrets", "list")
 	if !strings.Contains(list, "GITHUB_TOKEN") || strings.Contains(list, "never") {
 		t.Errorf("secrets list: %s", list)
@@ -89,6 +106,7 @@ func TestSecretWalkthrough(t *testing.T) {
 		}
 	}
 	check("the invoke output", []byte(out))
+	check("the MCP result", mcpJSON)
 	check("the server's logs", logs.Bytes())
 	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
