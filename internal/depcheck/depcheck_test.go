@@ -45,6 +45,7 @@ var testOnly = []string{
 	"github.com/chromedp", "github.com/extism/go-sdk",
 	module + "/internal/browsertest", module + "/internal/loadtest", module + "/runtime/egress/egresstest",
 	module + "/internal/tailnet/tailnettest", module + "/internal/mcptest",
+	module + "/internal/scheduler/schedulertest",
 }
 
 // everywhere are what no service binary links: Tailscale's code is for

@@ -46,7 +46,7 @@ const testTimeout = 5 * time.Minute
 // bridge is one `contractual mcp` process and its stderr.
 type bridge struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *mcptest.Buffer
 }
 
 // command returns `contractual mcp args...` with a fresh config directory,
@@ -65,7 +65,7 @@ func command(t *testing.T, serverURL, token string, args ...string) *bridge {
 		"CONTRACTUAL_SERVER="+serverURL,
 		"CONTRACTUAL_TOKEN="+token,
 	)
-	b := &bridge{cmd: cmd, stderr: &syncBuffer{}}
+	b := &bridge{cmd: cmd, stderr: &mcptest.Buffer{}}
 	cmd.Stderr = b.stderr
 	return b
 }
@@ -392,25 +392,6 @@ func callText(ctx context.Context, t *testing.T, s *mcp.ClientSession, p *mcp.Ca
 		t.Fatalf("tools/call %s: content %T, want text", p.Name, res.Content[0])
 	}
 	return tc.Text
-}
-
-// syncBuffer is a bytes.Buffer safe for the command's writes and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // The reference client, the MCP Inspector's CLI, launches the bridge as

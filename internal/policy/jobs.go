@@ -394,13 +394,7 @@ func (s *Service) ApproveJob(ctx context.Context, req *contractualv1.ApproveJobR
 }
 
 func (s *Service) approveJob(ctx context.Context, req *contractualv1.ApproveJobRequest) (*contractualv1.JobRecord, error) {
-	who, err := owner(ctx)
-	if err == nil {
-		err = checkDigest("job", req.GetDigest())
-	}
-	if err == nil {
-		err = checkReason(req.GetReason())
-	}
+	who, err := jobDecider(ctx, req.GetDigest(), req.GetReason())
 	if err != nil {
 		return nil, err
 	}
@@ -445,6 +439,19 @@ func (s *Service) approveJob(ctx context.Context, req *contractualv1.ApproveJobR
 	return rec, err
 }
 
+// jobDecider returns the owner deciding the job version digest, with
+// reason, once the three are valid.
+func jobDecider(ctx context.Context, digest, reason string) (string, error) {
+	who, err := owner(ctx)
+	if err == nil {
+		err = checkDigest("job", digest)
+	}
+	if err == nil {
+		err = checkReason(reason)
+	}
+	return who, err
+}
+
 // RejectJob rejects a pending job version.
 func (s *Service) RejectJob(ctx context.Context, req *contractualv1.RejectJobRequest) (*contractualv1.RejectJobResponse, error) {
 	rec, err := s.rejectJob(ctx, req)
@@ -455,13 +462,7 @@ func (s *Service) RejectJob(ctx context.Context, req *contractualv1.RejectJobReq
 }
 
 func (s *Service) rejectJob(ctx context.Context, req *contractualv1.RejectJobRequest) (*contractualv1.JobRecord, error) {
-	who, err := owner(ctx)
-	if err == nil {
-		err = checkDigest("job", req.GetDigest())
-	}
-	if err == nil {
-		err = checkReason(req.GetReason())
-	}
+	who, err := jobDecider(ctx, req.GetDigest(), req.GetReason())
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/contractual/contractual/internal/scheduler/schedulertest"
+
 	"context"
 	"fmt"
 	"slices"
@@ -16,7 +18,7 @@ import (
 // the clock's terms and in real time (since the clock was moved to the
 // fire time).
 type lateQueue struct {
-	clock *fakeClock
+	clock *schedulertest.Clock
 	mu    sync.Mutex
 	moved time.Time // the real time the clock was last moved
 	clk   []time.Duration
@@ -67,7 +69,7 @@ func BenchmarkFire10000Jobs(b *testing.B) {
 func benchFire(b *testing.B, expr func(int) string) {
 	const jobs = 10000
 	start := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
-	clock := newClock(start)
+	clock := schedulertest.NewClock(start)
 	src := newJobSource()
 	for i := range jobs {
 		zone := []string{"Europe/Berlin", "America/New_York"}[i%2]
@@ -92,7 +94,7 @@ func benchFire(b *testing.B, expr func(int) string) {
 		day = day.Add(24 * time.Hour)
 		for {
 			e.flush()
-			at, ok := clock.nextWaiter()
+			at, ok := clock.NextWaiter()
 			if !ok || at.After(day) {
 				break
 			}

@@ -189,7 +189,7 @@ func TestOneShotFiresOnce(t *testing.T) {
 	if got := e.queue.fired("xmas"); !sameTimes(got, want) {
 		t.Fatalf("after restarts fired %v, want %v", got, want)
 	}
-	if _, ok := e.clock.nextWaiter(); ok {
+	if _, ok := e.clock.NextWaiter(); ok {
 		t.Error("the scheduler still waits for a fire time")
 	}
 }
@@ -299,7 +299,7 @@ func TestFeedStartsOver(t *testing.T) {
 	e.jobs.restart(2, "dropped")
 	for _, backoff := range []time.Duration{retryMin, 2 * retryMin} {
 		// Wait for the follower to sleep on its backoff, then end it.
-		e.clock.waitFor(t, e.clock.Now().Add(backoff))
+		e.clock.WaitFor(t, e.clock.Now().Add(backoff), wait)
 		e.clock.Advance(backoff)
 	}
 	e.synced()

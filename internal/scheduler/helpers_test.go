@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"github.com/contractual/contractual/internal/scheduler/schedulertest"
+
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -21,88 +23,6 @@ import (
 
 // wait bounds every wait on an event in these tests: far above need.
 const wait = 2 * time.Minute
-
-// fakeClock is a Clock moved by hand. After's channels receive when the
-// clock reaches their time.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []waiter
-	added   chan time.Time // the time of each waiter, as it starts waiting
-}
-
-type waiter struct {
-	at time.Time
-	c  chan time.Time
-}
-
-func newClock(t time.Time) *fakeClock {
-	return &fakeClock{now: t.UTC(), added: make(chan time.Time, 1<<16)}
-}
-
-// waitFor waits until something waits on the clock for at.
-func (c *fakeClock) waitFor(t testing.TB, at time.Time) {
-	t.Helper()
-	timeout := time.After(wait)
-	for {
-		select {
-		case w := <-c.added:
-			if w.Equal(at) {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("nothing waits for %s", at)
-		}
-	}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, waiter{c.now.Add(d), ch})
-	select {
-	case c.added <- c.now.Add(d):
-	default:
-	}
-	return ch
-}
-
-// Set moves the clock to t and wakes the waiters due by then.
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t.UTC()
-	c.waiters = slices.DeleteFunc(c.waiters, func(w waiter) bool {
-		if w.at.After(c.now) {
-			return false
-		}
-		w.c <- c.now
-		return true
-	})
-}
-
-func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
-
-// nextWaiter returns the earliest time a waiter waits for.
-func (c *fakeClock) nextWaiter() (time.Time, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.waiters) == 0 {
-		return time.Time{}, false
-	}
-	return slices.MinFunc(c.waiters, func(a, b waiter) int { return a.at.Compare(b.at) }).at, true
-}
 
 // jobSource is policy's feed of approved jobs, fed by the test with
 // records of real job files.
@@ -346,7 +266,7 @@ func (a *auditLog) with(action, job string) []*contractualv1.AuditEvent {
 type env struct {
 	t     testing.TB
 	dir   string
-	clock *fakeClock
+	clock *schedulertest.Clock
 	jobs  *jobSource
 	queue *queue
 	audit *auditLog
@@ -356,7 +276,7 @@ type env struct {
 
 func newEnv(t testing.TB, start time.Time) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clock: newClock(start), jobs: newJobSource(), queue: newQueue(), audit: &auditLog{}, keys: map[string]string{}}
+	e := &env{t: t, dir: t.TempDir(), clock: schedulertest.NewClock(start), jobs: newJobSource(), queue: newQueue(), audit: &auditLog{}, keys: map[string]string{}}
 	e.open()
 	t.Cleanup(func() {
 		if e.svc != nil {
@@ -437,7 +357,7 @@ func (e *env) runUntil(end time.Time) {
 	e.t.Helper()
 	for {
 		e.flush()
-		at, ok := e.clock.nextWaiter()
+		at, ok := e.clock.NextWaiter()
 		if !ok || at.After(end) {
 			e.clock.Set(end)
 			e.flush()

@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"github.com/contractual/contractual/internal/scheduler/schedulertest"
+
 	"context"
 	"io"
 	"net/http"
@@ -27,78 +29,6 @@ import (
 
 // ntfyToken is the owner's ntfy access token in these tests.
 const ntfyToken = "tk_0123456789abcdefghijklmnopqrs"
-
-// schedClock is the scheduler's clock in these tests, moved by hand:
-// After's channels receive when the clock reaches their time, and each
-// new waiter's time is sent on added.
-type schedClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []schedWaiter
-	added   chan time.Time
-}
-
-type schedWaiter struct {
-	at time.Time
-	c  chan time.Time
-}
-
-func newSchedClock(t time.Time) *schedClock {
-	return &schedClock{now: t.UTC(), added: make(chan time.Time, 1<<16)}
-}
-
-func (c *schedClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *schedClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, schedWaiter{c.now.Add(d), ch})
-	select {
-	case c.added <- c.now.Add(d):
-	default:
-	}
-	return ch
-}
-
-// set moves the clock to t and wakes the waiters due by then.
-func (c *schedClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t.UTC()
-	c.waiters = slices.DeleteFunc(c.waiters, func(w schedWaiter) bool {
-		if w.at.After(c.now) {
-			return false
-		}
-		w.c <- c.now
-		return true
-	})
-}
-
-// waitFor waits until the scheduler waits on the clock for at: it has
-// taken the job whose next firing that is.
-func (c *schedClock) waitFor(t testing.TB, at time.Time) {
-	t.Helper()
-	timeout := time.After(patience)
-	for {
-		select {
-		case w := <-c.added:
-			if w.Equal(at) {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("the scheduler never waited for %s", at)
-		}
-	}
-}
 
 // ntfyPost is one request the ntfy sink received.
 type ntfyPost struct{ Path, Auth, Key, Body string }
@@ -155,7 +85,7 @@ func (s *sinks) ntfy() []ntfyPost {
 // and NTFY_TOKEN put, as the owner's device.
 type jobWorld struct {
 	s      *server.Server
-	clock  *schedClock
+	clock  *schedulertest.Clock
 	sinks  *sinks
 	pol    contractualv1connect.PolicyServiceClient
 	jobs   contractualv1connect.JobServiceClient
@@ -165,7 +95,7 @@ type jobWorld struct {
 
 func newJobWorld(t *testing.T) *jobWorld {
 	t.Helper()
-	w := &jobWorld{clock: newSchedClock(time.Now()), sinks: &sinks{}}
+	w := &jobWorld{clock: schedulertest.NewClock(time.Now()), sinks: &sinks{}}
 	srv := egresstest.NewTLSServer(w.sinks, "go.dev", "github.com", "github.blog", "ntfy.sh")
 	t.Cleanup(srv.Close)
 	dialer, roots := egresstest.New(map[string]*httptest.Server{"go.dev": srv, "github.com": srv, "github.blog": srv, "ntfy.sh": srv})
@@ -307,8 +237,8 @@ func TestNightlyDigest(t *testing.T) {
 	w := newJobWorld(t)
 	rec := w.approveJob(t, digestFile(t))
 	due := nextBerlin2(t, rec.GetDecidedAt().AsTime())
-	w.clock.waitFor(t, due)
-	w.clock.set(due)
+	w.clock.WaitFor(t, due, patience)
+	w.clock.Set(due)
 	id := w.firstRun(t, "nightly-digest")
 	r := w.finished(t, id)
 	if r.GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED || r.GetTrigger() != "cron" || !r.GetScheduledAt().AsTime().Equal(due) {
@@ -344,7 +274,7 @@ func TestNightlyDigest(t *testing.T) {
 func TestJobDrift(t *testing.T) {
 	w := newJobWorld(t)
 	due := nextBerlin2(t, w.approveJob(t, digestFile(t)).GetDecidedAt().AsTime())
-	w.clock.waitFor(t, due)
+	w.clock.WaitFor(t, due, patience)
 	src, err := os.ReadFile(tool("feeds", "contract.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -370,8 +300,8 @@ func TestJobDrift(t *testing.T) {
 	w.approveJob(t, digestFile(t, "name: nightly-digest", "name: later",
 		`cron: {expression: "0 2 * * *", time_zone: Europe/Berlin}`, `once: {at: "`+later.Format(time.RFC3339)+`"}`,
 		rec.GetPause().GetPinnedDigest(), newFeeds))
-	w.clock.waitFor(t, later)
-	w.clock.set(later)
+	w.clock.WaitFor(t, later, patience)
+	w.clock.Set(later)
 	if r := w.finished(t, w.firstRun(t, "later")); r.GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED || !r.GetScheduledAt().AsTime().Equal(later) {
 		t.Fatalf("the later job's run: %v: %s", r.GetState(), r.GetError())
 	}

@@ -11,7 +11,6 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -144,7 +143,7 @@ func TestMCPInspector(t *testing.T) {
 
 // bridgeCmd returns `contractual mcp` (this test binary as the CLI) for
 // the device with token tok on s, with its own config directory.
-func bridgeCmd(t *testing.T, s *server.Server, tok string) (*exec.Cmd, *lockedBuffer) {
+func bridgeCmd(t *testing.T, s *server.Server, tok string) (*exec.Cmd, *mcptest.Buffer) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -152,28 +151,9 @@ func bridgeCmd(t *testing.T, s *server.Server, tok string) (*exec.Cmd, *lockedBu
 	}
 	cmd := exec.Command(exe, "mcp")
 	cmd.Env = append(os.Environ(), envCLI+"=1", "CONTRACTUAL_CONFIG="+t.TempDir(), "CONTRACTUAL_SERVER="+s.URL, "CONTRACTUAL_TOKEN="+tok)
-	stderr := &lockedBuffer{}
+	stderr := &mcptest.Buffer{}
 	cmd.Stderr = stderr
 	return cmd, stderr
-}
-
-// lockedBuffer is a bytes.Buffer safe for a process's writes and the
-// test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestMCPBridge: `contractual mcp` launched as Claude Desktop launches it,

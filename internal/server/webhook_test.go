@@ -43,7 +43,7 @@ func TestWebhook(t *testing.T) {
 	// The scheduler takes the jobs in the order of their approvals: when it
 	// waits for the cron job's 02:00 it has the webhook job too.
 	due := nextBerlin2(t, w.approveJob(t, digestFile(t)).GetDecidedAt().AsTime())
-	w.clock.waitFor(t, due)
+	w.clock.WaitFor(t, due, patience)
 	tok, _ := owner(t, s)
 	opts := connect.WithInterceptors(bearer(tok))
 	const key = "whsec-0123456789abcdef"

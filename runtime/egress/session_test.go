@@ -709,13 +709,11 @@ func TestRequestCaps(t *testing.T) {
 }
 
 func TestTimeoutAndCancel(t *testing.T) {
+	// The server answers only when released, not even when a request is
+	// cancelled (an empty 200 written as the client gives up could win
+	// the client's race with its own deadline on a loaded machine).
 	release := make(chan struct{})
-	w := newWorld(t, func(rw http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	})
+	w := newWorld(t, func(rw http.ResponseWriter, r *http.Request) { <-release })
 	defer close(release)
 	cfg := w.cfg
 	cfg.Rules, cfg.Timeout = []egress.Rule{{Scheme: "https", Host: "api.example.com"}}, 100*time.Millisecond
