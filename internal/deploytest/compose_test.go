@@ -81,9 +81,10 @@ func TestCompose(t *testing.T) {
 	t.Run("volumes mounted only into their owners", d.volumes)
 	t.Run("no certificate, no answer", d.noCertificate)
 	t.Run("runner cannot reach another network", d.runnerIsolated)
-	// The flow pairs the device, and approves the tool, the next three use.
+	// The flow pairs the device, and approves the tool, the next ones use.
 	if t.Run("flow through the gateway", d.flow) {
 		t.Run("jobs through the scheduler and the worker", d.jobs)
+		t.Run("agents over MCP through the gateway", d.mcpAgent)
 		var acked []string
 		t.Run("runner killed mid-traffic", func(t *testing.T) { acked = d.killRunner(t) })
 		t.Run("down and up keep everything", func(t *testing.T) { d.downUp(t, acked) })

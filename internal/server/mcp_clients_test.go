@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -223,10 +223,18 @@ func TestMCPBridge(t *testing.T) {
 	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "textkit.slugify", Arguments: map[string]any{"text": "revoked"}}); err == nil && !res.IsError {
 		t.Errorf("a call through the bridge after the device was revoked succeeded: %q", text(t, res))
 	}
-	werr := cmd.Wait()
-	var exit *exec.ExitError
-	if !errors.As(werr, &exit) || exit.ExitCode() != 1 {
-		t.Errorf("the bridge of a revoked device exited with %v, want status 1\nstderr: %s", werr, stderr)
+	// The client's transport owns the process: once the session has ended
+	// (the bridge exits), Close has waited for it.
+	exited := make(chan struct{})
+	go func() { cs.Wait(); close(exited) }()
+	select {
+	case <-exited:
+	case <-time.After(outcome):
+		t.Fatalf("the bridge of a revoked device is still running\nstderr: %s", stderr)
+	}
+	cs.Close()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 {
+		t.Errorf("the bridge of a revoked device exited with %v, want status 1\nstderr: %s", cmd.ProcessState, stderr)
 	}
 	if !strings.Contains(stderr.String(), "unauthenticated") {
 		t.Errorf("the bridge's stderr does not say the token was refused: %s", stderr)
