@@ -68,6 +68,10 @@ func TestPropose(t *testing.T) {
 					calls: []model.Call{{Tool: "fetch", Input: json.RawMessage(`{"url":"https://example.com/a"}`)}}, attempts: 2},
 				{name: "malformed JSON corrected", turns: []modeltest.Turn{{Content: `{"answer": "unterminated`, PromptTokens: 100, CompletionTokens: 10}, {Content: validAnswer, PromptTokens: 20, CompletionTokens: 20}},
 					answer: "It is done.", attempts: 2},
+				{name: "answer and calls together corrected", turns: []modeltest.Turn{{Content: `{"answer":"done","calls":[{"tool":"fetch","input":{"url":"https://example.com/a"}}]}`, PromptTokens: 100, CompletionTokens: 10}, {Content: validAnswer, PromptTokens: 20, CompletionTokens: 20}},
+					answer: "It is done.", attempts: 2},
+				{name: "extra property corrected", turns: []modeltest.Turn{{Content: `{"answer":null,"calls":[{"tool":"fetch","input":{"url":"https://example.com/a","method":"DELETE"}}]}`, PromptTokens: 100, CompletionTokens: 10}, {Content: validCall, PromptTokens: 20, CompletionTokens: 20}},
+					calls: []model.Call{{Tool: "fetch", Input: json.RawMessage(`{"url":"https://example.com/a"}`)}}, attempts: 2},
 				{name: "input outside its schema corrected", turns: []modeltest.Turn{{Content: `{"answer":null,"calls":[{"tool":"echo","input":"{\"text\": \"far too long a text\"}"}]}`, PromptTokens: 100, CompletionTokens: 10}, {Content: validAnswer, PromptTokens: 20, CompletionTokens: 20}},
 					answer: "It is done.", attempts: 2},
 			}
