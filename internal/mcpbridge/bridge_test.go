@@ -3,7 +3,6 @@ package mcpbridge_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http/httptest"
@@ -410,35 +409,13 @@ func TestInspectorThroughTheBridge(t *testing.T) {
 	}
 	command := []string{exe, "mcp"}
 
-	var list struct {
-		Tools []struct {
-			Name string `json:"name"`
-		} `json:"tools"`
-	}
-	out := mcptest.InspectorCommand(t, env, command, "--method", "tools/list")
-	if err := json.Unmarshal(out, &list); err != nil {
-		t.Fatalf("tools/list: %v\n%s", err, out)
-	}
-	var names []string
-	for _, tool := range list.Tools {
-		names = append(names, tool.Name)
-	}
-	slices.Sort(names)
+	names := mcptest.ToolNames(t, mcptest.InspectorCommand(t, env, command, "--method", "tools/list"))
 	if want := []string{"count", "echo", "grow", "roots", "wait"}; !slices.Equal(names, want) {
 		t.Errorf("tools/list through the bridge: %q, want %q", names, want)
 	}
 
-	var call struct {
-		Content []struct {
-			Text string `json:"text"`
-		} `json:"content"`
-		IsError bool `json:"isError"`
-	}
-	out = mcptest.InspectorCommand(t, env, command, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=through the bridge")
-	if err := json.Unmarshal(out, &call); err != nil {
-		t.Fatalf("tools/call: %v\n%s", err, out)
-	}
-	if call.IsError || len(call.Content) != 1 || call.Content[0].Text != "echo: through the bridge" {
+	out := mcptest.InspectorCommand(t, env, command, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=through the bridge")
+	if call := mcptest.Call(t, out); call.IsError || len(call.Content) != 1 || call.Text() != "echo: through the bridge" {
 		t.Errorf("tools/call echo through the bridge: %s, want the text %q", out, "echo: through the bridge")
 	}
 	for i, r := range srv.Requests() {

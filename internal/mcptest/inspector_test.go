@@ -1,7 +1,6 @@
 package mcptest_test
 
 import (
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -23,36 +22,13 @@ func TestInstallInspector(t *testing.T) {
 func TestInspectorAgainstTheLoopbackServer(t *testing.T) {
 	srv := mcptest.NewServer(t, "the-device-token")
 
-	var list struct {
-		Tools []struct {
-			Name string `json:"name"`
-		} `json:"tools"`
-	}
-	out := mcptest.Inspector(t, srv.URL, srv.Token, "--method", "tools/list")
-	if err := json.Unmarshal(out, &list); err != nil {
-		t.Fatalf("tools/list: %v\n%s", err, out)
-	}
-	var names []string
-	for _, tool := range list.Tools {
-		names = append(names, tool.Name)
-	}
-	slices.Sort(names)
+	names := mcptest.ToolNames(t, mcptest.Inspector(t, srv.URL, srv.Token, "--method", "tools/list"))
 	if want := []string{"count", "echo", "grow", "roots", "wait"}; !slices.Equal(names, want) {
 		t.Errorf("tools/list: %q, want %q", names, want)
 	}
 
-	var call struct {
-		Content []struct {
-			Type string `json:"type"`
-			Text string `json:"text"`
-		} `json:"content"`
-		IsError bool `json:"isError"`
-	}
-	out = mcptest.Inspector(t, srv.URL, srv.Token, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=hello inspector")
-	if err := json.Unmarshal(out, &call); err != nil {
-		t.Fatalf("tools/call: %v\n%s", err, out)
-	}
-	if call.IsError || len(call.Content) != 1 || call.Content[0].Text != "echo: hello inspector" {
+	out := mcptest.Inspector(t, srv.URL, srv.Token, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=hello inspector")
+	if call := mcptest.Call(t, out); call.IsError || len(call.Content) != 1 || call.Text() != "echo: hello inspector" {
 		t.Errorf("tools/call echo: %s, want the text %q", out, "echo: hello inspector")
 	}
 

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,28 +40,8 @@ tools:
 //
 //	go test -run '^$' -bench Invoke -benchtime 2000x ./internal/server
 func BenchmarkInvoke(b *testing.B) {
-	dir := b.TempDir()
-	s, err := server.Start(context.Background(), server.Config{DataDir: dir, Addr: "127.0.0.1:0"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	tok, _ := owner(b, s)
-	auth := connect.WithInterceptors(bearer(strings.TrimSpace(string(tok))))
-	wasm, err := os.ReadFile("../../runtime/sandbox/testdata/hostile/count.wasm")
-	if err != nil {
-		b.Fatal(err)
-	}
-	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, auth)
-	pub, err := pol.Publish(context.Background(), &contractualv1.PublishRequest{
-		Module: wasm, Contract: fmt.Appendf(nil, vowelsContract, contract.ModuleDigest(wasm)), ContractFilename: "vowels.yaml",
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := pol.Approve(context.Background(), &contractualv1.ApproveRequest{Digest: pub.GetRecord().GetDigest()}); err != nil {
-		b.Fatal(err)
-	}
+	s, tok := vowelsServer(b)
+	auth := connect.WithInterceptors(bearer(tok))
 	tools := contractualv1connect.NewToolServiceClient(http.DefaultClient, s.URL, auth)
 	health := grpchealth.NewClient(http.DefaultClient, s.URL)
 	in, _ := structpb.NewValue(map[string]any{"text": "the quick brown fox"})
@@ -110,4 +89,31 @@ func BenchmarkInvoke(b *testing.B) {
 	b.ReportMetric(pb, "bare-p50-µs")
 	b.ReportMetric(pi/pb, "invoke/bare")
 	b.ReportMetric(rate, "invokes/s")
+}
+
+// vowelsServer starts an all-in-one server for a benchmark, with an owner
+// device (its token returned) and the small vowels tool approved.
+func vowelsServer(b *testing.B) (*server.Server, string) {
+	b.Helper()
+	s, err := server.Start(context.Background(), server.Config{DataDir: b.TempDir(), Addr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close(context.Background()) })
+	tok, _ := owner(b, s)
+	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(tok)))
+	wasm, err := os.ReadFile("../../runtime/sandbox/testdata/hostile/count.wasm")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub, err := pol.Publish(context.Background(), &contractualv1.PublishRequest{
+		Module: wasm, Contract: fmt.Appendf(nil, vowelsContract, contract.ModuleDigest(wasm)), ContractFilename: "vowels.yaml",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := pol.Approve(context.Background(), &contractualv1.ApproveRequest{Digest: pub.GetRecord().GetDigest()}); err != nil {
+		b.Fatal(err)
+	}
+	return s, tok
 }

@@ -3,7 +3,6 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,32 +36,6 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
-}
-
-// inspectorTools is what the Inspector's CLI prints for tools/list.
-type inspectorTools struct {
-	Tools []struct {
-		Name        string         `json:"name"`
-		Description string         `json:"description"`
-		InputSchema map[string]any `json:"inputSchema"`
-	} `json:"tools"`
-}
-
-// inspectorCall is what it prints for tools/call.
-type inspectorCall struct {
-	Content []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	} `json:"content"`
-	IsError bool `json:"isError"`
-}
-
-func (c inspectorCall) text() string {
-	var b strings.Builder
-	for _, p := range c.Content {
-		b.WriteString(p.Text)
-	}
-	return b.String()
 }
 
 // mcpWorld is a server with textkit approved and greeter published but
@@ -100,37 +73,27 @@ func TestMCPInspector(t *testing.T) {
 
 	out := mcptest.Inspector(t, url, w.agentTok, "--method", "tools/list")
 	t.Logf("npx @modelcontextprotocol/inspector@%s --cli %s --transport http --header 'Authorization: Bearer …' --method tools/list:\n%s", mcptest.InspectorVersion, url, out)
-	var list inspectorTools
-	if err := json.Unmarshal(out, &list); err != nil {
-		t.Fatalf("tools/list: %v\n%s", err, out)
-	}
 	var names []string
-	for _, tl := range list.Tools {
+	for _, tl := range mcptest.Tools(t, out) {
 		names = append(names, tl.Name)
 		if tl.Description == "" || tl.InputSchema["type"] != "object" {
 			t.Errorf("tool %s: description %q, input schema %v", tl.Name, tl.Description, tl.InputSchema)
 		}
 	}
-	slices.Sort(names)
 	if want := []string{"textkit.json_pick", "textkit.slugify", "textkit.word_count"}; !slices.Equal(names, want) {
 		t.Errorf("the Inspector lists %v, want exactly the approved %v", names, want)
 	}
 
 	out = mcptest.Inspector(t, url, w.agentTok, "--method", "tools/call", "--tool-name", "textkit.slugify", "--tool-arg", "text=Hello from the Inspector")
 	t.Logf("… --method tools/call --tool-name textkit.slugify --tool-arg 'text=Hello from the Inspector':\n%s", out)
-	var res inspectorCall
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("tools/call: %v\n%s", err, out)
-	}
-	if res.IsError || res.text() != `{"slug":"hello-from-the-inspector"}` {
-		t.Errorf("tools/call textkit.slugify: error %v, %q", res.IsError, res.text())
+	res := mcptest.Call(t, out)
+	if res.IsError || res.Text() != `{"slug":"hello-from-the-inspector"}` {
+		t.Errorf("tools/call textkit.slugify: error %v, %q", res.IsError, res.Text())
 	}
 
 	// A tool that is not approved is no tool at all.
 	stdout, stderr, err := mcptest.InspectorResult(t, url, w.agentTok, "--method", "tools/call", "--tool-name", "greeter.greet", "--tool-arg", "name=x")
-	res = inspectorCall{}
-	_ = json.Unmarshal(stdout, &res)
-	if err == nil && !res.IsError {
+	if err == nil && !mcptest.Call(t, stdout).IsError {
 		t.Errorf("tools/call of the pending greeter.greet succeeded: %s", stdout)
 	}
 	t.Logf("… --method tools/call --tool-name greeter.greet (pending, not approved): %v\n%s%s", err, stdout, stderr)
@@ -250,8 +213,7 @@ func TestMCPBridge(t *testing.T) {
 	env := []string{envCLI + "=1", "CONTRACTUAL_CONFIG=" + t.TempDir(), "CONTRACTUAL_SERVER=" + w.s.URL, "CONTRACTUAL_TOKEN=" + tok2}
 	out := mcptest.InspectorCommand(t, env, []string{exe, "mcp"}, "--method", "tools/call", "--tool-name", "greeter.greet", "--tool-arg", "name=Inspector")
 	t.Logf("npx @modelcontextprotocol/inspector@%s --cli --transport stdio contractual mcp --method tools/call --tool-name greeter.greet --tool-arg name=Inspector:\n%s", mcptest.InspectorVersion, out)
-	var call inspectorCall
-	if err := json.Unmarshal(out, &call); err != nil || call.IsError || !strings.Contains(call.text(), "Inspector") {
-		t.Errorf("greeter.greet through the Inspector and the bridge: %v %s", err, out)
+	if call := mcptest.Call(t, out); call.IsError || !strings.Contains(call.Text(), "Inspector") {
+		t.Errorf("greeter.greet through the Inspector and the bridge: %s", out)
 	}
 }

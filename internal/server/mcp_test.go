@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +16,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/contractual/contractual/contracts/contract"
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	toolservice "github.com/contractual/contractual/internal/invoke"
@@ -598,27 +595,8 @@ func TestMCPResultCapped(t *testing.T) {
 //
 //	go test -run '^$' -bench MCPCall -benchtime 1000x ./internal/server
 func BenchmarkMCPCall(b *testing.B) {
-	s, err := server.Start(context.Background(), server.Config{DataDir: b.TempDir(), Addr: "127.0.0.1:0"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close(context.Background())
-	tok, _ := owner(b, s)
+	s, tok := vowelsServer(b)
 	auth := connect.WithInterceptors(bearer(tok))
-	wasm, err := os.ReadFile("../../runtime/sandbox/testdata/hostile/count.wasm")
-	if err != nil {
-		b.Fatal(err)
-	}
-	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, auth)
-	pub, err := pol.Publish(context.Background(), &contractualv1.PublishRequest{
-		Module: wasm, Contract: fmt.Appendf(nil, vowelsContract, contract.ModuleDigest(wasm)), ContractFilename: "vowels.yaml",
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := pol.Approve(context.Background(), &contractualv1.ApproveRequest{Digest: pub.GetRecord().GetDigest()}); err != nil {
-		b.Fatal(err)
-	}
 	a, err := connectMCP(b, s, tok)
 	if err != nil {
 		b.Fatal(err)
