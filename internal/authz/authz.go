@@ -78,6 +78,7 @@ var devicesReach = []string{
 	contractualv1connect.BrokerServiceName,
 	contractualv1connect.AuditServiceName,
 	contractualv1connect.JobRunServiceName,
+	contractualv1connect.SessionServiceName,
 }
 
 // forDevices reports whether procedure belongs to a service devices reach.
@@ -178,7 +179,16 @@ func (interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 }
 
 func (interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if p := principal.From(ctx); forDevices(spec.Procedure) && principal.Valid(p) {
+			conn.RequestHeader().Set(HeaderOnBehalfOf, p)
+		}
+		if peer := tailnet.From(ctx); peer != nil {
+			conn.RequestHeader().Set(tailnet.Header, tailnet.Encode(peer))
+		}
+		return conn
+	}
 }
 
 func (interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {

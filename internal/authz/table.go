@@ -84,8 +84,21 @@ var table = map[Service]map[string]how{
 		contractualv1connect.JobServicePauseJobProcedure,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 	),
-	// The audit service calls no one. The engine gets its row with the
-	// issue that builds it.
+	// The engine lists the approved tools when a session opens, asks
+	// policy to decide each proposed call for the session (Evaluate names
+	// the session in its principal field, which policy checks with
+	// MayActFor) and waits for one-shot approvals, has the runner execute
+	// allowed calls with the signed decision (the relay tool that carries
+	// its model requests among them), and records every step. It reaches
+	// neither the broker nor any network of its own.
+	Engine: row(own,
+		contractualv1connect.PolicyServiceListContractsProcedure,
+		contractualv1connect.PolicyInternalServiceEvaluateProcedure,
+		contractualv1connect.PolicyInternalServiceWaitCallApprovalProcedure,
+		contractualv1connect.RunnerServiceExecuteProcedure,
+		contractualv1connect.AuditInternalServiceAppendProcedure,
+	),
+	// The audit service calls no one.
 }
 
 // row returns the procedures with how.

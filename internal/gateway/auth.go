@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/http"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -44,34 +45,63 @@ type Authenticator interface {
 // never in a URL. The gate has already refused requests without a valid
 // token, before their bodies were read; this is the second layer.
 func authInterceptor(devices Authenticator) connect.Interceptor {
-	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			proc := req.Spec().Procedure
-			src := pairing.SourceFrom(ctx) // set by the gate
-			if openProcedures[proc] {
-				return next(ctx, req)
-			}
-			// The gate authenticated the request's token before its body
-			// was read, and passed on the identity; without the gate (a
-			// handler mounted elsewhere), authenticate here.
-			id, ok := pairing.IdentityFrom(ctx)
-			if !ok {
-				tok, found := strings.CutPrefix(req.Header().Get("Authorization"), "Bearer ")
-				tok = strings.TrimSpace(tok)
-				if !found || tok == "" {
-					return nil, errs.E(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token> of a paired device (`contractual pair`)")
-				}
-				var err error
-				if id, err = devices.Authenticate(ctx, tok, src); err != nil {
-					return nil, err
-				}
-			}
-			if err := pairing.Authorize(id, proc); err != nil {
-				return nil, err
-			}
-			return next(principal.With(pairing.WithIdentity(ctx, id), id.Principal), req)
+	return authInterceptorOf{devices}
+}
+
+// authInterceptorOf authorizes unary and streaming calls alike: a stream
+// (SessionService's Send and WatchSession) is no way around the scopes.
+type authInterceptorOf struct{ devices Authenticator }
+
+func (a authInterceptorOf) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ctx, err := a.authorize(ctx, req.Spec().Procedure, req.Header())
+		if err != nil {
+			return nil, err
 		}
-	})
+		return next(ctx, req)
+	}
+}
+
+func (authInterceptorOf) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a authInterceptorOf) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := a.authorize(ctx, conn.Spec().Procedure, conn.RequestHeader())
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// authorize authenticates and authorizes one call of proc and returns ctx
+// with the device's principal and identity.
+func (a authInterceptorOf) authorize(ctx context.Context, proc string, h http.Header) (context.Context, error) {
+	src := pairing.SourceFrom(ctx) // set by the gate
+	if openProcedures[proc] {
+		return ctx, nil
+	}
+	// The gate authenticated the request's token before its body was
+	// read, and passed on the identity; without the gate (a handler
+	// mounted elsewhere), authenticate here.
+	id, ok := pairing.IdentityFrom(ctx)
+	if !ok {
+		tok, found := strings.CutPrefix(h.Get("Authorization"), "Bearer ")
+		tok = strings.TrimSpace(tok)
+		if !found || tok == "" {
+			return nil, errs.E(errs.Unauthenticated, "missing bearer token: send Authorization: Bearer <token> of a paired device (`contractual pair`)")
+		}
+		var err error
+		if id, err = a.devices.Authenticate(ctx, tok, src); err != nil {
+			return nil, err
+		}
+	}
+	if err := pairing.Authorize(id, proc); err != nil {
+		return nil, err
+	}
+	return principal.With(pairing.WithIdentity(ctx, id), id.Principal), nil
 }
 
 // tailnetAuth is the one Authenticator of the gate, the API's interceptor

@@ -151,7 +151,11 @@ func (g *gate) serveAPI(w http.ResponseWriter, r *http.Request, proc string) {
 	switch proc {
 	case contractualv1connect.PolicyServicePublishProcedure:
 		read, write = g.limits.PublishTimeout, g.limits.PublishTimeout
-	case contractualv1connect.ToolServiceInvokeProcedure:
+	case contractualv1connect.ToolServiceInvokeProcedure,
+		// A turn's stream lasts as long as its tool calls and model
+		// requests; the turn itself goes on if the stream is cut.
+		contractualv1connect.SessionServiceSendProcedure,
+		contractualv1connect.SessionServiceWatchSessionProcedure:
 		write = g.limits.InvokeTimeout
 	}
 	g.serveWithin(w, r, read, write)

@@ -81,6 +81,9 @@ type Deps struct {
 	// Runs is the worker's JobRunService; without it devices cannot reach
 	// jobs' runs.
 	Runs contractualv1connect.JobRunServiceClient
+	// Engine is the engine's SessionService; without it devices cannot
+	// chat.
+	Engine contractualv1connect.SessionServiceClient
 }
 
 // Request size caps: a publish carries a module (up to the 64 MiB that
@@ -268,6 +271,10 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 	if deps.Runs != nil {
 		mount(contractualv1connect.NewJobRunServiceHandler(deps.Runs, opts))
 		services = append(services, contractualv1connect.JobRunServiceName)
+	}
+	if deps.Engine != nil {
+		mount(contractualv1connect.NewSessionServiceHandler(sessions{deps.Engine}, opts))
+		services = append(services, contractualv1connect.SessionServiceName)
 	}
 	pairingSvc := pairing.NewService(g.devices)
 	mount(contractualv1connect.NewPairingServiceHandler(pairingSvc, opts))

@@ -111,6 +111,8 @@ type Clients struct {
 	Worker Worker
 	// Scheduler takes the gateway's webhook deliveries.
 	Scheduler contractualv1connect.SchedulerInternalServiceClient
+	// Engine holds the chat sessions the gateway passes on.
+	Engine contractualv1connect.SessionServiceClient
 }
 
 // NewClients returns the clients with which service from calls the
@@ -123,6 +125,7 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 	rc, ru := n.Client(from, authz.Runner)
 	wc, wu := n.Client(from, authz.Worker)
 	sc, su := n.Client(from, authz.Scheduler)
+	ec, eu := n.Client(from, authz.Engine)
 	return Clients{
 		Policy: Policy{
 			contractualv1connect.NewPolicyServiceClient(pc, pu, opts),
@@ -144,5 +147,6 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 			contractualv1connect.NewWorkerInternalServiceClient(wc, wu, opts),
 		},
 		Scheduler: contractualv1connect.NewSchedulerInternalServiceClient(sc, su, opts),
+		Engine:    contractualv1connect.NewSessionServiceClient(ec, eu, opts),
 	}
 }

@@ -115,6 +115,15 @@ func (s Scopes) Has(want Scopes) bool { return want&^s.Expand() == 0 }
 // paired device, whatever its scopes.
 var procedureScopes = map[string]Scopes{
 	contractualv1connect.ToolServiceInvokeProcedure: ScopeInvoke,
+	// A chat session proposes tool calls, decided and run like Invoke's;
+	// a device sees and uses only the sessions it opened.
+	contractualv1connect.SessionServiceOpenSessionProcedure:  ScopeInvoke,
+	contractualv1connect.SessionServiceSendProcedure:         ScopeInvoke,
+	contractualv1connect.SessionServiceWatchSessionProcedure: ScopeInvoke,
+	contractualv1connect.SessionServiceGetSessionProcedure:   ScopeInvoke,
+	contractualv1connect.SessionServiceListSessionsProcedure: ScopeInvoke,
+	contractualv1connect.SessionServiceCloseSessionProcedure: ScopeInvoke,
+	contractualv1connect.SessionServiceGetArtifactProcedure:  ScopeInvoke,
 
 	contractualv1connect.PolicyServiceListContractsProcedure:        ScopeRead,
 	contractualv1connect.PolicyServiceGetContractProcedure:          ScopeRead,

@@ -77,22 +77,43 @@ func FromConnect(err error) error {
 // internal error of a call whose context has ended is the end of the call,
 // not a fault: it is reported as deadline_exceeded or unavailable (canceled),
 // with the internal error logged.
-func ErrorInterceptor(log *slog.Logger) connect.Interceptor {
-	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			resp, err := next(ctx, req)
-			if err == nil {
-				return resp, nil
-			}
-			if cerr := ctx.Err(); cerr != nil && errs.KindOf(err) == errs.Internal {
-				log.Warn("internal error after the call's context ended", "procedure", req.Spec().Procedure, "err", err)
-				kind := errs.Unavailable
-				if errors.Is(cerr, context.DeadlineExceeded) {
-					kind = errs.DeadlineExceeded
-				}
-				err = errs.Wrap(kind, cerr, "%s ended before it completed", req.Spec().Procedure)
-			}
-			return nil, ToConnect(err, log)
+func ErrorInterceptor(log *slog.Logger) connect.Interceptor { return errorInterceptor{log} }
+
+type errorInterceptor struct{ log *slog.Logger }
+
+func (e errorInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := next(ctx, req)
+		if err == nil {
+			return resp, nil
 		}
-	})
+		return nil, e.mapError(ctx, req.Spec().Procedure, err)
+	}
+}
+
+func (errorInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (e errorInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := next(ctx, conn); err != nil {
+			return e.mapError(ctx, conn.Spec().Procedure, err)
+		}
+		return nil
+	}
+}
+
+// mapError is ToConnect, with an internal error of an ended call reported
+// as its end.
+func (e errorInterceptor) mapError(ctx context.Context, proc string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && errs.KindOf(err) == errs.Internal {
+		e.log.Warn("internal error after the call's context ended", "procedure", proc, "err", err)
+		kind := errs.Unavailable
+		if errors.Is(cerr, context.DeadlineExceeded) {
+			kind = errs.DeadlineExceeded
+		}
+		err = errs.Wrap(kind, cerr, "%s ended before it completed", proc)
+	}
+	return ToConnect(err, e.log)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/contractual/contractual/internal/audit"
 	"github.com/contractual/contractual/internal/authz"
 	"github.com/contractual/contractual/internal/broker"
+	"github.com/contractual/contractual/internal/engine"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/gateway"
 	"github.com/contractual/contractual/internal/mesh"
@@ -81,6 +82,10 @@ type Config struct {
 	// Scheduler configures the scheduler; its Dir and Log are set here.
 	// Tests set its Clock, to fire triggers without waiting for them.
 	Scheduler scheduler.Config
+	// Engine configures the engine (its model above all); its Dir and
+	// Logger are set here. Without a model, sessions are refused with how
+	// to configure one.
+	Engine engine.Config
 }
 
 // Limits are the gateway's limits.
@@ -181,8 +186,8 @@ func (cfg Config) tailnetCap() string {
 	return tailnet.DefaultCap
 }
 
-// services opens audit, policy, the broker, the runner, the worker and
-// the scheduler,
+// services opens audit, policy, the broker, the runner, the worker, the
+// scheduler and the engine,
 // each serving on the in-memory network as itself and calling the others
 // as itself, and returns the gateway's clients of them.
 func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error) {
@@ -236,11 +241,11 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 		return gateway.Deps{}, err
 	}
 
-	engine, err := sandbox.NewEngine(sandbox.Options{CacheDir: filepath.Join(cfg.DataDir, "cache"), Logger: s.log, Egress: cfg.Egress})
+	sbx, err := sandbox.NewEngine(sandbox.Options{CacheDir: filepath.Join(cfg.DataDir, "cache"), Logger: s.log, Egress: cfg.Egress})
 	if err != nil {
 		return gateway.Deps{}, err
 	}
-	s.closers = append(s.closers, engine.Close)
+	s.closers = append(s.closers, sbx.Close)
 	// The runner follows policy's change feed (WatchContracts): it compiles
 	// approved modules before their first call and deletes the compiled
 	// code of revoked ones from DataDir/cache.
@@ -249,7 +254,7 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 		runCfg.Logger = s.log
 	}
 	rc := clients(authz.Runner)
-	run, err := runner.New(ctx, runCfg, runner.Deps{Policy: rc.Policy, Broker: rc.Broker, Audit: rc.Audit, Engine: engine, Metrics: s.Metrics.Tools()})
+	run, err := runner.New(ctx, runCfg, runner.Deps{Policy: rc.Policy, Broker: rc.Broker, Audit: rc.Audit, Engine: sbx, Metrics: s.Metrics.Tools()})
 	if err != nil {
 		return gateway.Deps{}, err
 	}
@@ -288,8 +293,25 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 		return gateway.Deps{}, err
 	}
 
+	// The engine runs the chat sessions: it proposes through the model,
+	// has policy decide and the runner run, as each session.
+	ec := clients(authz.Engine)
+	engCfg := cfg.Engine
+	engCfg.Dir = filepath.Join(cfg.DataDir, "engine")
+	if engCfg.Logger == nil {
+		engCfg.Logger = s.log
+	}
+	eng, err := engine.Open(ctx, engCfg, engine.Deps{Policy: ec.Policy, Contracts: ec.Policy, Runner: ec.Runner, Audit: ec.Audit})
+	if err != nil {
+		return gateway.Deps{}, err
+	}
+	s.closers = append(s.closers, eng.Close)
+	if err := serve(authz.Engine, eng.Handlers(opts)); err != nil {
+		return gateway.Deps{}, err
+	}
+
 	gc := clients(authz.Gateway)
-	return gateway.Deps{Policy: gc.Policy, Broker: gc.Broker, Audit: gc.Audit, Runner: gc.Runner, Runs: gc.Worker, Scheduler: gc.Scheduler}, nil
+	return gateway.Deps{Policy: gc.Policy, Broker: gc.Broker, Audit: gc.Audit, Runner: gc.Runner, Runs: gc.Worker, Scheduler: gc.Scheduler, Engine: gc.Engine}, nil
 }
 
 // Close stops the gateway, letting requests in flight finish (until ctx
