@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,7 +18,9 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/egress/egresstest"
+	"github.com/contractual/contractual/runtime/modcheck"
 	"github.com/contractual/contractual/runtime/sandbox"
+	"github.com/contractual/contractual/runtime/wasmbin"
 )
 
 // load reads a tool's contract and module and loads it under the contract.
@@ -211,4 +214,77 @@ func TestGhwhoami(t *testing.T) {
 	if errs.KindOf(err) != errs.ToolFailed || !strings.Contains(err.Error(), "401") {
 		t.Errorf("wrong key: %v", err)
 	}
+}
+
+// TestEveryTool holds every tool directory (one with a go.mod or an origin
+// file, what build.sh builds) to the same rules: its contract parses and is
+// named after the directory, names the digest of the committed .wasm (the
+// reproducible rebuild itself is CI's `tools/build.sh && git diff
+// --exit-code tools/`), imports only what the contract grants, exports what
+// its tools name, and the tool has a README.md listed in tools/README.md.
+// (The tools' own tests run each module in the sandbox.)
+func TestEveryTool(t *testing.T) {
+	index, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range dirs {
+		name := d.Name()
+		if !d.IsDir() || !(exists(filepath.Join(name, "go.mod")) || exists(filepath.Join(name, "origin"))) {
+			continue
+		}
+		n++
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join(name, "contract.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := contract.Load(data, name+"/contract.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.GetName() != name {
+				t.Errorf("contract name %q in directory %s", c.GetName(), name)
+			}
+			wasm, err := os.ReadFile(filepath.Join(name, name+".wasm"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := contract.ModuleDigest(wasm); got != c.GetModule() {
+				t.Errorf("%s.wasm is %s, its contract names %s: run tools/build.sh", name, got, c.GetModule())
+			}
+			if err := modcheck.CheckImports(wasm, sandbox.GrantsFor(c)); err != nil {
+				t.Error(err)
+			}
+			exports, err := wasmbin.Exports(wasm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tool := range c.GetTools() {
+				if !slices.ContainsFunc(exports, func(e wasmbin.Export) bool { return e.Name == tool.GetExport() }) {
+					t.Errorf("the module does not export %q", tool.GetExport())
+				}
+			}
+			readme, err := os.ReadFile(filepath.Join(name, "README.md"))
+			if err != nil || !strings.HasPrefix(string(readme), "# "+name+"\n") {
+				t.Errorf("%s/README.md must exist and start with \"# %s\" (%v)", name, name, err)
+			}
+			if !strings.Contains(string(index), "[`"+name+"`]("+name+"/)") {
+				t.Errorf("tools/README.md does not list %s", name)
+			}
+		})
+	}
+	if n < 8 {
+		t.Errorf("found %d tools", n)
+	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -373,6 +373,26 @@ func WithIdempotencyKey(key func(n int) string) CallOption {
 	return func(o *callOptions) { o.idempotency = key }
 }
 
+// callEgress is the egress configuration of one call: the engine's
+// template with the contract's rules and limits and the call's secrets and
+// idempotency keys. One request may take as long as the call itself when
+// that is longer than the template's timeout (egress.DefaultTimeout unless
+// set): a tool whose contract allows a slow answer, such as a model
+// provider's, is not cut off at the egress default.
+func callEgress(tmpl egress.Config, g *Grants, co *callOptions) egress.Config {
+	cfg := tmpl
+	lim := g.Limits
+	cfg.Rules = g.HTTP
+	cfg.MaxRequests = lim.HTTPRequests
+	cfg.MaxResponseBytes = lim.HTTPResponseBytes
+	cfg.Timeout = max(cmp.Or(cfg.Timeout, egress.DefaultTimeout), lim.Timeout)
+	if co.secrets != nil {
+		cfg.Secrets = co.secrets
+	}
+	cfg.IdempotencyKey = co.idempotency
+	return cfg
+}
+
 // Call runs export with input in a fresh instance of the module.
 func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...CallOption) (*Result, error) {
 	var co callOptions
@@ -398,15 +418,7 @@ func (m *Module) Call(ctx context.Context, export string, input []byte, opts ...
 		return res, errs.E(errs.ResourceExhausted, "input of %d bytes does not fit the memory limit", len(input))
 	}
 	if len(m.grants.HTTP) > 0 {
-		cfg := m.egress
-		cfg.Rules = m.grants.HTTP
-		cfg.MaxRequests = lim.HTTPRequests
-		cfg.MaxResponseBytes = lim.HTTPResponseBytes
-		if co.secrets != nil {
-			cfg.Secrets = co.secrets
-		}
-		cfg.IdempotencyKey = co.idempotency
-		s, err := egress.NewSession(cfg)
+		s, err := egress.NewSession(callEgress(m.egress, &m.grants, &co))
 		if err != nil {
 			return res, err
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/runtime/egress"
 	"github.com/contractual/contractual/runtime/egress/egresstest"
+	"github.com/contractual/contractual/runtime/modcheck"
 )
 
 var (
@@ -306,6 +307,48 @@ func TestExtismHTTPHeaders(t *testing.T) {
 	// Another host, even one the module names itself, is cut off.
 	_, err = m.Call(context.Background(), "http_get", []byte(`{"url": "https://example.org"}`))
 	wantErr(t, err, errs.PermissionDenied, "example.org")
+}
+
+// TestCallEgress: one request of a call may take as long as the call when
+// the contract's timeout is longer than the egress timeout (the template's,
+// or egress.DefaultTimeout); a shorter call keeps the egress timeout, and so
+// does a longer template timeout. The rest comes from the contract and the
+// call.
+func TestCallEgress(t *testing.T) {
+	rules := []egress.Rule{{Scheme: "https", Host: "api.openai.com", PathPrefix: "/v1/chat/completions", Methods: []string{"POST"}}}
+	key := func(n int) string { return fmt.Sprint("k", n) }
+	for _, tt := range []struct {
+		name       string
+		tmpl, call time.Duration
+		want       time.Duration
+	}{
+		{"contract 120 s", 0, 120 * time.Second, 120 * time.Second},
+		{"contract 1 s", 0, time.Second, egress.DefaultTimeout},
+		{"contract equal to the default", 0, egress.DefaultTimeout, egress.DefaultTimeout},
+		{"template longer", time.Minute, 30 * time.Second, time.Minute},
+		{"template shorter", 100 * time.Millisecond, 120 * time.Second, 120 * time.Second},
+		{"template shorter, call shorter", 100 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tmpl := egress.Config{Timeout: tt.tmpl, MaxRequestBytes: 123}
+			g := Grants{HTTP: rules, Limits: Limits{Timeout: tt.call, HTTPRequests: 1, HTTPResponseBytes: 4 << 20}}
+			src := oneSecret("s")
+			cfg := callEgress(tmpl, &g, &callOptions{secrets: src, idempotency: key})
+			if cfg.Timeout != tt.want {
+				t.Errorf("timeout %s, want %s", cfg.Timeout, tt.want)
+			}
+			if len(cfg.Rules) != 1 || cfg.MaxRequests != 1 || cfg.MaxResponseBytes != 4<<20 || cfg.MaxRequestBytes != 123 ||
+				cfg.Secrets != src || cfg.IdempotencyKey == nil || cfg.IdempotencyKey(2) != "k2" {
+				t.Errorf("config %+v", cfg)
+			}
+		})
+	}
+	// Without call options the template's secret source stays.
+	tmplSrc := oneSecret("t")
+	g := Grants{HTTP: rules, Limits: modcheck.DefaultLimits}
+	if cfg := callEgress(egress.Config{Secrets: tmplSrc}, &g, &callOptions{}); cfg.Secrets != tmplSrc || cfg.IdempotencyKey != nil || cfg.Timeout != egress.DefaultTimeout {
+		t.Errorf("config %+v", cfg)
+	}
 }
 
 type oneSecret string
