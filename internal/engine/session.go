@@ -152,6 +152,8 @@ func (s *Service) budget(b *contractualv1.SessionBudget) (*contractualv1.Session
 // each of which must be one. The relay tool is never among them: it is the
 // engine's way to the model, not the model's way out.
 func (s *Service) sessionTools(ctx context.Context, want []string) ([]model.Tool, error) {
+	// The list is the engine's own call, not the device's.
+	ctx = principal.With(ctx, principal.Service("engine"))
 	approved := map[string]model.Tool{}
 	var names []string
 	req := &contractualv1.ListContractsRequest{State: contractualv1.ContractState_CONTRACT_STATE_APPROVED, PageSize: paging.MaxSize}
