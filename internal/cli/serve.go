@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/contractual/contractual/internal/audit"
+	"github.com/contractual/contractual/internal/engine"
 	"github.com/contractual/contractual/internal/server"
 	"github.com/contractual/contractual/internal/tailnet/tsnode"
 )
@@ -30,6 +31,7 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 	tsKey := fs.String("tailnet-auth-key-file", "", "a file holding the tailnet auth key that adds the node (default: $TS_AUTHKEY=file:<path>; without one, serve prints a login URL)")
 	tsControl := fs.String("tailnet-control-url", "", "the tailnet's coordination server (default: Tailscale's; a Headscale's URL)")
 	tsHTTPS := fs.String("tailnet-https", tsnode.HTTPSAuto, "HTTPS on the tailnet: auto (with the tailnet's certificate if it offers one, else HTTP), on, or off")
+	mdl := engine.Flags(fs, env.getenv)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -39,7 +41,8 @@ func serveCmd(ctx context.Context, env *Env, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
 	cfg := server.Config{DataDir: *data, Addr: *addr, Log: log, KEKFile: *kek, PublicURL: *public,
-		Audit: audit.Options{KeepEvents: *keepEvents, KeepFor: time.Duration(*keepDays) * 24 * time.Hour, ExportDir: *exportDir}}
+		Audit:  audit.Options{KeepEvents: *keepEvents, KeepFor: time.Duration(*keepDays) * 24 * time.Hour, ExportDir: *exportDir},
+		Engine: engine.Config{Model: *mdl}}
 	if *onTailnet {
 		if *public != "" {
 			return usagef("--public-url is for `tailscale serve` beside the server; with --tailnet, the server is on the tailnet itself")
