@@ -47,6 +47,7 @@ const GID = 10000
 // Services is the table of the deployment's long-running services.
 var Services = []Service{
 	{"gateway", 10001},
+	{"engine", 10002},
 	{"policy", 10003},
 	{"runner", 10004},
 	{"broker", 10005},
