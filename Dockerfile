@@ -1,5 +1,5 @@
-# Contractual's images: one target per service (gateway, policy, runner,
-# broker, audit, scheduler, worker, ca), the CLI (cli), and the Tailscale sidecar of the
+# Contractual's images: one target per service (gateway, engine, policy,
+# runner, broker, audit, scheduler, worker, ca), the CLI (cli), and the Tailscale sidecar of the
 # compose profile tailnet (tailscale). One build stage compiles
 # Contractual's binaries, another the sidecar's from tailscale.com's
 # sources; all static (CGO_ENABLED=0) and -trimpath. Each final image is
@@ -37,7 +37,7 @@ ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOPATH=/go GOCACHE=/root/.cache/go-build
 # ca-init and the services at once.
 RUN mkdir -p -m 0750 /dirs/data/data /dirs/cache/cache /dirs/certs/run/certs \
       /dirs/ca/certs/gateway /dirs/ca/certs/policy /dirs/ca/certs/runner /dirs/ca/certs/broker /dirs/ca/certs/audit \
-      /dirs/ca/certs/scheduler /dirs/ca/certs/worker && \
+      /dirs/ca/certs/scheduler /dirs/ca/certs/worker /dirs/ca/certs/engine && \
     mkdir -p -m 0700 /dirs/ca/ca/root /dirs/ca/ca/issuer && \
     chmod 0755 /dirs/certs/run /dirs/ca/certs /dirs/ca/ca
 
@@ -49,6 +49,7 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
     go build -ldflags='-s -w' -o /out/ \
       ./cmd/contractual-gateway ./cmd/contractual-policy ./cmd/contractual-runner \
       ./cmd/contractual-broker ./cmd/contractual-audit ./cmd/contractual-scheduler ./cmd/contractual-worker \
+      ./cmd/contractual-engine \
       ./cmd/contractual-ca
 # The CLI is built only for its own target.
 FROM build AS build-cli
@@ -80,6 +81,17 @@ USER 10001:10000
 EXPOSE 8080 9090
 HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-gateway", "health"]
 ENTRYPOINT ["/contractual-gateway"]
+
+# The engine: no CA roots, as it dials nothing but the other services
+# (its model requests are the relay tool's calls, made by the runner).
+FROM scratch AS engine
+COPY --from=build /out/contractual-engine /contractual-engine
+COPY --from=build --chown=10002:10000 /dirs/data/ /
+COPY --from=build --chown=10009:10000 /dirs/certs/ /
+USER 10002:10000
+EXPOSE 8443 9090
+HEALTHCHECK --interval=5s --timeout=10s --start-period=2m --retries=3 CMD ["/contractual-engine", "health"]
+ENTRYPOINT ["/contractual-engine"]
 
 FROM scratch AS policy
 COPY --from=build /out/contractual-policy /contractual-policy

@@ -115,6 +115,19 @@ var services = []struct {
 		today: []string{module + "/internal/scheduler"},
 	},
 	{
+		// The engine runs the chat sessions: the model proposes, policy
+		// decides and the runner runs, all over Connect. It runs no module
+		// (no sandbox, no wazero), makes no egress (its model requests are
+		// the relay tool's calls, which the runner makes), holds no secret
+		// (none of the broker, no Tink AEAD) and links no other service's
+		// code. Its model client (internal/engine/model, on openai-go) is
+		// its own.
+		name: "engine",
+		rule: rule{forbid: []string{wazero, sandbox, egress, policy, runner, broker, audit, pairing, controlUI, tinkAEAD, mcpSDK,
+			module + "/internal/worker", module + "/internal/scheduler", module + "/internal/gateway", module + "/internal/invoke"}},
+		today: []string{module + "/internal/engine", module + "/internal/engine/model"},
+	},
+	{
 		// The certificate service holds the CA key: the standard library
 		// and the PKI code only.
 		name: "ca",

@@ -55,6 +55,7 @@ type deployment struct {
 	socks   string // if set, the SOCKS5 proxy ("user:password@host:port") the CLI and curl reach d.url through
 	apiIP   string // the stand-in for api.github.com, on a network of its own
 	apiNet  string
+	modelIP string // the stand-in for api.openai.com, on the same network
 	isolate string // a network the runner must not reach
 	textkit string // the approved textkit contract's digest, once the flow has published it
 	jobRun  string // a job's run that succeeded, once the jobs have run
@@ -85,6 +86,7 @@ func TestCompose(t *testing.T) {
 	if t.Run("flow through the gateway", d.flow) {
 		t.Run("jobs through the scheduler and the worker", d.jobs)
 		t.Run("agents over MCP through the gateway", d.mcpAgent)
+		t.Run("chat through the engine", d.chat)
 		var acked []string
 		t.Run("runner killed mid-traffic", func(t *testing.T) { acked = d.killRunner(t) })
 		t.Run("down and up keep everything", func(t *testing.T) { d.downUp(t, acked) })
@@ -98,7 +100,9 @@ func setUp(t *testing.T) *deployment {
 	d := newDeployment(t, "deploytest-")
 	port := freePort(t)
 	d.url = "http://127.0.0.1:" + port
-	d.Env = append(d.Env, "CONTRACTUAL_PORT="+port)
+	// The engine's model, through the compose file's default relay
+	// (llm.chat) to the stand-in for api.openai.com.
+	d.Env = append(d.Env, "CONTRACTUAL_PORT="+port, "CONTRACTUAL_MODEL="+chatModel)
 
 	d.startAPI(t)
 	d.Files = []string{filepath.Join(d.root, "docker-compose.yml"), d.override(t)}
@@ -359,7 +363,8 @@ func (d *deployment) published(t *testing.T) {
 	resp.Body.Close()
 }
 
-// networks: everything is on the internal network, which has no way out;
+// networks: everything is on the internal network, which has no way out
+// (the engine too: its model requests leave through the runner's relay);
 // the runner alone is also on egress, the gateway on front (the bridge
 // its published port needs, without NAT to the outside); ca and ca-init
 // have no network.
@@ -372,7 +377,7 @@ func (d *deployment) networks(t *testing.T) {
 	want := map[string][]string{
 		"gateway": {"front", "internal"}, "policy": {"internal"}, "runner": {"egress", "internal"},
 		"broker": {"internal"}, "audit": {"internal"}, "scheduler": {"internal"}, "worker": {"internal"},
-		"ca": {"none"}, "ca-init": {"none"},
+		"engine": {"internal"}, "ca": {"none"}, "ca-init": {"none"},
 	}
 	for _, c := range cs {
 		var got []string
@@ -439,6 +444,7 @@ func (d *deployment) volumes(t *testing.T) {
 		"audit-data":     {{"audit", "/data", true}},
 		"scheduler-data": {{"scheduler", "/data", true}},
 		"worker-data":    {{"worker", "/data", true}},
+		"engine-data":    {{"engine", "/data", true}},
 		"runner-cache":   {{"runner", "/cache", true}},
 		"ca-root":        {{"ca-init", "/ca/root", true}},
 		"ca-issuer":      {{"ca", "/ca/issuer", false}, {"ca-init", "/ca/issuer", true}},
@@ -447,7 +453,7 @@ func (d *deployment) volumes(t *testing.T) {
 		// The test's own roots for the stand-in API (see override).
 		"bind:/run/deploytest/roots.pem": {{"runner", "/run/deploytest/roots.pem", false}},
 	}
-	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "scheduler", "worker"} {
+	for _, s := range []string{"gateway", "engine", "policy", "runner", "broker", "audit", "scheduler", "worker"} {
 		want[s+"-certs"] = []use{{"ca", "/certs/" + s, true}, {"ca-init", "/certs/" + s, true}, {s, "/run/certs", false}}
 	}
 	byService := func(a, b use) int { return strings.Compare(a.service, b.service) }
@@ -473,13 +479,13 @@ func (d *deployment) noCertificate(t *testing.T) {
 	const procedure = "/contractual.v1.AuditInternalService/Append"
 	mtls := map[string]string{} // URL → the service's SPIFFE ID
 	var urls []string
-	for _, s := range []string{"policy", "runner", "broker", "audit", "scheduler", "worker"} {
+	for _, s := range []string{"engine", "policy", "runner", "broker", "audit", "scheduler", "worker"} {
 		u := "https://" + s + ":8443" + procedure
 		mtls[u] = "spiffe://contractual.internal/" + s
 		urls = append(urls, u)
 	}
 	ops := map[string]bool{}
-	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "scheduler", "worker"} {
+	for _, s := range []string{"gateway", "engine", "policy", "runner", "broker", "audit", "scheduler", "worker"} {
 		u := "http://" + s + ":9090" + procedure
 		ops[u] = true
 		urls = append(urls, u)
@@ -568,21 +574,23 @@ func (d *deployment) dialWith(t *testing.T, flags, dialFlags []string, urls ...s
 	return rs
 }
 
-// startAPI starts the stand-in for api.github.com: the probe serving TLS
-// on a network of its own with a public (non-private) subnet, as the
-// runner's egress dialer refuses private addresses. The runner reaches it
-// through the override's extra_hosts and roots; nothing leaves the host.
+// startAPI starts the stand-ins for api.github.com and api.openai.com
+// (the probe's serve and model): the probe serving TLS on a network of its
+// own with a public (non-private) subnet, as the runner's egress dialer
+// refuses private addresses. The runner reaches them through the
+// override's extra_hosts and roots; nothing leaves the host.
 func (d *deployment) startAPI(t *testing.T) {
 	ctx := t.Context()
 	dir := filepath.Join(d.dir, "api")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeCerts(t, dir, "api.github.com")
+	writeCerts(t, dir, "api.github.com", "api.openai.com")
 	for i := range 5 {
 		b := randomBytes(t, 1)
 		subnet := fmt.Sprintf("11.254.%d.0/24", b[0])
 		d.apiIP = fmt.Sprintf("11.254.%d.10", b[0])
+		d.modelIP = fmt.Sprintf("11.254.%d.11", b[0])
 		name := d.Name + "-api"
 		_, err := deploytest.Docker(ctx, "network", "create", "--label", "deploytest="+d.Name, "--subnet", subnet, name)
 		if err == nil {
@@ -599,24 +607,31 @@ func (d *deployment) startAPI(t *testing.T) {
 		"--cert=/run/api/cert.pem", "--key=/run/api/key.pem", "--token="+apiToken); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := deploytest.Docker(ctx, "run", "-d", "--name", d.Name+"-model", "--label", "deploytest="+d.Name,
+		"--network", d.apiNet, "--ip", d.modelIP, "--read-only", "--cap-drop", "ALL", "--user", "65534:65534",
+		"-v", dir+":/run/api:ro", d.probe, "model", "--addr=:443",
+		"--cert=/run/api/cert.pem", "--key=/run/api/key.pem", "--token="+llmKey, "--model="+chatModel); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // override is the test's compose file over the deployment's: the runner
-// also reaches the stand-in API, as api.github.com, trusting its CA; and
+// also reaches the stand-ins, as api.github.com and api.openai.com,
+// trusting their CA; and
 // every image is labelled with the project, so that tearDown finds them
 // all (a service built twice, as ca and ca-init are, leaves an untagged
 // one).
 func (d *deployment) override(t *testing.T) string {
 	var b strings.Builder
 	b.WriteString("services:\n")
-	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "scheduler", "worker", "ca", "ca-init", "cli"} {
+	for _, s := range []string{"gateway", "policy", "runner", "broker", "audit", "scheduler", "worker", "engine", "ca", "ca-init", "cli"} {
 		fmt.Fprintf(&b, "  %s:\n    build: {labels: {deploytest: %s}}\n", s, d.Name)
 		if s == "runner" {
 			fmt.Fprintf(&b, `    networks: {%[1]s: {}}
-    extra_hosts: ["api.github.com:%[2]s"]
+    extra_hosts: ["api.github.com:%[2]s", "api.openai.com:%[4]s"]
     environment: {SSL_CERT_FILE: /run/deploytest/roots.pem}
     volumes: ["%[3]s:/run/deploytest/roots.pem:ro"]
-`, d.apiNet, d.apiIP, filepath.Join(d.dir, "api", "ca.pem"))
+`, d.apiNet, d.apiIP, filepath.Join(d.dir, "api", "ca.pem"), d.modelIP)
 		}
 	}
 	fmt.Fprintf(&b, "networks:\n  %s: {external: true}\n", d.apiNet)
@@ -1083,9 +1098,9 @@ func goCmd(ctx context.Context, dir string, args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// writeCerts writes a CA (ca.pem) and a server certificate for host signed
-// by it (cert.pem, key.pem) into dir, readable by the stand-in's user.
-func writeCerts(t *testing.T, dir, host string) {
+// writeCerts writes a CA (ca.pem) and a server certificate for hosts signed
+// by it (cert.pem, key.pem) into dir, readable by the stand-ins' user.
+func writeCerts(t *testing.T, dir string, hosts ...string) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -1106,7 +1121,7 @@ func writeCerts(t *testing.T, dir, host string) {
 		t.Fatal(err)
 	}
 	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}

@@ -11,7 +11,8 @@
 // the probe). Its tests hold the checks: TestCompose for the default
 // profile (the gateway on loopback), TestComposeTailnet for the profile
 // tailnet (the Tailscale sidecar, on a test tailnet in the test process),
-// TestComposeProfiles for what each profile runs and publishes.
+// TestComposeProfiles for what each profile runs and publishes,
+// TestComposeEngine for the engine's service and its model settings.
 //
 // Without Docker, a reachable daemon or the Compose v2 plugin the test
 // skips, with a message that says what is missing; with CI=true it fails.
@@ -47,6 +48,7 @@ const GID = 10000
 // Services is the table of the deployment's long-running services.
 var Services = []Service{
 	{"gateway", 10001},
+	{"engine", 10002},
 	{"policy", 10003},
 	{"runner", 10004},
 	{"broker", 10005},

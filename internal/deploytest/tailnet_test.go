@@ -119,7 +119,7 @@ func published(s composeService) []string {
 // tailnet profile's services are configured as the deployment promises.
 func TestComposeProfiles(t *testing.T) {
 	deploytest.RequireCompose(t)
-	base := []string{"audit", "broker", "ca", "ca-init", "policy", "runner", "scheduler", "worker"}
+	base := []string{"audit", "broker", "ca", "ca-init", "engine", "policy", "runner", "scheduler", "worker"}
 
 	local := config(t, nil)
 	if got, want := services(local), append([]string{"gateway"}, base...); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
@@ -182,11 +182,11 @@ func TestComposeProfiles(t *testing.T) {
 }
 
 // checkGatewayPeers: a gateway's command names the worker (devices'
-// JobRunService) and the scheduler (webhook deliveries) by their compose
-// names.
+// JobRunService), the scheduler (webhook deliveries) and the engine
+// (devices' SessionService) by their compose names.
 func checkGatewayPeers(t *testing.T, name string, cmd []string) {
 	t.Helper()
-	for _, flag := range []string{"--worker-url=https://worker:8443", "--scheduler-url=https://scheduler:8443"} {
+	for _, flag := range []string{"--worker-url=https://worker:8443", "--scheduler-url=https://scheduler:8443", "--engine-url=https://engine:8443"} {
 		if !slices.Contains(cmd, flag) {
 			t.Errorf("%s's command %v lacks %s", name, cmd, flag)
 		}
@@ -456,7 +456,7 @@ func (d *tailnetDeployment) tailnetOverride(t *testing.T) string {
 	}
 	var y strings.Builder
 	y.WriteString("services:\n")
-	for _, s := range []string{"gateway-tailnet", "tailscale", "policy", "runner", "broker", "audit", "scheduler", "worker", "ca", "ca-init"} {
+	for _, s := range []string{"gateway-tailnet", "tailscale", "policy", "runner", "broker", "audit", "scheduler", "worker", "engine", "ca", "ca-init"} {
 		fmt.Fprintf(&y, "  %s:\n    build: {labels: {deploytest: %s}}\n", s, d.Name)
 	}
 	fmt.Fprintf(&y, "configs:\n  tailscale-serve: {file: %s}\n", serve)
@@ -632,7 +632,7 @@ func (d *tailnetDeployment) tailnetNetworks(t *testing.T) {
 	want := map[string][]string{
 		d.gw: {"internal", "tailnet"}, "tailscale": {"tailnet", "tailnet-egress"},
 		"policy": {"internal"}, "runner": {"egress", "internal"}, "broker": {"internal"}, "audit": {"internal"},
-		"scheduler": {"internal"}, "worker": {"internal"}, "ca": {"none"}, "ca-init": {"none"},
+		"scheduler": {"internal"}, "worker": {"internal"}, "engine": {"internal"}, "ca": {"none"}, "ca-init": {"none"},
 	}
 	var gw deploytest.Container
 	for _, c := range cs {

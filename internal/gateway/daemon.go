@@ -18,8 +18,9 @@ import (
 // public API and Control UI on --listen (plain HTTP inside the compose
 // network, published on the host's loopback only), its device store in
 // --data, and mutual TLS to the services behind it: among them the
-// worker, whose JobRunService devices reach through it, and the
-// scheduler, which takes webhook deliveries. It serves no
+// worker, whose JobRunService devices reach through it, the scheduler,
+// which takes webhook deliveries, and the engine, whose SessionService
+// (the chat sessions) devices reach through it. It serves no
 // service-to-service port: no service calls the gateway.
 //
 // Behind the compose profile's Tailscale sidecar, --tailscale-serve-from
@@ -32,7 +33,7 @@ func Daemon() daemon.Service {
 		Name:   string(authz.Gateway),
 		Listen: ":8080",
 		Flags: func(fs *flag.FlagSet) {
-			peers = node.Flags(fs, authz.Policy, authz.Runner, authz.Broker, authz.Audit, authz.Scheduler, authz.Worker)
+			peers = node.Flags(fs, authz.Policy, authz.Runner, authz.Broker, authz.Audit, authz.Scheduler, authz.Worker, authz.Engine)
 			public = fs.String("public-url", "", "the URL the owner's devices use, when it is not the listen address (tailscale serve's https:// name)")
 			serveFrom = fs.String("tailscale-serve-from", "", "serve only the `host`s (comma-separated names or addresses) that run `tailscale serve` in front of the gateway, and take the tailnet identity from their headers")
 			capName = fs.String("tailnet-cap", tailnet.DefaultCap, "the Tailscale app capability whose grants cap the scopes of devices on the tailnet")
@@ -51,7 +52,7 @@ func Daemon() daemon.Service {
 			g, err := Start(ctx, Config{
 				Dir: env.Data, Addr: env.Listen, Log: env.Log, PublicURL: *public, Identify: id, TailnetCap: *capName,
 				Interceptors: []connect.Interceptor{env.Metrics.Interceptor()},
-			}, Deps{Policy: c.Policy, Broker: c.Broker, Audit: c.Audit, Runner: c.Runner, Scheduler: c.Scheduler, Runs: c.Worker.JobRunServiceClient})
+			}, Deps{Policy: c.Policy, Broker: c.Broker, Audit: c.Audit, Runner: c.Runner, Scheduler: c.Scheduler, Runs: c.Worker.JobRunServiceClient, Engine: c.Engine})
 			if err != nil {
 				return err
 			}

@@ -25,12 +25,13 @@ func TestDaemonTailnetFlags(t *testing.T) {
 }
 
 // TestDaemonPeers: contractual-gateway dials every service devices reach
-// through it, the worker (JobRunService) and the scheduler (webhook
-// deliveries) among them, at compose's names by default.
+// through it, the worker (JobRunService), the scheduler (webhook
+// deliveries) and the engine (SessionService) among them, at compose's
+// names by default.
 func TestDaemonPeers(t *testing.T) {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	Daemon().Flags(fs)
-	for _, s := range []string{"policy", "runner", "broker", "audit", "scheduler", "worker"} {
+	for _, s := range []string{"policy", "runner", "broker", "audit", "scheduler", "worker", "engine"} {
 		f := fs.Lookup(s + "-url")
 		if f == nil {
 			t.Errorf("no --%s-url", s)

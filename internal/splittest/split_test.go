@@ -108,6 +108,12 @@ func TestSplitFlow(t *testing.T) {
 			t.Errorf("no %s event in the audit log: %v", svc, tail.GetEvents())
 		}
 	}
+	// The engine runs without a model, and refuses sessions saying how to
+	// configure one.
+	_, err = contractualv1connect.NewSessionServiceClient(d.HTTP, s.URL, auth).OpenSession(ctx, &contractualv1.OpenSessionRequest{})
+	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "the engine has no model") {
+		t.Errorf("OpenSession without a model: %v", err)
+	}
 }
 
 // TestSplitRefusals: each service port takes only mutual TLS with a
@@ -156,7 +162,7 @@ func TestSplitRefusals(t *testing.T) {
 		}
 	})
 	t.Run("a device token on a service port, without a certificate", func(t *testing.T) {
-		for _, svc := range []authz.Service{authz.Audit, authz.Policy, authz.Broker, authz.Runner} {
+		for _, svc := range []authz.Service{authz.Audit, authz.Policy, authz.Broker, authz.Runner, authz.Engine} {
 			// The handshake is refused before any request is read: the
 			// server asks for a certificate and the client has none.
 			conn, err := tls.Dial("tcp", s.Addrs[svc], &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/contractual/contractual/internal/authz"
 	"github.com/contractual/contractual/internal/broker"
 	"github.com/contractual/contractual/internal/daemon"
+	"github.com/contractual/contractual/internal/engine"
 	"github.com/contractual/contractual/internal/gateway"
 	"github.com/contractual/contractual/internal/pki"
 	"github.com/contractual/contractual/internal/policy"
@@ -43,10 +45,24 @@ type Split struct {
 
 // Services are the services a Split runs, in the order they start: each
 // only calls services started before it.
-var Services = []authz.Service{authz.Audit, authz.Policy, authz.Broker, authz.Runner, authz.Gateway}
+var Services = []authz.Service{authz.Audit, authz.Policy, authz.Broker, authz.Runner, authz.Engine, authz.Gateway}
+
+// Options configure a Split.
+type Options struct {
+	// Engine are more flags of the engine: its model (--model, and
+	// --model-url for a provider on loopback). Without them the engine
+	// runs without a model, and refuses sessions.
+	Engine []string
+}
 
 // Start starts a Split in t's temporary directories; it stops when t ends.
 func Start(t testing.TB) *Split {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Split {
 	t.Helper()
 	dir := t.TempDir()
 	s := &Split{
@@ -72,7 +88,7 @@ func Start(t testing.TB) *Split {
 	})
 	daemons := map[authz.Service]daemon.Service{
 		authz.Audit: audit.Daemon(), authz.Policy: policy.Daemon(), authz.Broker: broker.Daemon(),
-		authz.Runner: runner.Daemon(), authz.Gateway: gateway.Daemon(),
+		authz.Runner: runner.Daemon(), authz.Engine: engine.Daemon(), authz.Gateway: gateway.Daemon(),
 	}
 	for _, svc := range Services {
 		args := []string{"serve",
@@ -80,8 +96,14 @@ func Start(t testing.TB) *Split {
 			"--tls-dir=" + filepath.Join(s.Certs, string(svc)),
 			"--data=" + filepath.Join(dir, "data", string(svc)),
 		}
+		// The URL of each service started so far that svc calls (has a
+		// flag for).
+		fs := flag.NewFlagSet(string(svc), flag.ContinueOnError)
+		if daemons[svc].Flags != nil {
+			daemons[svc].Flags(fs)
+		}
 		for _, peer := range Services {
-			if a, ok := s.Addrs[peer]; ok && peer != authz.Gateway {
+			if a, ok := s.Addrs[peer]; ok && fs.Lookup(string(peer)+"-url") != nil {
 				args = append(args, fmt.Sprintf("--%s-url=https://%s", peer, a))
 			}
 		}
@@ -90,6 +112,8 @@ func Start(t testing.TB) *Split {
 			args = append(args, "--kek="+kek)
 		case authz.Runner:
 			args = append(args, "--cache="+filepath.Join(dir, "cache"))
+		case authz.Engine:
+			args = append(args, opts.Engine...)
 		}
 		logs := newLogLines()
 		s.logs[svc] = logs

@@ -1,9 +1,11 @@
 // Command probe is the deployment test's own container: a static binary,
 // alone in a FROM scratch image, that either calls URLs and reports what
-// happened, or serves HTTP(S) for other containers to reach.
+// happened, or serves HTTP(S) for other containers to reach, or stands in
+// for a model provider.
 //
 //	probe dial [--timeout=15s] [--header='Name: value']... URL...
 //	probe serve [--addr=:8080] [--cert=FILE --key=FILE] [--token=T]
+//	probe model --addr=:443 --cert=FILE --key=FILE --token=T --model=M
 //
 // dial sends each URL a POST with a JSON body "{}" (what a Connect unary
 // call looks like) and the headers given, trusting any server certificate
@@ -17,6 +19,18 @@
 // stands in for GitHub's API: 200 and a user as JSON if the request carries
 // "Authorization: Bearer <token>", else 401. With --cert and --key it
 // serves TLS.
+//
+// model is a scripted OpenAI-compatible Chat Completions server (POST
+// /v1/chat/completions, non-streaming), the stand-in for
+// api.openai.com that the engine reaches through the relay tool llm.chat.
+// It answers only requests that carry "Authorization: Bearer <token>"
+// (else 401, in the provider's error shape) for model M (else 400). Its
+// script is the engine's strict output: a request whose last message is
+// the owner's is answered with a proposal of textkit.slugify of that
+// message (whose input, not strict-mode compatible, is a JSON-encoded
+// string); one whose last message is a tool's output is answered with the
+// slug it read there ("The slug is <slug>."). It logs one line per request: the
+// outcome, never the header's value.
 package main
 
 import (
@@ -30,7 +44,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -43,6 +59,8 @@ func main() {
 		dial(os.Args[2:])
 	case "serve":
 		serve(os.Args[2:])
+	case "model":
+		model(os.Args[2:])
 	default:
 		fail("probe: unknown command " + os.Args[1])
 	}
@@ -177,4 +195,83 @@ func serve(args []string) {
 		err = srv.ListenAndServe()
 	}
 	fail("probe serve: " + err.Error())
+}
+
+func model(args []string) {
+	fs := flag.NewFlagSet("probe model", flag.ExitOnError)
+	addr := fs.String("addr", ":443", "the address to listen on")
+	cert := fs.String("cert", "", "the TLS certificate (PEM)")
+	key := fs.String("key", "", "the TLS key (PEM)")
+	token := fs.String("token", "", "the API key requests must carry as a bearer token")
+	name := fs.String("model", "", "the model requests must name")
+	fs.Parse(args)
+	if *cert == "" || *key == "" || *token == "" || *name == "" {
+		fail("probe model: --cert, --key, --token and --model are required")
+	}
+	mux := http.NewServeMux()
+	seq := 0
+	var mu sync.Mutex
+	mux.HandleFunc("POST /v1/chat/completions", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seq++
+		n := seq
+		mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer "+*token {
+			fmt.Printf("request %d: refused, without the API key\n", n)
+			providerError(w, http.StatusUnauthorized, "invalid_api_key", "Incorrect API key provided.")
+			return
+		}
+		var req struct {
+			Model    string `json:"model"`
+			Stream   bool   `json:"stream"`
+			Messages []struct {
+				Role    string `json:"role"`
+				Content string `json:"content"`
+			} `json:"messages"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4<<20)).Decode(&req); err != nil || req.Model != *name || req.Stream || len(req.Messages) == 0 {
+			fmt.Printf("request %d: refused, model %q, stream %v, %d messages (%v)\n", n, req.Model, req.Stream, len(req.Messages), err)
+			providerError(w, http.StatusBadRequest, "invalid_request_error", "want a non-streaming request for model "+*name)
+			return
+		}
+		last := req.Messages[len(req.Messages)-1].Content
+		output := ""
+		if strings.Contains(last, "<tool-output") {
+			output = last
+		}
+		var content any
+		if output == "" {
+			in, _ := json.Marshal(map[string]string{"text": last})
+			content = map[string]any{"answer": nil, "calls": []any{map[string]any{"tool": "textkit.slugify", "input": string(in)}}}
+		} else {
+			slug := "(none)"
+			if m := slugRE.FindStringSubmatch(output); m != nil {
+				slug = m[1]
+			}
+			content = map[string]any{"answer": "The slug is " + slug + ".", "calls": []any{}}
+		}
+		c, _ := json.Marshal(content)
+		fmt.Printf("request %d: answered (%d messages, tool output: %v)\n", n, len(req.Messages), output != "")
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"id": fmt.Sprintf("chatcmpl-probe-%d", n), "object": "chat.completion", "created": time.Now().Unix(), "model": req.Model,
+			"choices": []any{map[string]any{
+				"index": 0, "message": map[string]any{"role": "assistant", "content": string(c), "refusal": nil},
+				"logprobs": nil, "finish_reason": "stop",
+			}},
+			"usage": map[string]any{"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+		})
+	})
+	srv := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: time.Minute}
+	fail("probe model: " + srv.ListenAndServeTLS(*cert, *key).Error())
+}
+
+// slugRE finds textkit.slugify's output in a tool-output message.
+var slugRE = regexp.MustCompile(`"slug"\s*:\s*"([^"]*)"`)
+
+// providerError answers in the OpenAI API's error shape.
+func providerError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": msg, "type": code, "code": code, "param": nil}})
 }
