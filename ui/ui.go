@@ -1,8 +1,8 @@
 // Package ui is the Control UI: server-rendered pages (html/template,
 // embedded) with one small stylesheet and one small script, through which
 // the owner pairs a browser, approves contracts with their permissions card
-// and diff, approves or denies one-shot calls, decides pairing requests, revokes devices, writes secrets and
-// reads the runs and the audit log.
+// and diff, approves or denies one-shot calls, decides pairing requests, revokes devices, writes secrets,
+// chats with the engine and reads the runs and the audit log.
 //
 // Security model, in short (see README.md):
 //   - a browser is a paired device: app.js makes an Ed25519 key with
