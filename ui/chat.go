@@ -37,9 +37,14 @@ import (
 // noChat is the message of the chat pages of a UI without the engine.
 const noChat = "Chat is not available here: this gateway runs without the engine."
 
-// sendWait is how long a send waits for its turn to end before showing
-// the session page, which then refreshes until the turn ends.
-const sendWait = 4 * time.Second
+// sendWait is how long a send waits for its turn to end, once it has
+// started, before showing the session page, which then refreshes until the
+// turn ends; sendStartWait bounds the wait for the turn to start (the
+// owner's message recorded).
+const (
+	sendWait      = 4 * time.Second
+	sendStartWait = time.Minute
+)
 
 // Bounds of the chat forms.
 const (
@@ -486,24 +491,72 @@ func (u *UI) sendMessage(w http.ResponseWriter, r *http.Request, s *session) {
 		return
 	}
 	text := strings.ReplaceAll(vs[0], "\r\n", "\n")
-	ctx, cancel := context.WithTimeout(s.ctx, sendWait)
-	defer cancel()
-	st, err := u.sessions.Send(ctx, &contractualv1.SendRequest{SessionId: id, Text: text})
-	if err == nil {
-		for st.Receive() {
-		}
-		err = st.Err()
-		st.Close()
-		if ctx.Err() != nil {
-			err = nil // the turn goes on; the page follows it
-		}
-	}
-	if err != nil {
+	started, err := u.startTurn(s.ctx, id, text)
+	switch {
+	case err != nil:
 		status, msg := u.publicError(r, err)
 		fail(status, msg)
 		return
+	case !started:
+		fail(http.StatusGatewayTimeout, "The engine did not take the message within "+sendStartWait.String()+
+			" (is the server overloaded?). Reload the session to see whether it did before sending it again.")
+		return
 	}
 	http.Redirect(w, r, "/ui/chat/"+id+"#end", http.StatusSeeOther)
+}
+
+// startTurn sends text to session id and follows the turn: until it ends,
+// or for sendWait after its first event (the owner's message recorded: the
+// turn has started and goes on without this request), or at most
+// sendStartWait for that first event. started reports whether the turn
+// started; err is the engine's refusal or the stream's failure.
+func (u *UI) startTurn(ctx context.Context, id, text string) (started bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, sendStartWait)
+	defer cancel()
+	st, err := u.sessions.Send(ctx, &contractualv1.SendRequest{SessionId: id, Text: text})
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		return false, err
+	}
+	first := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		defer st.Close()
+		n := 0
+		for st.Receive() {
+			if n++; n == 1 {
+				close(first)
+			}
+		}
+		done <- st.Err()
+	}()
+	select {
+	case err := <-done:
+		// The turn ended (or failed to start) within the wait.
+		select {
+		case <-first:
+			started = true
+		default:
+		}
+		if ctx.Err() != nil {
+			return started, nil
+		}
+		return started, err
+	case <-first:
+	}
+	select {
+	case err := <-done:
+		if ctx.Err() != nil {
+			return true, nil
+		}
+		return true, err
+	case <-time.After(sendWait):
+		cancel() // the turn goes on; the page follows it
+		<-done
+		return true, nil
+	}
 }
 
 // keepText is the message to show again in a form that came back, if it

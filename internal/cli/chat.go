@@ -274,13 +274,13 @@ func (ch *chat) printEvent(w io.Writer, ev *contractualv1.SessionEvent, live boo
 	switch ev.GetKind() {
 	case contractualv1.SessionEventKind_SESSION_EVENT_KIND_USER:
 		if !live {
-			fmt.Fprintf(w, "\nyou: %s\n", ev.GetText())
+			fmt.Fprintf(w, "\nyou: %s\n", termText(ev.GetText()))
 		}
 	case contractualv1.SessionEventKind_SESSION_EVENT_KIND_ANSWER:
 		if live {
-			fmt.Fprintln(w, ev.GetText())
+			fmt.Fprintln(w, termText(ev.GetText()))
 		} else {
-			fmt.Fprintf(w, "model: %s\n", ev.GetText())
+			fmt.Fprintf(w, "model: %s\n", termText(ev.GetText()))
 		}
 	case contractualv1.SessionEventKind_SESSION_EVENT_KIND_PROPOSAL:
 		fmt.Fprintf(w, "→ %s %s\n", ev.GetTool(), flatLine(ev.GetInput(), shownInput))
@@ -350,6 +350,24 @@ func flatLine(s string, n int) string {
 		}
 	}
 	return clipText(b.String(), n)
+}
+
+// termText is the model's text for a terminal: its lines as they are,
+// every other control character (an escape sequence's ESC above all)
+// shown escaped, so that untrusted text cannot drive the terminal.
+func termText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\t':
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // list lists this device's sessions.

@@ -67,13 +67,14 @@ func TestChatCLI(t *testing.T) {
 	}
 	id := hint[1]
 
-	// A REPL: one turn per line of stdin, in the same session.
+	// A REPL: one turn per line of stdin, in the same session. The model's
+	// text cannot drive the terminal: its escape sequences show escaped.
 	m.Push(
 		modeltest.Turn{Content: `{"answer": "first answer", "calls": []}`, PromptTokens: 10, CompletionTokens: 2},
-		modeltest.Turn{Content: `{"answer": "second answer", "calls": []}`, PromptTokens: 10, CompletionTokens: 2},
+		modeltest.Turn{Content: `{"answer": "second answer\u001b[2J", "calls": []}`, PromptTokens: 10, CompletionTokens: 2},
 	)
 	code, out, errOut = chatCLI(t, s, "first line\n\nsecond line\n", "--session", id)
-	if code != 0 || out != "first answer\nsecond answer\n" {
+	if code != 0 || out != "first answer\nsecond answer\\x1b[2J\n" {
 		t.Fatalf("REPL: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if reqs := m.Requests(); len(reqs) != 4 || !strings.Contains(reqs[3].Messages[len(reqs[3].Messages)-1].Content, "second line") {
