@@ -19,6 +19,7 @@ import (
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
 	"github.com/contractual/contractual/internal/paging"
+	"github.com/contractual/contractual/internal/rpc"
 )
 
 // Chat: the owner's sessions with the engine (SessionService). The list
@@ -41,9 +42,11 @@ const noChat = "Chat is not available here: this gateway runs without the engine
 // started, before showing the session page, which then refreshes until the
 // turn ends; sendStartWait bounds the wait for the turn to start (the
 // owner's message recorded).
+// sendPoll is how often it looks.
 const (
 	sendWait      = 4 * time.Second
 	sendStartWait = time.Minute
+	sendPoll      = 200 * time.Millisecond
 )
 
 // Bounds of the chat forms.
@@ -70,7 +73,6 @@ func (g sessionGuard) Send(ctx context.Context, req *contractualv1.SendRequest) 
 	return call(ctx, contractualv1connect.SessionServiceSendProcedure, g.next.Send, req)
 }
 
-// WatchSession is not used by the pages; it is guarded all the same.
 func (g sessionGuard) WatchSession(ctx context.Context, req *contractualv1.WatchSessionRequest) (*connect.ServerStreamForClient[contractualv1.WatchSessionResponse], error) {
 	return call(ctx, contractualv1connect.SessionServiceWatchSessionProcedure, g.next.WatchSession, req)
 }
@@ -247,12 +249,44 @@ func (u *UI) openSession(w http.ResponseWriter, r *http.Request, s *session) {
 	if minutes > 0 {
 		budget.WallTime = durationpb.New(time.Duration(minutes) * time.Minute)
 	}
-	resp, err := u.sessions.OpenSession(s.ctx, &contractualv1.OpenSessionRequest{Tools: tools, Budget: budget, Title: strings.TrimSpace(title)})
+	// Every approved tool checked: ask for the engine's default, every
+	// approved tool but its relay to the model (which the form cannot
+	// tell apart, and the engine refuses by name). The session must not
+	// get a tool the owner did not see: one approved meanwhile closes it.
+	req := &contractualv1.OpenSessionRequest{Tools: tools, Budget: budget, Title: strings.TrimSpace(title)}
+	approved, err := u.approvedTools(s.ctx)
 	if err != nil {
 		fail(u.publicError(r, err))
 		return
 	}
+	if allChecked(approved, tools) {
+		req.Tools = nil
+	}
+	resp, err := u.sessions.OpenSession(s.ctx, req)
+	if err != nil {
+		fail(u.publicError(r, err))
+		return
+	}
+	for _, t := range resp.GetSession().GetTools() {
+		if !slices.Contains(tools, t) {
+			if _, err := u.sessions.CloseSession(s.ctx, &contractualv1.CloseSessionRequest{Id: resp.GetSession().GetId()}); err != nil {
+				u.log.Warn("ui: closing a session opened with a tool not chosen", "session", resp.GetSession().GetId(), "err", err)
+			}
+			fail(http.StatusConflict, "The approved tools changed while you chose ("+t+" is new): choose them again. The session opened with it was closed unused.")
+			return
+		}
+	}
 	http.Redirect(w, r, "/ui/chat/"+resp.GetSession().GetId()+"?done=session-opened", http.StatusSeeOther)
+}
+
+// allChecked reports whether chosen holds every tool of approved.
+func allChecked(approved []toolChoice, chosen []string) bool {
+	for _, t := range approved {
+		if !slices.Contains(chosen, t.Name) {
+			return false
+		}
+	}
+	return len(approved) > 0
 }
 
 // intField reads a non-negative whole number of at most max from the form;
@@ -505,58 +539,87 @@ func (u *UI) sendMessage(w http.ResponseWriter, r *http.Request, s *session) {
 	http.Redirect(w, r, "/ui/chat/"+id+"#end", http.StatusSeeOther)
 }
 
-// startTurn sends text to session id and follows the turn: until it ends,
-// or for sendWait after its first event (the owner's message recorded: the
-// turn has started and goes on without this request), or at most
-// sendStartWait for that first event. started reports whether the turn
-// started; err is the engine's refusal or the stream's failure.
+// startTurn sends text to session id and waits until the turn has
+// started (the owner's message is recorded), then up to sendWait for its
+// end; the turn goes on without this request. It follows the turn by
+// reading the session's new events rather than the Send stream, whose
+// events a transport may hand over only at the turn's end. started is
+// false if the turn did not start within sendStartWait; err is the
+// engine's refusal.
 func (u *UI) startTurn(ctx context.Context, id, text string) (started bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, sendStartWait)
-	defer cancel()
-	st, err := u.sessions.Send(ctx, &contractualv1.SendRequest{SessionId: id, Text: text})
+	last, _, _, err := u.newEvents(ctx, id, 0)
 	if err != nil {
-		if ctx.Err() != nil {
-			return false, nil
-		}
 		return false, err
 	}
-	first := make(chan struct{})
+	sctx, cancel := context.WithTimeout(ctx, sendStartWait)
+	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		defer st.Close()
-		n := 0
-		for st.Receive() {
-			if n++; n == 1 {
-				close(first)
+		st, err := u.sessions.Send(sctx, &contractualv1.SendRequest{SessionId: id, Text: text})
+		if err == nil {
+			for st.Receive() {
 			}
+			err = st.Err()
+			st.Close()
 		}
-		done <- st.Err()
+		done <- rpc.FromConnect(err)
 	}()
-	select {
-	case err := <-done:
-		// The turn ended (or failed to start) within the wait.
+	var startedAt time.Time
+	tick := time.NewTicker(sendPoll)
+	defer tick.Stop()
+	for {
 		select {
-		case <-first:
-			started = true
-		default:
+		case err := <-done:
+			_, began, _, perr := u.newEvents(ctx, id, last)
+			switch {
+			case perr != nil:
+				return false, perr
+			case began:
+				return true, nil
+			case err != nil && sctx.Err() == nil:
+				return false, err
+			}
+			return false, nil
+		case <-tick.C:
 		}
-		if ctx.Err() != nil {
-			return started, nil
+		_, began, ended, err := u.newEvents(ctx, id, last)
+		switch {
+		case err != nil:
+			cancel()
+			<-done
+			return false, err
+		case began && startedAt.IsZero():
+			startedAt = time.Now()
 		}
-		return started, err
-	case <-first:
-	}
-	select {
-	case err := <-done:
-		if ctx.Err() != nil {
+		if began && (ended || time.Since(startedAt) >= sendWait) {
+			cancel() // the turn goes on; the page follows it
+			<-done
 			return true, nil
 		}
-		return true, err
-	case <-time.After(sendWait):
-		cancel() // the turn goes on; the page follows it
-		<-done
-		return true, nil
 	}
+}
+
+// newEvents reads session id's events after seq after: the last one's
+// seq, whether the owner's message is among them (a turn started), and
+// whether a turn's end is.
+func (u *UI) newEvents(ctx context.Context, id string, after int64) (last int64, began, ended bool, err error) {
+	st, err := u.sessions.WatchSession(ctx, &contractualv1.WatchSessionRequest{SessionId: id, AfterSeq: after})
+	if err != nil {
+		return 0, false, false, rpc.FromConnect(err)
+	}
+	defer st.Close()
+	last = after
+	for st.Receive() {
+		ev := st.Msg().GetEvent()
+		last = max(last, ev.GetSeq())
+		switch ev.GetKind() {
+		case contractualv1.SessionEventKind_SESSION_EVENT_KIND_USER:
+			began = true
+		case contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_END, contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_FAILED:
+			ended = true
+		}
+	}
+	return last, began, ended, rpc.FromConnect(st.Err())
 }
 
 // keepText is the message to show again in a form that came back, if it

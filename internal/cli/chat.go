@@ -34,6 +34,9 @@ const (
 	chatListTitles = 50       // a title in the list, in characters
 )
 
+// chatPoll is how often a turn's new events are read.
+const chatPoll = 250 * time.Millisecond
+
 // chatCmd opens sessions, sends messages (one, or one per line of stdin),
 // lists sessions and shows or closes one.
 func chatCmd(ctx context.Context, env *Env, args []string) error {
@@ -184,69 +187,83 @@ func isTerminal(r io.Reader) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// send sends one message and prints the turn's events until its end. If
-// the stream is cut before (the gateway bounds a request's time; the turn
-// goes on), it follows the turn with WatchSession. It reports whether the
-// turn failed.
+// send sends one message and prints the turn's events until its end. It
+// follows the turn by reading the session's new events as they are
+// recorded rather than the Send stream, whose events a transport may hand
+// over only at the turn's end (and a held call waits for the owner), and
+// which the gateway cuts after its time bound while the turn goes on. It
+// reports whether the turn failed.
 func (ch *chat) send(ctx context.Context, text string) (failed bool, err error) {
-	st, err := ch.c.Send(ctx, &contractualv1.SendRequest{SessionId: ch.session, Text: text})
+	last, _, err := ch.newEvents(ctx, 0, nil)
 	if err != nil {
-		return false, rpc.FromConnect(err)
+		return false, err
 	}
-	var last int64
-	end, err := drain(st, func(m *contractualv1.SendResponse) *contractualv1.SessionEvent { return m.GetEvent() }, func(ev *contractualv1.SessionEvent) {
-		last = ev.GetSeq()
-		ch.print(ev)
-	})
-	for end == nil {
-		if ctx.Err() != nil {
-			return false, errs.Wrap(errs.Unavailable, ctx.Err(), "stopped following the turn, which goes on without this command; see it with contractual chat show %s", ch.session)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		st, err := ch.c.Send(sctx, &contractualv1.SendRequest{SessionId: ch.session, Text: text})
+		if err == nil {
+			for st.Receive() {
+			}
+			err = st.Err()
+			st.Close()
 		}
-		if err != nil && !retryable(err) {
-			return false, err
-		}
-		w, werr := ch.c.WatchSession(ctx, &contractualv1.WatchSessionRequest{SessionId: ch.session, AfterSeq: last, Follow: true})
-		if werr != nil {
-			return false, rpc.FromConnect(werr)
-		}
-		before := last
-		end, err = drain(w, func(m *contractualv1.WatchSessionResponse) *contractualv1.SessionEvent { return m.GetEvent() }, func(ev *contractualv1.SessionEvent) {
-			last = ev.GetSeq()
+		done <- rpc.FromConnect(err)
+	}()
+	tick := time.NewTicker(chatPoll)
+	defer tick.Stop()
+	began, sent := false, false
+	var sendErr error
+	for {
+		var end *contractualv1.SessionEvent
+		last, end, err = ch.newEvents(ctx, last, func(ev *contractualv1.SessionEvent) {
+			began = began || ev.GetKind() == contractualv1.SessionEventKind_SESSION_EVENT_KIND_USER
 			ch.print(ev)
 		})
-		if end == nil && err == nil && last == before {
-			// Nothing new and the watch ended: no turn runs any more.
-			return false, errs.E(errs.Internal, "the turn's stream ended before its end; see it with contractual chat show %s", ch.session)
+		switch {
+		case err != nil:
+			return false, err
+		case end != nil:
+			return end.GetKind() == contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_FAILED, nil
+		case sent && !began:
+			// Send ended and its turn never started: the engine refused.
+			if sendErr == nil {
+				sendErr = errs.E(errs.Internal, "the engine took the message but recorded no turn")
+			}
+			return false, sendErr
+		}
+		select {
+		case sendErr = <-done:
+			sent = true
+		case <-tick.C:
+		case <-ctx.Done():
+			return false, errs.Wrap(errs.Unavailable, ctx.Err(), "stopped following the turn, which goes on without this command; see it with contractual chat show %s", ch.session)
 		}
 	}
-	if end.GetKind() == contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_FAILED {
-		return true, nil
-	}
-	return false, nil
 }
 
-// retryable reports whether a cut stream is worth following again.
-func retryable(err error) bool {
-	switch errs.KindOf(err) {
-	case errs.Unavailable, errs.DeadlineExceeded:
-		return true
+// newEvents prints (with show, if set) session's events after seq after,
+// until a turn's end, which it returns, with the last seq read.
+func (ch *chat) newEvents(ctx context.Context, after int64, show func(*contractualv1.SessionEvent)) (int64, *contractualv1.SessionEvent, error) {
+	st, err := ch.c.WatchSession(ctx, &contractualv1.WatchSessionRequest{SessionId: ch.session, AfterSeq: after})
+	if err != nil {
+		return after, nil, rpc.FromConnect(err)
 	}
-	return false
-}
-
-// drain prints the events of a stream until the turn's end event, which it
-// returns (nil if the stream ended before it), with the stream's error.
-func drain[T any](st *connect.ServerStreamForClient[T], event func(*T) *contractualv1.SessionEvent, show func(*contractualv1.SessionEvent)) (*contractualv1.SessionEvent, error) {
 	defer st.Close()
 	for st.Receive() {
-		ev := event(st.Msg())
+		ev := st.Msg().GetEvent()
+		after = max(after, ev.GetSeq())
+		if show == nil {
+			continue
+		}
 		show(ev)
 		switch ev.GetKind() {
 		case contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_END, contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_FAILED:
-			return ev, nil
+			return after, ev, nil
 		}
 	}
-	return nil, rpc.FromConnect(st.Err())
+	return after, nil, rpc.FromConnect(st.Err())
 }
 
 // print prints one event of a turn: the model's answer as plain text,

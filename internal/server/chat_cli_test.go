@@ -4,10 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"connectrpc.com/connect"
+
+	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/cli"
 	"github.com/contractual/contractual/internal/engine/modeltest"
 	"github.com/contractual/contractual/internal/server"
@@ -134,5 +141,79 @@ func TestChatCLI(t *testing.T) {
 	// Bad usage: budgets belong to a new session.
 	if code, _, errOut := chatCLI(t, s, "", "--session", id, "--max-calls", "3", "x"); code != 2 || !strings.Contains(errOut, "not with --session") {
 		t.Errorf("--max-calls with --session: exit %d: %s", code, errOut)
+	}
+}
+
+// TestChatCLIApproval: a call of a high-risk tool is held; contractual chat
+// shows it while the turn waits, with where and how to approve it; the
+// owner approves it with contractual approvals (the call is the session's,
+// not this device's own), and the same chat goes on to the result and the
+// answer.
+func TestChatCLIApproval(t *testing.T) {
+	m := modeltest.New(t,
+		modeltest.Turn{Content: `{"answer": null, "calls": [{"tool": "greeter.greet", "input": "{\"name\": \"Ada\"}"}]}`, PromptTokens: 50, CompletionTokens: 10},
+		modeltest.Turn{Content: `{"answer": "Greeted Ada.", "calls": []}`, PromptTokens: 60, CompletionTokens: 5},
+	)
+	s, dir := startChat(t, m)
+	tok, file := owner(t, s)
+	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(tok)))
+	mod, err := os.ReadFile(tool("greeter", "greeter.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := pol.Publish(context.Background(), &contractualv1.PublishRequest{Module: mod, Contract: []byte(highRiskGreeter(t)), ContractFilename: "contract.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pol.Approve(context.Background(), &contractualv1.ApproveRequest{Digest: pub.GetRecord().GetDigest()}); err != nil {
+		t.Fatal(err)
+	}
+
+	var out, errOut syncBuffer
+	exit := make(chan int, 1)
+	go func() {
+		exit <- cli.Main(context.Background(), []string{"chat", "--tools", "greeter.greet", "Greet Ada", "--server", s.URL, "--token-file", file}, &cli.Env{
+			Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" },
+		})
+	}()
+	hint := regexp.MustCompile(`or: contractual approvals show ([0-9a-f]{32}), then contractual approvals approve ([0-9a-f]{32})`)
+	var id string
+	for deadline := time.Now().Add(2 * time.Minute); id == ""; {
+		if h := hint.FindStringSubmatch(out.String()); h != nil && h[1] == h[2] {
+			id = h[1]
+			break
+		}
+		select {
+		case code := <-exit:
+			t.Fatalf("chat ended (exit %d) before the approval:\n%s%s", code, out.String(), errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no approval shown while the turn waits:\n%s%s", out.String(), errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, want := range []string{`→ greeter.greet {"name":"Ada"}`, "  held: ", "review it: " + s.URL + "/ui/approvals/" + id} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("while the turn waits, chat's output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "Greeted Ada.") {
+		t.Fatalf("the model answered before the approval:\n%s", out.String())
+	}
+	mustRun(t, s, dir, "approvals", "approve", id, "--reason", "from the terminal")
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("chat: exit %d\n%s%s", code, out.String(), errOut.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("chat did not end after the approval:\n%s", out.String())
+	}
+	got := out.String()
+	for _, want := range []string{"  allowed: ", `  ← result: {"message":"Hello, Ada!"}`, "Greeted Ada.\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("after the approval, chat's output lacks %q:\n%s", want, got)
+		}
 	}
 }
