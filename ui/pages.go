@@ -51,7 +51,11 @@ func (u *UI) show(w http.ResponseWriter, r *http.Request, s *session, p page, st
 		u.failErr(w, r, s, err)
 		return
 	}
-	u.render(w, r, status, p.name, view{Title: p.title, Nav: p.nav, Session: s, Error: errMsg, Keep: keep, Data: data})
+	v := view{Title: p.title, Nav: p.nav, Session: s, Error: errMsg, Keep: keep, Data: data}
+	if rf, ok := data.(interface{ Refreshing() bool }); ok {
+		v.Refresh = rf.Refreshing()
+	}
+	u.render(w, r, status, p.name, v)
 }
 
 // ---- overview

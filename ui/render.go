@@ -30,10 +30,13 @@ type view struct {
 	// Keep holds non-secret form fields to show again after an error.
 	Keep map[string]string
 	Data any
+	// Refresh reloads the page every 2 seconds (a chat session whose
+	// turn runs).
+	Refresh bool
 }
 
 // pageNames are the page templates; each is parsed with layout.html.
-var pageNames = []string{"error", "pair", "overview", "contracts", "contract", "approvals", "approval", "devices", "secrets", "runs", "jobs", "job", "run"}
+var pageNames = []string{"error", "pair", "overview", "contracts", "contract", "approvals", "approval", "devices", "secrets", "runs", "jobs", "job", "run", "chat", "session"}
 
 // funcs are the template helpers.
 var funcs = template.FuncMap{
@@ -120,6 +123,8 @@ var flashes = map[string]string{
 	"job-resumed":      "Job resumed: a fresh approval of the job as shown.",
 	"job-deleted":      "Job deleted: no run of it starts again. Its audit trail stays.",
 	"job-run":          "Run queued: this page shows it as the worker runs it.",
+	"session-opened":   "Session opened: its tool calls are decided by policy for the session, and a high-risk one waits for your approval.",
+	"session-closed":   "Session closed: no more turns.",
 	"paired":           "This browser is paired and signed in.",
 	"signed-out":       "Signed out: this browser's device was revoked. Pair it again to sign in.",
 	"session-ended":    "Signed out: this browser's device token is no longer valid (was it revoked?). Pair it again to sign in.",

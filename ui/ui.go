@@ -1,8 +1,8 @@
 // Package ui is the Control UI: server-rendered pages (html/template,
 // embedded) with one small stylesheet and one small script, through which
 // the owner pairs a browser, approves contracts with their permissions card
-// and diff, approves or denies one-shot calls, decides pairing requests, revokes devices, writes secrets and
-// reads the runs and the audit log.
+// and diff, approves or denies one-shot calls, decides pairing requests, revokes devices, writes secrets,
+// chats with the engine and reads the runs and the audit log.
 //
 // Security model, in short (see README.md):
 //   - a browser is a paired device: app.js makes an Ed25519 key with
@@ -66,7 +66,11 @@ type Config struct {
 	// available here.
 	Jobs contractualv1connect.JobServiceHandler
 	Runs contractualv1connect.JobRunServiceHandler
-	Auth Authenticator
+	// Sessions (the engine's SessionService, as a client: its turns are
+	// server streams) is optional: without it the chat pages say that
+	// chat is not available here.
+	Sessions contractualv1connect.SessionServiceClient
+	Auth     Authenticator
 	// Log receives internal errors (never tokens or secret values); nil
 	// discards.
 	Log *slog.Logger
@@ -94,6 +98,7 @@ type UI struct {
 	audit        contractualv1connect.AuditServiceHandler
 	jobs         contractualv1connect.JobServiceHandler    // nil without Config.Jobs
 	runs         contractualv1connect.JobRunServiceHandler // nil without Config.Runs
+	sessions     contractualv1connect.SessionServiceClient // nil without Config.Sessions
 	log          *slog.Logger
 	key          []byte
 	cookieName   string
@@ -141,6 +146,9 @@ func New(cfg Config) (*UI, error) {
 	}
 	if cfg.Runs != nil {
 		u.runs = runGuard{next: cfg.Runs}
+	}
+	if cfg.Sessions != nil {
+		u.sessions = sessionGuard{next: cfg.Sessions}
 	}
 	if u.cfg.Now == nil {
 		u.cfg.Now = time.Now
@@ -326,6 +334,7 @@ func (u *UI) routes() {
 	for _, a := range jobActions {
 		u.route("/ui/jobs/{id}/"+a.verb, nil, u.authed(u.jobAction(a)))
 	}
+	u.chatRoutes()
 	u.route(checkpointPath, nil, u.authed(u.auditCheckpoint))
 	u.mux.HandleFunc("/ui/", u.authed(func(w http.ResponseWriter, r *http.Request, s *session) {
 		u.fail(w, r, s, http.StatusNotFound, "No such page.")

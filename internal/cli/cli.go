@@ -66,6 +66,7 @@ func init() {
 		{"jobs", "jobs create <file> | list | show <id|digest> | approve|reject <digest> | pause|resume|delete <id> | run <id> [--payload JSON] | runs <id> | run-show <run id> [--reason TEXT] [--state S] [--all | --page TOKEN] [--page-size N] [--json] [--server URL]",
 			"create, see, decide and run jobs: the reusable contracts scheduled work runs under; see their runs", jobsCmd},
 		{"invoke", "invoke <name.export> --input JSON | --text TEXT | --bytes @FILE [--wait] [--json] [--server URL]", "call a tool through the server (--wait: wait for the owner's one-shot approval of a high-risk call)", invokeCmd},
+		{"chat", chatUsage, chatSummary, chatCmd},
 		{"mcp", "mcp [--server URL]", "speak MCP on stdin/stdout for a client that launches a command (Claude Desktop), relayed to the server's /mcp as this device", mcpCmd},
 		{"approvals", "approvals list | show <ID> | approve <ID> | deny <ID> [--reason TEXT] [--state S] [--all | --page TOKEN] [--page-size N] [--json] [--server URL]",
 			"see and decide one-shot call approvals (from a device other than the caller's)", approvalsCmd},

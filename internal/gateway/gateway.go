@@ -295,7 +295,7 @@ func (g *Gateway) handler(cfg Config, deps Deps) error {
 
 	console, err := ui.New(ui.Config{
 		Policy: deps.Policy, Pairing: pairingSvc, Broker: deps.Broker, Audit: deps.Audit, Auth: auth, Log: g.log,
-		Jobs: deps.Policy, Runs: deps.Runs,
+		Jobs: deps.Policy, Runs: deps.Runs, Sessions: deps.Engine,
 		KeyFile: filepath.Join(cfg.Dir, "ui.key"), PublicURL: cfg.PublicURL,
 	})
 	if err != nil {
