@@ -114,17 +114,15 @@ func (t *memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	defer t.m.inflight.Done()
 	// A server's context: the caller's cancellation and deadline, none of
 	// its values; the caller is the one this transport was made for.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	defer context.AfterFunc(req.Context(), cancel)()
+	ctx, cancelCtx := context.WithCancel(context.Background())
+	stop := context.AfterFunc(req.Context(), cancelCtx)
+	cancelDL := context.CancelFunc(func() {})
 	if dl, ok := req.Context().Deadline(); ok {
-		var cancelDL context.CancelFunc
 		ctx, cancelDL = context.WithDeadline(ctx, dl)
-		defer cancelDL()
 	}
+	cancel := func() { stop(); cancelDL(); cancelCtx() }
 	ctx = authz.WithPeer(ctx, t.from)
 
 	in := req.Clone(ctx)
@@ -135,6 +133,11 @@ func (t *memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		in.Body = http.NoBody
 	}
 	in.Header = req.Header.Clone()
+	if streaming(req) {
+		return t.stream(h, in, req, cancel) // it ends the call itself
+	}
+	defer t.m.inflight.Done()
+	defer cancel()
 	w := &memResponse{header: http.Header{}}
 	h.ServeHTTP(w, in)
 	if in.Body != nil {
@@ -142,30 +145,112 @@ func (t *memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	w.WriteHeader(http.StatusOK) // if the handler wrote nothing
 	body := w.body.Bytes()
-	var trailer http.Header
-	for k, v := range w.header { // the handler's own map: set after the body
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-			if trailer == nil {
-				trailer = http.Header{}
-			}
-			trailer[http.CanonicalHeaderKey(name)] = v
-		}
-	}
 	return &http.Response{
 		Status:        strconv.Itoa(w.status) + " " + http.StatusText(w.status),
 		StatusCode:    w.status,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        w.sent,
-		Trailer:       trailer,
+		Trailer:       w.trailer(),
 		Body:          io.NopCloser(bytes.NewReader(body)),
 		ContentLength: int64(len(body)),
 		Request:       req,
 	}, nil
 }
 
-// memResponse is a handler's answer, kept whole: every procedure between
-// the services is unary, so nothing reads an answer before it ends.
+// streaming reports whether req is a streaming call (Connect's streaming
+// content types, or gRPC's): its answer is read while the handler writes
+// it.
+func streaming(req *http.Request) bool {
+	ct := req.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/connect+") || strings.HasPrefix(ct, "application/grpc")
+}
+
+// stream serves a streaming call: the handler runs on, writing into a pipe
+// the caller reads as the response's body, which it gets as soon as the
+// handler has written its header. The call is in flight, and its context
+// alive, until the handler returns; closing the body early ends it.
+func (t *memTransport) stream(h http.Handler, in, req *http.Request, cancel context.CancelFunc) (*http.Response, error) {
+	pr, pw := io.Pipe()
+	w := &memStream{header: http.Header{}, pw: pw, ready: make(chan struct{})}
+	resp := &http.Response{
+		Proto: "HTTP/2.0", ProtoMajor: 2, ContentLength: -1, Request: req,
+		Trailer: http.Header{},
+		Body:    &streamBody{PipeReader: pr, cancel: cancel},
+	}
+	go func() {
+		defer t.m.inflight.Done()
+		defer cancel()
+		defer func() {
+			if p := recover(); p != nil {
+				t.m.log.Error("mesh: a streaming handler panicked", "service", t.to, "panic", p)
+				w.WriteHeader(http.StatusInternalServerError)
+				pw.CloseWithError(errs.E(errs.Internal, "mesh: %s failed", t.to))
+			}
+		}()
+		h.ServeHTTP(w, in)
+		in.Body.Close()
+		w.WriteHeader(http.StatusOK) // if the handler wrote nothing
+		for k, v := range w.header {
+			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+				resp.Trailer[http.CanonicalHeaderKey(name)] = v
+			}
+		}
+		pw.Close()
+	}()
+	select {
+	case <-w.ready:
+	case <-in.Context().Done():
+		pr.Close()
+		<-w.ready // the handler ends soon, writing its header at the latest then
+	}
+	resp.StatusCode = w.status
+	resp.Status = strconv.Itoa(w.status) + " " + http.StatusText(w.status)
+	resp.Header = w.sent
+	return resp, nil
+}
+
+// streamBody is a streaming call's body: closing it ends the call.
+type streamBody struct {
+	*io.PipeReader
+	cancel context.CancelFunc
+}
+
+func (b *streamBody) Close() error {
+	b.cancel()
+	return b.PipeReader.Close()
+}
+
+// memStream is a streaming handler's answer, handed over as it is written.
+type memStream struct {
+	header      http.Header
+	sent        http.Header
+	status      int
+	wroteHeader bool
+	pw          *io.PipeWriter
+	ready       chan struct{} // closed once the header is written
+}
+
+func (w *memStream) Header() http.Header { return w.header }
+
+func (w *memStream) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+		w.sent = w.header.Clone()
+		close(w.ready)
+	}
+}
+
+func (w *memStream) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.pw.Write(p)
+}
+
+// Flush does nothing: every Write is handed over as it is made.
+func (w *memStream) Flush() {}
+
+// memResponse is a unary handler's answer, kept whole: nothing reads it
+// before it ends.
 type memResponse struct {
 	header      http.Header // the handler's
 	sent        http.Header // header as it was when the status was written
@@ -190,3 +275,17 @@ func (w *memResponse) Write(p []byte) (int, error) {
 
 // Flush does nothing: the answer is handed over whole.
 func (w *memResponse) Flush() {}
+
+// trailer returns the trailers the handler set after its body.
+func (w *memResponse) trailer() http.Header {
+	var trailer http.Header
+	for k, v := range w.header { // the handler's own map: set after the body
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if trailer == nil {
+				trailer = http.Header{}
+			}
+			trailer[http.CanonicalHeaderKey(name)] = v
+		}
+	}
+	return trailer
+}
