@@ -555,10 +555,19 @@ func resultsMessage(outs []outcome) string {
 }
 
 // fence keeps a tool's text from closing or opening a <tool-output> block
-// of its own.
+// of its own: every '<' that starts such a tag, written as it is or as a
+// JSON or JavaScript escape (a tool's JSON output writes \u003c, and a model
+// reads that as the tag too), becomes "&lt;".
 func fence(s string) string {
-	return tagLike.ReplaceAllStringFunc(s, func(m string) string { return "&lt;" + m[1:] })
+	return tagLike.ReplaceAllStringFunc(s, func(m string) string {
+		lt := ltLike.FindString(m)
+		return "&lt;" + m[len(lt):]
+	})
 }
 
-// tagLike matches anything a model could read as a <tool-output> tag.
-var tagLike = regexp.MustCompile(`(?i)<\s*/?\s*tool[-_\s]*output`)
+var (
+	// ltLike matches '<' and its escapes.
+	ltLike = regexp.MustCompile(`(?i)^(<|\\u003c|\\x3c|\\u\{0*3c\})`)
+	// tagLike matches anything a model could read as a <tool-output> tag.
+	tagLike = regexp.MustCompile(`(?i)(<|\\u003c|\\x3c|\\u\{0*3c\})\s*/?\s*tool[-_\s]*output`)
+)

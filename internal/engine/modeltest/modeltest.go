@@ -78,12 +78,19 @@ type Server struct {
 func New(tb testing.TB, turns ...Turn) *Server {
 	tb.Helper()
 	s := &Server{turns: turns, arrived: make(chan struct{}, 1024)}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/chat/completions", s.serve)
-	s.srv = httptest.NewServer(mux)
+	s.srv = httptest.NewServer(s.Handler())
 	s.URL = s.srv.URL + "/v1/"
 	tb.Cleanup(s.srv.Close)
 	return s
+}
+
+// Handler serves the provider's API (POST /v1/chat/completions) from the
+// same script and records, for a test that puts it behind a server of its
+// own: a TLS stand-in of api.openai.com, say.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", s.serve)
+	return mux
 }
 
 // NewFunc starts a server on loopback that answers each request with
