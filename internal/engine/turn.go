@@ -501,13 +501,15 @@ func (r *runState) finish(err error) {
 		outcomeName, detail = errs.KindOf(err).String(), fmt.Sprintf("turn %d failed: %s", r.turn, clip(err.Error(), 500))
 		s.log.Info("engine: turn failed", "session", r.session(), "err", err)
 	}
-	if e := r.event(ctx, end); e != nil {
-		s.log.Error("engine: recording a turn's end", "session", r.session(), "err", e)
-	}
 	detail += fmt.Sprintf("; tool calls %d, tokens %d, cost %d micros, wall time %v",
 		u.GetToolCalls(), u.GetPromptTokens()+u.GetCompletionTokens(), u.GetCostMicros(), u.GetWallTime().AsDuration().Round(time.Millisecond))
+	// The audit record first: whoever sees the turn's end can find it in
+	// the audit log.
 	if e := s.record(ctx, &contractualv1.AuditEvent{Principal: r.principal(), Action: "session.turn", Outcome: outcomeName, Detail: detail}); e != nil {
 		s.log.Error("engine: auditing a turn's end", "session", r.session(), "err", e)
+	}
+	if e := r.event(ctx, end); e != nil {
+		s.log.Error("engine: recording a turn's end", "session", r.session(), "err", e)
 	}
 }
 
