@@ -501,13 +501,15 @@ func (r *runState) finish(err error) {
 		outcomeName, detail = errs.KindOf(err).String(), fmt.Sprintf("turn %d failed: %s", r.turn, clip(err.Error(), 500))
 		s.log.Info("engine: turn failed", "session", r.session(), "err", err)
 	}
-	if e := r.event(ctx, end); e != nil {
-		s.log.Error("engine: recording a turn's end", "session", r.session(), "err", e)
-	}
 	detail += fmt.Sprintf("; tool calls %d, tokens %d, cost %d micros, wall time %v",
 		u.GetToolCalls(), u.GetPromptTokens()+u.GetCompletionTokens(), u.GetCostMicros(), u.GetWallTime().AsDuration().Round(time.Millisecond))
+	// The audit record first: whoever sees the turn's end can find it in
+	// the audit log.
 	if e := s.record(ctx, &contractualv1.AuditEvent{Principal: r.principal(), Action: "session.turn", Outcome: outcomeName, Detail: detail}); e != nil {
 		s.log.Error("engine: auditing a turn's end", "session", r.session(), "err", e)
+	}
+	if e := r.event(ctx, end); e != nil {
+		s.log.Error("engine: recording a turn's end", "session", r.session(), "err", e)
 	}
 }
 
@@ -555,10 +557,19 @@ func resultsMessage(outs []outcome) string {
 }
 
 // fence keeps a tool's text from closing or opening a <tool-output> block
-// of its own.
+// of its own: every '<' that starts such a tag, written as it is or as a
+// JSON or JavaScript escape (a tool's JSON output writes \u003c, and a model
+// reads that as the tag too), becomes "&lt;".
 func fence(s string) string {
-	return tagLike.ReplaceAllStringFunc(s, func(m string) string { return "&lt;" + m[1:] })
+	return tagLike.ReplaceAllStringFunc(s, func(m string) string {
+		lt := ltLike.FindString(m)
+		return "&lt;" + m[len(lt):]
+	})
 }
 
-// tagLike matches anything a model could read as a <tool-output> tag.
-var tagLike = regexp.MustCompile(`(?i)<\s*/?\s*tool[-_\s]*output`)
+var (
+	// ltLike matches '<' and its escapes.
+	ltLike = regexp.MustCompile(`(?i)^(<|\\u003c|\\x3c|\\u\{0*3c\})`)
+	// tagLike matches anything a model could read as a <tool-output> tag.
+	tagLike = regexp.MustCompile(`(?i)(<|\\u003c|\\x3c|\\u\{0*3c\})\s*/?\s*tool[-_\s]*output`)
+)

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -295,7 +296,9 @@ func providerError(ctx context.Context, err error) error {
 	}
 	var syntax *json.SyntaxError
 	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &syntax) || errors.As(err, &typeErr) {
+	// A body cut short decodes to io.ErrUnexpectedEOF, which the SDK wraps
+	// as "error parsing response json": the provider answered, badly.
+	if errors.As(err, &syntax) || errors.As(err, &typeErr) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return errs.E(errs.Unavailable, "model: the provider's response is malformed: %v", err)
 	}
 	// Transport errors from net/http name the method and URL; the URL holds

@@ -6,6 +6,12 @@
 // provider's non-streaming shape or, when the request asks for stream: true,
 // in its SSE shape (chat.completion.chunk events, then data: [DONE]), and it
 // records every request so tests can assert what the model saw.
+//
+// A test can also play the model with a function (NewFunc, Server.Respond):
+// it is given each request, with the whole conversation, and returns the
+// turn to answer with. That is how tests play a compromised model, one that
+// reads the tool results it is given and obeys the instructions injected in
+// them; its turns are written in the same two shapes.
 package modeltest
 
 import (
@@ -61,6 +67,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	turns    []Turn
+	respond  func(Request) Turn
 	requests []Request
 	arrived  chan struct{}
 	seq      int
@@ -71,12 +78,37 @@ type Server struct {
 func New(tb testing.TB, turns ...Turn) *Server {
 	tb.Helper()
 	s := &Server{turns: turns, arrived: make(chan struct{}, 1024)}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/chat/completions", s.serve)
-	s.srv = httptest.NewServer(mux)
+	s.srv = httptest.NewServer(s.Handler())
 	s.URL = s.srv.URL + "/v1/"
 	tb.Cleanup(s.srv.Close)
 	return s
+}
+
+// Handler serves the provider's API (POST /v1/chat/completions) from the
+// same script and records, for a test that puts it behind a server of its
+// own: a TLS stand-in of api.openai.com, say.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", s.serve)
+	return mux
+}
+
+// NewFunc starts a server on loopback that answers each request with
+// respond's turn (after the turns of a script Push adds, if any); it is
+// closed when the test ends.
+func NewFunc(tb testing.TB, respond func(Request) Turn) *Server {
+	tb.Helper()
+	s := New(tb)
+	s.Respond(respond)
+	return s
+}
+
+// Respond sets the function that answers the requests the script does not
+// (nil: none; such a request gets a 500).
+func (s *Server) Respond(respond func(Request) Turn) {
+	s.mu.Lock()
+	s.respond = respond
+	s.mu.Unlock()
 }
 
 // Push appends turns to the script.
@@ -115,19 +147,24 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
 		return
 	}
-	s.mu.Lock()
-	s.requests = append(s.requests, Request{
+	req := Request{
 		Header: r.Header.Clone(), Body: body, Model: parsed.Model, Stream: parsed.Stream,
 		Messages: parsed.Messages, ResponseFormat: parsed.ResponseFormat,
-	})
+	}
+	s.mu.Lock()
+	s.requests = append(s.requests, req)
 	var turn Turn
 	ok := len(s.turns) > 0
 	if ok {
 		turn, s.turns = s.turns[0], s.turns[1:]
 	}
+	respond := s.respond
 	s.seq++
 	id := fmt.Sprintf("chatcmpl-scripted-%d", s.seq)
 	s.mu.Unlock()
+	if !ok && respond != nil {
+		turn, ok = respond(req), true
+	}
 	select {
 	case s.arrived <- struct{}{}:
 	default:
