@@ -370,8 +370,12 @@ type AgentCall struct {
 	Error        string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
 	// The idempotency key its HTTP requests carried (decision.ActionKey).
 	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Its HTTP requests, as the runner recorded them, and its output's
+	// size: what the run's budgets count.
+	Egress        []*EgressRecord `protobuf:"bytes,7,rep,name=egress,proto3" json:"egress,omitempty"`
+	OutputBytes   int64           `protobuf:"varint,8,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentCall) Reset() {
@@ -444,6 +448,20 @@ func (x *AgentCall) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *AgentCall) GetEgress() []*EgressRecord {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
+func (x *AgentCall) GetOutputBytes() int64 {
+	if x != nil {
+		return x.OutputBytes
+	}
+	return 0
 }
 
 // SessionBudget bounds what a session may spend over its whole life. A zero
@@ -1663,7 +1681,7 @@ var File_contractual_v1_engine_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_engine_proto_rawDesc = "" +
 	"\n" +
-	"\x1bcontractual/v1/engine.proto\x12\x0econtractual.v1\x1a\x18contractual/v1/job.proto\x1a\x1bcontractual/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n" +
+	"\x1bcontractual/v1/engine.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x18contractual/v1/job.proto\x1a\x1bcontractual/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n" +
 	"\x13RunAgentStepRequest\x12\x1c\n" +
 	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x12\n" +
@@ -1679,7 +1697,7 @@ const file_contractual_v1_engine_proto_rawDesc = "" +
 	"tool_calls\x18\x02 \x03(\v2\x19.contractual.v1.AgentCallR\ttoolCalls\x12#\n" +
 	"\rprompt_tokens\x18\x03 \x01(\x03R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x04 \x01(\x03R\x10completionTokens\x12%\n" +
-	"\x0emodel_requests\x18\x05 \x01(\x05R\rmodelRequests\"\xc3\x01\n" +
+	"\x0emodel_requests\x18\x05 \x01(\x05R\rmodelRequests\"\x9c\x02\n" +
 	"\tAgentCall\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x12\x1d\n" +
 	"\n" +
@@ -1688,7 +1706,9 @@ const file_contractual_v1_engine_proto_rawDesc = "" +
 	"decisionId\x12#\n" +
 	"\routput_sha256\x18\x04 \x01(\tR\foutputSha256\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12'\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\"\x9f\x01\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x124\n" +
+	"\x06egress\x18\a \x03(\v2\x1c.contractual.v1.EgressRecordR\x06egress\x12!\n" +
+	"\foutput_bytes\x18\b \x01(\x03R\voutputBytes\"\x9f\x01\n" +
 	"\rSessionBudget\x12\x1d\n" +
 	"\n" +
 	"tool_calls\x18\x01 \x01(\x05R\ttoolCalls\x12\x16\n" +
@@ -1855,55 +1875,57 @@ var file_contractual_v1_engine_proto_goTypes = []any{
 	(*GetArtifactResponse)(nil),   // 22: contractual.v1.GetArtifactResponse
 	(*AgentTool)(nil),             // 23: contractual.v1.AgentTool
 	(*ToolBounds)(nil),            // 24: contractual.v1.ToolBounds
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(Verdict)(0),                  // 27: contractual.v1.Verdict
+	(*EgressRecord)(nil),          // 25: contractual.v1.EgressRecord
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(Verdict)(0),                  // 28: contractual.v1.Verdict
 }
 var file_contractual_v1_engine_proto_depIdxs = []int32{
 	23, // 0: contractual.v1.RunAgentStepRequest.tools:type_name -> contractual.v1.AgentTool
 	24, // 1: contractual.v1.RunAgentStepRequest.bounds:type_name -> contractual.v1.ToolBounds
 	4,  // 2: contractual.v1.RunAgentStepResponse.tool_calls:type_name -> contractual.v1.AgentCall
-	25, // 3: contractual.v1.SessionBudget.wall_time:type_name -> google.protobuf.Duration
-	25, // 4: contractual.v1.SessionUsage.wall_time:type_name -> google.protobuf.Duration
-	5,  // 5: contractual.v1.Session.budget:type_name -> contractual.v1.SessionBudget
-	6,  // 6: contractual.v1.Session.usage:type_name -> contractual.v1.SessionUsage
-	0,  // 7: contractual.v1.Session.state:type_name -> contractual.v1.SessionState
-	26, // 8: contractual.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	26, // 9: contractual.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	26, // 10: contractual.v1.SessionEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 11: contractual.v1.SessionEvent.kind:type_name -> contractual.v1.SessionEventKind
-	27, // 12: contractual.v1.SessionEvent.verdict:type_name -> contractual.v1.Verdict
-	6,  // 13: contractual.v1.SessionEvent.usage:type_name -> contractual.v1.SessionUsage
-	5,  // 14: contractual.v1.OpenSessionRequest.budget:type_name -> contractual.v1.SessionBudget
-	7,  // 15: contractual.v1.OpenSessionResponse.session:type_name -> contractual.v1.Session
-	8,  // 16: contractual.v1.SendResponse.event:type_name -> contractual.v1.SessionEvent
-	8,  // 17: contractual.v1.WatchSessionResponse.event:type_name -> contractual.v1.SessionEvent
-	7,  // 18: contractual.v1.GetSessionResponse.session:type_name -> contractual.v1.Session
-	8,  // 19: contractual.v1.GetSessionResponse.events:type_name -> contractual.v1.SessionEvent
-	7,  // 20: contractual.v1.ListSessionsResponse.sessions:type_name -> contractual.v1.Session
-	7,  // 21: contractual.v1.CloseSessionResponse.session:type_name -> contractual.v1.Session
-	26, // 22: contractual.v1.GetArtifactResponse.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 23: contractual.v1.SessionService.OpenSession:input_type -> contractual.v1.OpenSessionRequest
-	11, // 24: contractual.v1.SessionService.Send:input_type -> contractual.v1.SendRequest
-	14, // 25: contractual.v1.SessionService.WatchSession:input_type -> contractual.v1.WatchSessionRequest
-	15, // 26: contractual.v1.SessionService.GetSession:input_type -> contractual.v1.GetSessionRequest
-	17, // 27: contractual.v1.SessionService.ListSessions:input_type -> contractual.v1.ListSessionsRequest
-	19, // 28: contractual.v1.SessionService.CloseSession:input_type -> contractual.v1.CloseSessionRequest
-	21, // 29: contractual.v1.SessionService.GetArtifact:input_type -> contractual.v1.GetArtifactRequest
-	2,  // 30: contractual.v1.EngineInternalService.RunAgentStep:input_type -> contractual.v1.RunAgentStepRequest
-	10, // 31: contractual.v1.SessionService.OpenSession:output_type -> contractual.v1.OpenSessionResponse
-	12, // 32: contractual.v1.SessionService.Send:output_type -> contractual.v1.SendResponse
-	13, // 33: contractual.v1.SessionService.WatchSession:output_type -> contractual.v1.WatchSessionResponse
-	16, // 34: contractual.v1.SessionService.GetSession:output_type -> contractual.v1.GetSessionResponse
-	18, // 35: contractual.v1.SessionService.ListSessions:output_type -> contractual.v1.ListSessionsResponse
-	20, // 36: contractual.v1.SessionService.CloseSession:output_type -> contractual.v1.CloseSessionResponse
-	22, // 37: contractual.v1.SessionService.GetArtifact:output_type -> contractual.v1.GetArtifactResponse
-	3,  // 38: contractual.v1.EngineInternalService.RunAgentStep:output_type -> contractual.v1.RunAgentStepResponse
-	31, // [31:39] is the sub-list for method output_type
-	23, // [23:31] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	25, // 3: contractual.v1.AgentCall.egress:type_name -> contractual.v1.EgressRecord
+	26, // 4: contractual.v1.SessionBudget.wall_time:type_name -> google.protobuf.Duration
+	26, // 5: contractual.v1.SessionUsage.wall_time:type_name -> google.protobuf.Duration
+	5,  // 6: contractual.v1.Session.budget:type_name -> contractual.v1.SessionBudget
+	6,  // 7: contractual.v1.Session.usage:type_name -> contractual.v1.SessionUsage
+	0,  // 8: contractual.v1.Session.state:type_name -> contractual.v1.SessionState
+	27, // 9: contractual.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	27, // 10: contractual.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 11: contractual.v1.SessionEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 12: contractual.v1.SessionEvent.kind:type_name -> contractual.v1.SessionEventKind
+	28, // 13: contractual.v1.SessionEvent.verdict:type_name -> contractual.v1.Verdict
+	6,  // 14: contractual.v1.SessionEvent.usage:type_name -> contractual.v1.SessionUsage
+	5,  // 15: contractual.v1.OpenSessionRequest.budget:type_name -> contractual.v1.SessionBudget
+	7,  // 16: contractual.v1.OpenSessionResponse.session:type_name -> contractual.v1.Session
+	8,  // 17: contractual.v1.SendResponse.event:type_name -> contractual.v1.SessionEvent
+	8,  // 18: contractual.v1.WatchSessionResponse.event:type_name -> contractual.v1.SessionEvent
+	7,  // 19: contractual.v1.GetSessionResponse.session:type_name -> contractual.v1.Session
+	8,  // 20: contractual.v1.GetSessionResponse.events:type_name -> contractual.v1.SessionEvent
+	7,  // 21: contractual.v1.ListSessionsResponse.sessions:type_name -> contractual.v1.Session
+	7,  // 22: contractual.v1.CloseSessionResponse.session:type_name -> contractual.v1.Session
+	27, // 23: contractual.v1.GetArtifactResponse.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 24: contractual.v1.SessionService.OpenSession:input_type -> contractual.v1.OpenSessionRequest
+	11, // 25: contractual.v1.SessionService.Send:input_type -> contractual.v1.SendRequest
+	14, // 26: contractual.v1.SessionService.WatchSession:input_type -> contractual.v1.WatchSessionRequest
+	15, // 27: contractual.v1.SessionService.GetSession:input_type -> contractual.v1.GetSessionRequest
+	17, // 28: contractual.v1.SessionService.ListSessions:input_type -> contractual.v1.ListSessionsRequest
+	19, // 29: contractual.v1.SessionService.CloseSession:input_type -> contractual.v1.CloseSessionRequest
+	21, // 30: contractual.v1.SessionService.GetArtifact:input_type -> contractual.v1.GetArtifactRequest
+	2,  // 31: contractual.v1.EngineInternalService.RunAgentStep:input_type -> contractual.v1.RunAgentStepRequest
+	10, // 32: contractual.v1.SessionService.OpenSession:output_type -> contractual.v1.OpenSessionResponse
+	12, // 33: contractual.v1.SessionService.Send:output_type -> contractual.v1.SendResponse
+	13, // 34: contractual.v1.SessionService.WatchSession:output_type -> contractual.v1.WatchSessionResponse
+	16, // 35: contractual.v1.SessionService.GetSession:output_type -> contractual.v1.GetSessionResponse
+	18, // 36: contractual.v1.SessionService.ListSessions:output_type -> contractual.v1.ListSessionsResponse
+	20, // 37: contractual.v1.SessionService.CloseSession:output_type -> contractual.v1.CloseSessionResponse
+	22, // 38: contractual.v1.SessionService.GetArtifact:output_type -> contractual.v1.GetArtifactResponse
+	3,  // 39: contractual.v1.EngineInternalService.RunAgentStep:output_type -> contractual.v1.RunAgentStepResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_engine_proto_init() }
@@ -1911,6 +1933,7 @@ func file_contractual_v1_engine_proto_init() {
 	if File_contractual_v1_engine_proto != nil {
 		return
 	}
+	file_contractual_v1_audit_proto_init()
 	file_contractual_v1_job_proto_init()
 	file_contractual_v1_policy_proto_init()
 	type x struct{}
