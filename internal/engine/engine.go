@@ -242,11 +242,13 @@ func Open(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.model, err = model.New(model.Config{
-		BaseURL: base, Model: cfg.Model.Model, HTTPClient: hc,
-		Retries: cfg.Model.Retries, Stream: cfg.Model.Stream, Logger: s.log,
-	}); err != nil {
-		return nil, err
+	if base != "" { // else no model: sessions are refused (needModel)
+		if s.model, err = model.New(model.Config{
+			BaseURL: base, Model: cfg.Model.Model, HTTPClient: hc,
+			Retries: cfg.Model.Retries, Stream: cfg.Model.Stream, Logger: s.log,
+		}); err != nil {
+			return nil, err
+		}
 	}
 	if s.db, err = openDB(ctx, cfg.Dir); err != nil {
 		return nil, err
