@@ -248,16 +248,16 @@ func (a *agentStep) propose(ctx context.Context, msgs []model.Message) (*model.P
 // step: policy has paused the job.
 func (a *agentStep) calls(ctx context.Context, calls []model.Call) ([]outcome, error) {
 	s, req := a.s, a.req
+	if len(calls) > s.cfg.MaxCallsPerStep {
+		return nil, errs.E(errs.ResourceExhausted, "the model proposed %d calls at once; a proposal may carry at most %d, and none of them ran", len(calls), s.cfg.MaxCallsPerStep)
+	}
 	var outs []outcome
-	for i, c := range calls {
+	for _, c := range calls {
 		a.n++
 		id := fmt.Sprintf("a%d", a.n)
 		input := []byte(c.Input)
 		if canon, err := decision.Canonical(c.Input); err == nil {
 			input = canon
-		}
-		if i >= s.cfg.MaxCallsPerStep {
-			return nil, errs.E(errs.ResourceExhausted, "the model proposed %d calls at once; a proposal may carry at most %d", len(calls), s.cfg.MaxCallsPerStep)
 		}
 		if err := s.record(ctx, &contractualv1.AuditEvent{
 			Principal: req.GetPrincipal(), Action: ActionAgentProposal, Outcome: "ok", Tool: c.Tool, InputHash: decision.Hash(input),
