@@ -71,31 +71,34 @@ func TestExamples(t *testing.T) {
 	for _, name := range files {
 		t.Run(name, func(t *testing.T) {
 			j := loadJob(t, name)
-			for _, s := range j.GetSteps() {
-				toolset, export, _ := strings.Cut(s.GetTool(), ".")
-				c := loadContract(t, toolset)
-				if d, _ := contract.Digest(c); d != s.GetContract() {
-					t.Errorf("step %s pins %s, tools/%s/contract.yaml is %s", s.GetId(), s.GetContract(), toolset, d)
-				}
-				i := slices.IndexFunc(c.GetTools(), func(tool *contractualv1.Tool) bool { return tool.GetExport() == export })
-				if i < 0 {
-					t.Errorf("step %s: tools/%s has no export %q", s.GetId(), toolset, export)
-					continue
-				}
-				tool := c.GetTools()[i]
-				// A job never waits for a one-shot approval: a high-risk
-				// tool would pause it at every run.
-				if tool.GetRisk() == contractualv1.Risk_RISK_HIGH {
-					t.Errorf("step %s: %s is high risk", s.GetId(), s.GetTool())
-				}
-				// An input with no references is the call's input as it is.
-				if !hasRef(s.GetInput()) {
-					in, err := protojson.Marshal(s.GetInput())
-					if err != nil {
-						t.Fatal(err)
+			for i, s := range j.GetSteps() {
+				for _, call := range job.StepCalls(i, s) {
+					toolset, export, _ := strings.Cut(call.Tool, ".")
+					c := loadContract(t, toolset)
+					if d, _ := contract.Digest(c); d != call.Contract {
+						t.Errorf("step %s pins %s, tools/%s/contract.yaml is %s", s.GetId(), call.Contract, toolset, d)
 					}
-					if err := contract.CheckInput(tool, in); err != nil {
-						t.Errorf("step %s: input %s: %v", s.GetId(), in, err)
+					i := slices.IndexFunc(c.GetTools(), func(tool *contractualv1.Tool) bool { return tool.GetExport() == export })
+					if i < 0 {
+						t.Errorf("step %s: tools/%s has no export %q", s.GetId(), toolset, export)
+						continue
+					}
+					tool := c.GetTools()[i]
+					// A job never waits for a one-shot approval: a high-risk
+					// tool would pause it at every run.
+					if tool.GetRisk() == contractualv1.Risk_RISK_HIGH {
+						t.Errorf("step %s: %s is high risk", s.GetId(), call.Tool)
+					}
+					// An input with no references is the call's input as it
+					// is (an agent step's input is its data, not a call's).
+					if !call.Agent && !hasRef(s.GetInput()) {
+						in, err := protojson.Marshal(s.GetInput())
+						if err != nil {
+							t.Fatal(err)
+						}
+						if err := contract.CheckInput(tool, in); err != nil {
+							t.Errorf("step %s: input %s: %v", s.GetId(), in, err)
+						}
 					}
 				}
 			}

@@ -26,12 +26,26 @@ type Card struct {
 	Misfire, Retry string
 }
 
-// CardStep is one step of a card.
+// CardStep is one step of a card: a tool step (Tool, Contract, Bounds) or
+// an agent step (Agent).
 type CardStep struct {
 	ID, Tool, Contract string
 	// Bounds are the tool's input bounds, one line each:
 	// "/owner: matches ^[a-z]+$".
 	Bounds []string
+	// Agent is set for an agent step.
+	Agent *CardAgent
+}
+
+// CardAgent is an agent step of a card.
+type CardAgent struct {
+	// Prompt is the owner's instruction to the model.
+	Prompt string
+	// Tools are the tools the model may propose, each with its pin and
+	// bounds (CardStep's Tool, Contract and Bounds).
+	Tools []CardStep
+	// MaxModelRequests bounds the step's model requests.
+	MaxModelRequests uint32
 }
 
 // KeyValue is one line of a card's table (the contract card's).
@@ -47,6 +61,14 @@ func NewCard(j *contractualv1.Job) Card {
 		}
 	}
 	for _, s := range j.GetSteps() {
+		if a := s.GetAgent(); a != nil {
+			ca := &CardAgent{Prompt: a.GetPrompt(), MaxModelRequests: a.GetMaxModelRequests()}
+			for _, t := range a.GetTools() {
+				ca.Tools = append(ca.Tools, CardStep{ID: s.GetId(), Tool: t.GetTool(), Contract: t.GetContract(), Bounds: bounds[t.GetTool()]})
+			}
+			card.Steps = append(card.Steps, CardStep{ID: s.GetId(), Agent: ca})
+			continue
+		}
 		card.Steps = append(card.Steps, CardStep{ID: s.GetId(), Tool: s.GetTool(), Contract: s.GetContract(), Bounds: bounds[s.GetTool()]})
 	}
 	b := j.GetBudgets()
@@ -129,17 +151,31 @@ func (c Card) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "Runs\n  %s\n", c.When)
 	b.WriteString("May call, in this order, and nothing else\n")
 	for i, s := range c.Steps {
+		if a := s.Agent; a != nil {
+			fmt.Fprintf(&b, "  %d. an agent step (step %s): the model, told %s, may propose calls of\n", i+1, s.ID, strconv.Quote(a.Prompt))
+			for _, t := range a.Tools {
+				fmt.Fprintf(&b, "       %s, pinned to contract %s\n", t.Tool, t.Contract)
+				writeBounds(&b, "         ", t.Bounds)
+			}
+			fmt.Fprintf(&b, "       in at most %d model requests; each call is decided like a step's, and anything but allow pauses the job\n", a.MaxModelRequests)
+			continue
+		}
 		fmt.Fprintf(&b, "  %d. %s (step %s), pinned to contract %s\n", i+1, s.Tool, s.ID, s.Contract)
-		if len(s.Bounds) == 0 {
-			b.WriteString("       any input the tool's schema accepts\n")
-		}
-		for _, l := range s.Bounds {
-			fmt.Fprintf(&b, "       %s\n", l)
-		}
+		writeBounds(&b, "       ", s.Bounds)
 	}
 	b.WriteString("Budgets\n")
 	contract.WriteTable(&b, c.Budgets)
 	fmt.Fprintf(&b, "If runs are missed or fail\n  %s; %s\n", c.Misfire, c.Retry)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeBounds writes a tool's bound lines, indented.
+func writeBounds(b *strings.Builder, indent string, bounds []string) {
+	if len(bounds) == 0 {
+		b.WriteString(indent + "any input the tool's schema accepts\n")
+	}
+	for _, l := range bounds {
+		b.WriteString(indent + l + "\n")
+	}
 }

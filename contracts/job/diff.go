@@ -156,6 +156,10 @@ func (d *differ) steps(a, b []*contractualv1.JobStep) {
 			continue
 		}
 		kept = append(kept, id)
+		if IsAgent(x) || IsAgent(y) {
+			d.agent(path, x, y)
+			continue
+		}
 		if x.GetTool() != y.GetTool() {
 			d.add(contract.Widened, path+".tool", x.GetTool(), y.GetTool())
 		}
@@ -168,7 +172,58 @@ func (d *differ) steps(a, b []*contractualv1.JobStep) {
 }
 
 func stepText(s *contractualv1.JobStep) string {
+	if a := s.GetAgent(); a != nil {
+		var tools []string
+		for _, t := range a.GetTools() {
+			tools = append(tools, fmt.Sprintf("%s (%s)", t.GetTool(), t.GetContract()))
+		}
+		return fmt.Sprintf("agent %q with %s", a.GetPrompt(), strings.Join(tools, ", "))
+	}
 	return fmt.Sprintf("%s (%s)", s.GetTool(), s.GetContract())
+}
+
+// agent compares two versions of a step of which at least one is an agent
+// step. A tool step becoming an agent step, or the reverse, widens: it
+// is another kind of authority.
+func (d *differ) agent(path string, x, y *contractualv1.JobStep) {
+	if IsAgent(x) != IsAgent(y) {
+		d.add(contract.Widened, path, stepText(x), stepText(y))
+		return
+	}
+	a, b := x.GetAgent(), y.GetAgent()
+	d.text(path+".agent.prompt", a.GetPrompt(), b.GetPrompt())
+	pins := func(ts []*contractualv1.AgentTool) map[string]string {
+		m := make(map[string]string, len(ts))
+		for _, t := range ts {
+			m[t.GetTool()] = t.GetContract()
+		}
+		return m
+	}
+	am, bm := pins(a.GetTools()), pins(b.GetTools())
+	for _, t := range a.GetTools() {
+		if _, ok := bm[t.GetTool()]; !ok {
+			d.add(contract.Narrowed, path+".agent.tools["+t.GetTool()+"]", t.GetContract(), "")
+		}
+	}
+	for _, t := range b.GetTools() {
+		tpath := path + ".agent.tools[" + t.GetTool() + "]"
+		switch old, ok := am[t.GetTool()]; {
+		case !ok:
+			d.add(contract.Widened, tpath, "", t.GetContract())
+		case old != t.GetContract():
+			d.add(contract.Changed, tpath+".contract", old, t.GetContract())
+		}
+	}
+	d.number(path+".agent.max_model_requests", uint64(a.GetMaxModelRequests()), uint64(b.GetMaxModelRequests()), false)
+	d.text(path+".input", inputText(x), inputText(y))
+}
+
+// inputText is a step's input template as JSON, or "" if it has none.
+func inputText(s *contractualv1.JobStep) string {
+	if s.GetInput().GetKind() == nil {
+		return ""
+	}
+	return jsonText(s.GetInput())
 }
 
 // bounds compares bounds by tool and pointer. A bound removed widens.

@@ -17,6 +17,13 @@
 //   - [Diff] lists what a new version changes, widening or narrowing;
 //   - [NewCard] describes a job in words for the approver.
 //
+// A step is a tool step (one pinned tool, one input) or an agent step
+// (a prompt and the pinned tools the engine's model may propose, with the
+// step's input as its data). [Calls] lists every tool a job's steps may
+// call with its pin, whichever kind of step names it: what policy allows,
+// drift follows and a resume re-pins ([Repin]). [NarrowSchema] says a
+// tool's bounds in JSON Schema, for the model.
+//
 // The cron check here is syntactic only (five fields of cron characters, or
 // a macro such as @daily); the scheduler (internal/schedule) owns what an
 // expression means. Time zones are checked against the zone database

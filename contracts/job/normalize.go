@@ -31,6 +31,8 @@ func invalid(ps []Problem) error {
 //   - a cron expression's fields are separated by one space, and macros
 //     take one name (@midnight is @daily, @annually @yearly);
 //   - a one-shot time is written in UTC;
+//   - an agent step's max_model_requests gets its default, and its tools
+//     are sorted by name;
 //   - the default misfire policy (skip) and no retries are left out;
 //   - bounds are sorted by tool and pointer (their order carries no
 //     meaning), allowed values sorted and de-duplicated, and -0 bounds
@@ -61,8 +63,13 @@ func Normalize(j *contractualv1.Job) {
 			f.set(j.Budgets, f.def)
 		}
 	}
+	for _, s := range j.GetSteps() {
+		if a := s.GetAgent(); a != nil {
+			normalizeAgent(a)
+		}
+	}
 	if j.Budgets.ToolCallsPerRun == 0 {
-		j.Budgets.ToolCallsPerRun = uint32(len(j.GetSteps()))
+		j.Budgets.ToolCallsPerRun = defaultToolCalls(j.GetSteps())
 	}
 	if m := j.GetMisfire(); m != nil {
 		if m.GetPolicy() == contractualv1.MisfirePolicy_MISFIRE_POLICY_SKIP {

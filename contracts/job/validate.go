@@ -85,7 +85,7 @@ func validate(j *contractualv1.Job) []Problem {
 	ps.trigger(j.GetTrigger())
 	ps.steps(j.GetSteps())
 	ps.bounds(j.GetBounds(), j.GetSteps())
-	ps.budgets(j.GetBudgets(), len(j.GetSteps()))
+	ps.budgets(j.GetBudgets(), toolSteps(j.GetSteps()))
 	ps.misfire(j.GetMisfire(), j.GetTrigger())
 	ps.retry(j.GetRetry())
 	if len(ps) == 0 {
@@ -190,15 +190,26 @@ func (ps *problems) steps(steps []*contractualv1.JobStep) {
 				ps.addf(path+".id", "%q is already the id of steps[%d]", s.GetId(), first)
 			}
 		}
-		if ps.required(path+".tool", s.GetTool()) && !toolRE.MatchString(s.GetTool()) {
-			ps.addf(path+".tool", `%q: name a tool as "<contract name>.<export>", e.g. "ghstars.repo_stars"`, s.GetTool())
+		switch {
+		case IsAgent(s):
+			ps.agentStep(path, s)
+		case s.GetTool() == "" && s.GetContract() == "" && s.GetInput().GetKind() == nil:
+			ps.addf(path, "set tool, contract and input (a tool step) or agent (an agent step)")
+		default:
+			if ps.required(path+".tool", s.GetTool()) && !toolRE.MatchString(s.GetTool()) {
+				ps.addf(path+".tool", `%q: name a tool as "<contract name>.<export>", e.g. "ghstars.repo_stars"`, s.GetTool())
+			}
+			if ps.required(path+".contract", s.GetContract()) && !digestRE.MatchString(s.GetContract()) {
+				ps.addf(path+".contract", `must be the tool contract's digest: "sha256:" and 64 lowercase hex digits`)
+			}
 		}
-		if ps.required(path+".contract", s.GetContract()) && !digestRE.MatchString(s.GetContract()) {
-			ps.addf(path+".contract", `must be the tool contract's digest: "sha256:" and 64 lowercase hex digits`)
-		}
-		if s.GetInput().GetKind() == nil {
+		switch {
+		case s.GetInput().GetKind() == nil && (IsAgent(s) || s.GetTool() == "" && s.GetContract() == ""):
+			// An agent step's data is optional; a step with nothing set
+			// is one problem.
+		case s.GetInput().GetKind() == nil:
 			ps.addf(path+".input", "required: write {} for a tool that takes no input")
-		} else {
+		default:
 			refs(s.GetInput(), path+".input", func(rpath string, r Ref) {
 				if _, ok := seen[r.Step]; r.Step != "" && !ok {
 					ps.addf(rpath, "%q: no earlier step has id %q", r.String(), r.Step)
@@ -217,8 +228,10 @@ func (ps *problems) bounds(bounds []*contractualv1.ToolBounds, steps []*contract
 		ps.addf("bounds", "%d entries; at most %d", len(bounds), maxBounds)
 	}
 	called := make(map[string]bool)
-	for _, s := range steps {
-		called[s.GetTool()] = true
+	for i, s := range steps {
+		for _, c := range StepCalls(i, s) {
+			called[c.Tool] = true
+		}
 	}
 	seen := make(map[string]int)
 	for i, b := range bounds {
@@ -227,7 +240,7 @@ func (ps *problems) bounds(bounds []*contractualv1.ToolBounds, steps []*contract
 			if first, ok := seen[b.GetTool()]; ok {
 				ps.addf(path+".tool", "%q already has bounds at bounds[%d]; merge them", b.GetTool(), first)
 			} else if !called[b.GetTool()] {
-				ps.addf(path+".tool", "%q is not called by any step", b.GetTool())
+				ps.addf(path+".tool", "%q is not called by any step (nor listed by an agent step)", b.GetTool())
 			}
 			seen[b.GetTool()] = i
 		}
@@ -337,7 +350,7 @@ func (ps *problems) budgets(b *contractualv1.JobBudgets, steps int) {
 		}
 	}
 	if c := b.GetToolCallsPerRun(); c != 0 && int(c) < steps {
-		ps.addf("budgets.tool_calls_per_run", "%d is fewer than the %d steps: no run could finish", c, steps)
+		ps.addf("budgets.tool_calls_per_run", "%d is fewer than the %d tool steps: no run could finish", c, steps)
 	}
 }
 

@@ -74,7 +74,7 @@ func TestLoadProblems(t *testing.T) {
 		{"min above max", "max_length: 4000", "minimum: 5, maximum: 1", "16:47: bounds[0].inputs[1].maximum: 1 is below the minimum 5"},
 		{"pattern and range", "max_length: 4000", "minimum: 1, pattern: a", "16:47: bounds[0].inputs[1].pattern: a pattern holds strings and minimum/maximum numbers"},
 		{"length and range", "max_length: 4000", "max_length: 4, maximum: 1", "16:38: bounds[0].inputs[1].max_length: max_length holds strings and arrays"},
-		{"calls below steps", "", "budgets: {tool_calls_per_run: 1}\n", "17:31: budgets.tool_calls_per_run: 1 is fewer than the 2 steps"},
+		{"calls below steps", "", "budgets: {tool_calls_per_run: 1}\n", "17:31: budgets.tool_calls_per_run: 1 is fewer than the 2 tool steps"},
 		{"budget range", "", "budgets: {runs_per_day: 2000}\n", "17:25: budgets.runs_per_day: 2000 is out of range 1..1440"},
 		{"catch up without max", "", "misfire: {policy: catch_up}\n", "17:10: misfire.max_catch_up: catch_up needs max_catch_up in 1..100"},
 		{"max without catch up", "", "misfire: {max_catch_up: 3}\n", "17:25: misfire.max_catch_up: only with policy catch_up"},

@@ -88,13 +88,14 @@ func forDevices(procedure string) bool {
 }
 
 // actsFor says which kinds of principal a service may act for: the gateway
-// for devices, the engine for chat sessions, the scheduler and the worker
-// for jobs.
-var actsFor = map[Service]string{
-	Gateway:   "device:",
-	Engine:    "session:",
-	Scheduler: "job:",
-	Worker:    "job:",
+// for devices, the engine for chat sessions and for the jobs whose agent
+// steps it runs (the worker asks it to, for the job), the scheduler and
+// the worker for jobs.
+var actsFor = map[Service][]string{
+	Gateway:   {"device:"},
+	Engine:    {"session:", "job:"},
+	Scheduler: {"job:"},
+	Worker:    {"job:"},
 }
 
 // MayActFor reports whether the calling service (the peer in ctx) may make
@@ -108,10 +109,12 @@ func MayActFor(ctx context.Context, p string) error {
 	if !principal.Valid(p) {
 		return errs.E(errs.Invalid, "%q is not a principal (device:<id>, session:<id> or job:<id>)", clip(p))
 	}
-	if kind := actsFor[peer]; kind == "" || !strings.HasPrefix(p, kind) {
-		return errs.E(errs.PermissionDenied, "%s may not act for %s", peer, clip(p))
+	for _, kind := range actsFor[peer] {
+		if strings.HasPrefix(p, kind) {
+			return nil
+		}
 	}
-	return nil
+	return errs.E(errs.PermissionDenied, "%s may not act for %s", peer, clip(p))
 }
 
 type peerKey struct{}

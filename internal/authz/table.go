@@ -76,18 +76,22 @@ var table = map[Service]map[string]how{
 	// the job (Evaluate names the job in its principal field, which policy
 	// checks with MayActFor), has the runner execute it, reads the job
 	// version a run executes, pauses a job whose run exceeded a budget,
-	// and records runs and steps.
+	// has the engine run an agent step for the job (RunAgentStep names the
+	// job in its principal field, which the engine's interceptor checks
+	// with MayActFor), and records runs and steps.
 	Worker: row(own,
+		contractualv1connect.EngineInternalServiceRunAgentStepProcedure,
 		contractualv1connect.PolicyInternalServiceEvaluateProcedure,
 		contractualv1connect.RunnerServiceExecuteProcedure,
 		contractualv1connect.JobServiceGetJobProcedure,
 		contractualv1connect.JobServicePauseJobProcedure,
 		contractualv1connect.AuditInternalServiceAppendProcedure,
 	),
-	// The engine lists the approved tools when a session opens, asks
-	// policy to decide each proposed call for the session (Evaluate names
-	// the session in its principal field, which policy checks with
-	// MayActFor) and waits for one-shot approvals, has the runner execute
+	// The engine lists the approved tools when a session opens (and when
+	// an agent step starts), asks policy to decide each proposed call for
+	// the session, or for the job of an agent step (Evaluate names the
+	// session or the job in its principal field, which policy checks with
+	// MayActFor), waits for a session's one-shot approvals (never a job's), has the runner execute
 	// allowed calls with the signed decision (the relay tool that carries
 	// its model requests among them), and records every step. It reaches
 	// neither the broker nor any network of its own.

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
+	"github.com/contractual/contractual/internal/errs"
 )
 
 // procedures returns every procedure of Contractual's services.
@@ -46,11 +48,12 @@ func TestTable(t *testing.T) {
 		auditAppend = contractualv1connect.AuditInternalServiceAppendProcedure
 		execute     = contractualv1connect.RunnerServiceExecuteProcedure
 		runsDev     = "/contractual.v1.JobRunService/"
+		sessionsDev = "/contractual.v1.SessionService/"
 	)
 	// want returns how caller may call proc (0: not at all).
 	want := func(caller Service, proc string) how {
 		isDev := strings.HasPrefix(proc, policyDev) || strings.HasPrefix(proc, jobDev) || strings.HasPrefix(proc, brokerDev) ||
-			strings.HasPrefix(proc, auditDev) || strings.HasPrefix(proc, runsDev)
+			strings.HasPrefix(proc, auditDev) || strings.HasPrefix(proc, runsDev) || strings.HasPrefix(proc, sessionsDev)
 		switch caller {
 		case Gateway:
 			switch {
@@ -85,7 +88,13 @@ func TestTable(t *testing.T) {
 			}
 		case Worker:
 			switch proc {
-			case policyInt + "Evaluate", execute, jobDev + "GetJob", jobDev + "PauseJob", auditAppend:
+			case policyInt + "Evaluate", execute, jobDev + "GetJob", jobDev + "PauseJob", auditAppend,
+				contractualv1connect.EngineInternalServiceRunAgentStepProcedure:
+				return own
+			}
+		case Engine:
+			switch proc {
+			case policyDev + "ListContracts", policyInt + "Evaluate", policyInt + "WaitCallApproval", execute, auditAppend:
 				return own
 			}
 		}
@@ -134,5 +143,48 @@ func TestParseService(t *testing.T) {
 		if got, ok := ParseService(s.ID()); !ok || got != s {
 			t.Errorf("%s does not round-trip: %q %v", s, got, ok)
 		}
+	}
+}
+
+// TestMayActFor: each service acts for its kinds of principal only; the
+// engine for sessions and for the jobs whose agent steps it runs.
+func TestMayActFor(t *testing.T) {
+	for _, tc := range []struct {
+		peer Service
+		p    string
+		ok   bool
+	}{
+		{Gateway, "device:phone", true},
+		{Gateway, "job:nightly", false},
+		{Engine, "session:abc", true},
+		{Engine, "job:nightly", true},
+		{Engine, "device:phone", false},
+		{Worker, "job:nightly", true},
+		{Worker, "session:abc", false},
+		{Scheduler, "job:nightly", true},
+		{Runner, "job:nightly", false},
+		{Policy, "device:phone", false},
+	} {
+		err := MayActFor(WithPeer(context.Background(), tc.peer), tc.p)
+		if (err == nil) != tc.ok {
+			t.Errorf("MayActFor(%s, %s) = %v, want ok %v", tc.peer, tc.p, err, tc.ok)
+		}
+		if err != nil && !errs.Is(err, errs.PermissionDenied) {
+			t.Errorf("MayActFor(%s, %s): kind %v", tc.peer, tc.p, errs.KindOf(err))
+		}
+	}
+	if err := MayActFor(context.Background(), "job:nightly"); !errs.Is(err, errs.Unauthenticated) {
+		t.Errorf("without a peer: %v", err)
+	}
+}
+
+// TestAgentStepNotForDevices: the engine's internal service is for
+// services only: no device reaches it through the gateway.
+func TestAgentStepNotForDevices(t *testing.T) {
+	if forDevices(contractualv1connect.EngineInternalServiceRunAgentStepProcedure) {
+		t.Fatal("RunAgentStep is device-facing")
+	}
+	if table[Gateway][contractualv1connect.EngineInternalServiceRunAgentStepProcedure] != 0 {
+		t.Fatal("the gateway may call RunAgentStep")
 	}
 }

@@ -11,5 +11,6 @@ import (
 func (s *Service) Handlers(opts ...connect.HandlerOption) mesh.Handlers {
 	h := mesh.Handlers{}
 	h.Add(contractualv1connect.NewSessionServiceHandler(s, opts...))
+	h.Add(contractualv1connect.NewEngineInternalServiceHandler(s, opts...)) // agent.go
 	return h
 }

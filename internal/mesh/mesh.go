@@ -113,6 +113,8 @@ type Clients struct {
 	Scheduler contractualv1connect.SchedulerInternalServiceClient
 	// Engine holds the chat sessions the gateway passes on.
 	Engine contractualv1connect.SessionServiceClient
+	// EngineInternal runs the agent steps of the worker's runs.
+	EngineInternal contractualv1connect.EngineInternalServiceClient
 }
 
 // NewClients returns the clients with which service from calls the
@@ -146,7 +148,8 @@ func NewClients(n Network, from authz.Service, extra ...connect.Interceptor) Cli
 			contractualv1connect.NewJobRunServiceClient(wc, wu, opts),
 			contractualv1connect.NewWorkerInternalServiceClient(wc, wu, opts),
 		},
-		Scheduler: contractualv1connect.NewSchedulerInternalServiceClient(sc, su, opts),
-		Engine:    contractualv1connect.NewSessionServiceClient(ec, eu, opts),
+		Scheduler:      contractualv1connect.NewSchedulerInternalServiceClient(sc, su, opts),
+		Engine:         contractualv1connect.NewSessionServiceClient(ec, eu, opts),
+		EngineInternal: contractualv1connect.NewEngineInternalServiceClient(ec, eu, opts),
 	}
 }

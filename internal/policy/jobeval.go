@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
+	"github.com/contractual/contractual/contracts/job"
 	"github.com/contractual/contractual/internal/errs"
 )
 
@@ -26,7 +27,7 @@ var runIDRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 // run it belongs to), and refuses a run_id for any other principal. On top
 // of the contract's answer (evaluate), it allows the call only if the
 // job's approved version is not paused, calls the tool in one of its
-// steps, pins the approved contract of the tool's name, the input is
+// steps (a tool step's tool, or a tool an agent step lists), pins the approved contract of the tool's name, the input is
 // inside the job's bounds for the tool, the run has made no more calls
 // than tool_calls_per_run, and the run is within the job's runs_per_day
 // (runs counted by the UTC day of their first call, on policy's clock). A
@@ -92,10 +93,12 @@ func (s *Service) evaluateJob(ctx context.Context, req *contractualv1.EvaluateRe
 	if errs.Is(err, errs.Unavailable) || errs.Is(err, errs.Internal) {
 		return nil, err
 	}
+	// The steps that may call the tool: tool steps calling it, and agent
+	// steps listing it.
 	var steps []string
-	for _, st := range rec.GetJob().GetSteps() {
-		if st.GetTool() == c.tool {
-			steps = append(steps, st.GetId())
+	for _, jc := range job.Calls(rec.GetJob()) {
+		if jc.Tool == c.tool && !slices.Contains(steps, jc.Step) {
+			steps = append(steps, jc.Step)
 		}
 	}
 	if err == nil && step != "" && !slices.Contains(steps, step) {
@@ -166,11 +169,12 @@ func (s *Service) judge(ctx context.Context, tx *sql.Tx, rec *contractualv1.JobR
 		d.Verdict, d.Reason = contractualv1.Verdict_VERDICT_DENY, fmt.Sprintf(format, args...)
 		return nil
 	}
+	jcs := job.Calls(j)
 	if len(steps) == 0 {
 		var tools []string
-		for _, st := range j.GetSteps() {
-			if !slices.Contains(tools, st.GetTool()) {
-				tools = append(tools, st.GetTool())
+		for _, jc := range jcs {
+			if !slices.Contains(tools, jc.Tool) {
+				tools = append(tools, jc.Tool)
 			}
 		}
 		return deny("job %s does not call %s: its steps call %s", id, c.tool, strings.Join(tools, ", "))
@@ -179,9 +183,9 @@ func (s *Service) judge(ctx context.Context, tx *sql.Tx, rec *contractualv1.JobR
 		return deny("job %s calls %s under a contract that is not approved: %s", id, c.tool, d.GetReason())
 	}
 	var pins []string
-	for _, st := range j.GetSteps() {
-		if st.GetTool() == c.tool && !slices.Contains(pins, st.GetContract()) {
-			pins = append(pins, st.GetContract())
+	for _, jc := range jcs {
+		if jc.Tool == c.tool && !slices.Contains(pins, jc.Contract) {
+			pins = append(pins, jc.Contract)
 		}
 	}
 	if !slices.Contains(pins, d.GetContractDigest()) {

@@ -217,9 +217,9 @@ func (s *Service) jobPredecessor(ctx context.Context, rec *contractualv1.JobReco
 func (s *Service) jobCard(ctx context.Context, j *contractualv1.Job) string {
 	var b strings.Builder
 	_ = job.NewCard(j).WriteText(&b)
-	for _, st := range j.GetSteps() {
-		if t := s.pinnedTool(ctx, st); t.GetRisk() == contractualv1.Risk_RISK_HIGH {
-			fmt.Fprintf(&b, "Note: %s (step %s) is a high-risk tool: each call needs the owner's one-shot approval, which a job never waits for: such a call pauses the job\n", st.GetTool(), st.GetId())
+	for _, c := range job.Calls(j) {
+		if t := s.pinnedTool(ctx, c); t.GetRisk() == contractualv1.Risk_RISK_HIGH {
+			fmt.Fprintf(&b, "Note: %s (step %s) is a high-risk tool: each call needs the owner's one-shot approval, which a job never waits for: such a call pauses the job\n", c.Tool, c.Step)
 		}
 	}
 	return b.String()
@@ -227,12 +227,12 @@ func (s *Service) jobCard(ctx context.Context, j *contractualv1.Job) string {
 
 // pinnedTool returns the tool a step calls in the contract it pins, or
 // nil if policy does not know them.
-func (s *Service) pinnedTool(ctx context.Context, st *contractualv1.JobStep) *contractualv1.Tool {
-	rec, err := getRecord(ctx, s.db, st.GetContract())
+func (s *Service) pinnedTool(ctx context.Context, c job.Call) *contractualv1.Tool {
+	rec, err := getRecord(ctx, s.db, c.Contract)
 	if err != nil {
 		return nil
 	}
-	_, export, _ := strings.Cut(st.GetTool(), ".")
+	_, export, _ := strings.Cut(c.Tool, ".")
 	return findTool(rec.GetContract(), export)
 }
 
@@ -256,25 +256,25 @@ func (s *Service) checkPins(ctx context.Context, q querier, j *contractualv1.Job
 		ps = append(ps, contract.Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
 	tools := map[string]*contractualv1.Tool{}
-	for i, st := range j.GetSteps() {
-		name, export, _ := strings.Cut(st.GetTool(), ".")
-		rec, err := getRecord(ctx, q, st.GetContract())
+	for _, c := range job.Calls(j) {
+		name, export, _ := strings.Cut(c.Tool, ".")
+		rec, err := getRecord(ctx, q, c.Contract)
 		switch {
 		case errs.Is(err, errs.NotFound):
-			add(fmt.Sprintf("steps[%d].contract", i), "no contract %s is known to policy: publish the tool's contract first", st.GetContract())
+			add(c.Path+".contract", "no contract %s is known to policy: publish the tool's contract first", c.Contract)
 			continue
 		case err != nil:
 			return err
 		case rec.GetContract().GetName() != name:
-			add(fmt.Sprintf("steps[%d].contract", i), "%s is a contract of %q, not of %q", st.GetContract(), rec.GetContract().GetName(), name)
+			add(c.Path+".contract", "%s is a contract of %q, not of %q", c.Contract, rec.GetContract().GetName(), name)
 			continue
 		}
 		t := findTool(rec.GetContract(), export)
 		if t == nil {
-			add(fmt.Sprintf("steps[%d].tool", i), "contract %s %s has no tool %q", name, st.GetContract(), export)
+			add(c.Path+".tool", "contract %s %s has no tool %q", name, c.Contract, export)
 			continue
 		}
-		tools[st.GetTool()] = t
+		tools[c.Tool] = t
 	}
 	for i, tb := range j.GetBounds() {
 		t := tools[tb.GetTool()]
@@ -370,13 +370,13 @@ func (s *Service) GetJob(ctx context.Context, req *contractualv1.GetJobRequest) 
 func (s *Service) staleSteps(j *contractualv1.Job) []string {
 	a := s.approved.Load()
 	var out []string
-	for _, st := range j.GetSteps() {
-		name := contractName(st.GetTool())
+	for _, c := range job.Calls(j) {
+		name := contractName(c.Tool)
 		switch e := a.byName[name]; {
 		case e == nil:
-			out = append(out, fmt.Sprintf("step %s pins contract %s %s, and no contract %s is approved", st.GetId(), name, st.GetContract(), name))
-		case e.rec.GetDigest() != st.GetContract():
-			out = append(out, fmt.Sprintf("step %s pins contract %s %s, but the approved %s is %s", st.GetId(), name, st.GetContract(), name, e.rec.GetDigest()))
+			out = append(out, fmt.Sprintf("step %s pins contract %s %s, and no contract %s is approved", c.Step, name, c.Contract, name))
+		case e.rec.GetDigest() != c.Contract:
+			out = append(out, fmt.Sprintf("step %s pins contract %s %s, but the approved %s is %s", c.Step, name, c.Contract, name, e.rec.GetDigest()))
 		}
 	}
 	return out
@@ -638,9 +638,10 @@ func (s *Service) resumeJob(ctx context.Context, req *contractualv1.ResumeJobReq
 		}
 		resp.Record = rec
 		var pins []string
-		for i, st := range j.GetSteps() {
-			if p := live.GetJob().GetSteps()[i].GetContract(); p != st.GetContract() {
-				pins = append(pins, fmt.Sprintf("step %s %s → %s", st.GetId(), p, st.GetContract()))
+		was := job.Calls(live.GetJob())
+		for i, c := range job.Calls(j) {
+			if p := was[i].Contract; p != c.Contract {
+				pins = append(pins, fmt.Sprintf("step %s %s %s → %s", c.Step, c.Tool, p, c.Contract))
 			}
 		}
 		return []*contractualv1.JobRecord{old, rec}, []*contractualv1.AuditEvent{
@@ -668,35 +669,40 @@ func (s *Service) repin(ctx context.Context, q querier, j *contractualv1.Job) (*
 		done     = map[string]bool{}
 		tools    = map[string]*contractualv1.Tool{}
 	)
-	for _, st := range n.GetSteps() {
-		name, export, _ := strings.Cut(st.GetTool(), ".")
+	for _, jc := range job.Calls(n) {
+		name, export, _ := strings.Cut(jc.Tool, ".")
 		e := a.byName[name]
 		if e == nil {
-			problems = append(problems, fmt.Sprintf("step %s pins contract %s %s, and no contract %s is approved: approve one, or delete the job", st.GetId(), name, st.GetContract(), name))
+			problems = append(problems, fmt.Sprintf("step %s pins contract %s %s, and no contract %s is approved: approve one, or delete the job", jc.Step, name, jc.Contract, name))
 			continue
 		}
 		t := findTool(e.rec.GetContract(), export)
 		if t == nil {
-			problems = append(problems, fmt.Sprintf("step %s calls %s, and the approved contract %s %s has no tool %q", st.GetId(), st.GetTool(), name, e.rec.GetDigest(), export))
+			problems = append(problems, fmt.Sprintf("step %s calls %s, and the approved contract %s %s has no tool %q", jc.Step, jc.Tool, name, e.rec.GetDigest(), export))
 			continue
 		}
-		tools[st.GetTool()] = t
-		if st.GetContract() == e.rec.GetDigest() {
+		tools[jc.Tool] = t
+		if jc.Contract == e.rec.GetDigest() || done[jc.Contract] {
 			continue
 		}
-		if !done[st.GetContract()] {
-			done[st.GetContract()] = true
-			old, err := getRecord(ctx, q, st.GetContract())
-			if err != nil {
-				return nil, nil, err
-			}
-			for _, c := range changes(contract.Diff(old.GetContract(), e.rec.GetContract())) {
-				c.Path = name + ": " + c.Path
-				diff = append(diff, c)
-			}
+		done[jc.Contract] = true
+		old, err := getRecord(ctx, q, jc.Contract)
+		if err != nil {
+			return nil, nil, err
 		}
-		st.Contract = e.rec.GetDigest()
+		for _, c := range changes(contract.Diff(old.GetContract(), e.rec.GetContract())) {
+			c.Path = name + ": " + c.Path
+			diff = append(diff, c)
+		}
 	}
+	// Every pin now names the approved contract of its tool's name (a
+	// problem above refuses the resume otherwise).
+	job.Repin(n, func(tool, digest string) string {
+		if e := a.byName[contractName(tool)]; e != nil {
+			return e.rec.GetDigest()
+		}
+		return digest
+	})
 	for _, tb := range n.GetBounds() {
 		for _, in := range tb.GetInputs() {
 			if t := tools[tb.GetTool()]; t != nil {

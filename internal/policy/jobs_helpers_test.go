@@ -142,3 +142,30 @@ func actions(evs []*contractualv1.AuditEvent) string {
 	}
 	return strings.Join(out, ", ")
 }
+
+// agentJobFile returns a job "triage" with one agent step that may propose
+// textkit.slugify (pinned to slug) and meter.count_vowels (pinned to
+// meterDigest), with bounds on both, and extra YAML appended.
+func agentJobFile(slug, meterDigest, extra string) []byte {
+	return fmt.Appendf(nil, `name: triage
+trigger: {webhook: {secret: HOOK_KEY}}
+steps:
+  - id: agent
+    input: {title: {$ref: trigger.payload.title}}
+    agent:
+      prompt: Slugify the title, then count its vowels.
+      tools:
+        - {tool: textkit.slugify, contract: %s}
+        - {tool: meter.count_vowels, contract: %s}
+bounds:
+  - tool: textkit.slugify
+    inputs:
+      - {pointer: /text, pattern: "[A-Za-z ]{1,20}"}
+  - tool: meter.count_vowels
+    inputs:
+      - {pointer: /text, pattern: "[a-z-]+"}
+      - {pointer: /n, minimum: 1, maximum: 10}
+      - {pointer: /mode, allowed: [fast, slow]}
+      - {pointer: /tags, max_length: 2}
+%s`, slug, meterDigest, extra)
+}

@@ -234,9 +234,9 @@ func insertJob(ctx context.Context, tx *sql.Tx, rec *contractualv1.JobRecord) er
 		rec.GetDecidedBy(), decidedAt, rec.GetReason()); err != nil {
 		return storeErr(err, "storing job %s", rec.GetDigest())
 	}
-	for _, s := range rec.GetJob().GetSteps() {
+	for _, c := range job.Calls(rec.GetJob()) {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO job_pins (contract, job) VALUES (?, ?) ON CONFLICT DO NOTHING`,
-			s.GetContract(), rec.GetDigest()); err != nil {
+			c.Contract, rec.GetDigest()); err != nil {
 			return storeErr(err, "storing job %s", rec.GetDigest())
 		}
 	}

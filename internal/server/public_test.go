@@ -33,6 +33,7 @@ var publicAPI = map[string][]string{
 	"contractual.v1.JobService":     {"ApproveJob", "CreateJob", "DeleteJob", "GetJob", "ListJobs", "PauseJob", "RejectJob", "ResumeJob"},
 	"contractual.v1.PairingService": {"ApprovePairing", "ApproveWithSetupCode", "BeginPairing", "CompletePairing", "ListDevices", "ListPairingRequests", "RejectPairing", "RevokeDevice", "Unpair"},
 	"contractual.v1.PolicyService":  {"Approve", "ApproveCall", "DenyCall", "GetCallApproval", "GetContract", "ListCallApprovals", "ListContracts", "Publish", "Reject", "Revoke"},
+	"contractual.v1.SessionService": {"CloseSession", "GetArtifact", "GetSession", "ListSessions", "OpenSession", "Send", "WatchSession"},
 	"contractual.v1.ToolService":    {"Invoke"},
 }
 
@@ -237,7 +238,7 @@ func TestReflectionAndHealth(t *testing.T) {
 		got = append(got, string(n))
 	}
 	slices.Sort(got)
-	if strings.Join(got, " ") != "contractual.v1.AuditService contractual.v1.BrokerService contractual.v1.JobRunService contractual.v1.JobService contractual.v1.PairingService contractual.v1.PolicyService contractual.v1.ToolService" {
+	if strings.Join(got, " ") != "contractual.v1.AuditService contractual.v1.BrokerService contractual.v1.JobRunService contractual.v1.JobService contractual.v1.PairingService contractual.v1.PolicyService contractual.v1.SessionService contractual.v1.ToolService" {
 		t.Errorf("reflection lists %v", got)
 	}
 	res, err := grpchealth.NewClient(h2c, s.URL, connect.WithGRPC()).Check(context.Background(), &grpchealth.CheckRequest{Service: "contractual.v1.ToolService"})

@@ -264,10 +264,12 @@ func (s *Server) services(ctx context.Context, cfg Config) (gateway.Deps, error)
 	}
 
 	// The worker runs jobs' steps through policy and the runner as the
-	// job, with its run queue in DataDir/worker.
+	// job, and agent steps through the engine, with its run queue in
+	// DataDir/worker. (The engine serves below: the in-memory network
+	// finds a service's handler at each call, not here.)
 	wc := clients(authz.Worker)
 	wrk, err := worker.Open(ctx, worker.Config{Dir: filepath.Join(cfg.DataDir, "worker"), Logger: s.log},
-		worker.Deps{Policy: wc.Policy, Runner: wc.Runner, Jobs: wc.Policy, Audit: wc.Audit})
+		worker.Deps{Policy: wc.Policy, Runner: wc.Runner, Jobs: wc.Policy, Audit: wc.Audit, Engine: wc.EngineInternal})
 	if err != nil {
 		return gateway.Deps{}, err
 	}

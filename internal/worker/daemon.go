@@ -11,7 +11,8 @@ import (
 
 // Daemon is the worker as its own process (contractual-worker): its run
 // queue in --data, served over mutual TLS, calling policy (decisions and
-// jobs), the runner and audit. Several worker processes may share one
+// jobs), the runner, audit and the engine (--engine-url, for agent steps;
+// empty: agent steps fail, saying so). Several worker processes may share one
 // store: leases keep them from running a step twice.
 func Daemon() daemon.Service {
 	var peers node.Peers
@@ -19,7 +20,7 @@ func Daemon() daemon.Service {
 	return daemon.Service{
 		Name: string(authz.Worker),
 		Flags: func(fs *flag.FlagSet) {
-			peers = node.Flags(fs, authz.Policy, authz.Runner, authz.Audit)
+			peers = node.Flags(fs, authz.Policy, authz.Runner, authz.Audit, authz.Engine)
 			fs.IntVar(&cfg.Workers, "workers", DefaultWorkers, "runs this process runs at once")
 			fs.DurationVar(&cfg.Lease, "lease", DefaultLease, "how long a claimed run stays claimed without a renewal")
 		},
@@ -29,7 +30,11 @@ func Daemon() daemon.Service {
 				return err
 			}
 			cfg.Dir, cfg.Logger = env.Data, env.Log
-			svc, err := Open(ctx, cfg, Deps{Policy: n.Clients.Policy, Runner: n.Clients.Runner, Jobs: n.Clients.Policy, Audit: n.Clients.Audit})
+			deps := Deps{Policy: n.Clients.Policy, Runner: n.Clients.Runner, Jobs: n.Clients.Policy, Audit: n.Clients.Audit}
+			if *peers[authz.Engine] != "" {
+				deps.Engine = n.Clients.EngineInternal
+			}
+			svc, err := Open(ctx, cfg, deps)
 			if err != nil {
 				return err
 			}

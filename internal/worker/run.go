@@ -155,6 +155,9 @@ func (a *attempt) run(ctx context.Context) outcome {
 // step as done with its output. ok is false if the run stops here. What
 // is left of the run-time budget is the step's deadline.
 func (a *attempt) step(ctx context.Context, i int, step *contractualv1.JobStep) (outcome, bool) {
+	if step.GetAgent() != nil {
+		return a.agentStep(ctx, i, step) // agent.go
+	}
 	r := a.st.run
 	if b := time.Duration(a.job.GetBudgets().GetRunTimeSeconds()) * time.Second; b > 0 {
 		var cancel context.CancelFunc

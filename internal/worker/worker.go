@@ -25,6 +25,10 @@
 // crash skips DONE steps and runs a RUNNING one again, with the same key,
 // so that a receiver that honours the key applies the side effect once.
 //
+// An agent step (agent.go) is run by the engine (RunAgentStep), whose
+// every call policy decides for the job like a step's, with the run and
+// the step; the step's output is the model's answer.
+//
 // A decision other than allow stops the run (policy pauses the job
 // itself). A budget exceeded (run time, egress requests and bytes, output
 // bytes) stops the run and pauses the job (JobService.PauseJob, kind
@@ -77,6 +81,7 @@ var (
 	_ Runner                                            = contractualv1connect.RunnerServiceClient(nil)
 	_ Jobs                                              = contractualv1connect.JobServiceClient(nil)
 	_ Auditor                                           = contractualv1connect.AuditInternalServiceClient(nil)
+	_ Engine                                            = contractualv1connect.EngineInternalServiceClient(nil)
 )
 
 // Defaults of Config.
@@ -149,12 +154,19 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Deps are the services the worker calls; each is required.
+// Engine runs a job's agent steps (agent.go).
+type Engine interface {
+	RunAgentStep(context.Context, *contractualv1.RunAgentStepRequest) (*contractualv1.RunAgentStepResponse, error)
+}
+
+// Deps are the services the worker calls; each is required but Engine:
+// without it, an agent step fails, saying why.
 type Deps struct {
 	Policy Policy
 	Runner Runner
 	Jobs   Jobs
 	Audit  Auditor
+	Engine Engine
 }
 
 // Service implements JobRunService and WorkerInternalService and runs the

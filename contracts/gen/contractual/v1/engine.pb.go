@@ -165,6 +165,305 @@ func (SessionEventKind) EnumDescriptor() ([]byte, []int) {
 	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{1}
 }
 
+// RunAgentStepRequest is one agent step of a run.
+type RunAgentStepRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The job's principal, "job:<id>".
+	Principal string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// The run and the step, as policy's job calls take them.
+	RunId string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Step  string `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
+	// The owner's approved instruction.
+	Prompt string `protobuf:"bytes,4,opt,name=prompt,proto3" json:"prompt,omitempty"`
+	// The step's data, JSON (its rendered input), given to the model as
+	// untrusted data; empty for none.
+	Data []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	// The tools the model may propose, each with the contract digest the job
+	// pins.
+	Tools []*AgentTool `protobuf:"bytes,6,rep,name=tools,proto3" json:"tools,omitempty"`
+	// The job's bounds on those tools: the engine narrows the tools' input
+	// schemas with them where JSON Schema can say them (policy checks them
+	// all, whatever the model is told).
+	Bounds []*ToolBounds `protobuf:"bytes,7,rep,name=bounds,proto3" json:"bounds,omitempty"`
+	// The most model requests the step may make; 0 means the engine's
+	// default.
+	MaxModelRequests uint32 `protobuf:"varint,8,opt,name=max_model_requests,json=maxModelRequests,proto3" json:"max_model_requests,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RunAgentStepRequest) Reset() {
+	*x = RunAgentStepRequest{}
+	mi := &file_contractual_v1_engine_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunAgentStepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunAgentStepRequest) ProtoMessage() {}
+
+func (x *RunAgentStepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_engine_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunAgentStepRequest.ProtoReflect.Descriptor instead.
+func (*RunAgentStepRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RunAgentStepRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *RunAgentStepRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RunAgentStepRequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *RunAgentStepRequest) GetPrompt() string {
+	if x != nil {
+		return x.Prompt
+	}
+	return ""
+}
+
+func (x *RunAgentStepRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *RunAgentStepRequest) GetTools() []*AgentTool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *RunAgentStepRequest) GetBounds() []*ToolBounds {
+	if x != nil {
+		return x.Bounds
+	}
+	return nil
+}
+
+func (x *RunAgentStepRequest) GetMaxModelRequests() uint32 {
+	if x != nil {
+		return x.MaxModelRequests
+	}
+	return 0
+}
+
+// RunAgentStepResponse is the step's outcome.
+type RunAgentStepResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The model's final answer.
+	Answer string `protobuf:"bytes,1,opt,name=answer,proto3" json:"answer,omitempty"`
+	// The calls the model proposed and had run, in order.
+	ToolCalls        []*AgentCall `protobuf:"bytes,2,rep,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	PromptTokens     int64        `protobuf:"varint,3,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	CompletionTokens int64        `protobuf:"varint,4,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	ModelRequests    int32        `protobuf:"varint,5,opt,name=model_requests,json=modelRequests,proto3" json:"model_requests,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RunAgentStepResponse) Reset() {
+	*x = RunAgentStepResponse{}
+	mi := &file_contractual_v1_engine_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunAgentStepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunAgentStepResponse) ProtoMessage() {}
+
+func (x *RunAgentStepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_engine_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunAgentStepResponse.ProtoReflect.Descriptor instead.
+func (*RunAgentStepResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RunAgentStepResponse) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+func (x *RunAgentStepResponse) GetToolCalls() []*AgentCall {
+	if x != nil {
+		return x.ToolCalls
+	}
+	return nil
+}
+
+func (x *RunAgentStepResponse) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *RunAgentStepResponse) GetCompletionTokens() int64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *RunAgentStepResponse) GetModelRequests() int32 {
+	if x != nil {
+		return x.ModelRequests
+	}
+	return 0
+}
+
+// AgentCall is one call an agent step made.
+type AgentCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Tool  string                 `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
+	// The sha256 of its canonical input, as the decision has it.
+	InputHash  string `protobuf:"bytes,2,opt,name=input_hash,json=inputHash,proto3" json:"input_hash,omitempty"`
+	DecisionId string `protobuf:"bytes,3,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// The sha256 of its output ("sha256:<hex>"), or empty if the tool
+	// failed; error is then the failure.
+	OutputSha256 string `protobuf:"bytes,4,opt,name=output_sha256,json=outputSha256,proto3" json:"output_sha256,omitempty"`
+	Error        string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// The idempotency key its HTTP requests carried (decision.ActionKey).
+	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// Its HTTP requests, as the runner recorded them, and its output's
+	// size: what the run's budgets count.
+	Egress        []*EgressRecord `protobuf:"bytes,7,rep,name=egress,proto3" json:"egress,omitempty"`
+	OutputBytes   int64           `protobuf:"varint,8,opt,name=output_bytes,json=outputBytes,proto3" json:"output_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCall) Reset() {
+	*x = AgentCall{}
+	mi := &file_contractual_v1_engine_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCall) ProtoMessage() {}
+
+func (x *AgentCall) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_engine_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCall.ProtoReflect.Descriptor instead.
+func (*AgentCall) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AgentCall) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *AgentCall) GetInputHash() string {
+	if x != nil {
+		return x.InputHash
+	}
+	return ""
+}
+
+func (x *AgentCall) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *AgentCall) GetOutputSha256() string {
+	if x != nil {
+		return x.OutputSha256
+	}
+	return ""
+}
+
+func (x *AgentCall) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *AgentCall) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *AgentCall) GetEgress() []*EgressRecord {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
+func (x *AgentCall) GetOutputBytes() int64 {
+	if x != nil {
+		return x.OutputBytes
+	}
+	return 0
+}
+
 // SessionBudget bounds what a session may spend over its whole life. A zero
 // field takes the engine's default; a value above the engine's maximum is
 // an error.
@@ -185,7 +484,7 @@ type SessionBudget struct {
 
 func (x *SessionBudget) Reset() {
 	*x = SessionBudget{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[0]
+	mi := &file_contractual_v1_engine_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +496,7 @@ func (x *SessionBudget) String() string {
 func (*SessionBudget) ProtoMessage() {}
 
 func (x *SessionBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[0]
+	mi := &file_contractual_v1_engine_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +509,7 @@ func (x *SessionBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionBudget.ProtoReflect.Descriptor instead.
 func (*SessionBudget) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{0}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SessionBudget) GetToolCalls() int32 {
@@ -257,7 +556,7 @@ type SessionUsage struct {
 
 func (x *SessionUsage) Reset() {
 	*x = SessionUsage{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[1]
+	mi := &file_contractual_v1_engine_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +568,7 @@ func (x *SessionUsage) String() string {
 func (*SessionUsage) ProtoMessage() {}
 
 func (x *SessionUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[1]
+	mi := &file_contractual_v1_engine_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +581,7 @@ func (x *SessionUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionUsage.ProtoReflect.Descriptor instead.
 func (*SessionUsage) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{1}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SessionUsage) GetToolCalls() int32 {
@@ -358,7 +657,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[2]
+	mi := &file_contractual_v1_engine_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +669,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[2]
+	mi := &file_contractual_v1_engine_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +682,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{2}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Session) GetId() string {
@@ -504,7 +803,7 @@ type SessionEvent struct {
 
 func (x *SessionEvent) Reset() {
 	*x = SessionEvent{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[3]
+	mi := &file_contractual_v1_engine_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +815,7 @@ func (x *SessionEvent) String() string {
 func (*SessionEvent) ProtoMessage() {}
 
 func (x *SessionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[3]
+	mi := &file_contractual_v1_engine_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +828,7 @@ func (x *SessionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
 func (*SessionEvent) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{3}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SessionEvent) GetSeq() int64 {
@@ -673,7 +972,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[4]
+	mi := &file_contractual_v1_engine_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +984,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[4]
+	mi := &file_contractual_v1_engine_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +997,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{4}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *OpenSessionRequest) GetTools() []string {
@@ -732,7 +1031,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[5]
+	mi := &file_contractual_v1_engine_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +1043,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[5]
+	mi := &file_contractual_v1_engine_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +1056,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{5}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OpenSessionResponse) GetSession() *Session {
@@ -779,7 +1078,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[6]
+	mi := &file_contractual_v1_engine_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1090,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[6]
+	mi := &file_contractual_v1_engine_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1103,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{6}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SendRequest) GetSessionId() string {
@@ -831,7 +1130,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[7]
+	mi := &file_contractual_v1_engine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +1142,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[7]
+	mi := &file_contractual_v1_engine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +1155,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{7}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SendResponse) GetEvent() *SessionEvent {
@@ -876,7 +1175,7 @@ type WatchSessionResponse struct {
 
 func (x *WatchSessionResponse) Reset() {
 	*x = WatchSessionResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[8]
+	mi := &file_contractual_v1_engine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1187,7 @@ func (x *WatchSessionResponse) String() string {
 func (*WatchSessionResponse) ProtoMessage() {}
 
 func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[8]
+	mi := &file_contractual_v1_engine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1200,7 @@ func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{8}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchSessionResponse) GetEvent() *SessionEvent {
@@ -925,7 +1224,7 @@ type WatchSessionRequest struct {
 
 func (x *WatchSessionRequest) Reset() {
 	*x = WatchSessionRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[9]
+	mi := &file_contractual_v1_engine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1236,7 @@ func (x *WatchSessionRequest) String() string {
 func (*WatchSessionRequest) ProtoMessage() {}
 
 func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[9]
+	mi := &file_contractual_v1_engine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1249,7 @@ func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{9}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WatchSessionRequest) GetSessionId() string {
@@ -984,7 +1283,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[10]
+	mi := &file_contractual_v1_engine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1295,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[10]
+	mi := &file_contractual_v1_engine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1308,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{10}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetSessionRequest) GetId() string {
@@ -1030,7 +1329,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[11]
+	mi := &file_contractual_v1_engine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1341,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[11]
+	mi := &file_contractual_v1_engine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1354,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{11}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -1085,7 +1384,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[12]
+	mi := &file_contractual_v1_engine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1396,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[12]
+	mi := &file_contractual_v1_engine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1409,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{12}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListSessionsRequest) GetPageSize() int32 {
@@ -1138,7 +1437,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[13]
+	mi := &file_contractual_v1_engine_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1449,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[13]
+	mi := &file_contractual_v1_engine_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1462,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{13}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1190,7 +1489,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[14]
+	mi := &file_contractual_v1_engine_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1501,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[14]
+	mi := &file_contractual_v1_engine_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1514,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{14}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CloseSessionRequest) GetId() string {
@@ -1235,7 +1534,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[15]
+	mi := &file_contractual_v1_engine_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1546,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[15]
+	mi := &file_contractual_v1_engine_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1559,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{15}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CloseSessionResponse) GetSession() *Session {
@@ -1282,7 +1581,7 @@ type GetArtifactRequest struct {
 
 func (x *GetArtifactRequest) Reset() {
 	*x = GetArtifactRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[16]
+	mi := &file_contractual_v1_engine_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +1593,7 @@ func (x *GetArtifactRequest) String() string {
 func (*GetArtifactRequest) ProtoMessage() {}
 
 func (x *GetArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[16]
+	mi := &file_contractual_v1_engine_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +1606,7 @@ func (x *GetArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetArtifactRequest.ProtoReflect.Descriptor instead.
 func (*GetArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{16}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetArtifactRequest) GetSessionId() string {
@@ -1336,7 +1635,7 @@ type GetArtifactResponse struct {
 
 func (x *GetArtifactResponse) Reset() {
 	*x = GetArtifactResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[17]
+	mi := &file_contractual_v1_engine_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1647,7 @@ func (x *GetArtifactResponse) String() string {
 func (*GetArtifactResponse) ProtoMessage() {}
 
 func (x *GetArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[17]
+	mi := &file_contractual_v1_engine_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1660,7 @@ func (x *GetArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetArtifactResponse.ProtoReflect.Descriptor instead.
 func (*GetArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{17}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetArtifactResponse) GetContent() []byte {
@@ -1382,7 +1681,34 @@ var File_contractual_v1_engine_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_engine_proto_rawDesc = "" +
 	"\n" +
-	"\x1bcontractual/v1/engine.proto\x12\x0econtractual.v1\x1a\x1bcontractual/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n" +
+	"\x1bcontractual/v1/engine.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x18contractual/v1/job.proto\x1a\x1bcontractual/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n" +
+	"\x13RunAgentStepRequest\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\tR\x04step\x12\x16\n" +
+	"\x06prompt\x18\x04 \x01(\tR\x06prompt\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\x12/\n" +
+	"\x05tools\x18\x06 \x03(\v2\x19.contractual.v1.AgentToolR\x05tools\x122\n" +
+	"\x06bounds\x18\a \x03(\v2\x1a.contractual.v1.ToolBoundsR\x06bounds\x12,\n" +
+	"\x12max_model_requests\x18\b \x01(\rR\x10maxModelRequests\"\xe1\x01\n" +
+	"\x14RunAgentStepResponse\x12\x16\n" +
+	"\x06answer\x18\x01 \x01(\tR\x06answer\x128\n" +
+	"\n" +
+	"tool_calls\x18\x02 \x03(\v2\x19.contractual.v1.AgentCallR\ttoolCalls\x12#\n" +
+	"\rprompt_tokens\x18\x03 \x01(\x03R\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\x04 \x01(\x03R\x10completionTokens\x12%\n" +
+	"\x0emodel_requests\x18\x05 \x01(\x05R\rmodelRequests\"\x9c\x02\n" +
+	"\tAgentCall\x12\x12\n" +
+	"\x04tool\x18\x01 \x01(\tR\x04tool\x12\x1d\n" +
+	"\n" +
+	"input_hash\x18\x02 \x01(\tR\tinputHash\x12\x1f\n" +
+	"\vdecision_id\x18\x03 \x01(\tR\n" +
+	"decisionId\x12#\n" +
+	"\routput_sha256\x18\x04 \x01(\tR\foutputSha256\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12'\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x124\n" +
+	"\x06egress\x18\a \x03(\v2\x1c.contractual.v1.EgressRecordR\x06egress\x12!\n" +
+	"\foutput_bytes\x18\b \x01(\x03R\voutputBytes\"\x9f\x01\n" +
 	"\rSessionBudget\x12\x1d\n" +
 	"\n" +
 	"tool_calls\x18\x01 \x01(\x05R\ttoolCalls\x12\x16\n" +
@@ -1504,7 +1830,9 @@ const file_contractual_v1_engine_proto_rawDesc = "" +
 	"GetSession\x12!.contractual.v1.GetSessionRequest\x1a\".contractual.v1.GetSessionResponse\"\x03\x90\x02\x01\x12^\n" +
 	"\fListSessions\x12#.contractual.v1.ListSessionsRequest\x1a$.contractual.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\fCloseSession\x12#.contractual.v1.CloseSessionRequest\x1a$.contractual.v1.CloseSessionResponse\x12[\n" +
-	"\vGetArtifact\x12\".contractual.v1.GetArtifactRequest\x1a#.contractual.v1.GetArtifactResponse\"\x03\x90\x02\x01B\xc9\x01\n" +
+	"\vGetArtifact\x12\".contractual.v1.GetArtifactRequest\x1a#.contractual.v1.GetArtifactResponse\"\x03\x90\x02\x012r\n" +
+	"\x15EngineInternalService\x12Y\n" +
+	"\fRunAgentStep\x12#.contractual.v1.RunAgentStepRequest\x1a$.contractual.v1.RunAgentStepResponseB\xc9\x01\n" +
 	"\x12com.contractual.v1B\vEngineProtoP\x01ZMgithub.com/contractual/contractual/contracts/gen/contractual/v1;contractualv1\xa2\x02\x03CXX\xaa\x02\x0eContractual.V1\xca\x02\x0eContractual\\V1\xe2\x02\x1aContractual\\V1\\GPBMetadata\xea\x02\x0fContractual::V1b\x06proto3"
 
 var (
@@ -1520,72 +1848,84 @@ func file_contractual_v1_engine_proto_rawDescGZIP() []byte {
 }
 
 var file_contractual_v1_engine_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_contractual_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_contractual_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_contractual_v1_engine_proto_goTypes = []any{
 	(SessionState)(0),             // 0: contractual.v1.SessionState
 	(SessionEventKind)(0),         // 1: contractual.v1.SessionEventKind
-	(*SessionBudget)(nil),         // 2: contractual.v1.SessionBudget
-	(*SessionUsage)(nil),          // 3: contractual.v1.SessionUsage
-	(*Session)(nil),               // 4: contractual.v1.Session
-	(*SessionEvent)(nil),          // 5: contractual.v1.SessionEvent
-	(*OpenSessionRequest)(nil),    // 6: contractual.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),   // 7: contractual.v1.OpenSessionResponse
-	(*SendRequest)(nil),           // 8: contractual.v1.SendRequest
-	(*SendResponse)(nil),          // 9: contractual.v1.SendResponse
-	(*WatchSessionResponse)(nil),  // 10: contractual.v1.WatchSessionResponse
-	(*WatchSessionRequest)(nil),   // 11: contractual.v1.WatchSessionRequest
-	(*GetSessionRequest)(nil),     // 12: contractual.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),    // 13: contractual.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),   // 14: contractual.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 15: contractual.v1.ListSessionsResponse
-	(*CloseSessionRequest)(nil),   // 16: contractual.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),  // 17: contractual.v1.CloseSessionResponse
-	(*GetArtifactRequest)(nil),    // 18: contractual.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),   // 19: contractual.v1.GetArtifactResponse
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(Verdict)(0),                  // 22: contractual.v1.Verdict
+	(*RunAgentStepRequest)(nil),   // 2: contractual.v1.RunAgentStepRequest
+	(*RunAgentStepResponse)(nil),  // 3: contractual.v1.RunAgentStepResponse
+	(*AgentCall)(nil),             // 4: contractual.v1.AgentCall
+	(*SessionBudget)(nil),         // 5: contractual.v1.SessionBudget
+	(*SessionUsage)(nil),          // 6: contractual.v1.SessionUsage
+	(*Session)(nil),               // 7: contractual.v1.Session
+	(*SessionEvent)(nil),          // 8: contractual.v1.SessionEvent
+	(*OpenSessionRequest)(nil),    // 9: contractual.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),   // 10: contractual.v1.OpenSessionResponse
+	(*SendRequest)(nil),           // 11: contractual.v1.SendRequest
+	(*SendResponse)(nil),          // 12: contractual.v1.SendResponse
+	(*WatchSessionResponse)(nil),  // 13: contractual.v1.WatchSessionResponse
+	(*WatchSessionRequest)(nil),   // 14: contractual.v1.WatchSessionRequest
+	(*GetSessionRequest)(nil),     // 15: contractual.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),    // 16: contractual.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),   // 17: contractual.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),  // 18: contractual.v1.ListSessionsResponse
+	(*CloseSessionRequest)(nil),   // 19: contractual.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),  // 20: contractual.v1.CloseSessionResponse
+	(*GetArtifactRequest)(nil),    // 21: contractual.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),   // 22: contractual.v1.GetArtifactResponse
+	(*AgentTool)(nil),             // 23: contractual.v1.AgentTool
+	(*ToolBounds)(nil),            // 24: contractual.v1.ToolBounds
+	(*EgressRecord)(nil),          // 25: contractual.v1.EgressRecord
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(Verdict)(0),                  // 28: contractual.v1.Verdict
 }
 var file_contractual_v1_engine_proto_depIdxs = []int32{
-	20, // 0: contractual.v1.SessionBudget.wall_time:type_name -> google.protobuf.Duration
-	20, // 1: contractual.v1.SessionUsage.wall_time:type_name -> google.protobuf.Duration
-	2,  // 2: contractual.v1.Session.budget:type_name -> contractual.v1.SessionBudget
-	3,  // 3: contractual.v1.Session.usage:type_name -> contractual.v1.SessionUsage
-	0,  // 4: contractual.v1.Session.state:type_name -> contractual.v1.SessionState
-	21, // 5: contractual.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	21, // 6: contractual.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	21, // 7: contractual.v1.SessionEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 8: contractual.v1.SessionEvent.kind:type_name -> contractual.v1.SessionEventKind
-	22, // 9: contractual.v1.SessionEvent.verdict:type_name -> contractual.v1.Verdict
-	3,  // 10: contractual.v1.SessionEvent.usage:type_name -> contractual.v1.SessionUsage
-	2,  // 11: contractual.v1.OpenSessionRequest.budget:type_name -> contractual.v1.SessionBudget
-	4,  // 12: contractual.v1.OpenSessionResponse.session:type_name -> contractual.v1.Session
-	5,  // 13: contractual.v1.SendResponse.event:type_name -> contractual.v1.SessionEvent
-	5,  // 14: contractual.v1.WatchSessionResponse.event:type_name -> contractual.v1.SessionEvent
-	4,  // 15: contractual.v1.GetSessionResponse.session:type_name -> contractual.v1.Session
-	5,  // 16: contractual.v1.GetSessionResponse.events:type_name -> contractual.v1.SessionEvent
-	4,  // 17: contractual.v1.ListSessionsResponse.sessions:type_name -> contractual.v1.Session
-	4,  // 18: contractual.v1.CloseSessionResponse.session:type_name -> contractual.v1.Session
-	21, // 19: contractual.v1.GetArtifactResponse.expires_at:type_name -> google.protobuf.Timestamp
-	6,  // 20: contractual.v1.SessionService.OpenSession:input_type -> contractual.v1.OpenSessionRequest
-	8,  // 21: contractual.v1.SessionService.Send:input_type -> contractual.v1.SendRequest
-	11, // 22: contractual.v1.SessionService.WatchSession:input_type -> contractual.v1.WatchSessionRequest
-	12, // 23: contractual.v1.SessionService.GetSession:input_type -> contractual.v1.GetSessionRequest
-	14, // 24: contractual.v1.SessionService.ListSessions:input_type -> contractual.v1.ListSessionsRequest
-	16, // 25: contractual.v1.SessionService.CloseSession:input_type -> contractual.v1.CloseSessionRequest
-	18, // 26: contractual.v1.SessionService.GetArtifact:input_type -> contractual.v1.GetArtifactRequest
-	7,  // 27: contractual.v1.SessionService.OpenSession:output_type -> contractual.v1.OpenSessionResponse
-	9,  // 28: contractual.v1.SessionService.Send:output_type -> contractual.v1.SendResponse
-	10, // 29: contractual.v1.SessionService.WatchSession:output_type -> contractual.v1.WatchSessionResponse
-	13, // 30: contractual.v1.SessionService.GetSession:output_type -> contractual.v1.GetSessionResponse
-	15, // 31: contractual.v1.SessionService.ListSessions:output_type -> contractual.v1.ListSessionsResponse
-	17, // 32: contractual.v1.SessionService.CloseSession:output_type -> contractual.v1.CloseSessionResponse
-	19, // 33: contractual.v1.SessionService.GetArtifact:output_type -> contractual.v1.GetArtifactResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	23, // 0: contractual.v1.RunAgentStepRequest.tools:type_name -> contractual.v1.AgentTool
+	24, // 1: contractual.v1.RunAgentStepRequest.bounds:type_name -> contractual.v1.ToolBounds
+	4,  // 2: contractual.v1.RunAgentStepResponse.tool_calls:type_name -> contractual.v1.AgentCall
+	25, // 3: contractual.v1.AgentCall.egress:type_name -> contractual.v1.EgressRecord
+	26, // 4: contractual.v1.SessionBudget.wall_time:type_name -> google.protobuf.Duration
+	26, // 5: contractual.v1.SessionUsage.wall_time:type_name -> google.protobuf.Duration
+	5,  // 6: contractual.v1.Session.budget:type_name -> contractual.v1.SessionBudget
+	6,  // 7: contractual.v1.Session.usage:type_name -> contractual.v1.SessionUsage
+	0,  // 8: contractual.v1.Session.state:type_name -> contractual.v1.SessionState
+	27, // 9: contractual.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	27, // 10: contractual.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	27, // 11: contractual.v1.SessionEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 12: contractual.v1.SessionEvent.kind:type_name -> contractual.v1.SessionEventKind
+	28, // 13: contractual.v1.SessionEvent.verdict:type_name -> contractual.v1.Verdict
+	6,  // 14: contractual.v1.SessionEvent.usage:type_name -> contractual.v1.SessionUsage
+	5,  // 15: contractual.v1.OpenSessionRequest.budget:type_name -> contractual.v1.SessionBudget
+	7,  // 16: contractual.v1.OpenSessionResponse.session:type_name -> contractual.v1.Session
+	8,  // 17: contractual.v1.SendResponse.event:type_name -> contractual.v1.SessionEvent
+	8,  // 18: contractual.v1.WatchSessionResponse.event:type_name -> contractual.v1.SessionEvent
+	7,  // 19: contractual.v1.GetSessionResponse.session:type_name -> contractual.v1.Session
+	8,  // 20: contractual.v1.GetSessionResponse.events:type_name -> contractual.v1.SessionEvent
+	7,  // 21: contractual.v1.ListSessionsResponse.sessions:type_name -> contractual.v1.Session
+	7,  // 22: contractual.v1.CloseSessionResponse.session:type_name -> contractual.v1.Session
+	27, // 23: contractual.v1.GetArtifactResponse.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 24: contractual.v1.SessionService.OpenSession:input_type -> contractual.v1.OpenSessionRequest
+	11, // 25: contractual.v1.SessionService.Send:input_type -> contractual.v1.SendRequest
+	14, // 26: contractual.v1.SessionService.WatchSession:input_type -> contractual.v1.WatchSessionRequest
+	15, // 27: contractual.v1.SessionService.GetSession:input_type -> contractual.v1.GetSessionRequest
+	17, // 28: contractual.v1.SessionService.ListSessions:input_type -> contractual.v1.ListSessionsRequest
+	19, // 29: contractual.v1.SessionService.CloseSession:input_type -> contractual.v1.CloseSessionRequest
+	21, // 30: contractual.v1.SessionService.GetArtifact:input_type -> contractual.v1.GetArtifactRequest
+	2,  // 31: contractual.v1.EngineInternalService.RunAgentStep:input_type -> contractual.v1.RunAgentStepRequest
+	10, // 32: contractual.v1.SessionService.OpenSession:output_type -> contractual.v1.OpenSessionResponse
+	12, // 33: contractual.v1.SessionService.Send:output_type -> contractual.v1.SendResponse
+	13, // 34: contractual.v1.SessionService.WatchSession:output_type -> contractual.v1.WatchSessionResponse
+	16, // 35: contractual.v1.SessionService.GetSession:output_type -> contractual.v1.GetSessionResponse
+	18, // 36: contractual.v1.SessionService.ListSessions:output_type -> contractual.v1.ListSessionsResponse
+	20, // 37: contractual.v1.SessionService.CloseSession:output_type -> contractual.v1.CloseSessionResponse
+	22, // 38: contractual.v1.SessionService.GetArtifact:output_type -> contractual.v1.GetArtifactResponse
+	3,  // 39: contractual.v1.EngineInternalService.RunAgentStep:output_type -> contractual.v1.RunAgentStepResponse
+	32, // [32:40] is the sub-list for method output_type
+	24, // [24:32] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_engine_proto_init() }
@@ -1593,6 +1933,8 @@ func file_contractual_v1_engine_proto_init() {
 	if File_contractual_v1_engine_proto != nil {
 		return
 	}
+	file_contractual_v1_audit_proto_init()
+	file_contractual_v1_job_proto_init()
 	file_contractual_v1_policy_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1600,9 +1942,9 @@ func file_contractual_v1_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_engine_proto_rawDesc), len(file_contractual_v1_engine_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_contractual_v1_engine_proto_goTypes,
 		DependencyIndexes: file_contractual_v1_engine_proto_depIdxs,

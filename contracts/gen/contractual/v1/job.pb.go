@@ -443,7 +443,8 @@ func (x *WebhookTrigger) GetReplayWindowSeconds() uint32 {
 	return 0
 }
 
-// JobStep is one tool call of a run.
+// JobStep is one step of a run: a tool step (tool, contract and input
+// set), or an agent step (agent set, tool and contract empty).
 type JobStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The step's name, unique within the job, which later steps use to refer
@@ -451,17 +452,29 @@ type JobStep struct {
 	// underscores, at most 63 characters.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The tool: "<contract name>.<export>" (e.g. "ghstars.repo_stars").
+	// Required for a tool step, empty for an agent step.
 	Tool string `protobuf:"bytes,2,opt,name=tool,proto3" json:"tool,omitempty"`
 	// The digest of the tool contract the step is pinned to: "sha256:" and
 	// 64 lowercase hex digits. A new version of the contract pauses the job.
+	// Required for a tool step, empty for an agent step.
 	Contract string `protobuf:"bytes,3,opt,name=contract,proto3" json:"contract,omitempty"`
 	// The input template. It is any JSON value; every object in it that has
 	// the key "$ref" must have no other key, and is replaced by the value
 	// its string names: "trigger.payload" (the trigger's payload: the
 	// webhook's JSON body, or {} for time triggers) or
 	// "steps.<id>.output" (an earlier step's output), either followed by
-	// ".<key>" or ".<index>" segments that select inside it. Required.
-	Input         *structpb.Value `protobuf:"bytes,4,opt,name=input,proto3" json:"input,omitempty"`
+	// ".<key>" or ".<index>" segments that select inside it. Required for a
+	// tool step. Optional for an agent step: there it is the data the agent
+	// is given, as untrusted data, never as instructions.
+	Input *structpb.Value `protobuf:"bytes,4,opt,name=input,proto3" json:"input,omitempty"`
+	// An agent step: the engine's model, given the prompt and the step's
+	// input, may propose calls of the step's tools, each decided by policy
+	// for the job exactly like a tool step's call (its pin, the job's bounds
+	// for the tool, the run's budgets), until it answers. Any answer other
+	// than allow pauses the job, and the step fails at once: an agent step
+	// never waits for an approval. The step's output is {"answer": "<the
+	// model's answer>"}.
+	Agent         *AgentStep `protobuf:"bytes,5,opt,name=agent,proto3" json:"agent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,11 +537,142 @@ func (x *JobStep) GetInput() *structpb.Value {
 	return nil
 }
 
+func (x *JobStep) GetAgent() *AgentStep {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// AgentStep is what an agent step's model is told and may propose.
+type AgentStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The owner's instruction to the model: what to do with the step's data
+	// and tools. Required, at most 16 KiB of UTF-8.
+	Prompt string `protobuf:"bytes,1,opt,name=prompt,proto3" json:"prompt,omitempty"`
+	// The tools the model may propose, at least one, each at most once, each
+	// pinned to a contract digest like a tool step's tool. Bounds may name
+	// them, and hold for every call the model proposes.
+	Tools []*AgentTool `protobuf:"bytes,2,rep,name=tools,proto3" json:"tools,omitempty"`
+	// The most model requests the step may make (each may propose calls or
+	// answer). Default 8, range 1..64.
+	MaxModelRequests uint32 `protobuf:"varint,3,opt,name=max_model_requests,json=maxModelRequests,proto3" json:"max_model_requests,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *AgentStep) Reset() {
+	*x = AgentStep{}
+	mi := &file_contractual_v1_job_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentStep) ProtoMessage() {}
+
+func (x *AgentStep) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_job_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentStep.ProtoReflect.Descriptor instead.
+func (*AgentStep) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_job_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AgentStep) GetPrompt() string {
+	if x != nil {
+		return x.Prompt
+	}
+	return ""
+}
+
+func (x *AgentStep) GetTools() []*AgentTool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *AgentStep) GetMaxModelRequests() uint32 {
+	if x != nil {
+		return x.MaxModelRequests
+	}
+	return 0
+}
+
+// AgentTool is one tool an agent step's model may propose.
+type AgentTool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tool: "<contract name>.<export>".
+	Tool string `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
+	// The digest of the tool contract it is pinned to, as JobStep.contract.
+	Contract      string `protobuf:"bytes,2,opt,name=contract,proto3" json:"contract,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentTool) Reset() {
+	*x = AgentTool{}
+	mi := &file_contractual_v1_job_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentTool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentTool) ProtoMessage() {}
+
+func (x *AgentTool) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_job_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentTool.ProtoReflect.Descriptor instead.
+func (*AgentTool) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_job_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AgentTool) GetTool() string {
+	if x != nil {
+		return x.Tool
+	}
+	return ""
+}
+
+func (x *AgentTool) GetContract() string {
+	if x != nil {
+		return x.Contract
+	}
+	return ""
+}
+
 // ToolBounds narrows the inputs one tool may be called with. Policy checks
 // them, after the tool's input schema, before each call.
 type ToolBounds struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The tool, as in JobStep.tool. It must be a tool some step calls.
+	// The tool, as in JobStep.tool. It must be a tool some step calls (or
+	// some agent step lists).
 	Tool string `protobuf:"bytes,1,opt,name=tool,proto3" json:"tool,omitempty"`
 	// The bounds, each on the value at one place of the input, at least one.
 	Inputs        []*InputBound `protobuf:"bytes,2,rep,name=inputs,proto3" json:"inputs,omitempty"`
@@ -538,7 +682,7 @@ type ToolBounds struct {
 
 func (x *ToolBounds) Reset() {
 	*x = ToolBounds{}
-	mi := &file_contractual_v1_job_proto_msgTypes[6]
+	mi := &file_contractual_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +694,7 @@ func (x *ToolBounds) String() string {
 func (*ToolBounds) ProtoMessage() {}
 
 func (x *ToolBounds) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_job_proto_msgTypes[6]
+	mi := &file_contractual_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +707,7 @@ func (x *ToolBounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolBounds.ProtoReflect.Descriptor instead.
 func (*ToolBounds) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_contractual_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ToolBounds) GetTool() string {
@@ -607,7 +751,7 @@ type InputBound struct {
 
 func (x *InputBound) Reset() {
 	*x = InputBound{}
-	mi := &file_contractual_v1_job_proto_msgTypes[7]
+	mi := &file_contractual_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +763,7 @@ func (x *InputBound) String() string {
 func (*InputBound) ProtoMessage() {}
 
 func (x *InputBound) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_job_proto_msgTypes[7]
+	mi := &file_contractual_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +776,7 @@ func (x *InputBound) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputBound.ProtoReflect.Descriptor instead.
 func (*InputBound) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_contractual_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InputBound) GetPointer() string {
@@ -682,7 +826,8 @@ func (x *InputBound) GetMaxLength() uint64 {
 // all the run's steps and retries together.
 type JobBudgets struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Tool calls per run. Default the number of steps, range 1..1000.
+	// Tool calls per run. Default the number of tool steps plus each agent
+	// step's max_model_requests, range 1..1000.
 	ToolCallsPerRun uint32 `protobuf:"varint,1,opt,name=tool_calls_per_run,json=toolCallsPerRun,proto3" json:"tool_calls_per_run,omitempty"`
 	// Wall-clock time of one run in seconds. Default 300, range 1..86400.
 	RunTimeSeconds uint32 `protobuf:"varint,2,opt,name=run_time_seconds,json=runTimeSeconds,proto3" json:"run_time_seconds,omitempty"`
@@ -703,7 +848,7 @@ type JobBudgets struct {
 
 func (x *JobBudgets) Reset() {
 	*x = JobBudgets{}
-	mi := &file_contractual_v1_job_proto_msgTypes[8]
+	mi := &file_contractual_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +860,7 @@ func (x *JobBudgets) String() string {
 func (*JobBudgets) ProtoMessage() {}
 
 func (x *JobBudgets) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_job_proto_msgTypes[8]
+	mi := &file_contractual_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +873,7 @@ func (x *JobBudgets) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobBudgets.ProtoReflect.Descriptor instead.
 func (*JobBudgets) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_contractual_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JobBudgets) GetToolCallsPerRun() uint32 {
@@ -788,7 +933,7 @@ type Misfire struct {
 
 func (x *Misfire) Reset() {
 	*x = Misfire{}
-	mi := &file_contractual_v1_job_proto_msgTypes[9]
+	mi := &file_contractual_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +945,7 @@ func (x *Misfire) String() string {
 func (*Misfire) ProtoMessage() {}
 
 func (x *Misfire) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_job_proto_msgTypes[9]
+	mi := &file_contractual_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +958,7 @@ func (x *Misfire) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Misfire.ProtoReflect.Descriptor instead.
 func (*Misfire) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_contractual_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Misfire) GetPolicy() MisfirePolicy {
@@ -846,7 +991,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_contractual_v1_job_proto_msgTypes[10]
+	mi := &file_contractual_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +1003,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_job_proto_msgTypes[10]
+	mi := &file_contractual_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1016,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_contractual_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -915,12 +1060,20 @@ const file_contractual_v1_job_proto_rawDesc = "" +
 	"\x02at\x18\x01 \x01(\tR\x02at\"\\\n" +
 	"\x0eWebhookTrigger\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x122\n" +
-	"\x15replay_window_seconds\x18\x02 \x01(\rR\x13replayWindowSeconds\"w\n" +
+	"\x15replay_window_seconds\x18\x02 \x01(\rR\x13replayWindowSeconds\"\xa8\x01\n" +
 	"\aJobStep\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04tool\x18\x02 \x01(\tR\x04tool\x12\x1a\n" +
 	"\bcontract\x18\x03 \x01(\tR\bcontract\x12,\n" +
-	"\x05input\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x05input\"T\n" +
+	"\x05input\x18\x04 \x01(\v2\x16.google.protobuf.ValueR\x05input\x12/\n" +
+	"\x05agent\x18\x05 \x01(\v2\x19.contractual.v1.AgentStepR\x05agent\"\x82\x01\n" +
+	"\tAgentStep\x12\x16\n" +
+	"\x06prompt\x18\x01 \x01(\tR\x06prompt\x12/\n" +
+	"\x05tools\x18\x02 \x03(\v2\x19.contractual.v1.AgentToolR\x05tools\x12,\n" +
+	"\x12max_model_requests\x18\x03 \x01(\rR\x10maxModelRequests\";\n" +
+	"\tAgentTool\x12\x12\n" +
+	"\x04tool\x18\x01 \x01(\tR\x04tool\x12\x1a\n" +
+	"\bcontract\x18\x02 \x01(\tR\bcontract\"T\n" +
 	"\n" +
 	"ToolBounds\x12\x12\n" +
 	"\x04tool\x18\x01 \x01(\tR\x04tool\x122\n" +
@@ -974,7 +1127,7 @@ func file_contractual_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_contractual_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_contractual_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_contractual_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_contractual_v1_job_proto_goTypes = []any{
 	(MisfirePolicy)(0),     // 0: contractual.v1.MisfirePolicy
 	(*Job)(nil),            // 1: contractual.v1.Job
@@ -983,32 +1136,36 @@ var file_contractual_v1_job_proto_goTypes = []any{
 	(*OnceTrigger)(nil),    // 4: contractual.v1.OnceTrigger
 	(*WebhookTrigger)(nil), // 5: contractual.v1.WebhookTrigger
 	(*JobStep)(nil),        // 6: contractual.v1.JobStep
-	(*ToolBounds)(nil),     // 7: contractual.v1.ToolBounds
-	(*InputBound)(nil),     // 8: contractual.v1.InputBound
-	(*JobBudgets)(nil),     // 9: contractual.v1.JobBudgets
-	(*Misfire)(nil),        // 10: contractual.v1.Misfire
-	(*Retry)(nil),          // 11: contractual.v1.Retry
-	(*structpb.Value)(nil), // 12: google.protobuf.Value
+	(*AgentStep)(nil),      // 7: contractual.v1.AgentStep
+	(*AgentTool)(nil),      // 8: contractual.v1.AgentTool
+	(*ToolBounds)(nil),     // 9: contractual.v1.ToolBounds
+	(*InputBound)(nil),     // 10: contractual.v1.InputBound
+	(*JobBudgets)(nil),     // 11: contractual.v1.JobBudgets
+	(*Misfire)(nil),        // 12: contractual.v1.Misfire
+	(*Retry)(nil),          // 13: contractual.v1.Retry
+	(*structpb.Value)(nil), // 14: google.protobuf.Value
 }
 var file_contractual_v1_job_proto_depIdxs = []int32{
 	2,  // 0: contractual.v1.Job.trigger:type_name -> contractual.v1.Trigger
 	6,  // 1: contractual.v1.Job.steps:type_name -> contractual.v1.JobStep
-	7,  // 2: contractual.v1.Job.bounds:type_name -> contractual.v1.ToolBounds
-	9,  // 3: contractual.v1.Job.budgets:type_name -> contractual.v1.JobBudgets
-	10, // 4: contractual.v1.Job.misfire:type_name -> contractual.v1.Misfire
-	11, // 5: contractual.v1.Job.retry:type_name -> contractual.v1.Retry
+	9,  // 2: contractual.v1.Job.bounds:type_name -> contractual.v1.ToolBounds
+	11, // 3: contractual.v1.Job.budgets:type_name -> contractual.v1.JobBudgets
+	12, // 4: contractual.v1.Job.misfire:type_name -> contractual.v1.Misfire
+	13, // 5: contractual.v1.Job.retry:type_name -> contractual.v1.Retry
 	3,  // 6: contractual.v1.Trigger.cron:type_name -> contractual.v1.CronTrigger
 	4,  // 7: contractual.v1.Trigger.once:type_name -> contractual.v1.OnceTrigger
 	5,  // 8: contractual.v1.Trigger.webhook:type_name -> contractual.v1.WebhookTrigger
-	12, // 9: contractual.v1.JobStep.input:type_name -> google.protobuf.Value
-	8,  // 10: contractual.v1.ToolBounds.inputs:type_name -> contractual.v1.InputBound
-	12, // 11: contractual.v1.InputBound.allowed:type_name -> google.protobuf.Value
-	0,  // 12: contractual.v1.Misfire.policy:type_name -> contractual.v1.MisfirePolicy
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 9: contractual.v1.JobStep.input:type_name -> google.protobuf.Value
+	7,  // 10: contractual.v1.JobStep.agent:type_name -> contractual.v1.AgentStep
+	8,  // 11: contractual.v1.AgentStep.tools:type_name -> contractual.v1.AgentTool
+	10, // 12: contractual.v1.ToolBounds.inputs:type_name -> contractual.v1.InputBound
+	14, // 13: contractual.v1.InputBound.allowed:type_name -> google.protobuf.Value
+	0,  // 14: contractual.v1.Misfire.policy:type_name -> contractual.v1.MisfirePolicy
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_job_proto_init() }
@@ -1016,14 +1173,14 @@ func file_contractual_v1_job_proto_init() {
 	if File_contractual_v1_job_proto != nil {
 		return
 	}
-	file_contractual_v1_job_proto_msgTypes[7].OneofWrappers = []any{}
+	file_contractual_v1_job_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_job_proto_rawDesc), len(file_contractual_v1_job_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

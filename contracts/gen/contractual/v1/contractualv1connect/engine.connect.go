@@ -23,6 +23,8 @@ const _ = connect.IsAtLeastVersion1_13_0
 const (
 	// SessionServiceName is the fully-qualified name of the SessionService service.
 	SessionServiceName = "contractual.v1.SessionService"
+	// EngineInternalServiceName is the fully-qualified name of the EngineInternalService service.
+	EngineInternalServiceName = "contractual.v1.EngineInternalService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -53,6 +55,9 @@ const (
 	// SessionServiceGetArtifactProcedure is the fully-qualified name of the SessionService's
 	// GetArtifact RPC.
 	SessionServiceGetArtifactProcedure = "/contractual.v1.SessionService/GetArtifact"
+	// EngineInternalServiceRunAgentStepProcedure is the fully-qualified name of the
+	// EngineInternalService's RunAgentStep RPC.
+	EngineInternalServiceRunAgentStepProcedure = "/contractual.v1.EngineInternalService/RunAgentStep"
 )
 
 // SessionServiceClient is a client for the contractual.v1.SessionService service.
@@ -335,4 +340,95 @@ func (UnimplementedSessionServiceHandler) CloseSession(context.Context, *v1.Clos
 
 func (UnimplementedSessionServiceHandler) GetArtifact(context.Context, *v1.GetArtifactRequest) (*v1.GetArtifactResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.SessionService.GetArtifact is not implemented"))
+}
+
+// EngineInternalServiceClient is a client for the contractual.v1.EngineInternalService service.
+type EngineInternalServiceClient interface {
+	// RunAgentStep runs one agent step of a job's run: the model, given the
+	// step's prompt and data, proposes calls of the step's tools, each
+	// decided by policy for the job (principal job:<id>, with the run and
+	// the step) and, when allowed, run by the runner; only sanitized
+	// results go back to the model, until it answers. Any decision other
+	// than allow (policy has then paused the job) ends the step at once
+	// with FAILED_PRECONDITION: an agent step never waits for an approval.
+	// With no model configured it fails with FAILED_PRECONDITION.
+	RunAgentStep(context.Context, *v1.RunAgentStepRequest) (*v1.RunAgentStepResponse, error)
+}
+
+// NewEngineInternalServiceClient constructs a client for the contractual.v1.EngineInternalService
+// service. By default, it uses the Connect protocol with the binary Protobuf Codec, asks for
+// gzipped responses, and sends uncompressed requests. To use the gRPC or gRPC-Web protocols, supply
+// the connect.WithGRPC() or connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewEngineInternalServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) EngineInternalServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	engineInternalServiceMethods := v1.File_contractual_v1_engine_proto.Services().ByName("EngineInternalService").Methods()
+	return &engineInternalServiceClient{
+		runAgentStep: connect.NewClient[v1.RunAgentStepRequest, v1.RunAgentStepResponse](
+			httpClient,
+			baseURL+EngineInternalServiceRunAgentStepProcedure,
+			connect.WithSchema(engineInternalServiceMethods.ByName("RunAgentStep")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// engineInternalServiceClient implements EngineInternalServiceClient.
+type engineInternalServiceClient struct {
+	runAgentStep *connect.Client[v1.RunAgentStepRequest, v1.RunAgentStepResponse]
+}
+
+// RunAgentStep calls contractual.v1.EngineInternalService.RunAgentStep.
+func (c *engineInternalServiceClient) RunAgentStep(ctx context.Context, req *v1.RunAgentStepRequest) (*v1.RunAgentStepResponse, error) {
+	response, err := c.runAgentStep.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// EngineInternalServiceHandler is an implementation of the contractual.v1.EngineInternalService
+// service.
+type EngineInternalServiceHandler interface {
+	// RunAgentStep runs one agent step of a job's run: the model, given the
+	// step's prompt and data, proposes calls of the step's tools, each
+	// decided by policy for the job (principal job:<id>, with the run and
+	// the step) and, when allowed, run by the runner; only sanitized
+	// results go back to the model, until it answers. Any decision other
+	// than allow (policy has then paused the job) ends the step at once
+	// with FAILED_PRECONDITION: an agent step never waits for an approval.
+	// With no model configured it fails with FAILED_PRECONDITION.
+	RunAgentStep(context.Context, *v1.RunAgentStepRequest) (*v1.RunAgentStepResponse, error)
+}
+
+// NewEngineInternalServiceHandler builds an HTTP handler from the service implementation. It
+// returns the path on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewEngineInternalServiceHandler(svc EngineInternalServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	engineInternalServiceMethods := v1.File_contractual_v1_engine_proto.Services().ByName("EngineInternalService").Methods()
+	engineInternalServiceRunAgentStepHandler := connect.NewUnaryHandlerSimple(
+		EngineInternalServiceRunAgentStepProcedure,
+		svc.RunAgentStep,
+		connect.WithSchema(engineInternalServiceMethods.ByName("RunAgentStep")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/contractual.v1.EngineInternalService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case EngineInternalServiceRunAgentStepProcedure:
+			engineInternalServiceRunAgentStepHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedEngineInternalServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedEngineInternalServiceHandler struct{}
+
+func (UnimplementedEngineInternalServiceHandler) RunAgentStep(context.Context, *v1.RunAgentStepRequest) (*v1.RunAgentStepResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.EngineInternalService.RunAgentStep is not implemented"))
 }
