@@ -82,6 +82,7 @@ var (
 		contractualv1connect.BrokerInternalServiceVerifyMacProcedure,
 		contractualv1connect.SchedulerInternalServiceDeliverProcedure,
 		contractualv1connect.WorkerInternalServiceEnqueueProcedure,
+		contractualv1connect.EngineInternalServiceRunAgentStepProcedure,
 	}
 )
 
