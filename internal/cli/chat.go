@@ -60,7 +60,7 @@ func chatCmd(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c := contractualv1connect.NewSessionServiceClient(env.httpClient(), cf.server, connect.WithInterceptors(streamBearer(tok)))
+	c := contractualv1connect.NewSessionServiceClient(env.httpClient(), cf.server, connect.WithInterceptors(bearer(tok)))
 	ch := &chat{env: env, c: c, server: strings.TrimRight(cf.server, "/"), json: *asJSON}
 	// A subcommand is a whole argument; a message that happens to be one
 	// of these words is sent as --session's, or quoted with more words.
@@ -458,29 +458,4 @@ func (ch *chat) close(ctx context.Context, id string) error {
 // sessionStateName is a session state as a word.
 func sessionStateName(s contractualv1.SessionState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "SESSION_STATE_"))
-}
-
-// streamBearer sends the device token on unary calls and streams alike,
-// and maps unary errors back to the project's kinds (a stream's error is
-// mapped where it is read).
-type streamBearer string
-
-func (b streamBearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		resp, err := next(ctx, req)
-		return resp, rpc.FromConnect(err)
-	}
-}
-
-func (b streamBearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		conn := next(ctx, spec)
-		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
-		return conn
-	}
-}
-
-func (streamBearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
 }

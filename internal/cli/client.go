@@ -118,14 +118,17 @@ func (f *connectFlags) dial(env *Env) (*clients, error) {
 	}, nil
 }
 
-// bearer sends the token in the Authorization header and maps errors back
-// to the project's kinds.
-func bearer(tok string) connect.Interceptor {
-	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+tok)
-			resp, err := next(ctx, req)
-			return resp, rpc.FromConnect(err)
-		}
-	})
+// bearer sends the token in the Authorization header of unary calls and
+// streams alike, and maps unary errors back to the project's kinds (a
+// stream's error is mapped where it is read).
+func bearer(tok string) connect.Interceptor { return cliBearer{rpc.Bearer(tok)} }
+
+type cliBearer struct{ connect.Interceptor }
+
+func (b cliBearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	send := b.Interceptor.WrapUnary(next)
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := send(ctx, req)
+		return resp, rpc.FromConnect(err)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/deploytest"
+	"github.com/contractual/contractual/internal/rpc"
 )
 
 const (
@@ -64,7 +65,7 @@ func (d *deployment) chat(t *testing.T) {
 	out := d.contractual(t, "", "publish", d.tool("llm", "llm.wasm"), "--contract", d.tool("llm", "contract.yaml"))
 	d.contractual(t, "", "contracts", "approve", digestIn(t, out), "--reason", "deploytest: the engine's model relay")
 
-	c := contractualv1connect.NewSessionServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(streamBearer(token)))
+	c := contractualv1connect.NewSessionServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(rpc.Bearer(token)))
 	open, err := c.OpenSession(ctx, &contractualv1.OpenSessionRequest{Tools: []string{"textkit.slugify"}, Title: "deploytest"})
 	if err != nil {
 		t.Fatalf("OpenSession: %v", err)
@@ -143,28 +144,6 @@ func (d *deployment) chat(t *testing.T) {
 	if !seen {
 		t.Error("no engine event in the audit log")
 	}
-}
-
-// streamBearer sets a device token on unary and streaming calls.
-type streamBearer string
-
-func (b streamBearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		return next(ctx, req)
-	}
-}
-
-func (b streamBearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		conn := next(ctx, spec)
-		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
-		return conn
-	}
-}
-
-func (streamBearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
 }
 
 // kinds names the events' kinds, for messages.

@@ -12,6 +12,7 @@ import (
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/engine"
 	"github.com/contractual/contractual/internal/engine/modeltest"
+	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/internal/server"
 )
 
@@ -35,29 +36,7 @@ func startChat(t *testing.T, m *modeltest.Server, mut ...func(*server.Config)) (
 
 // sessionClient is a device's SessionService client through the gateway.
 func sessionClient(s *server.Server, tok string) contractualv1connect.SessionServiceClient {
-	return contractualv1connect.NewSessionServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(streamBearer(tok)))
-}
-
-// streamBearer sets a device token on unary and streaming calls.
-type streamBearer string
-
-func (b streamBearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		return next(ctx, req)
-	}
-}
-
-func (b streamBearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		conn := next(ctx, spec)
-		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
-		return conn
-	}
-}
-
-func (streamBearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
+	return contractualv1connect.NewSessionServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(rpc.Bearer(tok)))
 }
 
 // send sends text to session and returns the turn's events.

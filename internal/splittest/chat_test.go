@@ -15,6 +15,7 @@ import (
 	"github.com/contractual/contractual/internal/authz"
 	"github.com/contractual/contractual/internal/engine/modeltest"
 	"github.com/contractual/contractual/internal/pki"
+	"github.com/contractual/contractual/internal/rpc"
 	"github.com/contractual/contractual/internal/splittest"
 )
 
@@ -39,7 +40,7 @@ func TestSplitChat(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := contractualv1connect.NewSessionServiceClient(d.HTTP, s.URL, connect.WithInterceptors(streamBearer(d.Token)))
+	c := contractualv1connect.NewSessionServiceClient(d.HTTP, s.URL, connect.WithInterceptors(rpc.Bearer(d.Token)))
 	open, err := c.OpenSession(ctx, &contractualv1.OpenSessionRequest{Tools: []string{"textkit.slugify"}})
 	if err != nil {
 		t.Fatalf("OpenSession through the split gateway: %v\n%s", err, s.Log(authz.Engine))
@@ -134,28 +135,6 @@ func TestSplitChat(t *testing.T) {
 			}
 		}
 	})
-}
-
-// streamBearer sets a device token on unary and streaming calls.
-type streamBearer string
-
-func (b streamBearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		return next(ctx, req)
-	}
-}
-
-func (b streamBearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		conn := next(ctx, spec)
-		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
-		return conn
-	}
-}
-
-func (streamBearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
 }
 
 // kinds names the events' kinds, for messages.
