@@ -211,3 +211,40 @@ func TestJobScopes(t *testing.T) {
 		t.Errorf("jobs without the job service: %d %q", r.StatusCode, errorText(r.body))
 	}
 }
+
+// TestAgentJobPage: a job with an agent step lists, on its page and in the
+// jobs list, every tool the agent may propose with its pinned contract, and
+// its card says what the model is told and may call.
+func TestAgentJobPage(t *testing.T) {
+	e := newEnv(t, envOptions{jobs: true})
+	a := e.pairFirst("laptop")
+	v1 := e.publish("textkit", nil)
+	e.approveContract(v1)
+	e.createJob(fmt.Appendf(nil, `name: tidy
+trigger:
+  cron: {expression: "0 2 * * *", time_zone: Europe/Berlin}
+steps:
+  - id: tidy
+    input: {title: {$ref: trigger.payload.title}}
+    agent:
+      prompt: Make a <b>slug</b> of the title.
+      tools:
+        - {tool: textkit.slugify, contract: %s}
+      max_model_requests: 3
+bounds:
+  - tool: textkit.slugify
+    inputs:
+      - {pointer: /text, max_length: 40}
+`, v1))
+	page := a.get("/ui/jobs/tidy")
+	pin := `<li class="pin-row" data-step="tidy" data-contract="` + v1 + `">agent step <code>tidy</code> may propose <code>textkit.slugify</code> of <a href="/ui/contracts/` + url.PathEscape(v1) + `">`
+	card := regexp.MustCompile(`(?s)<pre id="permissions-card" class="card-text">(.*?)</pre>`).FindStringSubmatch(page.body)
+	if page.StatusCode != http.StatusOK || !strings.Contains(page.body, pin) || card == nil ||
+		!strings.Contains(card[1], "an agent step (step tidy)") || !strings.Contains(card[1], "&lt;b&gt;slug&lt;/b&gt;") ||
+		!strings.Contains(card[1], "textkit.slugify, pinned to contract "+v1) || !strings.Contains(card[1], "/text: at most 40") {
+		t.Fatalf("agent job page: %d\n%s", page.StatusCode, page.body)
+	}
+	if list := a.get("/ui/jobs").body; !strings.Contains(list, `<code>textkit.slugify</code> (agent) → <a href="/ui/contracts/`+url.PathEscape(v1)+`">`) {
+		t.Fatalf("jobs list:\n%s", list)
+	}
+}
