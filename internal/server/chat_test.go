@@ -120,3 +120,58 @@ func TestChat(t *testing.T) {
 		t.Errorf("session after the turn: %v, %d events", got.GetSession(), len(got.GetEvents()))
 	}
 }
+
+// TestChatScopes: sessions are for devices with scope invoke, on the
+// streams as on the unary calls; a read-only device is refused before the
+// engine sees the call, and a device without a token never gets a stream.
+func TestChatScopes(t *testing.T) {
+	m := modeltest.New(t)
+	s, _ := startChat(t, m)
+	tok, _ := owner(t, s)
+	publishApproved(t, s, tok)
+	open, err := sessionClient(s, tok).OpenSession(context.Background(), &contractualv1.OpenSessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := open.GetSession().GetId()
+	reader, _ := pairScoped(t, s, tok, "dashboard", "read")
+	rc := sessionClient(s, reader)
+	if _, err := rc.OpenSession(context.Background(), &contractualv1.OpenSessionRequest{}); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("a read-only device opens a session: %v", err)
+	}
+	for name, call := range map[string]func(c contractualv1connect.SessionServiceClient) error{
+		"Send": func(c contractualv1connect.SessionServiceClient) error {
+			st, err := c.Send(context.Background(), &contractualv1.SendRequest{SessionId: id, Text: "hi"})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			for st.Receive() {
+				t.Errorf("Send streamed %v", st.Msg())
+			}
+			return st.Err()
+		},
+		"WatchSession": func(c contractualv1connect.SessionServiceClient) error {
+			st, err := c.WatchSession(context.Background(), &contractualv1.WatchSessionRequest{SessionId: id})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			for st.Receive() {
+				t.Errorf("WatchSession streamed %v", st.Msg())
+			}
+			return st.Err()
+		},
+	} {
+		if err := call(rc); connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "scope invoke") {
+			t.Errorf("%s by a read-only device: %v", name, err)
+		}
+		anon := contractualv1connect.NewSessionServiceClient(http.DefaultClient, s.URL)
+		if err := call(anon); connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Errorf("%s without a token: %v", name, err)
+		}
+	}
+	if len(m.Requests()) != 0 {
+		t.Errorf("the model was asked %d times", len(m.Requests()))
+	}
+}
