@@ -34,9 +34,6 @@ const (
 	chatListTitles = 50       // a title in the list, in characters
 )
 
-// chatPoll is how often a turn's new events are read.
-const chatPoll = 250 * time.Millisecond
-
 // chatCmd opens sessions, sends messages (one, or one per line of stdin),
 // lists sessions and shows or closes one.
 func chatCmd(ctx context.Context, env *Env, args []string) error {
@@ -187,83 +184,77 @@ func isTerminal(r io.Reader) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// send sends one message and prints the turn's events until its end. It
-// follows the turn by reading the session's new events as they are
-// recorded rather than the Send stream, whose events a transport may hand
-// over only at the turn's end (and a held call waits for the owner), and
-// which the gateway cuts after its time bound while the turn goes on. It
+// send sends one message and prints the turn's events as the Send stream
+// brings them, until the turn's end. If the stream is cut first (the
+// gateway bounds a request's time, and a turn waiting for an approval may
+// take longer), it follows the rest of the turn with WatchSession. It
 // reports whether the turn failed.
 func (ch *chat) send(ctx context.Context, text string) (failed bool, err error) {
-	last, _, err := ch.newEvents(ctx, 0, nil)
+	st, err := ch.c.Send(ctx, &contractualv1.SendRequest{SessionId: ch.session, Text: text})
 	if err != nil {
+		return false, rpc.FromConnect(err)
+	}
+	last, end, err := ch.read(st.Receive, func() *contractualv1.SessionEvent { return st.Msg().GetEvent() }, st.Err, 0)
+	st.Close()
+	switch {
+	case end != nil:
+		return isFailed(end), nil
+	case last == 0:
+		// Refused before the turn began (closed, busy, a bad message).
+		if err == nil {
+			err = errs.E(errs.Internal, "the engine took the message but recorded no turn")
+		}
 		return false, err
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		st, err := ch.c.Send(sctx, &contractualv1.SendRequest{SessionId: ch.session, Text: text})
-		if err == nil {
-			for st.Receive() {
-			}
-			err = st.Err()
-			st.Close()
+	fmt.Fprintf(ch.env.Stderr, "contractual chat: the stream ended before the turn (%v); following the turn\n", err)
+	for ctx.Err() == nil {
+		w, err := ch.c.WatchSession(ctx, &contractualv1.WatchSessionRequest{SessionId: ch.session, AfterSeq: last, Follow: true})
+		if err != nil {
+			return false, rpc.FromConnect(err)
 		}
-		done <- rpc.FromConnect(err)
-	}()
-	tick := time.NewTicker(chatPoll)
-	defer tick.Stop()
-	began, sent := false, false
-	var sendErr error
-	for {
-		var end *contractualv1.SessionEvent
-		last, end, err = ch.newEvents(ctx, last, func(ev *contractualv1.SessionEvent) {
-			began = began || ev.GetKind() == contractualv1.SessionEventKind_SESSION_EVENT_KIND_USER
-			ch.print(ev)
-		})
+		var seen int64
+		seen, end, err = ch.read(w.Receive, func() *contractualv1.SessionEvent { return w.Msg().GetEvent() }, w.Err, last)
+		w.Close()
 		switch {
-		case err != nil:
-			return false, err
 		case end != nil:
-			return end.GetKind() == contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_FAILED, nil
-		case sent && !began:
-			// Send ended and its turn never started: the engine refused.
-			if sendErr == nil {
-				sendErr = errs.E(errs.Internal, "the engine took the message but recorded no turn")
+			return isFailed(end), nil
+		case err == nil && seen == last:
+			return false, errs.E(errs.Internal, "session %s runs no turn and recorded no end of this one", ch.session)
+		case err != nil && !errs.Is(err, errs.DeadlineExceeded) && !errs.Is(err, errs.Unavailable):
+			return false, err
+		case err != nil:
+			// Cut again (the gateway's time bound, a restart): follow on,
+			// after a pause.
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
 			}
-			return false, sendErr
 		}
-		select {
-		case sendErr = <-done:
-			sent = true
-		case <-tick.C:
-		case <-ctx.Done():
-			return false, errs.Wrap(errs.Unavailable, ctx.Err(), "stopped following the turn, which goes on without this command; see it with contractual chat show %s", ch.session)
-		}
+		last = seen
 	}
+	return false, errs.Wrap(errs.Unavailable, ctx.Err(), "stopped following the turn, which goes on without this command; see it with contractual chat show %s", ch.session)
 }
 
-// newEvents prints (with show, if set) session's events after seq after,
-// until a turn's end, which it returns, with the last seq read.
-func (ch *chat) newEvents(ctx context.Context, after int64, show func(*contractualv1.SessionEvent)) (int64, *contractualv1.SessionEvent, error) {
-	st, err := ch.c.WatchSession(ctx, &contractualv1.WatchSessionRequest{SessionId: ch.session, AfterSeq: after})
-	if err != nil {
-		return after, nil, rpc.FromConnect(err)
-	}
-	defer st.Close()
-	for st.Receive() {
-		ev := st.Msg().GetEvent()
-		after = max(after, ev.GetSeq())
-		if show == nil {
+// read prints a stream's events after seq after until a turn's end, which
+// it returns, with the last seq read and the stream's error.
+func (ch *chat) read(next func() bool, msg func() *contractualv1.SessionEvent, streamErr func() error, after int64) (int64, *contractualv1.SessionEvent, error) {
+	for next() {
+		ev := msg()
+		if ev.GetSeq() <= after {
 			continue
 		}
-		show(ev)
+		after = ev.GetSeq()
+		ch.print(ev)
 		switch ev.GetKind() {
 		case contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_END, contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_FAILED:
 			return after, ev, nil
 		}
 	}
-	return after, nil, rpc.FromConnect(st.Err())
+	return after, nil, rpc.FromConnect(streamErr())
+}
+
+func isFailed(ev *contractualv1.SessionEvent) bool {
+	return ev.GetKind() == contractualv1.SessionEventKind_SESSION_EVENT_KIND_TURN_FAILED
 }
 
 // print prints one event of a turn: the model's answer as plain text,

@@ -150,11 +150,22 @@ func TestChatCLI(t *testing.T) {
 // not this device's own), and the same chat goes on to the result and the
 // answer.
 func TestChatCLIApproval(t *testing.T) {
+	t.Run("on the stream", func(t *testing.T) { chatCLIApproval(t, false) })
+	// The gateway ends a request after its time bound (InvokeTimeout),
+	// here a second, while the turn waits: chat follows the rest of it.
+	t.Run("past the gateway's time bound", func(t *testing.T) { chatCLIApproval(t, true) })
+}
+
+func chatCLIApproval(t *testing.T, cut bool) {
 	m := modeltest.New(t,
 		modeltest.Turn{Content: `{"answer": null, "calls": [{"tool": "greeter.greet", "input": "{\"name\": \"Ada\"}"}]}`, PromptTokens: 50, CompletionTokens: 10},
 		modeltest.Turn{Content: `{"answer": "Greeted Ada.", "calls": []}`, PromptTokens: 60, CompletionTokens: 5},
 	)
-	s, dir := startChat(t, m)
+	s, dir := startChat(t, m, func(c *server.Config) {
+		if cut {
+			c.Limits.InvokeTimeout = time.Second
+		}
+	})
 	tok, file := owner(t, s)
 	pol := contractualv1connect.NewPolicyServiceClient(http.DefaultClient, s.URL, connect.WithInterceptors(bearer(tok)))
 	mod, err := os.ReadFile(tool("greeter", "greeter.wasm"))
@@ -200,6 +211,13 @@ func TestChatCLIApproval(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "Greeted Ada.") {
 		t.Fatalf("the model answered before the approval:\n%s", out.String())
+	}
+	if cut {
+		for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(errOut.String(), "following the turn"); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the gateway never cut the stream:\n%s", errOut.String())
+			}
+		}
 	}
 	mustRun(t, s, dir, "approvals", "approve", id, "--reason", "from the terminal")
 	select {
