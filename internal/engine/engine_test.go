@@ -133,3 +133,51 @@ func TestBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestRecover: a turn that was running when the engine stopped without
+// finishing it (a crash) is recorded as failed when the store opens again,
+// and its session is idle; other sessions are left as they are.
+func TestRecover(t *testing.T) {
+	dir := t.TempDir()
+	db, err := openDB(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{}.withDefaults()
+	s := &Service{cfg: cfg, db: db, log: cfg.Logger}
+	ctx := context.Background()
+	for _, st := range []contractualv1.SessionState{running, idle, closed} {
+		rec := &contractualv1.Session{Id: st.String(), Device: "device:d", State: st, CreatedAt: nil,
+			Usage: &contractualv1.SessionUsage{Turns: 2}}
+		if err := s.insertSession(ctx, &stored{rec: rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	if s.db, err = openDB(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.db.Close() })
+	if err := s.recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id     string
+		state  contractualv1.SessionState
+		failed bool
+	}{{running.String(), idle, true}, {idle.String(), idle, false}, {closed.String(), closed, false}} {
+		st, err := s.getSession(ctx, c.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := s.events(ctx, c.id, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed := len(evs) == 1 && evs[0].GetKind() == evFailed && strings.Contains(evs[0].GetText(), "the engine stopped")
+		if st.rec.GetState() != c.state || failed != c.failed || (!c.failed && len(evs) != 0) {
+			t.Errorf("session %s after recovery: %v, events %v", c.id, st.rec.GetState(), evs)
+		}
+	}
+}

@@ -29,10 +29,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 	id         TEXT PRIMARY KEY,
 	device     TEXT NOT NULL,
 	created_ns INTEGER NOT NULL,
+	state      INTEGER NOT NULL,
 	record     BLOB NOT NULL,
 	tools      BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_by_device ON sessions (device, created_ns DESC, id DESC);
+CREATE INDEX IF NOT EXISTS sessions_by_state ON sessions (state);
 CREATE TABLE IF NOT EXISTS events (
 	session TEXT NOT NULL REFERENCES sessions (id),
 	seq     INTEGER NOT NULL,
@@ -92,8 +94,8 @@ func (s *Service) insertSession(ctx context.Context, st *stored) error {
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "engine: encoding a session's tools")
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO sessions (id, device, created_ns, record, tools) VALUES (?, ?, ?, ?, ?)`,
-		st.rec.GetId(), st.rec.GetDevice(), st.rec.GetCreatedAt().AsTime().UnixNano(), rec, tools)
+	_, err = s.db.ExecContext(ctx, `INSERT INTO sessions (id, device, created_ns, state, record, tools) VALUES (?, ?, ?, ?, ?, ?)`,
+		st.rec.GetId(), st.rec.GetDevice(), st.rec.GetCreatedAt().AsTime().UnixNano(), int32(st.rec.GetState()), rec, tools)
 	return storeErr(err, "inserting a session")
 }
 
@@ -124,7 +126,7 @@ func (s *Service) putRecord(ctx context.Context, rec *contractualv1.Session) err
 	if err != nil {
 		return errs.Wrap(errs.Internal, err, "engine: encoding a session")
 	}
-	_, err = s.db.ExecContext(ctx, `UPDATE sessions SET record = ? WHERE id = ?`, b, rec.GetId())
+	_, err = s.db.ExecContext(ctx, `UPDATE sessions SET record = ?, state = ? WHERE id = ?`, b, int32(rec.GetState()), rec.GetId())
 	return storeErr(err, "updating a session")
 }
 
@@ -300,7 +302,7 @@ type listKey struct {
 // recover records the turns that were running when the engine stopped as
 // failed, and their sessions as idle.
 func (s *Service) recover(ctx context.Context) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM sessions`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM sessions WHERE state = ?`, int32(running))
 	if err != nil {
 		return storeErr(err, "reading sessions")
 	}
