@@ -18,7 +18,6 @@ import (
 	contractualv1 "github.com/contractual/contractual/contracts/gen/contractual/v1"
 	"github.com/contractual/contractual/contracts/gen/contractual/v1/contractualv1connect"
 	"github.com/contractual/contractual/internal/errs"
-	"github.com/contractual/contractual/internal/paging"
 	"github.com/contractual/contractual/internal/rpc"
 )
 
@@ -65,6 +64,10 @@ type sessionGuard struct {
 
 func (g sessionGuard) OpenSession(ctx context.Context, req *contractualv1.OpenSessionRequest) (*contractualv1.OpenSessionResponse, error) {
 	return call(ctx, contractualv1connect.SessionServiceOpenSessionProcedure, g.next.OpenSession, req)
+}
+
+func (g sessionGuard) ListTools(ctx context.Context, req *contractualv1.ListToolsRequest) (*contractualv1.ListToolsResponse, error) {
+	return call(ctx, contractualv1connect.SessionServiceListToolsProcedure, g.next.ListTools, req)
 }
 
 // Send authorizes, then opens the turn's stream; the stream's errors are
@@ -173,32 +176,18 @@ func (u *UI) loadChat(ctx context.Context, r *http.Request, _ *session) (any, er
 	return d, nil
 }
 
-// approvedTools lists every export of the approved contracts, by name,
-// all checked; the form offers them. (The engine leaves out its relay to
-// the model, and refuses it if asked.)
+// approvedTools lists the tools a session may use (the engine's list:
+// every approved export but its relay to the model), by name, all
+// checked; the form offers them.
 func (u *UI) approvedTools(ctx context.Context) ([]toolChoice, error) {
-	seen := map[string]bool{}
-	var out []toolChoice
-	err := allPages(func(tok string) (string, error) {
-		cs, err := u.policy.ListContracts(ctx, &contractualv1.ListContractsRequest{
-			State: contractualv1.ContractState_CONTRACT_STATE_APPROVED, PageSize: paging.MaxSize, PageToken: tok,
-		})
-		for _, rec := range cs.GetRecords() {
-			c := rec.GetContract()
-			for _, t := range c.GetTools() {
-				name := c.GetName() + "." + t.GetExport()
-				if !seen[name] {
-					seen[name] = true
-					out = append(out, toolChoice{Name: name, Risk: strings.ToLower(strings.TrimPrefix(t.GetRisk().String(), "RISK_")), Checked: true})
-				}
-			}
-		}
-		return cs.GetNextPageToken(), err
-	})
+	resp, err := u.sessions.ListTools(ctx, &contractualv1.ListToolsRequest{})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b toolChoice) int { return strings.Compare(a.Name, b.Name) })
+	out := make([]toolChoice, 0, len(resp.GetTools()))
+	for _, t := range resp.GetTools() {
+		out = append(out, toolChoice{Name: t.GetName(), Risk: strings.ToLower(strings.TrimPrefix(t.GetRisk().String(), "RISK_")), Checked: true})
+	}
 	return out, nil
 }
 
@@ -249,10 +238,9 @@ func (u *UI) openSession(w http.ResponseWriter, r *http.Request, s *session) {
 	if minutes > 0 {
 		budget.WallTime = durationpb.New(time.Duration(minutes) * time.Minute)
 	}
-	// Every approved tool checked: ask for the engine's default, every
-	// approved tool but its relay to the model (which the form cannot
-	// tell apart, and the engine refuses by name). The session must not
-	// get a tool the owner did not see: one approved meanwhile closes it.
+	// Every tool checked: ask for the engine's default, the same list.
+	// The session must not get a tool the owner did not see: one approved
+	// meanwhile closes it.
 	req := &contractualv1.OpenSessionRequest{Tools: tools, Budget: budget, Title: strings.TrimSpace(title)}
 	approved, err := u.approvedTools(s.ctx)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,7 +22,7 @@ import (
 )
 
 // chatUsage is the chat command's usage line.
-const chatUsage = "chat [--session ID] [--tools a.b,c.d] [--max-calls N] [--max-tokens N] [--max-time D] [--title T] [message] | chat list | show <ID> | close <ID> [--all | --page TOKEN] [--page-size N] [--json] [--server URL]"
+const chatUsage = "chat [--session ID] [--tools a.b,c.d] [--max-calls N] [--max-tokens N] [--max-time D] [--title T] [message] | chat list | tools | show <ID> | close <ID> [--all | --page TOKEN] [--page-size N] [--json] [--server URL]"
 
 // chatSummary is the chat command's one-line summary.
 const chatSummary = "chat with the engine: its model proposes tool calls, policy decides them for the session, high-risk ones wait for your approval (no message: one turn per line of stdin)"
@@ -68,6 +69,11 @@ func chatCmd(ctx context.Context, env *Env, args []string) error {
 				return usagef("chat list takes no argument")
 			}
 			return ch.list(ctx, &lf)
+		case "tools":
+			if len(pos) != 1 {
+				return usagef("chat tools takes no argument")
+			}
+			return ch.tools(ctx)
 		case "show", "close":
 			if len(pos) != 2 {
 				return usagef("want one session id")
@@ -404,6 +410,24 @@ func (ch *chat) list(ctx context.Context, lf *listFlags) error {
 		}
 		return resp.GetNextPageToken(), err
 	})
+}
+
+// tools prints the tools a new session may use.
+func (ch *chat) tools(ctx context.Context) error {
+	resp, err := ch.c.ListTools(ctx, &contractualv1.ListToolsRequest{})
+	if err != nil {
+		return err
+	}
+	if ch.json {
+		return printJSON(ch.env, resp)
+	}
+	w := tabwriter.NewWriter(ch.env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TOOL\tRISK\tCONTRACT\tDESCRIPTION")
+	for _, t := range resp.GetTools() {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.GetName(), strings.ToLower(strings.TrimPrefix(t.GetRisk().String(), "RISK_")),
+			t.GetContractDigest(), flatLine(t.GetDescription(), 100))
+	}
+	return w.Flush()
 }
 
 // show prints a session and its whole transcript.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -147,15 +148,19 @@ func (s *Service) budget(b *contractualv1.SessionBudget) (*contractualv1.Session
 	return out, nil
 }
 
-// sessionTools returns the tools a session opened now may propose, with
-// their input schemas: every approved contract's exports, or only want,
-// each of which must be one. The relay tool is never among them: it is the
-// engine's way to the model, not the model's way out.
-func (s *Service) sessionTools(ctx context.Context, want []string) ([]model.Tool, error) {
+// catalogTool is a tool a session opened now may use.
+type catalogTool struct {
+	model.Tool
+	info *contractualv1.SessionTool
+}
+
+// catalog returns the tools a session opened now may use, by name: every
+// approved contract's exports but the relay tool, which is the engine's
+// way to the model, not the model's way out.
+func (s *Service) catalog(ctx context.Context) ([]catalogTool, error) {
 	// The list is the engine's own call, not the device's.
 	ctx = principal.With(ctx, principal.Service("engine"))
-	approved := map[string]model.Tool{}
-	var names []string
+	byName := map[string]catalogTool{}
 	req := &contractualv1.ListContractsRequest{State: contractualv1.ContractState_CONTRACT_STATE_APPROVED, PageSize: paging.MaxSize}
 	for {
 		resp, err := s.deps.Contracts.ListContracts(ctx, req)
@@ -169,14 +174,17 @@ func (s *Service) sessionTools(ctx context.Context, want []string) ([]model.Tool
 				if name == s.cfg.Model.Relay {
 					continue
 				}
+				if _, dup := byName[name]; dup {
+					continue
+				}
 				in, err := protojson.Marshal(t.GetInputSchema())
 				if err != nil {
 					return nil, errs.Wrap(errs.Internal, err, "engine: the input schema of %s", name)
 				}
-				if _, dup := approved[name]; !dup {
-					names = append(names, name)
+				byName[name] = catalogTool{
+					Tool: model.Tool{Name: name, InputSchema: json.RawMessage(in)},
+					info: &contractualv1.SessionTool{Name: name, Description: t.GetDescription(), Risk: t.GetRisk(), ContractDigest: rec.GetDigest()},
 				}
-				approved[name] = model.Tool{Name: name, InputSchema: json.RawMessage(in)}
 			}
 		}
 		if resp.GetNextPageToken() == "" {
@@ -184,25 +192,54 @@ func (s *Service) sessionTools(ctx context.Context, want []string) ([]model.Tool
 		}
 		req.PageToken = resp.GetNextPageToken()
 	}
+	out := slices.Collect(maps.Values(byName))
+	slices.SortFunc(out, func(a, b catalogTool) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// ListTools lists the tools a session opened now may use.
+func (s *Service) ListTools(ctx context.Context, _ *contractualv1.ListToolsRequest) (*contractualv1.ListToolsResponse, error) {
+	if _, err := device(ctx); err != nil {
+		return nil, err
+	}
+	cat, err := s.catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &contractualv1.ListToolsResponse{}
+	for _, t := range cat {
+		resp.Tools = append(resp.Tools, t.info)
+	}
+	return resp, nil
+}
+
+// sessionTools returns the tools a session opened now may propose, with
+// their input schemas: the whole catalog, or only want, each of which must
+// be in it.
+func (s *Service) sessionTools(ctx context.Context, want []string) ([]model.Tool, error) {
+	cat, err := s.catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if len(want) == 0 {
-		slices.Sort(names)
-		out := make([]model.Tool, 0, len(names))
-		for _, n := range names {
-			out = append(out, approved[n])
+		out := make([]model.Tool, len(cat))
+		for i, t := range cat {
+			out[i] = t.Tool
 		}
 		return out, nil
 	}
 	out := make([]model.Tool, 0, len(want))
 	seen := map[string]bool{}
 	for _, n := range want {
-		switch t, ok := approved[n]; {
+		i := slices.IndexFunc(cat, func(t catalogTool) bool { return t.Name == n })
+		switch {
 		case n == s.cfg.Model.Relay && n != "":
 			return nil, errs.E(errs.Invalid, "%s is the engine's relay to the model, not a tool a session may use", n)
-		case !ok:
+		case i < 0:
 			return nil, errs.E(errs.Invalid, "%q is not an approved tool (<contract name>.<export> of an approved contract)", clip(n, 100))
 		case !seen[n]:
 			seen[n] = true
-			out = append(out, t)
+			out = append(out, cat[i].Tool)
 		}
 	}
 	return out, nil

@@ -118,6 +118,7 @@ var procedureScopes = map[string]Scopes{
 	// A chat session proposes tool calls, decided and run like Invoke's;
 	// a device sees and uses only the sessions it opened.
 	contractualv1connect.SessionServiceOpenSessionProcedure:  ScopeInvoke,
+	contractualv1connect.SessionServiceListToolsProcedure:    ScopeInvoke,
 	contractualv1connect.SessionServiceSendProcedure:         ScopeInvoke,
 	contractualv1connect.SessionServiceWatchSessionProcedure: ScopeInvoke,
 	contractualv1connect.SessionServiceGetSessionProcedure:   ScopeInvoke,

@@ -119,6 +119,10 @@ func TestChatCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, "idle") || !strings.Contains(out, "Slugify Hello World") {
 		t.Errorf("chat list: exit %d\n%s", code, out)
 	}
+	code, out, _ = chatCLI(t, s, "", "tools")
+	if code != 0 || !regexp.MustCompile(`(?m)^textkit\.slugify +low +sha256:[0-9a-f]{64} +Turn a text into a URL slug`).MatchString(out) {
+		t.Errorf("chat tools: exit %d\n%s", code, out)
+	}
 	code, out, _ = chatCLI(t, s, "", "show", id, "--json")
 	var shown struct {
 		Session struct{ ID string }

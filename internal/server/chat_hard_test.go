@@ -310,6 +310,20 @@ func TestChatHardRelay(t *testing.T) {
 			t.Errorf("the relay shows as a session's call: %v", e)
 		}
 	}
+	// The relay is approved, but no session may use it: ListTools leaves
+	// it out, and asking for it is refused.
+	tools, err := w.c.ListTools(context.Background(), &contractualv1.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tl := range tools.GetTools() {
+		if tl.GetName() == "llm.chat" {
+			t.Errorf("ListTools offers the relay: %v", tl)
+		}
+	}
+	if _, err := w.c.OpenSession(context.Background(), &contractualv1.OpenSessionRequest{Tools: []string{"llm.chat"}}); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("a session asking for the relay: %v", err)
+	}
 	if _, err := w.pol.Revoke(context.Background(), &contractualv1.RevokeRequest{Digest: w.digests["llm"]}); err != nil {
 		t.Fatal(err)
 	}

@@ -77,6 +77,20 @@ func TestChat(t *testing.T) {
 	tok, _ := owner(t, s)
 	publishApproved(t, s, tok)
 	c := sessionClient(s, tok)
+	tools, err := c.ListTools(context.Background(), &contractualv1.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tl := range tools.GetTools() {
+		names = append(names, tl.GetName())
+		if tl.GetDescription() == "" || !strings.HasPrefix(tl.GetContractDigest(), "sha256:") || tl.GetRisk() != contractualv1.Risk_RISK_LOW {
+			t.Errorf("ListTools: %v", tl)
+		}
+	}
+	if strings.Join(names, " ") != "textkit.json_pick textkit.slugify textkit.word_count" {
+		t.Errorf("ListTools: %v", names)
+	}
 	open, err := c.OpenSession(context.Background(), &contractualv1.OpenSessionRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +152,9 @@ func TestChatScopes(t *testing.T) {
 	rc := sessionClient(s, reader)
 	if _, err := rc.OpenSession(context.Background(), &contractualv1.OpenSessionRequest{}); connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("a read-only device opens a session: %v", err)
+	}
+	if _, err := rc.ListTools(context.Background(), &contractualv1.ListToolsRequest{}); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("a read-only device lists a session's tools: %v", err)
 	}
 	for name, call := range map[string]func(c contractualv1connect.SessionServiceClient) error{
 		"Send": func(c contractualv1connect.SessionServiceClient) error {

@@ -957,6 +957,159 @@ func (x *SessionEvent) GetUsage() *SessionUsage {
 	return nil
 }
 
+// ListToolsRequest asks for the tools a session may use.
+type ListToolsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListToolsRequest) Reset() {
+	*x = ListToolsRequest{}
+	mi := &file_contractual_v1_engine_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListToolsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListToolsRequest) ProtoMessage() {}
+
+func (x *ListToolsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_engine_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListToolsRequest.ProtoReflect.Descriptor instead.
+func (*ListToolsRequest) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{7}
+}
+
+// ListToolsResponse holds them, by name.
+type ListToolsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tools         []*SessionTool         `protobuf:"bytes,1,rep,name=tools,proto3" json:"tools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListToolsResponse) Reset() {
+	*x = ListToolsResponse{}
+	mi := &file_contractual_v1_engine_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListToolsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListToolsResponse) ProtoMessage() {}
+
+func (x *ListToolsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_engine_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListToolsResponse.ProtoReflect.Descriptor instead.
+func (*ListToolsResponse) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListToolsResponse) GetTools() []*SessionTool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+// SessionTool is a tool a session may use.
+type SessionTool struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "<contract name>.<export>".
+	Name        string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	Risk        Risk   `protobuf:"varint,3,opt,name=risk,proto3,enum=contractual.v1.Risk" json:"risk,omitempty"`
+	// The approved contract it comes from.
+	ContractDigest string `protobuf:"bytes,4,opt,name=contract_digest,json=contractDigest,proto3" json:"contract_digest,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SessionTool) Reset() {
+	*x = SessionTool{}
+	mi := &file_contractual_v1_engine_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionTool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionTool) ProtoMessage() {}
+
+func (x *SessionTool) ProtoReflect() protoreflect.Message {
+	mi := &file_contractual_v1_engine_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionTool.ProtoReflect.Descriptor instead.
+func (*SessionTool) Descriptor() ([]byte, []int) {
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SessionTool) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SessionTool) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *SessionTool) GetRisk() Risk {
+	if x != nil {
+		return x.Risk
+	}
+	return Risk_RISK_UNSPECIFIED
+}
+
+func (x *SessionTool) GetContractDigest() string {
+	if x != nil {
+		return x.ContractDigest
+	}
+	return ""
+}
+
 // OpenSessionRequest opens a session.
 type OpenSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -972,7 +1125,7 @@ type OpenSessionRequest struct {
 
 func (x *OpenSessionRequest) Reset() {
 	*x = OpenSessionRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[7]
+	mi := &file_contractual_v1_engine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1137,7 @@ func (x *OpenSessionRequest) String() string {
 func (*OpenSessionRequest) ProtoMessage() {}
 
 func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[7]
+	mi := &file_contractual_v1_engine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1150,7 @@ func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
 func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{7}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OpenSessionRequest) GetTools() []string {
@@ -1031,7 +1184,7 @@ type OpenSessionResponse struct {
 
 func (x *OpenSessionResponse) Reset() {
 	*x = OpenSessionResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[8]
+	mi := &file_contractual_v1_engine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1196,7 @@ func (x *OpenSessionResponse) String() string {
 func (*OpenSessionResponse) ProtoMessage() {}
 
 func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[8]
+	mi := &file_contractual_v1_engine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1209,7 @@ func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
 func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{8}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OpenSessionResponse) GetSession() *Session {
@@ -1078,7 +1231,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[9]
+	mi := &file_contractual_v1_engine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1243,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[9]
+	mi := &file_contractual_v1_engine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1256,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{9}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SendRequest) GetSessionId() string {
@@ -1130,7 +1283,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[10]
+	mi := &file_contractual_v1_engine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1295,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[10]
+	mi := &file_contractual_v1_engine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1308,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{10}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendResponse) GetEvent() *SessionEvent {
@@ -1175,7 +1328,7 @@ type WatchSessionResponse struct {
 
 func (x *WatchSessionResponse) Reset() {
 	*x = WatchSessionResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[11]
+	mi := &file_contractual_v1_engine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1340,7 @@ func (x *WatchSessionResponse) String() string {
 func (*WatchSessionResponse) ProtoMessage() {}
 
 func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[11]
+	mi := &file_contractual_v1_engine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1353,7 @@ func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionResponse.ProtoReflect.Descriptor instead.
 func (*WatchSessionResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{11}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchSessionResponse) GetEvent() *SessionEvent {
@@ -1224,7 +1377,7 @@ type WatchSessionRequest struct {
 
 func (x *WatchSessionRequest) Reset() {
 	*x = WatchSessionRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[12]
+	mi := &file_contractual_v1_engine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1389,7 @@ func (x *WatchSessionRequest) String() string {
 func (*WatchSessionRequest) ProtoMessage() {}
 
 func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[12]
+	mi := &file_contractual_v1_engine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1402,7 @@ func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{12}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchSessionRequest) GetSessionId() string {
@@ -1283,7 +1436,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[13]
+	mi := &file_contractual_v1_engine_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1448,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[13]
+	mi := &file_contractual_v1_engine_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1461,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{13}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetSessionRequest) GetId() string {
@@ -1329,7 +1482,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[14]
+	mi := &file_contractual_v1_engine_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1494,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[14]
+	mi := &file_contractual_v1_engine_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1507,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{14}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -1384,7 +1537,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[15]
+	mi := &file_contractual_v1_engine_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1549,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[15]
+	mi := &file_contractual_v1_engine_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1562,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{15}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListSessionsRequest) GetPageSize() int32 {
@@ -1437,7 +1590,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[16]
+	mi := &file_contractual_v1_engine_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1602,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[16]
+	mi := &file_contractual_v1_engine_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1615,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{16}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1489,7 +1642,7 @@ type CloseSessionRequest struct {
 
 func (x *CloseSessionRequest) Reset() {
 	*x = CloseSessionRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[17]
+	mi := &file_contractual_v1_engine_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1654,7 @@ func (x *CloseSessionRequest) String() string {
 func (*CloseSessionRequest) ProtoMessage() {}
 
 func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[17]
+	mi := &file_contractual_v1_engine_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1667,7 @@ func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
 func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{17}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CloseSessionRequest) GetId() string {
@@ -1534,7 +1687,7 @@ type CloseSessionResponse struct {
 
 func (x *CloseSessionResponse) Reset() {
 	*x = CloseSessionResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[18]
+	mi := &file_contractual_v1_engine_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1699,7 @@ func (x *CloseSessionResponse) String() string {
 func (*CloseSessionResponse) ProtoMessage() {}
 
 func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[18]
+	mi := &file_contractual_v1_engine_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1712,7 @@ func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
 func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{18}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CloseSessionResponse) GetSession() *Session {
@@ -1581,7 +1734,7 @@ type GetArtifactRequest struct {
 
 func (x *GetArtifactRequest) Reset() {
 	*x = GetArtifactRequest{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[19]
+	mi := &file_contractual_v1_engine_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1746,7 @@ func (x *GetArtifactRequest) String() string {
 func (*GetArtifactRequest) ProtoMessage() {}
 
 func (x *GetArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[19]
+	mi := &file_contractual_v1_engine_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1759,7 @@ func (x *GetArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetArtifactRequest.ProtoReflect.Descriptor instead.
 func (*GetArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{19}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetArtifactRequest) GetSessionId() string {
@@ -1635,7 +1788,7 @@ type GetArtifactResponse struct {
 
 func (x *GetArtifactResponse) Reset() {
 	*x = GetArtifactResponse{}
-	mi := &file_contractual_v1_engine_proto_msgTypes[20]
+	mi := &file_contractual_v1_engine_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1800,7 @@ func (x *GetArtifactResponse) String() string {
 func (*GetArtifactResponse) ProtoMessage() {}
 
 func (x *GetArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_contractual_v1_engine_proto_msgTypes[20]
+	mi := &file_contractual_v1_engine_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1813,7 @@ func (x *GetArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetArtifactResponse.ProtoReflect.Descriptor instead.
 func (*GetArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{20}
+	return file_contractual_v1_engine_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetArtifactResponse) GetContent() []byte {
@@ -1681,7 +1834,7 @@ var File_contractual_v1_engine_proto protoreflect.FileDescriptor
 
 const file_contractual_v1_engine_proto_rawDesc = "" +
 	"\n" +
-	"\x1bcontractual/v1/engine.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x18contractual/v1/job.proto\x1a\x1bcontractual/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n" +
+	"\x1bcontractual/v1/engine.proto\x12\x0econtractual.v1\x1a\x1acontractual/v1/audit.proto\x1a\x1dcontractual/v1/contract.proto\x1a\x18contractual/v1/job.proto\x1a\x1bcontractual/v1/policy.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n" +
 	"\x13RunAgentStepRequest\x12\x1c\n" +
 	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x15\n" +
 	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x12\n" +
@@ -1762,7 +1915,15 @@ const file_contractual_v1_engine_proto_rawDesc = "" +
 	"\foutput_bytes\x18\x0f \x01(\x03R\voutputBytes\x12\x1a\n" +
 	"\bartifact\x18\x10 \x01(\tR\bartifact\x12\x14\n" +
 	"\x05error\x18\x11 \x01(\bR\x05error\x122\n" +
-	"\x05usage\x18\x12 \x01(\v2\x1c.contractual.v1.SessionUsageR\x05usage\"w\n" +
+	"\x05usage\x18\x12 \x01(\v2\x1c.contractual.v1.SessionUsageR\x05usage\"\x12\n" +
+	"\x10ListToolsRequest\"F\n" +
+	"\x11ListToolsResponse\x121\n" +
+	"\x05tools\x18\x01 \x03(\v2\x1b.contractual.v1.SessionToolR\x05tools\"\x96\x01\n" +
+	"\vSessionTool\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12(\n" +
+	"\x04risk\x18\x03 \x01(\x0e2\x14.contractual.v1.RiskR\x04risk\x12'\n" +
+	"\x0fcontract_digest\x18\x04 \x01(\tR\x0econtractDigest\"w\n" +
 	"\x12OpenSessionRequest\x12\x14\n" +
 	"\x05tools\x18\x01 \x03(\tR\x05tools\x125\n" +
 	"\x06budget\x18\x02 \x01(\v2\x1d.contractual.v1.SessionBudgetR\x06budget\x12\x14\n" +
@@ -1821,9 +1982,10 @@ const file_contractual_v1_engine_proto_rawDesc = "" +
 	"\x19SESSION_EVENT_KIND_RESULT\x10\x06\x12\x1f\n" +
 	"\x1bSESSION_EVENT_KIND_TURN_END\x10\a\x12\"\n" +
 	"\x1eSESSION_EVENT_KIND_TURN_FAILED\x10\b\x12\x1c\n" +
-	"\x18SESSION_EVENT_KIND_MODEL\x10\t2\x81\x05\n" +
+	"\x18SESSION_EVENT_KIND_MODEL\x10\t2\xd8\x05\n" +
 	"\x0eSessionService\x12V\n" +
-	"\vOpenSession\x12\".contractual.v1.OpenSessionRequest\x1a#.contractual.v1.OpenSessionResponse\x12C\n" +
+	"\vOpenSession\x12\".contractual.v1.OpenSessionRequest\x1a#.contractual.v1.OpenSessionResponse\x12U\n" +
+	"\tListTools\x12 .contractual.v1.ListToolsRequest\x1a!.contractual.v1.ListToolsResponse\"\x03\x90\x02\x01\x12C\n" +
 	"\x04Send\x12\x1b.contractual.v1.SendRequest\x1a\x1c.contractual.v1.SendResponse0\x01\x12`\n" +
 	"\fWatchSession\x12#.contractual.v1.WatchSessionRequest\x1a$.contractual.v1.WatchSessionResponse\"\x03\x90\x02\x010\x01\x12X\n" +
 	"\n" +
@@ -1848,7 +2010,7 @@ func file_contractual_v1_engine_proto_rawDescGZIP() []byte {
 }
 
 var file_contractual_v1_engine_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_contractual_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_contractual_v1_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_contractual_v1_engine_proto_goTypes = []any{
 	(SessionState)(0),             // 0: contractual.v1.SessionState
 	(SessionEventKind)(0),         // 1: contractual.v1.SessionEventKind
@@ -1859,73 +2021,81 @@ var file_contractual_v1_engine_proto_goTypes = []any{
 	(*SessionUsage)(nil),          // 6: contractual.v1.SessionUsage
 	(*Session)(nil),               // 7: contractual.v1.Session
 	(*SessionEvent)(nil),          // 8: contractual.v1.SessionEvent
-	(*OpenSessionRequest)(nil),    // 9: contractual.v1.OpenSessionRequest
-	(*OpenSessionResponse)(nil),   // 10: contractual.v1.OpenSessionResponse
-	(*SendRequest)(nil),           // 11: contractual.v1.SendRequest
-	(*SendResponse)(nil),          // 12: contractual.v1.SendResponse
-	(*WatchSessionResponse)(nil),  // 13: contractual.v1.WatchSessionResponse
-	(*WatchSessionRequest)(nil),   // 14: contractual.v1.WatchSessionRequest
-	(*GetSessionRequest)(nil),     // 15: contractual.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),    // 16: contractual.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),   // 17: contractual.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),  // 18: contractual.v1.ListSessionsResponse
-	(*CloseSessionRequest)(nil),   // 19: contractual.v1.CloseSessionRequest
-	(*CloseSessionResponse)(nil),  // 20: contractual.v1.CloseSessionResponse
-	(*GetArtifactRequest)(nil),    // 21: contractual.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),   // 22: contractual.v1.GetArtifactResponse
-	(*AgentTool)(nil),             // 23: contractual.v1.AgentTool
-	(*ToolBounds)(nil),            // 24: contractual.v1.ToolBounds
-	(*EgressRecord)(nil),          // 25: contractual.v1.EgressRecord
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(Verdict)(0),                  // 28: contractual.v1.Verdict
+	(*ListToolsRequest)(nil),      // 9: contractual.v1.ListToolsRequest
+	(*ListToolsResponse)(nil),     // 10: contractual.v1.ListToolsResponse
+	(*SessionTool)(nil),           // 11: contractual.v1.SessionTool
+	(*OpenSessionRequest)(nil),    // 12: contractual.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),   // 13: contractual.v1.OpenSessionResponse
+	(*SendRequest)(nil),           // 14: contractual.v1.SendRequest
+	(*SendResponse)(nil),          // 15: contractual.v1.SendResponse
+	(*WatchSessionResponse)(nil),  // 16: contractual.v1.WatchSessionResponse
+	(*WatchSessionRequest)(nil),   // 17: contractual.v1.WatchSessionRequest
+	(*GetSessionRequest)(nil),     // 18: contractual.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),    // 19: contractual.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),   // 20: contractual.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),  // 21: contractual.v1.ListSessionsResponse
+	(*CloseSessionRequest)(nil),   // 22: contractual.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil),  // 23: contractual.v1.CloseSessionResponse
+	(*GetArtifactRequest)(nil),    // 24: contractual.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),   // 25: contractual.v1.GetArtifactResponse
+	(*AgentTool)(nil),             // 26: contractual.v1.AgentTool
+	(*ToolBounds)(nil),            // 27: contractual.v1.ToolBounds
+	(*EgressRecord)(nil),          // 28: contractual.v1.EgressRecord
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(Verdict)(0),                  // 31: contractual.v1.Verdict
+	(Risk)(0),                     // 32: contractual.v1.Risk
 }
 var file_contractual_v1_engine_proto_depIdxs = []int32{
-	23, // 0: contractual.v1.RunAgentStepRequest.tools:type_name -> contractual.v1.AgentTool
-	24, // 1: contractual.v1.RunAgentStepRequest.bounds:type_name -> contractual.v1.ToolBounds
+	26, // 0: contractual.v1.RunAgentStepRequest.tools:type_name -> contractual.v1.AgentTool
+	27, // 1: contractual.v1.RunAgentStepRequest.bounds:type_name -> contractual.v1.ToolBounds
 	4,  // 2: contractual.v1.RunAgentStepResponse.tool_calls:type_name -> contractual.v1.AgentCall
-	25, // 3: contractual.v1.AgentCall.egress:type_name -> contractual.v1.EgressRecord
-	26, // 4: contractual.v1.SessionBudget.wall_time:type_name -> google.protobuf.Duration
-	26, // 5: contractual.v1.SessionUsage.wall_time:type_name -> google.protobuf.Duration
+	28, // 3: contractual.v1.AgentCall.egress:type_name -> contractual.v1.EgressRecord
+	29, // 4: contractual.v1.SessionBudget.wall_time:type_name -> google.protobuf.Duration
+	29, // 5: contractual.v1.SessionUsage.wall_time:type_name -> google.protobuf.Duration
 	5,  // 6: contractual.v1.Session.budget:type_name -> contractual.v1.SessionBudget
 	6,  // 7: contractual.v1.Session.usage:type_name -> contractual.v1.SessionUsage
 	0,  // 8: contractual.v1.Session.state:type_name -> contractual.v1.SessionState
-	27, // 9: contractual.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	27, // 10: contractual.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
-	27, // 11: contractual.v1.SessionEvent.time:type_name -> google.protobuf.Timestamp
+	30, // 9: contractual.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	30, // 10: contractual.v1.Session.updated_at:type_name -> google.protobuf.Timestamp
+	30, // 11: contractual.v1.SessionEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 12: contractual.v1.SessionEvent.kind:type_name -> contractual.v1.SessionEventKind
-	28, // 13: contractual.v1.SessionEvent.verdict:type_name -> contractual.v1.Verdict
+	31, // 13: contractual.v1.SessionEvent.verdict:type_name -> contractual.v1.Verdict
 	6,  // 14: contractual.v1.SessionEvent.usage:type_name -> contractual.v1.SessionUsage
-	5,  // 15: contractual.v1.OpenSessionRequest.budget:type_name -> contractual.v1.SessionBudget
-	7,  // 16: contractual.v1.OpenSessionResponse.session:type_name -> contractual.v1.Session
-	8,  // 17: contractual.v1.SendResponse.event:type_name -> contractual.v1.SessionEvent
-	8,  // 18: contractual.v1.WatchSessionResponse.event:type_name -> contractual.v1.SessionEvent
-	7,  // 19: contractual.v1.GetSessionResponse.session:type_name -> contractual.v1.Session
-	8,  // 20: contractual.v1.GetSessionResponse.events:type_name -> contractual.v1.SessionEvent
-	7,  // 21: contractual.v1.ListSessionsResponse.sessions:type_name -> contractual.v1.Session
-	7,  // 22: contractual.v1.CloseSessionResponse.session:type_name -> contractual.v1.Session
-	27, // 23: contractual.v1.GetArtifactResponse.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 24: contractual.v1.SessionService.OpenSession:input_type -> contractual.v1.OpenSessionRequest
-	11, // 25: contractual.v1.SessionService.Send:input_type -> contractual.v1.SendRequest
-	14, // 26: contractual.v1.SessionService.WatchSession:input_type -> contractual.v1.WatchSessionRequest
-	15, // 27: contractual.v1.SessionService.GetSession:input_type -> contractual.v1.GetSessionRequest
-	17, // 28: contractual.v1.SessionService.ListSessions:input_type -> contractual.v1.ListSessionsRequest
-	19, // 29: contractual.v1.SessionService.CloseSession:input_type -> contractual.v1.CloseSessionRequest
-	21, // 30: contractual.v1.SessionService.GetArtifact:input_type -> contractual.v1.GetArtifactRequest
-	2,  // 31: contractual.v1.EngineInternalService.RunAgentStep:input_type -> contractual.v1.RunAgentStepRequest
-	10, // 32: contractual.v1.SessionService.OpenSession:output_type -> contractual.v1.OpenSessionResponse
-	12, // 33: contractual.v1.SessionService.Send:output_type -> contractual.v1.SendResponse
-	13, // 34: contractual.v1.SessionService.WatchSession:output_type -> contractual.v1.WatchSessionResponse
-	16, // 35: contractual.v1.SessionService.GetSession:output_type -> contractual.v1.GetSessionResponse
-	18, // 36: contractual.v1.SessionService.ListSessions:output_type -> contractual.v1.ListSessionsResponse
-	20, // 37: contractual.v1.SessionService.CloseSession:output_type -> contractual.v1.CloseSessionResponse
-	22, // 38: contractual.v1.SessionService.GetArtifact:output_type -> contractual.v1.GetArtifactResponse
-	3,  // 39: contractual.v1.EngineInternalService.RunAgentStep:output_type -> contractual.v1.RunAgentStepResponse
-	32, // [32:40] is the sub-list for method output_type
-	24, // [24:32] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	11, // 15: contractual.v1.ListToolsResponse.tools:type_name -> contractual.v1.SessionTool
+	32, // 16: contractual.v1.SessionTool.risk:type_name -> contractual.v1.Risk
+	5,  // 17: contractual.v1.OpenSessionRequest.budget:type_name -> contractual.v1.SessionBudget
+	7,  // 18: contractual.v1.OpenSessionResponse.session:type_name -> contractual.v1.Session
+	8,  // 19: contractual.v1.SendResponse.event:type_name -> contractual.v1.SessionEvent
+	8,  // 20: contractual.v1.WatchSessionResponse.event:type_name -> contractual.v1.SessionEvent
+	7,  // 21: contractual.v1.GetSessionResponse.session:type_name -> contractual.v1.Session
+	8,  // 22: contractual.v1.GetSessionResponse.events:type_name -> contractual.v1.SessionEvent
+	7,  // 23: contractual.v1.ListSessionsResponse.sessions:type_name -> contractual.v1.Session
+	7,  // 24: contractual.v1.CloseSessionResponse.session:type_name -> contractual.v1.Session
+	30, // 25: contractual.v1.GetArtifactResponse.expires_at:type_name -> google.protobuf.Timestamp
+	12, // 26: contractual.v1.SessionService.OpenSession:input_type -> contractual.v1.OpenSessionRequest
+	9,  // 27: contractual.v1.SessionService.ListTools:input_type -> contractual.v1.ListToolsRequest
+	14, // 28: contractual.v1.SessionService.Send:input_type -> contractual.v1.SendRequest
+	17, // 29: contractual.v1.SessionService.WatchSession:input_type -> contractual.v1.WatchSessionRequest
+	18, // 30: contractual.v1.SessionService.GetSession:input_type -> contractual.v1.GetSessionRequest
+	20, // 31: contractual.v1.SessionService.ListSessions:input_type -> contractual.v1.ListSessionsRequest
+	22, // 32: contractual.v1.SessionService.CloseSession:input_type -> contractual.v1.CloseSessionRequest
+	24, // 33: contractual.v1.SessionService.GetArtifact:input_type -> contractual.v1.GetArtifactRequest
+	2,  // 34: contractual.v1.EngineInternalService.RunAgentStep:input_type -> contractual.v1.RunAgentStepRequest
+	13, // 35: contractual.v1.SessionService.OpenSession:output_type -> contractual.v1.OpenSessionResponse
+	10, // 36: contractual.v1.SessionService.ListTools:output_type -> contractual.v1.ListToolsResponse
+	15, // 37: contractual.v1.SessionService.Send:output_type -> contractual.v1.SendResponse
+	16, // 38: contractual.v1.SessionService.WatchSession:output_type -> contractual.v1.WatchSessionResponse
+	19, // 39: contractual.v1.SessionService.GetSession:output_type -> contractual.v1.GetSessionResponse
+	21, // 40: contractual.v1.SessionService.ListSessions:output_type -> contractual.v1.ListSessionsResponse
+	23, // 41: contractual.v1.SessionService.CloseSession:output_type -> contractual.v1.CloseSessionResponse
+	25, // 42: contractual.v1.SessionService.GetArtifact:output_type -> contractual.v1.GetArtifactResponse
+	3,  // 43: contractual.v1.EngineInternalService.RunAgentStep:output_type -> contractual.v1.RunAgentStepResponse
+	35, // [35:44] is the sub-list for method output_type
+	26, // [26:35] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_contractual_v1_engine_proto_init() }
@@ -1934,6 +2104,7 @@ func file_contractual_v1_engine_proto_init() {
 		return
 	}
 	file_contractual_v1_audit_proto_init()
+	file_contractual_v1_contract_proto_init()
 	file_contractual_v1_job_proto_init()
 	file_contractual_v1_policy_proto_init()
 	type x struct{}
@@ -1942,7 +2113,7 @@ func file_contractual_v1_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_contractual_v1_engine_proto_rawDesc), len(file_contractual_v1_engine_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

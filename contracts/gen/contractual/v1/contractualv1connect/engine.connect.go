@@ -38,6 +38,9 @@ const (
 	// SessionServiceOpenSessionProcedure is the fully-qualified name of the SessionService's
 	// OpenSession RPC.
 	SessionServiceOpenSessionProcedure = "/contractual.v1.SessionService/OpenSession"
+	// SessionServiceListToolsProcedure is the fully-qualified name of the SessionService's ListTools
+	// RPC.
+	SessionServiceListToolsProcedure = "/contractual.v1.SessionService/ListTools"
 	// SessionServiceSendProcedure is the fully-qualified name of the SessionService's Send RPC.
 	SessionServiceSendProcedure = "/contractual.v1.SessionService/Send"
 	// SessionServiceWatchSessionProcedure is the fully-qualified name of the SessionService's
@@ -64,6 +67,9 @@ const (
 type SessionServiceClient interface {
 	// OpenSession opens a session with its tools and budgets.
 	OpenSession(context.Context, *v1.OpenSessionRequest) (*v1.OpenSessionResponse, error)
+	// ListTools lists the tools a session opened now may use: every
+	// approved contract's export but the engine's relay to the model.
+	ListTools(context.Context, *v1.ListToolsRequest) (*v1.ListToolsResponse, error)
 	// Send adds the owner's message and runs one turn: the model proposes,
 	// the platform decides and runs, until the model answers or the turn
 	// fails. The stream carries the turn's events as they happen and ends
@@ -100,6 +106,13 @@ func NewSessionServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			httpClient,
 			baseURL+SessionServiceOpenSessionProcedure,
 			connect.WithSchema(sessionServiceMethods.ByName("OpenSession")),
+			connect.WithClientOptions(opts...),
+		),
+		listTools: connect.NewClient[v1.ListToolsRequest, v1.ListToolsResponse](
+			httpClient,
+			baseURL+SessionServiceListToolsProcedure,
+			connect.WithSchema(sessionServiceMethods.ByName("ListTools")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
 		send: connect.NewClient[v1.SendRequest, v1.SendResponse](
@@ -148,6 +161,7 @@ func NewSessionServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 // sessionServiceClient implements SessionServiceClient.
 type sessionServiceClient struct {
 	openSession  *connect.Client[v1.OpenSessionRequest, v1.OpenSessionResponse]
+	listTools    *connect.Client[v1.ListToolsRequest, v1.ListToolsResponse]
 	send         *connect.Client[v1.SendRequest, v1.SendResponse]
 	watchSession *connect.Client[v1.WatchSessionRequest, v1.WatchSessionResponse]
 	getSession   *connect.Client[v1.GetSessionRequest, v1.GetSessionResponse]
@@ -159,6 +173,15 @@ type sessionServiceClient struct {
 // OpenSession calls contractual.v1.SessionService.OpenSession.
 func (c *sessionServiceClient) OpenSession(ctx context.Context, req *v1.OpenSessionRequest) (*v1.OpenSessionResponse, error) {
 	response, err := c.openSession.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ListTools calls contractual.v1.SessionService.ListTools.
+func (c *sessionServiceClient) ListTools(ctx context.Context, req *v1.ListToolsRequest) (*v1.ListToolsResponse, error) {
+	response, err := c.listTools.CallUnary(ctx, connect.NewRequest(req))
 	if response != nil {
 		return response.Msg, err
 	}
@@ -215,6 +238,9 @@ func (c *sessionServiceClient) GetArtifact(ctx context.Context, req *v1.GetArtif
 type SessionServiceHandler interface {
 	// OpenSession opens a session with its tools and budgets.
 	OpenSession(context.Context, *v1.OpenSessionRequest) (*v1.OpenSessionResponse, error)
+	// ListTools lists the tools a session opened now may use: every
+	// approved contract's export but the engine's relay to the model.
+	ListTools(context.Context, *v1.ListToolsRequest) (*v1.ListToolsResponse, error)
 	// Send adds the owner's message and runs one turn: the model proposes,
 	// the platform decides and runs, until the model answers or the turn
 	// fails. The stream carries the turn's events as they happen and ends
@@ -247,6 +273,13 @@ func NewSessionServiceHandler(svc SessionServiceHandler, opts ...connect.Handler
 		SessionServiceOpenSessionProcedure,
 		svc.OpenSession,
 		connect.WithSchema(sessionServiceMethods.ByName("OpenSession")),
+		connect.WithHandlerOptions(opts...),
+	)
+	sessionServiceListToolsHandler := connect.NewUnaryHandlerSimple(
+		SessionServiceListToolsProcedure,
+		svc.ListTools,
+		connect.WithSchema(sessionServiceMethods.ByName("ListTools")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
 	sessionServiceSendHandler := connect.NewServerStreamHandlerSimple(
@@ -293,6 +326,8 @@ func NewSessionServiceHandler(svc SessionServiceHandler, opts ...connect.Handler
 		switch r.URL.Path {
 		case SessionServiceOpenSessionProcedure:
 			sessionServiceOpenSessionHandler.ServeHTTP(w, r)
+		case SessionServiceListToolsProcedure:
+			sessionServiceListToolsHandler.ServeHTTP(w, r)
 		case SessionServiceSendProcedure:
 			sessionServiceSendHandler.ServeHTTP(w, r)
 		case SessionServiceWatchSessionProcedure:
@@ -316,6 +351,10 @@ type UnimplementedSessionServiceHandler struct{}
 
 func (UnimplementedSessionServiceHandler) OpenSession(context.Context, *v1.OpenSessionRequest) (*v1.OpenSessionResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.SessionService.OpenSession is not implemented"))
+}
+
+func (UnimplementedSessionServiceHandler) ListTools(context.Context, *v1.ListToolsRequest) (*v1.ListToolsResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("contractual.v1.SessionService.ListTools is not implemented"))
 }
 
 func (UnimplementedSessionServiceHandler) Send(context.Context, *v1.SendRequest, *connect.ServerStream[v1.SendResponse]) error {
