@@ -33,7 +33,7 @@ var publicAPI = map[string][]string{
 	"contractual.v1.JobService":     {"ApproveJob", "CreateJob", "DeleteJob", "GetJob", "ListJobs", "PauseJob", "RejectJob", "ResumeJob"},
 	"contractual.v1.PairingService": {"ApprovePairing", "ApproveWithSetupCode", "BeginPairing", "CompletePairing", "ListDevices", "ListPairingRequests", "RejectPairing", "RevokeDevice", "Unpair"},
 	"contractual.v1.PolicyService":  {"Approve", "ApproveCall", "DenyCall", "GetCallApproval", "GetContract", "ListCallApprovals", "ListContracts", "Publish", "Reject", "Revoke"},
-	"contractual.v1.SessionService": {"CloseSession", "GetArtifact", "GetSession", "ListSessions", "OpenSession", "Send", "WatchSession"},
+	"contractual.v1.SessionService": {"CloseSession", "GetArtifact", "GetSession", "ListSessions", "ListTools", "OpenSession", "Send", "WatchSession"},
 	"contractual.v1.ToolService":    {"Invoke"},
 }
 
