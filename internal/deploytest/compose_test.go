@@ -86,7 +86,9 @@ func TestCompose(t *testing.T) {
 	if t.Run("flow through the gateway", d.flow) {
 		t.Run("jobs through the scheduler and the worker", d.jobs)
 		t.Run("agents over MCP through the gateway", d.mcpAgent)
-		t.Run("chat through the engine", d.chat)
+		if t.Run("chat through the engine", d.chat) {
+			t.Run("an agent step through the worker and the engine", d.agentStep)
+		}
 		var acked []string
 		t.Run("runner killed mid-traffic", func(t *testing.T) { acked = d.killRunner(t) })
 		t.Run("down and up keep everything", func(t *testing.T) { d.downUp(t, acked) })

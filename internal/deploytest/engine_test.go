@@ -2,7 +2,10 @@ package deploytest_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -225,6 +228,71 @@ func TestComposeEngine(t *testing.T) {
 		}
 		if m, r := str(env["CONTRACTUAL_MODEL"]), str(env["CONTRACTUAL_MODEL_RELAY"]); m != tc.model || r != tc.relay {
 			t.Errorf("with %v: CONTRACTUAL_MODEL %q, CONTRACTUAL_MODEL_RELAY %q; want %q, %q", tc.env, m, r, tc.model, tc.relay)
+		}
+	}
+}
+
+// agentStep is a job's agent step across the containers: the worker runs
+// it through the engine (RunAgentStep, on the worker's certificate), whose
+// model (the stand-in, through the relay llm.chat as in chat) proposes
+// textkit.slugify, which policy decides as the job, within its pin and
+// bounds, and the runner runs; the step's output is the model's answer.
+func (d *deployment) agentStep(t *testing.T) {
+	ctx := t.Context()
+	if d.textkit == "" {
+		t.Fatal("the flow did not approve textkit")
+	}
+	src := fmt.Sprintf(`name: deploytest-agent
+description: The compose test's agent step.
+trigger: {once: {at: "2099-01-01T00:00:00Z"}}
+steps:
+  - id: brief
+    agent:
+      prompt: Make a slug.
+      tools:
+        - {tool: textkit.slugify, contract: %s}
+      max_model_requests: 4
+bounds:
+  - tool: textkit.slugify
+    inputs:
+      - {pointer: /text, max_length: 500}
+`, d.textkit)
+	path := filepath.Join(d.dir, "deploytest-agent.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := d.contractual(t, "", "jobs", "create", path)
+	d.contractual(t, "", "jobs", "approve", digestIn(t, out), "--reason", "deploytest: an agent step")
+
+	runs := contractualv1connect.NewJobRunServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(bearer(d.token(t))))
+	resp, err := runs.RunJob(ctx, &contractualv1.RunJobRequest{Id: "deploytest-agent"})
+	if err != nil {
+		t.Fatalf("RunJob through the gateway: %v", err)
+	}
+	run := waitRun(t, runs, resp.GetRun().GetId(), 5*time.Minute)
+	if run.GetState() != contractualv1.RunState_RUN_STATE_SUCCEEDED || len(run.GetSteps()) != 1 {
+		t.Fatalf("agent run: %s, %d steps, error %q", run.GetState(), len(run.GetSteps()), run.GetError())
+	}
+	step := run.GetSteps()[0]
+	answer := step.GetOutput().GetStructValue().GetFields()["answer"].GetStringValue()
+	if step.GetId() != "brief" || step.GetState() != contractualv1.StepState_STEP_STATE_DONE || !strings.HasPrefix(answer, "The slug is the-owner-s-instruction") {
+		t.Errorf("agent step: %v; want brief done with the stand-in's answer from the slug it proposed", step)
+	}
+	// The engine proposed, policy decided as the job, the runner ran.
+	audit := contractualv1connect.NewAuditServiceClient(http.DefaultClient, d.url, connect.WithInterceptors(bearer(d.token(t))))
+	tail, err := audit.Tail(ctx, &contractualv1.TailRequest{Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, ev := range tail.GetEvents() {
+		if ev.GetPrincipal() == "job:deploytest-agent" {
+			seen[ev.GetService()+" "+ev.GetAction()] = true
+		}
+	}
+	for _, want := range []string{"engine job.agent.proposal", "policy call.decision", "runner call.run", "engine job.agent.result"} {
+		if !seen[want] {
+			t.Errorf("the audit log has no %s for job:deploytest-agent (it has %v)", want, seen)
 		}
 	}
 }
