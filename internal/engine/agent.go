@@ -284,12 +284,9 @@ func (a *agentStep) call(ctx context.Context, id, tool string, input []byte) (ou
 		Tool: tool, Input: input, Principal: req.GetPrincipal(), RunId: req.GetRunId(), Step: req.GetStep(),
 	})
 	if err != nil {
-		err = rpc.FromConnect(err)
-		if ctx.Err() != nil {
-			return outcome{}, context.Cause(ctx)
-		}
-		if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Internal {
-			return outcome{}, err
+		var fatal error
+		if err, fatal = classify(ctx, err); fatal != nil {
+			return outcome{}, fatal
 		}
 		return outcome{}, errs.Wrap(errs.FailedPrecondition, err, "step %s: policy refused the model's call of %s (the job is paused; an agent step never waits)", req.GetStep(), clip(tool, 100))
 	}
@@ -305,12 +302,9 @@ func (a *agentStep) call(ctx context.Context, id, tool string, input []byte) (ou
 	a.resp.ToolCalls = append(a.resp.ToolCalls, ac)
 	run, err := s.deps.Runner.Execute(ctx, &contractualv1.ExecuteRequest{Decision: ev.GetSigned(), Input: ev.GetCanonicalInput()})
 	if err != nil {
-		err = rpc.FromConnect(err)
-		if ctx.Err() != nil {
-			return outcome{}, context.Cause(ctx)
-		}
-		if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Internal {
-			return outcome{}, err
+		var fatal error
+		if err, fatal = classify(ctx, err); fatal != nil {
+			return outcome{}, fatal
 		}
 		ac.Error = clip(err.Error(), 2000)
 		if e := s.record(ctx, &contractualv1.AuditEvent{Principal: req.GetPrincipal(), Action: ActionAgentResult, Outcome: errs.KindOf(err).String(),

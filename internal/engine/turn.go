@@ -325,6 +325,22 @@ func (r *runState) hasTool(name string) bool {
 	return false
 }
 
+// classify sorts the error of a call to policy or the runner: fatal
+// (non-nil) when the turn must end — the turn's own end (a budget, a
+// close) or a failure of the platform (unavailable, internal) — and
+// otherwise the error as the model is told it (invalid input, a refusal,
+// a failed tool).
+func classify(ctx context.Context, err error) (told, fatal error) {
+	err = rpc.FromConnect(err)
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
+	if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Internal {
+		return nil, err
+	}
+	return err, nil
+}
+
 // refuse records the engine's own refusal of a call.
 func (r *runState) refuse(ctx context.Context, id, tool, why string) error {
 	if err := r.event(ctx, &contractualv1.SessionEvent{Kind: evDecision, CallId: id, Tool: tool, Verdict: deny, Reason: why}); err != nil {
@@ -342,12 +358,9 @@ func (r *runState) call(ctx context.Context, id, tool string, input []byte) (out
 	req := &contractualv1.EvaluateRequest{Tool: tool, Input: input, Principal: r.principal()}
 	ev, err := s.deps.Policy.Evaluate(ctx, req)
 	if err != nil {
-		err = rpc.FromConnect(err)
-		if ctx.Err() != nil {
-			return outcome{}, context.Cause(ctx)
-		}
-		if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Internal {
-			return outcome{}, err
+		var fatal error
+		if err, fatal = classify(ctx, err); fatal != nil {
+			return outcome{}, fatal
 		}
 		// Invalid input, an unknown tool: the model is told, like a denial.
 		why := "refused by policy: " + err.Error()
@@ -421,12 +434,9 @@ func (r *runState) execute(ctx context.Context, id, tool string, ev *contractual
 	s := r.s
 	run, err := s.deps.Runner.Execute(ctx, &contractualv1.ExecuteRequest{Decision: ev.GetSigned(), Input: ev.GetCanonicalInput()})
 	if err != nil {
-		err = rpc.FromConnect(err)
-		if ctx.Err() != nil {
-			return outcome{}, context.Cause(ctx)
-		}
-		if k := errs.KindOf(err); k == errs.Unavailable || k == errs.Internal {
-			return outcome{}, err
+		var fatal error
+		if err, fatal = classify(ctx, err); fatal != nil {
+			return outcome{}, fatal
 		}
 		msg := clip(err.Error(), 2000)
 		if e := r.event(ctx, &contractualv1.SessionEvent{Kind: evResult, CallId: id, Tool: tool, DecisionId: ev.GetDecision().GetId(), Error: true, Output: msg}); e != nil {
