@@ -47,9 +47,8 @@ Reply with exactly one JSON object: {"answer": "<your reply to the owner>", "cal
 
 // turn is one running turn of a session.
 type turn struct {
-	session string
-	cancel  context.CancelCauseFunc
-	done    chan struct{}
+	cancel context.CancelCauseFunc
+	done   chan struct{}
 }
 
 // stop ends the turn with cause.
@@ -102,7 +101,7 @@ func (s *Service) start(ctx context.Context, session, text string) (int64, error
 	left := st.rec.GetBudget().GetWallTime().AsDuration() - st.rec.GetUsage().GetWallTime().AsDuration()
 	tctx, cancel := context.WithCancelCause(principal.With(s.ctx, st.rec.GetPrincipal()))
 	tctx, cancelTimeout := context.WithTimeoutCause(tctx, left, errs.E(errs.ResourceExhausted, "the session's wall-time budget (%v) is spent", st.rec.GetBudget().GetWallTime().AsDuration()))
-	t := &turn{session: session, cancel: cancel, done: make(chan struct{})}
+	t := &turn{cancel: cancel, done: make(chan struct{})}
 	s.mu.Lock()
 	s.running[session] = t
 	s.mu.Unlock()
@@ -155,8 +154,7 @@ func (s *Service) exhausted(rec *contractualv1.Session, calls int32) error {
 // run is one turn: it asks the model, decides and runs its proposals, and
 // gives it the results, until it answers, fails, or a bound ends it.
 func (s *Service) run(ctx context.Context, st *stored) {
-	r := &runState{s: s, st: st, began: s.cfg.Now(), turn: 0}
-	r.turn = st.rec.GetUsage().GetTurns() + 1
+	r := &runState{s: s, st: st, began: s.cfg.Now(), turn: st.rec.GetUsage().GetTurns() + 1}
 	err := r.loop(ctx)
 	if cause := context.Cause(ctx); err != nil && cause != nil && ctx.Err() != nil {
 		err = cause // the budget or the close that ended it, not "context canceled"
